@@ -1,0 +1,42 @@
+"""agentwatch.telemetry: spans, metrics and their exposition. Knows nothing of the runtime."""
+
+from ._invocation import Invocation
+from .catalog import MetricCatalog
+from .core import Telemetry
+from .errors import AgentwatchError, ConfigurationError
+from .labels import BoundedLabel
+from .observe import Observation, observe
+from .report import fetch_metrics_text, format_report, stats_from_registry, stats_from_text
+from .settings import TelemetrySettings
+from .setup import build_telemetry, get_telemetry, setup_telemetry
+from .web import (
+    MetricsServer,
+    add_telemetry_routes,
+    create_metrics_app,
+    http_metrics_middleware,
+    start_metrics_server,
+)
+
+__all__ = [
+    "AgentwatchError",
+    "BoundedLabel",
+    "ConfigurationError",
+    "Invocation",
+    "MetricCatalog",
+    "MetricsServer",
+    "Observation",
+    "Telemetry",
+    "TelemetrySettings",
+    "add_telemetry_routes",
+    "build_telemetry",
+    "create_metrics_app",
+    "fetch_metrics_text",
+    "format_report",
+    "get_telemetry",
+    "http_metrics_middleware",
+    "observe",
+    "setup_telemetry",
+    "start_metrics_server",
+    "stats_from_registry",
+    "stats_from_text",
+]

@@ -1,0 +1,162 @@
+"""The shared core of every operation: one span, one clock, one place that ends both.
+
+Each operation (observe, agent run, LLM call, tool call, batch task, retry attempt)
+subclasses ``Invocation`` and says what it records in ``_record``. The rules of
+docs/architecture.md live here once: the original exception is re-raised unmodified,
+nothing new is raised from telemetry, a cancellation is recorded as cancelled rather
+than as a failure, span and metrics end in ``finally``-equivalent paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from .names import AGENTWATCH_OUTCOME, ERROR_TYPE, OUTCOME_CANCELLED, OUTCOME_ERROR, OUTCOME_OK
+
+_logger = logging.getLogger("agentwatch.telemetry")
+
+Exemplar = dict[str, str] | None
+Clock = Callable[[], float]
+
+# Metric label value for a cancelled operation: not empty (it did not succeed) and
+# not a class name (it did not fail). Error-ratio queries exclude it.
+CANCELLED = "cancelled"
+
+
+def error_type_of(exc: BaseException) -> str:
+    """The ``error.type`` of an exception: its class name (a closed, code-defined set)."""
+    return type(exc).__name__
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    return isinstance(exc, asyncio.CancelledError | GeneratorExit)
+
+
+class Invocation:
+    """One running operation. End it with ``stop()``, ``fail(exc)`` or ``end(exc)``."""
+
+    __slots__ = ("_clock", "_ended", "_start", "_token", "span")
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        clock: Clock,
+        name: str,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        *,
+        kind: SpanKind = SpanKind.INTERNAL,
+        parent: otel_context.Context | None = None,
+    ) -> None:
+        self.span: Span = tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
+        self._clock = clock
+        self._start = clock()
+        self._ended = False
+        self._token: object | None = None
+
+    # -- what subclasses define ------------------------------------------------------
+    def _record(self, duration: float, error_type: str, exemplar: Exemplar) -> None:
+        """Record this operation's metrics. ``error_type`` is "" when it succeeded."""
+
+    # -- context ---------------------------------------------------------------------
+    @property
+    def context(self) -> otel_context.Context:
+        """A context whose current span is this one, for children started elsewhere."""
+        return trace.set_span_in_context(self.span)
+
+    def activate(self) -> None:
+        """Make this span current until ``deactivate()`` (in the same task)."""
+        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+
+    def deactivate(self) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
+
+    @property
+    def trace_id(self) -> str:
+        """The trace id as 32 hex digits ("" when tracing is off)."""
+        ctx = self.span.get_span_context()
+        return format(ctx.trace_id, "032x") if ctx.is_valid else ""
+
+    def exemplar(self) -> Exemplar:
+        ctx = self.span.get_span_context()
+        if not ctx.trace_flags.sampled:
+            return None
+        return {"trace_id": format(ctx.trace_id, "032x")}
+
+    def elapsed(self) -> float:
+        return self._clock() - self._start
+
+    # -- ending ----------------------------------------------------------------------
+    def stop(self) -> None:
+        """End successfully."""
+        self._finish("", OUTCOME_OK)
+
+    def fail(self, exc: BaseException) -> None:
+        """End as failed by ``exc`` (a cancellation ends as cancelled instead)."""
+        if is_cancellation(exc):
+            self.cancel()
+            return
+        if self._ended:
+            return
+        error_type = error_type_of(exc)
+        span = self.span
+        if span.is_recording():
+            span.set_attribute(ERROR_TYPE, error_type)
+            span.set_status(Status(StatusCode.ERROR, f"{error_type}: {exc}"[:1024]))
+            span.record_exception(exc, escaped=True)
+        self._finish(error_type, OUTCOME_ERROR)
+
+    def cancel(self) -> None:
+        """End as cancelled: not a success, not a failure."""
+        self._finish(CANCELLED, OUTCOME_CANCELLED)
+
+    def end(self, exc: BaseException | None) -> None:
+        if exc is None:
+            self.stop()
+        else:
+            self.fail(exc)
+
+    def _finish(self, error_type: str, outcome: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        duration = self._clock() - self._start
+        try:
+            self._record(duration, error_type, self.exemplar())
+        except Exception:  # telemetry never changes the caller's control flow
+            _logger.exception("agentwatch: recording %s failed", type(self).__name__)
+        finally:
+            self.span.set_attribute(AGENTWATCH_OUTCOME, outcome)
+            self.span.end()
+
+    # -- async with ------------------------------------------------------------------
+    async def __aenter__(self) -> Invocation:
+        self.activate()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.deactivate()
+        self.end(exc)
+
+    def __enter__(self) -> Invocation:
+        self.activate()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.deactivate()
+        self.end(exc_info[1])

@@ -1,0 +1,153 @@
+"""The metric catalog: every Prometheus metric agentwatch exports, defined once.
+
+Nothing is created at import time: ``MetricCatalog(registry)`` registers the families
+in the registry it is given (a fresh ``CollectorRegistry`` per test, the default
+registry in a service). Names, help texts, labels and buckets are part of the contract
+in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from . import names as n
+
+_GENAI_CALL_LABELS = (
+    n.L_GEN_AI_OPERATION_NAME,
+    n.L_GEN_AI_PROVIDER_NAME,
+    n.L_GEN_AI_REQUEST_MODEL,
+    n.L_ERROR_TYPE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricCatalog:
+    """All metric families, registered in one registry."""
+
+    registry: CollectorRegistry
+    gen_ai_operation_duration: Histogram
+    gen_ai_token_usage: Histogram
+    gen_ai_time_to_first_chunk: Histogram
+    gen_ai_time_per_output_chunk: Histogram
+    gen_ai_invoke_agent_duration: Histogram
+    gen_ai_execute_tool_duration: Histogram
+    batch_tasks: Counter
+    batch_task_duration: Histogram
+    batch_queue_wait: Histogram
+    batch_queue_depth: Gauge
+    batch_in_progress: Gauge
+    retry_attempts: Counter
+    retry_backoff: Histogram
+    operation_duration: Histogram
+    http_server_duration: Histogram
+    spans_dropped: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None) -> MetricCatalog:
+        reg = REGISTRY if registry is None else registry
+
+        def histogram(
+            name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]
+        ) -> Histogram:
+            return Histogram(name, doc, labels, registry=reg, buckets=buckets)
+
+        return cls(
+            registry=reg,
+            gen_ai_operation_duration=histogram(
+                n.M_GEN_AI_OPERATION_DURATION,
+                "GenAI operation duration (gen_ai.client.operation.duration).",
+                _GENAI_CALL_LABELS,
+                n.DURATION_BUCKETS,
+            ),
+            gen_ai_token_usage=histogram(
+                n.M_GEN_AI_TOKEN_USAGE,
+                "Number of input and output tokens used per call (gen_ai.client.token.usage).",
+                (
+                    n.L_GEN_AI_TOKEN_TYPE,
+                    n.L_GEN_AI_OPERATION_NAME,
+                    n.L_GEN_AI_PROVIDER_NAME,
+                    n.L_GEN_AI_REQUEST_MODEL,
+                ),
+                n.TOKEN_BUCKETS,
+            ),
+            gen_ai_time_to_first_chunk=histogram(
+                n.M_GEN_AI_TIME_TO_FIRST_CHUNK,
+                "Time from the request to the first streamed chunk "
+                "(gen_ai.client.operation.time_to_first_chunk).",
+                _GENAI_CALL_LABELS,
+                n.DURATION_BUCKETS,
+            ),
+            gen_ai_time_per_output_chunk=histogram(
+                n.M_GEN_AI_TIME_PER_OUTPUT_CHUNK,
+                "Time between consecutive streamed chunks after the first "
+                "(gen_ai.client.operation.time_per_output_chunk).",
+                _GENAI_CALL_LABELS,
+                n.DURATION_BUCKETS,
+            ),
+            gen_ai_invoke_agent_duration=histogram(
+                n.M_GEN_AI_INVOKE_AGENT_DURATION,
+                "Duration of one agent run (invoke_agent).",
+                (n.L_GEN_AI_AGENT_NAME, n.L_GEN_AI_REQUEST_MODEL, n.L_ERROR_TYPE),
+                n.AGENT_DURATION_BUCKETS,
+            ),
+            gen_ai_execute_tool_duration=histogram(
+                n.M_GEN_AI_EXECUTE_TOOL_DURATION,
+                "Duration of one tool call (execute_tool).",
+                (n.L_GEN_AI_TOOL_NAME, n.L_GEN_AI_AGENT_NAME, n.L_ERROR_TYPE),
+                n.DURATION_BUCKETS,
+            ),
+            batch_tasks=Counter(
+                n.M_BATCH_TASKS, "Finished batch tasks by status.", (n.L_STATUS,), registry=reg
+            ),
+            batch_task_duration=histogram(
+                n.M_BATCH_TASK_DURATION,
+                "Work time of one batch task, start to finish.",
+                (n.L_STATUS,),
+                n.OPERATION_BUCKETS,
+            ),
+            batch_queue_wait=histogram(
+                n.M_BATCH_QUEUE_WAIT,
+                "Time a batch task waited in the queue before a worker took it.",
+                (n.L_PRIORITY,),
+                n.OPERATION_BUCKETS,
+            ),
+            batch_queue_depth=Gauge(
+                n.M_BATCH_QUEUE_DEPTH, "Batch tasks waiting in the queue.", registry=reg
+            ),
+            batch_in_progress=Gauge(
+                n.M_BATCH_IN_PROGRESS, "Batch tasks being worked on.", registry=reg
+            ),
+            retry_attempts=Counter(
+                n.M_RETRY_ATTEMPTS,
+                "Attempts of retried calls by outcome (success, retry, giveup).",
+                (n.L_OPERATION, n.L_OUTCOME),
+                registry=reg,
+            ),
+            retry_backoff=histogram(
+                n.M_RETRY_BACKOFF,
+                "Each wait before a retry.",
+                (n.L_OPERATION,),
+                n.OPERATION_BUCKETS,
+            ),
+            operation_duration=histogram(
+                n.M_OPERATION_DURATION,
+                "Duration of any operation under observe(); error_type is empty when it "
+                "succeeded.",
+                (n.L_OPERATION, n.L_ERROR_TYPE),
+                n.OPERATION_BUCKETS,
+            ),
+            http_server_duration=histogram(
+                n.M_HTTP_SERVER_DURATION,
+                "Duration of HTTP requests served by the agentwatch API.",
+                (n.L_HTTP_METHOD, n.L_HTTP_ROUTE, n.L_HTTP_STATUS),
+                n.HTTP_DURATION_BUCKETS,
+            ),
+            spans_dropped=Counter(
+                n.M_SPANS_DROPPED,
+                "Spans lost because the trace backend was slow or down.",
+                (n.L_REASON,),
+                registry=reg,
+            ),
+        )

@@ -1,0 +1,100 @@
+"""Every name users depend on: span names, attribute keys, metric names, buckets.
+
+Semantic-convention names come from ``opentelemetry.semconv``; our own live under the
+``agentwatch.`` attribute namespace and the ``agentwatch_`` metric prefix. Dashboards,
+alert rules and docs use exactly these strings (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
+from opentelemetry.semconv.attributes import error_attributes as _error
+
+# --- span attribute keys (semconv first) -------------------------------------------
+ERROR_TYPE: Final = _error.ERROR_TYPE
+GEN_AI_OPERATION_NAME: Final = _gen_ai.GEN_AI_OPERATION_NAME
+GEN_AI_PROVIDER_NAME: Final = _gen_ai.GEN_AI_PROVIDER_NAME
+GEN_AI_REQUEST_MODEL: Final = _gen_ai.GEN_AI_REQUEST_MODEL
+GEN_AI_RESPONSE_MODEL: Final = _gen_ai.GEN_AI_RESPONSE_MODEL
+GEN_AI_RESPONSE_ID: Final = _gen_ai.GEN_AI_RESPONSE_ID
+GEN_AI_RESPONSE_FINISH_REASONS: Final = _gen_ai.GEN_AI_RESPONSE_FINISH_REASONS
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = _gen_ai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK
+GEN_AI_USAGE_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_INPUT_TOKENS
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS
+GEN_AI_AGENT_NAME: Final = _gen_ai.GEN_AI_AGENT_NAME
+GEN_AI_TOOL_NAME: Final = _gen_ai.GEN_AI_TOOL_NAME
+GEN_AI_TOOL_CALL_ID: Final = _gen_ai.GEN_AI_TOOL_CALL_ID
+GEN_AI_TOOL_TYPE: Final = _gen_ai.GEN_AI_TOOL_TYPE
+GEN_AI_CONVERSATION_ID: Final = _gen_ai.GEN_AI_CONVERSATION_ID
+GEN_AI_INPUT_MESSAGES: Final = _gen_ai.GEN_AI_INPUT_MESSAGES
+GEN_AI_OUTPUT_MESSAGES: Final = _gen_ai.GEN_AI_OUTPUT_MESSAGES
+GEN_AI_TOOL_CALL_ARGUMENTS: Final = _gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS
+GEN_AI_TOOL_CALL_RESULT: Final = _gen_ai.GEN_AI_TOOL_CALL_RESULT
+
+AGENTWATCH_OPERATION: Final = "agentwatch.operation"
+AGENTWATCH_OUTCOME: Final = "agentwatch.outcome"
+AGENTWATCH_BATCH_ID: Final = "agentwatch.batch.id"
+AGENTWATCH_TASK_ID: Final = "agentwatch.task.id"
+AGENTWATCH_TASK_PRIORITY: Final = "agentwatch.task.priority"
+AGENTWATCH_TASK_QUEUE_WAIT: Final = "agentwatch.task.queue_wait"
+AGENTWATCH_RETRY_ATTEMPT: Final = "agentwatch.retry.attempt"
+AGENTWATCH_RETRY_WAIT: Final = "agentwatch.retry.wait"
+
+# Outcomes: span attribute values, and the metric label value of a cancellation.
+OUTCOME_OK: Final = "ok"
+OUTCOME_ERROR: Final = "error"
+OUTCOME_CANCELLED: Final = "cancelled"
+
+# The conventions' fallback for a label value outside its allowlist.
+OTHER: Final = "_OTHER"
+
+# --- metric names (Prometheus form) ------------------------------------------------
+M_GEN_AI_OPERATION_DURATION: Final = "gen_ai_client_operation_duration_seconds"
+M_GEN_AI_TOKEN_USAGE: Final = "gen_ai_client_token_usage"
+M_GEN_AI_TIME_TO_FIRST_CHUNK: Final = "gen_ai_client_operation_time_to_first_chunk_seconds"
+M_GEN_AI_TIME_PER_OUTPUT_CHUNK: Final = "gen_ai_client_operation_time_per_output_chunk_seconds"
+M_GEN_AI_INVOKE_AGENT_DURATION: Final = "gen_ai_invoke_agent_duration_seconds"
+M_GEN_AI_EXECUTE_TOOL_DURATION: Final = "gen_ai_execute_tool_duration_seconds"
+M_BATCH_TASKS: Final = "agentwatch_batch_tasks"  # counter: exposed as ..._total
+M_BATCH_TASK_DURATION: Final = "agentwatch_batch_task_duration_seconds"
+M_BATCH_QUEUE_WAIT: Final = "agentwatch_batch_queue_wait_seconds"
+M_BATCH_QUEUE_DEPTH: Final = "agentwatch_batch_queue_depth"
+M_BATCH_IN_PROGRESS: Final = "agentwatch_batch_tasks_in_progress"
+M_RETRY_ATTEMPTS: Final = "agentwatch_retry_attempts"  # counter: exposed as ..._total
+M_RETRY_BACKOFF: Final = "agentwatch_retry_backoff_seconds"
+M_OPERATION_DURATION: Final = "agentwatch_operation_duration_seconds"
+M_HTTP_SERVER_DURATION: Final = "http_server_request_duration_seconds"
+M_SPANS_DROPPED: Final = "agentwatch_telemetry_spans_dropped"  # counter: ..._total
+
+# --- label names (Prometheus form of the attribute keys) ---------------------------
+L_OPERATION: Final = "operation"
+L_ERROR_TYPE: Final = "error_type"
+L_GEN_AI_OPERATION_NAME: Final = "gen_ai_operation_name"
+L_GEN_AI_PROVIDER_NAME: Final = "gen_ai_provider_name"
+L_GEN_AI_REQUEST_MODEL: Final = "gen_ai_request_model"
+L_GEN_AI_TOKEN_TYPE: Final = "gen_ai_token_type"
+L_GEN_AI_AGENT_NAME: Final = "gen_ai_agent_name"
+L_GEN_AI_TOOL_NAME: Final = "gen_ai_tool_name"
+L_STATUS: Final = "status"
+L_PRIORITY: Final = "priority"
+L_OUTCOME: Final = "outcome"
+L_REASON: Final = "reason"
+L_HTTP_METHOD: Final = "http_request_method"
+L_HTTP_ROUTE: Final = "http_route"
+L_HTTP_STATUS: Final = "http_response_status_code"
+
+# --- buckets: open-telemetry/semantic-conventions-genai, gen-ai-metrics.md ---------
+DURATION_BUCKETS: Final = tuple(round(0.01 * 2**i, 2) for i in range(14))  # 0.01 .. 81.92 s
+AGENT_DURATION_BUCKETS: Final = tuple(round(0.1 * 2**i, 1) for i in range(13))  # 0.1 .. 409.6 s
+TOKEN_BUCKETS: Final = tuple(float(4**i) for i in range(14))  # 1 .. 67108864
+# HTTP server semconv buckets (http-metrics.md).
+HTTP_DURATION_BUCKETS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+# Our own operations: from 1 ms, so that fast in-process work is still resolved.
+OPERATION_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0,
+)  # fmt: skip

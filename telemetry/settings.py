@@ -1,0 +1,108 @@
+"""Telemetry settings, read from the standard OpenTelemetry environment variables.
+
+The SDK itself reads the rest of the OTEL_* variables it documents (resource
+attributes, sampler, OTLP endpoint, headers, timeout, batch processor sizes); this
+object holds the choices agentwatch makes on top of them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from .errors import ConfigurationError
+
+OTEL_SDK_DISABLED: Final = "OTEL_SDK_DISABLED"
+OTEL_SERVICE_NAME: Final = "OTEL_SERVICE_NAME"
+OTEL_RESOURCE_ATTRIBUTES: Final = "OTEL_RESOURCE_ATTRIBUTES"
+OTEL_TRACES_EXPORTER: Final = "OTEL_TRACES_EXPORTER"
+OTEL_EXPORTER_OTLP_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"
+OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+OTEL_BSP_MAX_QUEUE_SIZE: Final = "OTEL_BSP_MAX_QUEUE_SIZE"
+OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+)
+AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT: Final = "AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT"
+
+DEFAULT_SERVICE_NAME: Final = "agentwatch"
+
+TracesExporter = Literal["otlp", "console", "none"]
+OtlpProtocol = Literal["http/protobuf", "grpc"]
+ContentCapture = Literal["none", "span", "span_and_event"]
+
+_EXPORTERS: Final[tuple[TracesExporter, ...]] = ("otlp", "console", "none")
+_PROTOCOLS: Final[tuple[OtlpProtocol, ...]] = ("http/protobuf", "grpc")
+_CAPTURE: Final[Mapping[str, ContentCapture]] = {
+    "": "none",
+    "false": "none",
+    "no_content": "none",
+    "none": "none",
+    "true": "span",
+    "span_only": "span",
+    "span_and_event": "span_and_event",
+    "event_only": "none",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetrySettings:
+    sdk_disabled: bool = False
+    traces_exporter: TracesExporter = "otlp"
+    otlp_protocol: OtlpProtocol = "http/protobuf"
+    max_queue_size: int = 2048
+    capture_content: ContentCapture = "none"
+    shutdown_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.traces_exporter not in _EXPORTERS:
+            raise ConfigurationError(
+                f"{OTEL_TRACES_EXPORTER}={self.traces_exporter!r}: use one of {_EXPORTERS}"
+            )
+        if self.otlp_protocol not in _PROTOCOLS:
+            raise ConfigurationError(
+                f"{OTEL_EXPORTER_OTLP_PROTOCOL}={self.otlp_protocol!r}: use one of {_PROTOCOLS}"
+            )
+        if self.max_queue_size < 1:
+            raise ConfigurationError(f"{OTEL_BSP_MAX_QUEUE_SIZE} must be at least 1")
+        if not self.shutdown_timeout > 0:
+            raise ConfigurationError(f"{AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT} must be positive")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TelemetrySettings:
+        e = os.environ if env is None else env
+        exporter = e.get(OTEL_TRACES_EXPORTER, "otlp").strip().lower() or "otlp"
+        protocol = (
+            e.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL) or e.get(OTEL_EXPORTER_OTLP_PROTOCOL) or ""
+        ).strip().lower() or "http/protobuf"
+        capture_raw = e.get(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, "").strip().lower()
+        if capture_raw not in _CAPTURE:
+            raise ConfigurationError(
+                f"{OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT}={capture_raw!r}: use "
+                "SPAN_ONLY, SPAN_AND_EVENT, NO_CONTENT (or true/false)"
+            )
+        return cls(
+            sdk_disabled=e.get(OTEL_SDK_DISABLED, "").strip().lower() == "true",
+            traces_exporter=exporter,  # type: ignore[arg-type]  # checked in __post_init__
+            otlp_protocol=protocol,  # type: ignore[arg-type]
+            max_queue_size=_int(e, OTEL_BSP_MAX_QUEUE_SIZE, 2048),
+            capture_content=_CAPTURE[capture_raw],
+            shutdown_timeout=_float(e, AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT, 5.0),
+        )
+
+
+def _int(env: Mapping[str, str], key: str, default: int) -> int:
+    raw = env.get(key, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise ConfigurationError(f"{key}={raw!r} is not a whole number") from None
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ConfigurationError(f"{key}={raw!r} is not a number") from None

@@ -1,0 +1,138 @@
+"""``setup_telemetry()``: the one composition root that wires the OpenTelemetry SDK.
+
+Configured by the standard OTEL_* environment variables (see ``settings``). Idempotent:
+the second call returns the first call's ``Telemetry``. Spans go through a bounded
+batch processor; what the backend does not take is counted in
+``agentwatch_telemetry_spans_dropped_total`` and the program runs on.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from prometheus_client import CollectorRegistry
+
+from ._export import CountingBatchSpanProcessor
+from .core import Telemetry
+from .errors import ConfigurationError
+from .settings import (
+    DEFAULT_SERVICE_NAME,
+    OTEL_RESOURCE_ATTRIBUTES,
+    OTEL_SERVICE_NAME,
+    TelemetrySettings,
+)
+
+_lock = threading.Lock()
+_telemetry: Telemetry | None = None
+
+
+def setup_telemetry(
+    settings: TelemetrySettings | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+    span_exporter: SpanExporter | None = None,
+    set_global: bool = True,
+) -> Telemetry:
+    """Wire tracing and metrics once for this process and return the ``Telemetry``.
+
+    ``span_exporter`` replaces the exporter OTEL_TRACES_EXPORTER would choose;
+    ``set_global`` also installs the tracer provider as OpenTelemetry's global one so
+    that other instrumentation in the process joins the same traces.
+    """
+    global _telemetry
+    with _lock:
+        if _telemetry is not None:
+            return _telemetry
+        telemetry = build_telemetry(settings, registry=registry, span_exporter=span_exporter)
+        if set_global:
+            provider = telemetry.tracer_provider
+            if provider is not None:
+                trace.set_tracer_provider(provider)
+        _telemetry = telemetry
+        return telemetry
+
+
+def get_telemetry() -> Telemetry:
+    """The process's telemetry; without ``setup_telemetry()``, metrics on the default
+    registry and spans through whatever global tracer provider is installed."""
+    global _telemetry
+    if _telemetry is None:
+        with _lock:
+            if _telemetry is None:
+                _telemetry = Telemetry()
+    return _telemetry
+
+
+def build_telemetry(
+    settings: TelemetrySettings | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+    span_exporter: SpanExporter | None = None,
+) -> Telemetry:
+    """A configured ``Telemetry`` that touches no globals (what setup_telemetry installs)."""
+    s = settings if settings is not None else TelemetrySettings.from_env()
+    if s.sdk_disabled:
+        return Telemetry(
+            tracer_provider=trace.NoOpTracerProvider(),
+            registry=registry,
+            capture_content=s.capture_content,
+        )
+    provider = TracerProvider(resource=_resource())
+    exporter = span_exporter if span_exporter is not None else _exporter(s)
+    processor: CountingBatchSpanProcessor | None = None
+    holder: list[Telemetry] = []
+
+    def on_drop(reason: str, count: int) -> None:
+        if holder:
+            holder[0].count_dropped_spans(reason, count)
+
+    if exporter is not None:
+        processor = CountingBatchSpanProcessor(exporter, on_drop, max_queue_size=s.max_queue_size)
+        provider.add_span_processor(processor)
+
+    def shutdown(timeout: float) -> None:
+        if processor is not None:
+            processor.shutdown_within(int(timeout * 1000))
+        provider.shutdown()
+
+    telemetry = Telemetry(
+        tracer_provider=provider,
+        registry=registry,
+        capture_content=s.capture_content,
+        on_shutdown=shutdown,
+    )
+    holder.append(telemetry)
+    return telemetry
+
+
+def _resource() -> Resource:
+    named = OTEL_SERVICE_NAME in os.environ or "service.name=" in os.environ.get(
+        OTEL_RESOURCE_ATTRIBUTES, ""
+    )
+    return Resource.create({} if named else {SERVICE_NAME: DEFAULT_SERVICE_NAME})
+
+
+def _exporter(settings: TelemetrySettings) -> SpanExporter | None:
+    if settings.traces_exporter == "none":
+        return None
+    if settings.traces_exporter == "console":
+        return ConsoleSpanExporter()
+    if settings.otlp_protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter as GrpcSpanExporter,
+            )
+        except ImportError:
+            raise ConfigurationError(
+                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the gRPC exporter: "
+                "pip install 'agentwatch[grpc]' (or use http/protobuf)"
+            ) from None
+        return GrpcSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
