@@ -85,4 +85,4 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
 
     def shutdown(self) -> None:
         self._closed = True
-        super().shutdown()
+        super().shutdown()  # type: ignore[no-untyped-call]

@@ -133,8 +133,7 @@ class MetricCatalog:
             ),
             operation_duration=histogram(
                 n.M_OPERATION_DURATION,
-                "Duration of any operation under observe(); error_type is empty when it "
-                "succeeded.",
+                "Duration of any operation under observe(); error_type is empty when it succeeded.",
                 (n.L_OPERATION, n.L_ERROR_TYPE),
                 n.OPERATION_BUCKETS,
             ),

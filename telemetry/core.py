@@ -71,7 +71,7 @@ class Telemetry:
     def start_operation(
         self, operation: str, attributes: Mapping[str, AttributeValue] | None = None
     ) -> OperationInvocation:
-        attrs = {AGENTWATCH_OPERATION: operation}
+        attrs: dict[str, AttributeValue] = {AGENTWATCH_OPERATION: operation}
         if attributes:
             attrs.update(attributes)
         return OperationInvocation(self, operation, attrs)
@@ -80,7 +80,10 @@ class Telemetry:
         key = (operation, error_type)
         child = self._operation_children.get(key)
         if child is None:
-            bounded = (self.operations(operation), self.error_types(error_type) if error_type else "")
+            bounded = (
+                self.operations(operation),
+                self.error_types(error_type) if error_type else "",
+            )
             child = self.metrics.operation_duration.labels(*bounded)
             if len(self._operation_children) < 4096:
                 self._operation_children[key] = child
@@ -105,6 +108,4 @@ class OperationInvocation(Invocation):
         self._operation = operation
 
     def _record(self, duration: float, error_type: str, exemplar: Exemplar) -> None:
-        self._telemetry.operation_histogram(self._operation, error_type).observe(
-            duration, exemplar
-        )
+        self._telemetry.operation_histogram(self._operation, error_type).observe(duration, exemplar)

@@ -121,7 +121,7 @@ def fetch_metrics_text(url: str, timeout: float = 10.0) -> str:
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"not an http(s) URL: {url!r}")
     request = urllib.request.Request(url, headers={"Accept": "text/plain"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         body: bytes = response.read()
     return body.decode("utf-8")
 
@@ -155,7 +155,9 @@ def format_report(rows: list[OperationStats], title: str = "Performance report")
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     lines = [title, "=" * len(title)]
     for index, r in enumerate(table):
-        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
+        cells = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
         lines.append("  ".join(cells))
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))

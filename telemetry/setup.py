@@ -132,7 +132,8 @@ def _exporter(settings: TelemetrySettings) -> SpanExporter | None:
                 "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the gRPC exporter: "
                 "pip install 'agentwatch[grpc]' (or use http/protobuf)"
             ) from None
-        return GrpcSpanExporter()
+        grpc_exporter: SpanExporter = GrpcSpanExporter()
+        return grpc_exporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()

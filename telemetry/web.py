@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
@@ -91,7 +91,7 @@ def create_metrics_app(
     return app
 
 
-def http_metrics_middleware(telemetry: Telemetry) -> web.Middleware:
+def http_metrics_middleware(telemetry: Telemetry) -> Middleware:
     """Record ``http_server_request_duration_seconds`` by method, route template, status."""
     histogram = telemetry.metrics.http_server_duration
     methods = BoundedLabel(_METHODS)
@@ -120,9 +120,7 @@ def http_metrics_middleware(telemetry: Telemetry) -> web.Middleware:
 class MetricsServer:
     """The telemetry routes served from a background thread with its own event loop."""
 
-    def __init__(
-        self, telemetry: Telemetry, *, host: str = "127.0.0.1", port: int = 9464
-    ) -> None:
+    def __init__(self, telemetry: Telemetry, *, host: str = "127.0.0.1", port: int = 9464) -> None:
         self._telemetry = telemetry
         self._host = host
         self._requested_port = port

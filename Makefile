@@ -1,0 +1,41 @@
+# Every target bootstraps .venv on a fresh machine; `make test` also installs Debian's
+# prometheus (promtool and the server the integration tests start) when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint bench tools clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,lint]'
+	touch $@
+
+tools:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+	  echo "installing Debian prometheus (promtool + server for the integration tests)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus >/dev/null; }
+
+demo: $(STAMP)
+	$(VENV)/bin/agentwatch demo
+
+test: $(STAMP) tools
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	@mkdir -p .typecheck/agentwatch
+	@ln -sfn ../../runtime .typecheck/agentwatch/runtime
+	@ln -sfn ../../telemetry .typecheck/agentwatch/telemetry
+	$(VENV)/bin/ruff check runtime telemetry tests benchmarks
+	$(VENV)/bin/ruff format --check runtime telemetry tests benchmarks
+	cd .typecheck && MYPYPATH=. ../$(VENV)/bin/mypy --config-file ../pyproject.toml -p agentwatch.telemetry -p agentwatch.runtime
+	cd .typecheck && PYTHONPATH=. ../$(VENV)/bin/lint-imports --config ../pyproject.toml
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .typecheck build *.egg-info .pytest_cache .mypy_cache .ruff_cache
