@@ -82,6 +82,10 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         """Flush what is queued and stop, giving up after ``timeout_millis``."""
         self._closed = True
         self._batch_processor.shutdown(timeout_millis=timeout_millis)
+        left = len(self._queue)  # never exported once the deadline passed: count them
+        if left:
+            self._queue.clear()
+            self._on_drop(REASON_SHUTDOWN, left)
 
     def shutdown(self) -> None:
         self._closed = True

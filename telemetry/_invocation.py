@@ -136,7 +136,8 @@ class Invocation:
         except Exception:  # telemetry never changes the caller's control flow
             _logger.exception("agentwatch: recording %s failed", type(self).__name__)
         finally:
-            self.span.set_attribute(AGENTWATCH_OUTCOME, outcome)
+            if outcome is not OUTCOME_OK:  # ok is the default: no attribute on the hot path
+                self.span.set_attribute(AGENTWATCH_OUTCOME, outcome)
             self.span.end()
 
     # -- async with ------------------------------------------------------------------

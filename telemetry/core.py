@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry
 from ._invocation import Clock, Exemplar, Invocation
 from .catalog import MetricCatalog
 from .labels import BoundedLabel
-from .names import AGENTWATCH_OPERATION
 from .settings import ContentCapture
 
 if TYPE_CHECKING:
@@ -71,10 +70,7 @@ class Telemetry:
     def start_operation(
         self, operation: str, attributes: Mapping[str, AttributeValue] | None = None
     ) -> OperationInvocation:
-        attrs: dict[str, AttributeValue] = {AGENTWATCH_OPERATION: operation}
-        if attributes:
-            attrs.update(attributes)
-        return OperationInvocation(self, operation, attrs)
+        return OperationInvocation(self, operation, attributes)
 
     def operation_histogram(self, operation: str, error_type: str) -> Histogram:
         key = (operation, error_type)
@@ -101,7 +97,10 @@ class OperationInvocation(Invocation):
     __slots__ = ("_operation", "_telemetry")
 
     def __init__(
-        self, telemetry: Telemetry, operation: str, attributes: Mapping[str, AttributeValue]
+        self,
+        telemetry: Telemetry,
+        operation: str,
+        attributes: Mapping[str, AttributeValue] | None,
     ) -> None:
         super().__init__(telemetry.tracer, telemetry.clock, operation, attributes)
         self._telemetry = telemetry

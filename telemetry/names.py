@@ -33,7 +33,6 @@ GEN_AI_OUTPUT_MESSAGES: Final = _gen_ai.GEN_AI_OUTPUT_MESSAGES
 GEN_AI_TOOL_CALL_ARGUMENTS: Final = _gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS
 GEN_AI_TOOL_CALL_RESULT: Final = _gen_ai.GEN_AI_TOOL_CALL_RESULT
 
-AGENTWATCH_OPERATION: Final = "agentwatch.operation"
 AGENTWATCH_OUTCOME: Final = "agentwatch.outcome"
 AGENTWATCH_BATCH_ID: Final = "agentwatch.batch.id"
 AGENTWATCH_TASK_ID: Final = "agentwatch.task.id"

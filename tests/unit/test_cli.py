@@ -1,0 +1,33 @@
+"""`agentwatch report --url` against a real /metrics server on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentwatch.runtime.cli import main
+from agentwatch.telemetry import Telemetry, start_metrics_server
+
+
+async def _observed(telemetry: Telemetry) -> None:
+    async with telemetry.observe("classify"):
+        pass
+
+
+def test_report_from_url(telemetry: Telemetry, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    for _ in range(7):
+        asyncio.run(_observed(telemetry))
+    server = start_metrics_server(telemetry, port=0)
+    try:
+        assert main(["report", "--url", f"http://127.0.0.1:{server.port}/metrics"]) == 0
+    finally:
+        server.stop()
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("classify"))
+    assert line.split()[1:3] == ["7", "0"]
+
+
+def test_report_from_unreachable_url_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--url", "http://127.0.0.1:9/metrics", "--timeout", "2"]) == 2
+    assert "cannot read" in capsys.readouterr().err
