@@ -8,8 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_observe  # noqa: E402
-from benchmarks.common import RESULTS, machine, versions  # noqa: E402
+from benchmarks import bench_observe
+from benchmarks.common import RESULTS, machine, versions
 
 
 def main() -> int:

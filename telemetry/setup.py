@@ -74,7 +74,11 @@ def build_telemetry(
     registry: CollectorRegistry | None = None,
     span_exporter: SpanExporter | None = None,
 ) -> Telemetry:
-    """A configured ``Telemetry`` that touches no globals (what setup_telemetry installs)."""
+    """A configured ``Telemetry`` that touches no globals (what setup_telemetry installs).
+
+    Start-up work blocks briefly (resource detection joins a thread pool): from inside a
+    running event loop call it, or ``setup_telemetry()``, through ``asyncio.to_thread``.
+    """
     s = settings if settings is not None else TelemetrySettings.from_env()
     if s.sdk_disabled:
         return Telemetry(

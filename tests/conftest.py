@@ -6,12 +6,11 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+from agentwatch.telemetry import Telemetry
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
-
-from agentwatch.telemetry import Telemetry
 
 
 @pytest.fixture
@@ -43,3 +42,12 @@ def promtool() -> str:
     if path is None:
         pytest.fail("promtool not found: run `make test`, which installs Debian's prometheus")
     return path
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[None]:
+    """Fail any test whose code blocks the event loop (file or socket I/O, sleeps)."""
+    from blockbuster import blockbuster_ctx
+
+    with blockbuster_ctx():
+        yield

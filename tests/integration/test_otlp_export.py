@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from prometheus_client import CollectorRegistry
-
 from agentwatch.telemetry import TelemetrySettings, build_telemetry
+from prometheus_client import CollectorRegistry
 
 from .conftest import OtlpReceiver, attributes
 
@@ -19,11 +18,12 @@ async def test_spans_reach_an_otlp_http_receiver_with_attributes_and_parent(
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.url)
     monkeypatch.setenv("OTEL_SERVICE_NAME", "otlp-test")
-    telemetry = build_telemetry(TelemetrySettings.from_env(), registry=CollectorRegistry())
+    telemetry = await asyncio.to_thread(
+        build_telemetry, TelemetrySettings.from_env(), registry=CollectorRegistry()
+    )
 
-    async with telemetry.observe("parent", job="nightly"):
-        async with telemetry.observe("child", step=2):
-            pass
+    async with telemetry.observe("parent", job="nightly"), telemetry.observe("child", step=2):
+        pass
     # The exporter is synchronous: flush from a thread so the receiver (on this loop) runs.
     await asyncio.to_thread(telemetry.shutdown, 10.0)
 
@@ -42,7 +42,9 @@ async def test_backend_down_loses_spans_not_calls(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed_port}")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "0.5")
     registry = CollectorRegistry()
-    telemetry = build_telemetry(TelemetrySettings.from_env(), registry=registry)
+    telemetry = await asyncio.to_thread(
+        build_telemetry, TelemetrySettings.from_env(), registry=registry
+    )
 
     @telemetry.observe("call")
     async def call(i: int) -> int:

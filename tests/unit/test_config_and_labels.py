@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from agentwatch.telemetry import BoundedLabel, ConfigurationError, TelemetrySettings
 
 
@@ -23,8 +22,11 @@ def test_standard_variables_are_read() -> None:
             "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_AND_EVENT",
         }
     )
-    assert s.sdk_disabled and s.traces_exporter == "console" and s.otlp_protocol == "grpc"
-    assert s.max_queue_size == 64 and s.capture_content == "span_and_event"
+    assert s.sdk_disabled
+    assert s.traces_exporter == "console"
+    assert s.otlp_protocol == "grpc"
+    assert s.max_queue_size == 64
+    assert s.capture_content == "span_and_event"
     assert (
         TelemetrySettings.from_env(
             {"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"}

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from agentwatch.telemetry import Telemetry
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, get_current_span
 from prometheus_client import CollectorRegistry
-
-from agentwatch.telemetry import Telemetry
 
 METRIC = "agentwatch_operation_duration_seconds"
 
@@ -171,11 +170,13 @@ async def test_concurrent_observations_keep_their_own_parents(
     spans = exporter.get_finished_spans()
     runs = {s.context.span_id: s for s in spans if s.name == "run"}
     steps = [s for s in spans if s.name == "step"]
-    assert len(runs) == 20 and len(steps) == 20
+    assert len(runs) == 20
+    assert len(steps) == 20
     for step in steps:
         assert step.parent is not None
         parent = runs[step.parent.span_id]
-        assert parent.attributes is not None and step.attributes is not None
+        assert parent.attributes is not None
+        assert step.attributes is not None
         assert parent.attributes["index"] == step.attributes["index"]
         assert parent.context.trace_id == step.context.trace_id
     assert len({s.context.trace_id for s in runs.values()}) == 20

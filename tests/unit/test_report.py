@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-
 from agentwatch.telemetry import Telemetry, format_report, stats_from_registry, stats_from_text
+from prometheus_client import CollectorRegistry, generate_latest
 
 
 async def test_report_from_registry_and_from_text_agree(registry: CollectorRegistry) -> None:
@@ -26,10 +25,13 @@ async def test_report_from_registry_and_from_text_agree(registry: CollectorRegis
         row = rows["search"]
         assert (row.calls, row.errors) == (4, 1)
         assert math.isclose(row.avg, (0.002 + 0.004 + 0.02 + 0.3) / 4)
-        assert row.min_bound == 0.0025 and row.max_bound == 0.5
+        assert row.min_bound == 0.0025
+        assert row.max_bound == 0.5
         assert 0.25 < row.quantile(0.95) <= 0.5
     text = format_report(list(live.values()))
-    assert "search" in text and "<=2.5ms" in text and "<=500.0ms" in text
+    assert "search" in text
+    assert "<=2.5ms" in text
+    assert "<=500.0ms" in text
 
 
 def test_empty_report_says_so() -> None:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
+import asyncio
+from asyncio.subprocess import PIPE, STDOUT
 
 from agentwatch.telemetry import (
     Telemetry,
@@ -16,6 +12,10 @@ from agentwatch.telemetry import (
     http_metrics_middleware,
     start_metrics_server,
 )
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 ClientFactory = object
@@ -39,10 +39,11 @@ async def test_metrics_text_passes_promtool(
         'agentwatch_operation_duration_seconds_count{error_type="",operation="warmup"} 1.0' in body
     )
     assert "# {" not in body  # no exemplars in the plain text format
-    lint = subprocess.run(
-        [promtool, "check", "metrics"], input=body, capture_output=True, text=True, check=False
+    lint = await asyncio.create_subprocess_exec(
+        promtool, "check", "metrics", stdin=PIPE, stdout=PIPE, stderr=STDOUT
     )
-    assert lint.returncode == 0, lint.stdout + lint.stderr
+    output, _ = await asyncio.wait_for(lint.communicate(body.encode()), timeout=30)
+    assert lint.returncode == 0, output.decode()
 
 
 async def test_openmetrics_scrape_carries_the_trace_id_exemplar(
