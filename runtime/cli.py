@@ -28,7 +28,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    return asyncio.run(demo.main(port=args.port))
+    return asyncio.run(demo.main(demo.setup(), port=args.port))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,13 +25,17 @@ from agentwatch.telemetry.settings import OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRAC
 from aiohttp import web
 
 
-async def main(port: int = 0, rounds: int = 50) -> int:
-    # Without a configured trace backend the demo keeps its spans in-process (they
-    # still give the exemplars): it does not spam a collector that is not there.
+def setup() -> Telemetry:
+    """The demo's telemetry. Without a configured trace backend the demo keeps its spans
+    in-process (they still give the exemplars) rather than retrying a collector that is
+    not there."""
     settings = TelemetrySettings.from_env()
     if not any(key in os.environ for key in (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER)):
         settings = dataclasses.replace(settings, traces_exporter="none")
-    telemetry = setup_telemetry(settings)
+    return setup_telemetry(settings)
+
+
+async def main(telemetry: Telemetry, port: int = 0, rounds: int = 50) -> int:
     runner = web.AppRunner(create_metrics_app(telemetry), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
