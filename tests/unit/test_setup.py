@@ -1,0 +1,46 @@
+"""setup_telemetry(): one composition root, idempotent, honouring OTEL_SDK_DISABLED."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from prometheus_client import CollectorRegistry
+
+from agentwatch.telemetry import TelemetrySettings, build_telemetry
+
+
+def test_setup_is_idempotent_and_installs_the_global_provider() -> None:
+    script = (
+        "from opentelemetry import trace\n"
+        "from agentwatch.telemetry import setup_telemetry, get_telemetry\n"
+        "a = setup_telemetry(); b = setup_telemetry()\n"
+        "assert a is b is get_telemetry(), 'not idempotent'\n"
+        "assert trace.get_tracer_provider() is a.tracer_provider\n"
+        "a.shutdown(1.0)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"OTEL_TRACES_EXPORTER": "none", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+async def test_sdk_disabled_keeps_metrics_and_makes_no_spans() -> None:
+    registry = CollectorRegistry()
+    telemetry = build_telemetry(TelemetrySettings(sdk_disabled=True), registry=registry)
+    async with telemetry.observe("quiet") as invocation:
+        assert not invocation.span.is_recording()
+    assert invocation.trace_id == ""
+    assert (
+        registry.get_sample_value(
+            "agentwatch_operation_duration_seconds_count",
+            {"operation": "quiet", "error_type": ""},
+        )
+        == 1
+    )
