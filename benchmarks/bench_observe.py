@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from agentwatch.telemetry import Telemetry
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry
+
+from agentwatch.telemetry import Telemetry
 
 from .common import DiscardingExporter, Measured
 

@@ -13,6 +13,8 @@ import hashlib
 import os
 
 import aiohttp
+from aiohttp import web
+
 from agentwatch.telemetry import (
     Telemetry,
     TelemetrySettings,
@@ -22,7 +24,6 @@ from agentwatch.telemetry import (
     stats_from_text,
 )
 from agentwatch.telemetry.settings import OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER
-from aiohttp import web
 
 
 def setup() -> Telemetry:

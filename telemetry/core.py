@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
 
 from ._invocation import Clock, Exemplar, Invocation
 from .catalog import MetricCatalog
@@ -21,9 +22,15 @@ from .labels import BoundedLabel
 from .settings import ContentCapture
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from prometheus_client.metrics import Histogram
 
+    from ._agent_run import AgentRunInvocation
+    from ._llm_call import LlmCallInvocation
+    from ._tool_call import ToolCallInvocation
     from .observe import Observation
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 INSTRUMENTATION_NAME = "agentwatch"
 
@@ -47,11 +54,17 @@ class Telemetry:
         self.metrics = MetricCatalog.create(registry)
         self.clock = clock
         self.capture_content = capture_content
+        # Closed label sets. The runtime widens the allowlists with what it registers
+        # (agents, models, tools); before that each admits its first few values.
         self.operations = BoundedLabel()
         self.error_types = BoundedLabel()
+        self.agents = BoundedLabel(limit=16)
+        self.models = BoundedLabel(limit=16)
+        self.providers = BoundedLabel(limit=8)
+        self.tools = BoundedLabel(limit=64)
         self._on_shutdown = on_shutdown
         self.tracer_provider: trace.TracerProvider | None = tracer_provider
-        self._operation_children: dict[tuple[str, str], Histogram] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -72,18 +85,71 @@ class Telemetry:
     ) -> OperationInvocation:
         return OperationInvocation(self, operation, attributes)
 
-    def operation_histogram(self, operation: str, error_type: str) -> Histogram:
-        key = (operation, error_type)
-        child = self._operation_children.get(key)
+    def child(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, bound once per label set and reused.
+
+        Callers pass values already mapped onto their closed sets, so the cache is
+        bounded by the product of those sets.
+        """
+        key = (id(metric), labels)
+        child = self._children.get(key)
         if child is None:
-            bounded = (
-                self.operations(operation),
-                self.error_types(error_type) if error_type else "",
-            )
-            child = self.metrics.operation_duration.labels(*bounded)
-            if len(self._operation_children) < 4096:
-                self._operation_children[key] = child
-        return child
+            child = self._children[key] = metric.labels(*labels)
+        return cast(M, child)
+
+    def error_label(self, error_type: str) -> str:
+        return self.error_types(error_type) if error_type else ""
+
+    def operation_histogram(self, operation: str, error_type: str) -> Histogram:
+        return self.child(
+            self.metrics.operation_duration,
+            self.operations(operation),
+            self.error_label(error_type),
+        )
+
+    # -- the operation factories ---------------------------------------------------
+    def agent_run(
+        self,
+        agent_name: str,
+        request_model: str,
+        *,
+        conversation_id: str | None = None,
+        parent: Context | None = None,
+    ) -> AgentRunInvocation:
+        """An ``invoke_agent {agent_name}`` span and its duration histogram."""
+        from ._agent_run import AgentRunInvocation
+
+        return AgentRunInvocation(
+            self, agent_name, request_model, conversation_id=conversation_id, parent=parent
+        )
+
+    def llm_call(
+        self,
+        request_model: str,
+        provider: str,
+        *,
+        stream: bool = False,
+        parent: Context | None = None,
+    ) -> LlmCallInvocation:
+        """A ``chat {model}`` span, duration, token usage and (streams) chunk timing."""
+        from ._llm_call import LlmCallInvocation
+
+        return LlmCallInvocation(self, request_model, provider, stream=stream, parent=parent)
+
+    def tool_call(
+        self,
+        tool_name: str,
+        *,
+        agent_name: str = "",
+        call_id: str | None = None,
+        parent: Context | None = None,
+    ) -> ToolCallInvocation:
+        """An ``execute_tool {tool_name}`` span and its duration histogram."""
+        from ._tool_call import ToolCallInvocation
+
+        return ToolCallInvocation(
+            self, tool_name, agent_name=agent_name, call_id=call_id, parent=parent
+        )
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush queued spans and stop exporting; returns within ``timeout`` seconds."""

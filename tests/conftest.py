@@ -6,11 +6,12 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from agentwatch.telemetry import Telemetry
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
+
+from agentwatch.telemetry import Telemetry
 
 
 @pytest.fixture

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from agentwatch.telemetry import TelemetrySettings, build_telemetry
 from prometheus_client import CollectorRegistry
+
+from agentwatch.telemetry import TelemetrySettings, build_telemetry
 
 from .conftest import OtlpReceiver, attributes
 

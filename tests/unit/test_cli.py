@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from agentwatch.runtime.cli import main
 from agentwatch.telemetry import Telemetry, start_metrics_server
 

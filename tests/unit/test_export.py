@@ -7,11 +7,12 @@ import threading
 from collections.abc import Sequence
 
 import pytest
-from agentwatch.telemetry import Telemetry
-from agentwatch.telemetry._export import CountingBatchSpanProcessor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry
+
+from agentwatch.telemetry import Telemetry
+from agentwatch.telemetry._export import CountingBatchSpanProcessor
 
 
 class BlockedExporter(SpanExporter):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from agentwatch.telemetry import Telemetry
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, get_current_span
 from prometheus_client import CollectorRegistry
+
+from agentwatch.telemetry import Telemetry
 
 METRIC = "agentwatch_operation_duration_seconds"
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from agentwatch.telemetry import Telemetry, format_report, stats_from_registry, stats_from_text
 from prometheus_client import CollectorRegistry, generate_latest
+
+from agentwatch.telemetry import Telemetry, format_report, stats_from_registry, stats_from_text
 
 
 async def test_report_from_registry_and_from_text_agree(registry: CollectorRegistry) -> None:

@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 from asyncio.subprocess import PIPE, STDOUT
 
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
 from agentwatch.telemetry import (
     Telemetry,
     add_telemetry_routes,
@@ -12,10 +17,6 @@ from agentwatch.telemetry import (
     http_metrics_middleware,
     start_metrics_server,
 )
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 ClientFactory = object

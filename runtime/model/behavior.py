@@ -1,0 +1,50 @@
+"""How the builtin model behaves: latency, streaming pace and injected faults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MODEL = "agentwatch-builtin"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelBehavior:
+    """Timing and faults, seeded so a run can be repeated exactly.
+
+    latency: seconds before a non-streamed answer.
+    time_to_first_token: seconds before the first streamed chunk.
+    tokens_per_second: streaming pace after the first chunk (0: as fast as possible).
+    fail_first: the first N requests fail with ``fail_status``.
+    error_rate: share of later requests that fail with ``fail_status``.
+    fail_status: 429 (with Retry-After) or a 5xx.
+    retry_after: seconds sent in Retry-After with a 429 (None: no header).
+    hang_rate: share of requests that answer nothing for ``hang_for`` seconds, then 504.
+    disconnect_rate: share of streamed requests whose connection is closed mid-stream.
+    """
+
+    latency: float = 0.0
+    time_to_first_token: float = 0.0
+    tokens_per_second: float = 0.0
+    fail_first: int = 0
+    error_rate: float = 0.0
+    fail_status: int = 429
+    retry_after: float | None = 1.0
+    hang_rate: float = 0.0
+    hang_for: float = 30.0
+    disconnect_rate: float = 0.0
+    seed: int = 0
+    models: tuple[str, ...] = (DEFAULT_MODEL,)
+
+    def __post_init__(self) -> None:
+        for name in ("latency", "time_to_first_token", "tokens_per_second", "hang_for"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        for name in ("error_rate", "hang_rate", "disconnect_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.fail_first < 0:
+            raise ValueError("fail_first must not be negative")
+        if not 400 <= self.fail_status <= 599:
+            raise ValueError("fail_status must be an HTTP error status (400-599)")
+        if not self.models:
+            raise ValueError("models must name at least one model")

@@ -1,0 +1,143 @@
+"""``chat {model}``: one LLM call, with token usage and, for streams, chunk timing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
+
+from . import names as n
+from ._invocation import Exemplar, Invocation
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics import Histogram
+
+    from .core import Telemetry
+
+OPERATION = "chat"
+FIRST_CHUNK_EVENT = "gen_ai.first_chunk"
+
+
+class LlmCallInvocation(Invocation):
+    __slots__ = (
+        "_chunk_gap",
+        "_last_chunk",
+        "_model",
+        "_provider",
+        "_telemetry",
+        "input_tokens",
+        "output_tokens",
+        "time_to_first_chunk",
+    )
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        request_model: str,
+        provider: str,
+        *,
+        stream: bool = False,
+        parent: Context | None = None,
+    ) -> None:
+        attributes: dict[str, str | bool] = {
+            n.GEN_AI_OPERATION_NAME: OPERATION,
+            n.GEN_AI_PROVIDER_NAME: provider,
+            n.GEN_AI_REQUEST_MODEL: request_model,
+        }
+        if stream:
+            attributes["gen_ai.request.stream"] = True
+        super().__init__(
+            telemetry.tracer,
+            telemetry.clock,
+            f"{OPERATION} {request_model}",
+            attributes,
+            kind=SpanKind.CLIENT,
+            parent=parent,
+        )
+        self._telemetry = telemetry
+        self._model = telemetry.models(request_model)
+        self._provider = telemetry.providers(provider)
+        self._last_chunk: float | None = None
+        self._chunk_gap: Histogram | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.time_to_first_chunk: float | None = None
+
+    def set_response(
+        self,
+        *,
+        response_model: str | None = None,
+        response_id: str | None = None,
+        finish_reasons: Sequence[str] = (),
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+    ) -> None:
+        """What the model answered with; token counts are recorded when the call ends."""
+        if input_tokens is not None:
+            self.input_tokens = input_tokens
+        if output_tokens is not None:
+            self.output_tokens = output_tokens
+        span = self.span
+        if not span.is_recording():
+            return
+        if response_model:
+            span.set_attribute(n.GEN_AI_RESPONSE_MODEL, response_model)
+        if response_id:
+            span.set_attribute(n.GEN_AI_RESPONSE_ID, response_id)
+        if finish_reasons:
+            span.set_attribute(n.GEN_AI_RESPONSE_FINISH_REASONS, list(finish_reasons))
+        if input_tokens is not None:
+            span.set_attribute(n.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
+        if output_tokens is not None:
+            span.set_attribute(n.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
+
+    def capture(
+        self, input_messages: str | None = None, output_messages: str | None = None
+    ) -> None:
+        """Message content (JSON) on the span, only when content capture is opted in."""
+        if self._telemetry.capture_content == "none" or not self.span.is_recording():
+            return
+        if input_messages is not None:
+            self.span.set_attribute(n.GEN_AI_INPUT_MESSAGES, input_messages)
+        if output_messages is not None:
+            self.span.set_attribute(n.GEN_AI_OUTPUT_MESSAGES, output_messages)
+
+    def on_chunk(self) -> None:
+        """A streamed chunk arrived: time to first chunk, then each gap after it."""
+        now = self._clock()
+        last = self._last_chunk
+        self._last_chunk = now
+        if last is None:
+            ttfc = self.time_to_first_chunk = now - self._start
+            t = self._telemetry
+            t.child(t.metrics.gen_ai_time_to_first_chunk, *self._labels("")).observe(
+                ttfc, self.exemplar()
+            )
+            self._chunk_gap = t.child(t.metrics.gen_ai_time_per_output_chunk, *self._labels(""))
+            if self.span.is_recording():
+                self.span.set_attribute(n.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttfc)
+                self.span.add_event(FIRST_CHUNK_EVENT)
+            return
+        gap = self._chunk_gap
+        if gap is not None:
+            gap.observe(now - last)
+
+    def _labels(self, error_type: str) -> tuple[str, str, str, str]:
+        return (OPERATION, self._provider, self._model, self._telemetry.error_label(error_type))
+
+    def _record(self, duration: float, error_type: str, exemplar: Exemplar) -> None:
+        t = self._telemetry
+        t.child(t.metrics.gen_ai_operation_duration, *self._labels(error_type)).observe(
+            duration, exemplar
+        )
+        usage = t.metrics.gen_ai_token_usage
+        if self.input_tokens is not None:
+            t.child(usage, "input", OPERATION, self._provider, self._model).observe(
+                self.input_tokens, exemplar
+            )
+        if self.output_tokens is not None:
+            t.child(usage, "output", OPERATION, self._provider, self._model).observe(
+                self.output_tokens, exemplar
+            )
