@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -161,3 +161,43 @@ class Invocation:
     def __exit__(self, *exc_info: Any) -> None:
         self.deactivate()
         self.end(exc_info[1])
+
+
+T = TypeVar("T")
+
+
+async def instrument_stream(
+    invocation: Invocation,
+    stream: AsyncIterator[T],
+    on_item: Callable[[T], None] | None = None,
+) -> AsyncGenerator[T, None]:
+    """Yield from ``stream`` inside ``invocation``, ending it when the stream ends.
+
+    The span is current while the producer runs and never across a ``yield``; closing
+    the wrapper early (``aclose``) closes the producer and ends the span as finished.
+    """
+    error: BaseException | None = None
+    try:
+        while True:
+            invocation.activate()
+            try:
+                item = await anext(stream)
+            except StopAsyncIteration:
+                break
+            finally:
+                invocation.deactivate()
+            if on_item is not None:
+                on_item(item)
+            yield item
+    except GeneratorExit:
+        pass  # the consumer stopped early: that ends the stream, it is not a failure
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        try:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+        finally:
+            invocation.end(error)

@@ -18,6 +18,7 @@ never across a ``yield`` (the consumer's code is not part of it).
 from __future__ import annotations
 
 import functools
+from contextlib import aclosing
 import inspect
 from collections.abc import AsyncGenerator, Callable, Mapping
 from types import TracebackType
@@ -25,6 +26,7 @@ from typing import Any, TypeVar, cast
 
 from opentelemetry.util.types import AttributeValue
 
+from ._invocation import instrument_stream
 from .core import OperationInvocation, Telemetry
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,30 +105,13 @@ class Observation:
 
     def _wrap_generator(self, fn: Callable[..., AsyncGenerator[Any, Any]]) -> Callable[..., Any]:
         @functools.wraps(fn)
-        async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-            invocation = self._start()
-            generator = fn(*args, **kwargs)
-            error: BaseException | None = None
-            try:
-                while True:
-                    invocation.activate()
-                    try:
-                        item = await generator.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    finally:
-                        invocation.deactivate()
+        async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+            # Started on first iteration, not on call: a generator never iterated
+            # leaves no span open.
+            stream = instrument_stream(self._start(), fn(*args, **kwargs))
+            async with aclosing(stream):
+                async for item in stream:
                     yield item
-            except GeneratorExit:
-                pass  # the consumer closed us early: that ends the stream, it is not a failure
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                try:
-                    await generator.aclose()
-                finally:
-                    invocation.end(error)
 
         return wrapper
 

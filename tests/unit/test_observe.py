@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -181,6 +182,19 @@ async def test_concurrent_observations_keep_their_own_parents(
         assert parent.attributes["index"] == step.attributes["index"]
         assert parent.context.trace_id == step.context.trace_id
     assert len({s.context.trace_id for s in runs.values()}) == 20
+
+
+async def test_async_generator_never_iterated_opens_no_span(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    @telemetry.observe("lazy")
+    async def lazy() -> object:
+        yield 1
+
+    stream = lazy()
+    assert inspect.isasyncgen(stream)
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert exporter.get_finished_spans() == ()
 
 
 def test_decorating_a_sync_function_is_refused(telemetry: Telemetry) -> None:
