@@ -1,0 +1,111 @@
+"""The tool seam: registered tools as LangChain tools, each call an ``execute_tool`` span.
+
+``InstrumentedTool.arun`` — the boundary every tool call of an agent crosses — opens
+the span (with the model's tool-call id) and keeps it current while the tool runs. A
+tool that raises, times out or gets invalid arguments fails its span and returns an
+error message the model sees (LangChain's ``handle_tool_error``); the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextvars import ContextVar
+from typing import Any
+
+from langchain_core.tools import StructuredTool, ToolException
+from pydantic import Field, ValidationError
+
+from agentwatch.telemetry import AgentwatchError, Telemetry
+from agentwatch.telemetry._tool_call import ToolCallInvocation
+
+from .tools.registry import ToolRegistry, ToolSpec
+
+_current: ContextVar[ToolCallInvocation | None] = ContextVar("agentwatch_tool", default=None)
+
+
+def _failed(exc: BaseException, message: str) -> str:
+    invocation = _current.get()
+    if invocation is not None:
+        invocation.fail(exc)
+        invocation.capture(result=message)
+    return message
+
+
+def _tool_error(error: ToolException) -> str:
+    cause = error.__cause__ if isinstance(error.__cause__, BaseException) else error
+    return _failed(cause, f"Error: {error}")
+
+
+def _validation_error(error: ValidationError | Any) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+        for e in getattr(error, "errors", list)()
+    )
+    return _failed(error, f"Error: invalid arguments ({problems or error})")
+
+
+class InstrumentedTool(StructuredTool):
+    """A ``StructuredTool`` whose every call is recorded by agentwatch."""
+
+    telemetry: Any = Field(default=None, exclude=True)
+    agent_name: str = Field(default="", exclude=True)
+
+    async def arun(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
+        telemetry: Telemetry = self.telemetry
+        invocation = telemetry.tool_call(
+            self.name, agent_name=self.agent_name, call_id=kwargs.get("tool_call_id")
+        )
+        if invocation.span.is_recording():
+            invocation.capture(arguments=json.dumps(tool_input, default=str))
+        token = _current.set(invocation)
+        invocation.activate()
+        try:
+            output = await super().arun(tool_input, *args, **kwargs)
+        except BaseException as exc:
+            invocation.deactivate()
+            _current.reset(token)
+            invocation.end(exc)
+            raise
+        invocation.deactivate()
+        _current.reset(token)
+        if invocation.span.is_recording():
+            invocation.capture(result=str(getattr(output, "content", output)))
+        invocation.stop()  # a no-op when the tool already failed
+        return output
+
+
+def _coroutine(spec: ToolSpec) -> Any:
+    async def run(**kwargs: Any) -> str:
+        try:
+            async with asyncio.timeout(spec.timeout):
+                return await spec.func(**kwargs)
+        except TimeoutError as exc:
+            raise ToolException(f"{spec.name} timed out after {spec.timeout:g} s") from exc
+        except AgentwatchError as exc:
+            raise ToolException(str(exc)) from exc
+        except ToolException:
+            raise
+        except Exception as exc:
+            raise ToolException(f"{spec.name} failed: {type(exc).__name__}: {exc}") from exc
+
+    return run
+
+
+def langchain_tools(
+    registry: ToolRegistry, telemetry: Telemetry, agent_name: str
+) -> list[InstrumentedTool]:
+    telemetry.tools.allow(registry.names())
+    return [
+        InstrumentedTool(
+            name=spec.name,
+            description=spec.description,
+            args_schema=spec.args_schema,
+            coroutine=_coroutine(spec),
+            handle_tool_error=_tool_error,
+            handle_validation_error=_validation_error,
+            telemetry=telemetry,
+            agent_name=agent_name,
+        )
+        for spec in registry
+    ]

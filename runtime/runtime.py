@@ -1,0 +1,91 @@
+"""``AgentRuntime``: the composition of model, tools and agent for one process.
+
+With ``OPENAI_API_KEY`` set it talks to OpenAI (or ``OPENAI_BASE_URL``: vLLM, Ollama,
+LM Studio...). Without it the builtin model is started in-process on an ephemeral
+loopback port, and the agent talks to it over real HTTP like it would to OpenAI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from agentwatch.telemetry import Telemetry
+
+from .agent import Agent
+from .chat_model import InstrumentedChatOpenAI
+from .model import BuiltinModelServer, ModelBehavior
+from .settings import RuntimeSettings
+from .tools import BUNDLED_CORPUS, SearchIndex, ToolRegistry, builtin_tools
+
+
+def build_chat_model(
+    settings: RuntimeSettings, telemetry: Telemetry, base_url: str | None
+) -> InstrumentedChatOpenAI:
+    return InstrumentedChatOpenAI(
+        model=settings.model,
+        base_url=base_url,
+        api_key=settings.api_key or "agentwatch-builtin",
+        timeout=settings.model_timeout,
+        stream_usage=True,
+        telemetry=telemetry,
+        provider_name=settings.provider,
+    )
+
+
+class AgentRuntime:
+    """``async with AgentRuntime(settings, telemetry) as runtime: await runtime.agent.arun(q)``"""
+
+    def __init__(
+        self,
+        settings: RuntimeSettings,
+        telemetry: Telemetry,
+        *,
+        tools: ToolRegistry | None = None,
+        model_behavior: ModelBehavior | None = None,
+    ) -> None:
+        self.settings = settings
+        self.telemetry = telemetry
+        self._tools = tools
+        self._behavior = model_behavior
+        self.model_server: BuiltinModelServer | None = None
+        self._agent: Agent | None = None
+
+    @property
+    def agent(self) -> Agent:
+        if self._agent is None:
+            raise RuntimeError("the runtime is not started: use `async with AgentRuntime(...)`")
+        return self._agent
+
+    async def start(self) -> AgentRuntime:
+        settings = self.settings
+        base_url = settings.base_url
+        if settings.uses_builtin_model:
+            behavior = self._behavior or ModelBehavior(models=(settings.model,))
+            self.model_server = await BuiltinModelServer(behavior).start()
+            base_url = self.model_server.base_url
+        tools = self._tools
+        if tools is None:
+            folder = settings.corpus_dir or BUNDLED_CORPUS
+            index = await asyncio.to_thread(SearchIndex.from_folder, folder)
+            tools = builtin_tools(index)
+        model = build_chat_model(settings, self.telemetry, base_url)
+        self._agent = Agent(
+            model,
+            tools,
+            telemetry=self.telemetry,
+            model_name=settings.model,
+            run_timeout=settings.run_timeout,
+            max_input_chars=settings.max_input_chars,
+        )
+        return self
+
+    async def stop(self) -> None:
+        if self.model_server is not None:
+            await self.model_server.stop()
+            self.model_server = None
+
+    async def __aenter__(self) -> AgentRuntime:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
