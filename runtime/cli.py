@@ -1,4 +1,4 @@
-"""The ``agentwatch`` command line: ``demo``, ``report``."""
+"""The ``agentwatch`` command line: ``demo | serve | run | report | model``."""
 
 from __future__ import annotations
 
@@ -7,14 +7,22 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from aiohttp import web
+
 from agentwatch.telemetry import (
     AgentwatchError,
+    Telemetry,
     fetch_metrics_text,
     format_report,
+    setup_telemetry,
     stats_from_text,
 )
 
 from . import demo
+from .model import ModelBehavior, create_model_app
+from .runtime import AgentRuntime
+from .server import create_app
+from .settings import RuntimeSettings
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -31,20 +39,107 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(demo.main(demo.setup(), port=args.port))
 
 
+def _settings(args: argparse.Namespace) -> RuntimeSettings:
+    settings = RuntimeSettings.from_env()
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if not overrides:
+        return settings
+    from dataclasses import replace
+
+    return replace(settings, **overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    telemetry = setup_telemetry()
+    model = "the builtin model" if settings.uses_builtin_model else settings.model
+    print(f"agentwatch serving on http://{settings.host}:{settings.port} with {model}")
+    try:
+        web.run_app(
+            create_app(settings, telemetry),
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            access_log=None,
+        )
+    finally:
+        telemetry.shutdown(timeout=5.0)
+    return 0
+
+
+async def _run_once(settings: RuntimeSettings, telemetry: Telemetry, query: str) -> int:
+    async with AgentRuntime(settings, telemetry) as runtime:
+        result = await runtime.agent.arun(query)
+    for call in result.tool_calls:
+        status = "failed" if call.error else "ok"
+        print(f"[tool {call.name} {call.arguments} -> {status}]")
+    print(result.output)
+    print(
+        f"trace_id: {result.trace_id}  tokens: {result.usage.input_tokens} in, "
+        f"{result.usage.output_tokens} out"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = RuntimeSettings.from_env()
+    telemetry = demo.setup()
+    try:
+        return asyncio.run(_run_once(settings, telemetry, args.query))
+    finally:
+        telemetry.shutdown(timeout=2.0)
+
+
+def _model(args: argparse.Namespace) -> int:
+    behavior = ModelBehavior(
+        latency=args.latency,
+        time_to_first_token=args.ttft,
+        tokens_per_second=args.tokens_per_second,
+        error_rate=args.error_rate,
+        fail_status=args.fail_status,
+        seed=args.seed,
+    )
+    print(f"builtin model on http://{args.host}:{args.port}/v1")
+    web.run_app(
+        create_model_app(behavior), host=args.host, port=args.port, print=None, access_log=None
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentwatch", description="An async agent runtime with observability built in."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
+    demo_cmd = commands.add_parser("demo", help="run the demo workload and print the report")
+    demo_cmd.add_argument("--port", type=int, default=0, help="service port (0: any free one)")
+    demo_cmd.set_defaults(func=_demo)
+
+    serve = commands.add_parser("serve", help="serve /v1/runs and /metrics")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1, or AGENTWATCH_HOST)")
+    serve.add_argument("--port", type=int, help="port (default 8080, or AGENTWATCH_PORT)")
+    serve.set_defaults(func=_serve)
+
+    run = commands.add_parser("run", help="run one query and print the answer and trace id")
+    run.add_argument("query")
+    run.set_defaults(func=_run)
+
     report = commands.add_parser("report", help="print the performance report of a /metrics URL")
     report.add_argument("--url", default="http://127.0.0.1:8080/metrics")
     report.add_argument("--timeout", type=float, default=10.0)
     report.set_defaults(func=_report)
 
-    demo_cmd = commands.add_parser("demo", help="run the demo workload and print the report")
-    demo_cmd.add_argument("--port", type=int, default=0, help="metrics port (0: any free one)")
-    demo_cmd.set_defaults(func=_demo)
+    model = commands.add_parser("model", help="run the builtin OpenAI-compatible model alone")
+    model.add_argument("--host", default="127.0.0.1")
+    model.add_argument("--port", type=int, default=8081)
+    model.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    model.add_argument("--ttft", type=float, default=0.0, help="seconds to first streamed token")
+    model.add_argument("--tokens-per-second", type=float, default=0.0)
+    model.add_argument("--error-rate", type=float, default=0.0)
+    model.add_argument("--fail-status", type=int, default=429)
+    model.add_argument("--seed", type=int, default=0)
+    model.set_defaults(func=_model)
     return parser
 
 
@@ -52,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except AgentwatchError as exc:
+    except (AgentwatchError, ValueError) as exc:
         print(f"agentwatch: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,4 +1,8 @@
-"""The ``search`` tool: BM25 ranking (rank-bm25) over a folder of Markdown/text documents.
+"""The ``search`` tool: BM25+ ranking (rank-bm25) over a folder of Markdown/text documents.
+
+BM25+ rather than Okapi: Okapi's IDF goes negative for a term found in most documents
+of a small corpus, so a one-document folder could never match. A passage is returned
+only if it holds at least one query term.
 
 The bundled corpus (``agentwatch/runtime/corpus``) documents observability topics;
 ``AGENTWATCH_CORPUS_DIR`` replaces it with a folder of the user's own documents. Each
@@ -15,7 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from pydantic import BaseModel, Field
-from rank_bm25 import BM25Okapi
+from rank_bm25 import BM25Plus
 
 from agentwatch.telemetry import AgentwatchError
 
@@ -55,7 +59,9 @@ class SearchIndex:
         if not passages:
             raise SearchError("the corpus has no passages to search")
         self.passages = list(passages)
-        self._bm25 = BM25Okapi([tokenize(f"{p.title} {p.text}") for p in self.passages])
+        tokens = [tokenize(f"{p.title} {p.text}") for p in self.passages]
+        self._terms = [frozenset(t) for t in tokens]
+        self._bm25 = BM25Plus(tokens)
 
     @classmethod
     def from_folder(cls, folder: Path) -> SearchIndex:
@@ -77,8 +83,10 @@ class SearchIndex:
         if not terms:
             return []
         scores = self._bm25.get_scores(terms)
-        ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[:limit]
-        return [(self.passages[i], float(scores[i])) for i in ranked if scores[i] > 0]
+        ranked = sorted(range(len(scores)), key=lambda i: -scores[i])[: limit * 4]
+        wanted = set(terms)
+        hits = [(self.passages[i], float(scores[i])) for i in ranked if wanted & self._terms[i]]
+        return hits[:limit]
 
     def answer(self, query: str) -> str:
         hits = self.search(query)

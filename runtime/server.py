@@ -1,0 +1,173 @@
+"""The service: ``create_app(settings, telemetry) -> web.Application``.
+
+Routes: ``POST /v1/runs`` (``{"input": "..."}`` → output, tool calls, usage, trace id),
+plus ``/metrics``, ``/healthz``, ``/readyz``. Every error is a JSON body
+``{"error": {"type": ..., "message": ...}}`` with the right status, never a traceback.
+A W3C ``traceparent`` on the request makes the run part of the caller's trace. With
+``AGENTWATCH_API_TOKEN`` set, every ``/v1/*`` route needs ``Authorization: Bearer
+<token>`` (compared in constant time); ``/metrics`` and the health routes stay open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import openai
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+from opentelemetry import propagate
+
+from agentwatch.telemetry import (
+    Telemetry,
+    add_telemetry_routes,
+    http_metrics_middleware,
+)
+
+from .agent import AgentInputError, AgentRunError
+from .runtime import AgentRuntime
+from .settings import RuntimeSettings
+
+_logger = logging.getLogger("agentwatch.server")
+
+RUNTIME_KEY: Final = web.AppKey("agentwatch_runtime", AgentRuntime)
+SETTINGS_KEY: Final = web.AppKey("agentwatch_settings", RuntimeSettings)
+
+
+class ApiError(Exception):
+    """An error answered as JSON with ``status``."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+def error_response(status: int, kind: str, message: str) -> web.Response:
+    response = web.json_response({"error": {"type": kind, "message": message}}, status=status)
+    if status == 401:
+        response.headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
+    return response
+
+
+_HTTP_KINDS: Final = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    400: "bad_request",
+}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.kind, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, _HTTP_KINDS.get(exc.status, "http_error"), exc.reason)
+    except Exception:
+        _logger.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "The server failed on this request.")
+
+
+def bearer_auth(token: str | None) -> web.Middleware | None:
+    if not token:
+        return None
+    expected = token.encode()
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/v1/"):
+            header = request.headers.get(hdrs.AUTHORIZATION, "")
+            scheme, _, provided = header.partition(" ")
+            ok = scheme.lower() == "bearer" and hmac.compare_digest(provided.encode(), expected)
+            if not ok:
+                raise ApiError(401, "unauthorized", "A valid bearer token is required.")
+        return await handler(request)
+
+    return auth
+
+
+async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
+    """The request's JSON object, or an ApiError: 413 before reading a body too large."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(413, "payload_too_large", f"The body is larger than {max_bytes} bytes.")
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    raw = await request.read()  # aiohttp stops at client_max_size with 413
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "The body must be a JSON object.")
+    return body
+
+
+def _run_input(body: dict[str, Any]) -> str:
+    query = body.get("input")
+    if not isinstance(query, str):
+        raise ApiError(422, "invalid_request", "'input' must be a string.")
+    unknown = set(body) - {"input", "conversation_id"}
+    if unknown:
+        raise ApiError(422, "invalid_request", f"Unknown fields: {', '.join(sorted(unknown))}.")
+    return query
+
+
+async def post_run(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS_KEY]
+    runtime = request.app[RUNTIME_KEY]
+    body = await read_json(request, settings.max_body_bytes)
+    query = _run_input(body)
+    conversation = body.get("conversation_id")
+    if conversation is not None and not isinstance(conversation, str):
+        raise ApiError(422, "invalid_request", "'conversation_id' must be a string.")
+    parent = propagate.extract(request.headers)
+    try:
+        result = await runtime.agent.arun(query, parent=parent, conversation_id=conversation)
+    except AgentInputError as exc:
+        raise ApiError(422, "invalid_input", str(exc)) from None
+    except AgentRunError as exc:
+        raise ApiError(504, "run_timeout", str(exc)) from None
+    except openai.APIError as exc:
+        raise ApiError(502, "model_error", f"The model failed: {type(exc).__name__}.") from None
+    return web.json_response(result.to_dict())
+
+
+def create_app(
+    settings: RuntimeSettings, telemetry: Telemetry, *, runtime: AgentRuntime | None = None
+) -> web.Application:
+    middlewares = [http_metrics_middleware(telemetry), json_errors]
+    auth = bearer_auth(settings.api_token)
+    if auth is not None:
+        middlewares.append(auth)
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    app[SETTINGS_KEY] = settings
+    owned = runtime is None
+    app[RUNTIME_KEY] = runtime if runtime is not None else AgentRuntime(settings, telemetry)
+
+    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+        if owned:
+            await app[RUNTIME_KEY].start()
+        yield
+        if owned:
+            await app[RUNTIME_KEY].stop()
+
+    def runtime_started() -> bool:
+        try:
+            app[RUNTIME_KEY].agent  # noqa: B018
+        except RuntimeError:
+            return False
+        return True
+
+    app.cleanup_ctx.append(runtime_ctx)
+    add_telemetry_routes(app, telemetry, readiness=[runtime_started])
+    app.router.add_post("/v1/runs", post_run)
+    return app
