@@ -68,7 +68,8 @@ class AgentRuntime:
             folder = settings.corpus_dir or BUNDLED_CORPUS
             index = await asyncio.to_thread(SearchIndex.from_folder, folder)
             tools = builtin_tools(index)
-        model = build_chat_model(settings, self.telemetry, base_url)
+        # Building the OpenAI client reads certificates and package metadata from disk.
+        model = await asyncio.to_thread(build_chat_model, settings, self.telemetry, base_url)
         self._agent = Agent(
             model,
             tools,
