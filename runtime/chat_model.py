@@ -56,14 +56,14 @@ def response_fields(
 
 def messages_json(messages: Sequence[BaseMessage]) -> str:
     """Messages as GenAI-convention JSON, for spans when content capture is on."""
-    return json.dumps(
-        [
-            {"role": m.type, "parts": [{"type": "text", "content": m.text}]}
-            | ({"tool_calls": m.tool_calls} if getattr(m, "tool_calls", None) else {})
-            for m in messages
-        ],
-        default=str,
-    )
+    entries = []
+    for m in messages:
+        entry: dict[str, Any] = {"role": m.type, "parts": [{"type": "text", "content": m.text}]}
+        tool_calls = getattr(m, "tool_calls", None)
+        if tool_calls:
+            entry["tool_calls"] = tool_calls
+        entries.append(entry)
+    return json.dumps(entries, default=str)
 
 
 def record_result(invocation: LlmCallInvocation, result: ChatResult) -> None:

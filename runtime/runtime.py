@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
+from pydantic import SecretStr
+
 from agentwatch.telemetry import Telemetry
 
 from .agent import Agent
@@ -24,7 +26,7 @@ def build_chat_model(
     return InstrumentedChatOpenAI(
         model=settings.model,
         base_url=base_url,
-        api_key=settings.api_key or "agentwatch-builtin",
+        api_key=SecretStr(settings.api_key or "agentwatch-builtin"),
         timeout=settings.model_timeout,
         stream_usage=True,
         telemetry=telemetry,

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import openai
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import propagate
 
 from agentwatch.telemetry import (
@@ -77,7 +77,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, "internal_error", "The server failed on this request.")
 
 
-def bearer_auth(token: str | None) -> web.Middleware | None:
+def bearer_auth(token: str | None) -> Middleware | None:
     if not token:
         return None
     expected = token.encode()

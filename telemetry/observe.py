@@ -18,9 +18,9 @@ never across a ``yield`` (the consumer's code is not part of it).
 from __future__ import annotations
 
 import functools
-from contextlib import aclosing
 import inspect
 from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, TypeVar, cast
 

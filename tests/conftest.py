@@ -50,9 +50,10 @@ def blockbuster() -> Iterator[None]:
     """Fail any test in which agentwatch's code blocks the event loop (file or socket
     I/O, sleeps, locks). Third-party start-up called from the tests themselves (an
     openai client reading its certificates) is theirs, not ours."""
+    from blockbuster import blockbuster_ctx
+
     import agentwatch.runtime
     import agentwatch.telemetry
-    from blockbuster import blockbuster_ctx
 
     with blockbuster_ctx([agentwatch.runtime, agentwatch.telemetry]):
         yield

@@ -169,7 +169,12 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
             "created": int(time.time()),
             "model": model,
             "choices": [
-                {"index": 0, "message": message, "finish_reason": reply.finish_reason, "logprobs": None}
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": reply.finish_reason,
+                    "logprobs": None,
+                }
             ],
             "usage": _usage(reply),
         }

@@ -28,10 +28,11 @@ MAX_QUERY_CHARS: Final = 1000
 MAX_DOCUMENT_BYTES: Final = 2 * 1024 * 1024
 SNIPPET_CHARS: Final = 280
 _WORD = re.compile(r"[a-z0-9_]+")
-_STOP = frozenset(
+_STOP_WORDS = (
     "a an and are as at be by can for from how i in is it me my of on or the to what when "
-    "where which why with about does do".split()
+    "where which why with about does do"
 )
+_STOP = frozenset(_STOP_WORDS.split())
 
 
 class SearchError(AgentwatchError, ValueError):

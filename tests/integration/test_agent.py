@@ -80,19 +80,39 @@ async def test_arithmetic_run_answers_with_spans_and_metrics(
         "gen_ai_provider_name": "agentwatch",
         "gen_ai_request_model": "agentwatch-builtin",
     }
-    assert value("gen_ai_client_operation_duration_seconds_count", chat_labels | {"error_type": ""}) == 2
-    assert value("gen_ai_client_token_usage_count", chat_labels | {"gen_ai_token_type": "input"}) == 2
-    assert value(
-        "gen_ai_client_token_usage_sum", chat_labels | {"gen_ai_token_type": "output"}
-    ) == result.usage.output_tokens
-    assert value(
-        "gen_ai_invoke_agent_duration_seconds_count",
-        {"gen_ai_agent_name": "research_agent", "gen_ai_request_model": "agentwatch-builtin", "error_type": ""},
-    ) == 1
-    assert value(
-        "gen_ai_execute_tool_duration_seconds_count",
-        {"gen_ai_tool_name": "calculator", "gen_ai_agent_name": "research_agent", "error_type": ""},
-    ) == 1
+    assert (
+        value("gen_ai_client_operation_duration_seconds_count", chat_labels | {"error_type": ""})
+        == 2
+    )
+    assert (
+        value("gen_ai_client_token_usage_count", chat_labels | {"gen_ai_token_type": "input"}) == 2
+    )
+    assert (
+        value("gen_ai_client_token_usage_sum", chat_labels | {"gen_ai_token_type": "output"})
+        == result.usage.output_tokens
+    )
+    assert (
+        value(
+            "gen_ai_invoke_agent_duration_seconds_count",
+            {
+                "gen_ai_agent_name": "research_agent",
+                "gen_ai_request_model": "agentwatch-builtin",
+                "error_type": "",
+            },
+        )
+        == 1
+    )
+    assert (
+        value(
+            "gen_ai_execute_tool_duration_seconds_count",
+            {
+                "gen_ai_tool_name": "calculator",
+                "gen_ai_agent_name": "research_agent",
+                "error_type": "",
+            },
+        )
+        == 1
+    )
 
 
 async def test_fifty_concurrent_runs_are_fifty_traces(
@@ -134,26 +154,41 @@ async def test_failing_and_slow_tools_fail_their_call_not_the_run(
         (slow, 0.2, "TimeoutError", "timed out after 0.2 s"),
     ]:
         exporter.clear()
-        tools = ToolRegistry([ToolSpec("calculator", "calc", func, CalculatorArgs, timeout=timeout)])
+        tools = ToolRegistry(
+            [ToolSpec("calculator", "calc", func, CalculatorArgs, timeout=timeout)]
+        )
         async with AgentRuntime(RuntimeSettings(), telemetry, tools=tools) as rt:
             result = await rt.agent.arun("what is 2 + 2")
         assert result.tool_calls[0].error
         assert message in result.output  # the model saw the error and answered
-        tool_span = next(s for s in exporter.get_finished_spans() if s.name.startswith("execute_tool"))
+        tool_span = next(
+            s for s in exporter.get_finished_spans() if s.name.startswith("execute_tool")
+        )
         assert tool_span.status.status_code is StatusCode.ERROR
         assert (tool_span.attributes or {})["error.type"] == error_type
         agent_span = exporter.get_finished_spans()[-1]
         assert agent_span.status.status_code is StatusCode.UNSET
-        assert registry.get_sample_value(
-            "gen_ai_execute_tool_duration_seconds_count",
-            {"gen_ai_tool_name": "calculator", "gen_ai_agent_name": "research_agent", "error_type": error_type},
-        ) == 1
+        assert (
+            registry.get_sample_value(
+                "gen_ai_execute_tool_duration_seconds_count",
+                {
+                    "gen_ai_tool_name": "calculator",
+                    "gen_ai_agent_name": "research_agent",
+                    "error_type": error_type,
+                },
+            )
+            == 1
+        )
 
 
 async def test_hostile_calculator_input_is_refused_and_the_agent_goes_on(
     runtime: AgentRuntime,
 ) -> None:
-    for query in ["calculate __import__('os').system('id')", "calculate 9**9**9", "calculate " + "9" * 20_000]:
+    for query in [
+        "calculate __import__('os').system('id')",
+        "calculate 9**9**9",
+        "calculate " + "9" * 20_000,
+    ]:
         result = await runtime.agent.arun(query)
         assert result.tool_calls[0].error
         assert result.output.startswith("I could not use the calculator tool: Error:")

@@ -126,9 +126,7 @@ async def test_faults_500_and_hang_are_seeded_and_bounded() -> None:
                 model="m", messages=[{"role": "user", "content": "hi"}]
             )
         server.configure(ModelBehavior(hang_rate=1.0, hang_for=5.0))
-        hung = openai.AsyncOpenAI(
-            base_url=server.base_url, api_key="k", max_retries=0, timeout=0.3
-        )
+        hung = openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0, timeout=0.3)
         with pytest.raises(openai.APITimeoutError):
             await hung.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "hi"}]

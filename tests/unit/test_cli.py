@@ -31,3 +31,22 @@ def test_report_from_url(telemetry: Telemetry, capsys: pytest.CaptureFixture[str
 def test_report_from_unreachable_url_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "--url", "http://127.0.0.1:9/metrics", "--timeout", "2"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_run_prints_the_answer_and_trace_id() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
+    out = subprocess.run(
+        [sys.executable, "-m", "agentwatch.runtime.cli", "run", "what is 123 + 456"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "579" in out.stdout
+    assert "trace_id: " in out.stdout
