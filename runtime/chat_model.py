@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
@@ -72,8 +73,11 @@ def record_result(invocation: LlmCallInvocation, result: ChatResult) -> None:
         invocation.capture(output_messages=messages_json([g.message for g in result.generations]))
 
 
-class InstrumentedChatOpenAI(ChatOpenAI):
-    """``ChatOpenAI`` whose every request is a ``chat {model}`` span plus GenAI metrics."""
+class InstrumentedChatModel(BaseChatModel):
+    """Put first among the bases of any chat model to record its every request::
+
+        class InstrumentedChatOpenAI(InstrumentedChatModel, ChatOpenAI): ...
+    """
 
     telemetry: Any = Field(default=None, exclude=True)
     """The ``Telemetry`` to record into (default: the process's)."""
@@ -83,8 +87,13 @@ class InstrumentedChatOpenAI(ChatOpenAI):
         telemetry: Telemetry = self.telemetry or get_telemetry()
         return telemetry
 
+    def _request_model(self) -> str:
+        return str(getattr(self, "model_name", None) or getattr(self, "model", "") or "unknown")
+
     def _start(self, messages: list[BaseMessage], *, stream: bool) -> LlmCallInvocation:
-        invocation = self._telemetry().llm_call(self.model_name, self.provider_name, stream=stream)
+        invocation = self._telemetry().llm_call(
+            self._request_model(), self.provider_name, stream=stream
+        )
         if invocation.span.is_recording():
             invocation.capture(input_messages=messages_json(messages))
         return invocation
@@ -131,3 +140,7 @@ class InstrumentedChatOpenAI(ChatOpenAI):
         stream = super()._astream(messages, stop, run_manager, **kwargs)
         async for chunk in instrument_stream(invocation, stream, observe_chunk):
             yield chunk
+
+
+class InstrumentedChatOpenAI(InstrumentedChatModel, ChatOpenAI):
+    """``ChatOpenAI`` whose every request is a ``chat {model}`` span plus GenAI metrics."""
