@@ -35,7 +35,7 @@ lint: $(STAMP)
 	cd .typecheck && PYTHONPATH=. ../$(VENV)/bin/lint-imports --config ../pyproject.toml
 
 bench: $(STAMP)
-	$(PY) benchmarks/run.py
+	$(PY) -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) .typecheck build *.egg-info .pytest_cache .mypy_cache .ruff_cache

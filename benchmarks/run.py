@@ -1,19 +1,15 @@
-"""`make bench`: run every benchmark and rewrite benchmarks/RESULTS.md."""
+"""`make bench` (``python -m benchmarks.run``): run every benchmark, rewrite RESULTS.md."""
 
 from __future__ import annotations
 
 import datetime
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks import bench_observe
+from benchmarks import bench_agent, bench_observe
 from benchmarks.common import RESULTS, machine, versions
 
 
 def main() -> int:
-    sections = [bench_observe.run()]
+    sections = [bench_observe.run(), bench_agent.run()]
     header = [
         "# Benchmark results",
         "",

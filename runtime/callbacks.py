@@ -112,7 +112,7 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
             stream=bool(params.get("stream")),
             parent=self._parent(parent_run_id),
         )
-        if invocation.span.is_recording() and messages:
+        if self.telemetry.capturing and messages:
             invocation.capture(input_messages=messages_json(messages[0]))
         self._open[run_id] = invocation
 
@@ -148,7 +148,8 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
             call_id=kwargs.get("tool_call_id"),
             parent=self._parent(parent_run_id),
         )
-        invocation.capture(arguments=input_str)
+        if self.telemetry.capturing:
+            invocation.capture(arguments=input_str)
         self._open[run_id] = invocation
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:

@@ -67,9 +67,9 @@ def messages_json(messages: Sequence[BaseMessage]) -> str:
     return json.dumps(entries, default=str)
 
 
-def record_result(invocation: LlmCallInvocation, result: ChatResult) -> None:
+def record_result(invocation: LlmCallInvocation, result: ChatResult, capturing: bool) -> None:
     invocation.set_response(**response_fields(result.generations, result.llm_output))
-    if invocation.span.is_recording():
+    if capturing:
         invocation.capture(output_messages=messages_json([g.message for g in result.generations]))
 
 
@@ -91,10 +91,9 @@ class InstrumentedChatModel(BaseChatModel):
         return str(getattr(self, "model_name", None) or getattr(self, "model", "") or "unknown")
 
     def _start(self, messages: list[BaseMessage], *, stream: bool) -> LlmCallInvocation:
-        invocation = self._telemetry().llm_call(
-            self._request_model(), self.provider_name, stream=stream
-        )
-        if invocation.span.is_recording():
+        telemetry = self._telemetry()
+        invocation = telemetry.llm_call(self._request_model(), self.provider_name, stream=stream)
+        if telemetry.capturing:
             invocation.capture(input_messages=messages_json(messages))
         return invocation
 
@@ -114,7 +113,7 @@ class InstrumentedChatModel(BaseChatModel):
             invocation.end(exc)
             raise
         invocation.deactivate()
-        record_result(invocation, result)
+        record_result(invocation, result, self._telemetry().capturing)
         invocation.stop()
         return result
 

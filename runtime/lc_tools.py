@@ -56,7 +56,8 @@ class InstrumentedTool(StructuredTool):
         invocation = telemetry.tool_call(
             self.name, agent_name=self.agent_name, call_id=kwargs.get("tool_call_id")
         )
-        if invocation.span.is_recording():
+        capturing = telemetry.capturing
+        if capturing:
             invocation.capture(arguments=json.dumps(tool_input, default=str))
         token = _current.set(invocation)
         invocation.activate()
@@ -69,7 +70,7 @@ class InstrumentedTool(StructuredTool):
             raise
         invocation.deactivate()
         _current.reset(token)
-        if invocation.span.is_recording():
+        if capturing:
             invocation.capture(result=str(getattr(output, "content", output)))
         invocation.stop()  # a no-op when the tool already failed
         return output

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
+from opentelemetry.util.types import AttributeValue
 
 from . import names as n
 from ._invocation import Exemplar, Invocation
@@ -82,16 +83,18 @@ class LlmCallInvocation(Invocation):
         span = self.span
         if not span.is_recording():
             return
+        attributes: dict[str, AttributeValue] = {}
         if response_model:
-            span.set_attribute(n.GEN_AI_RESPONSE_MODEL, response_model)
+            attributes[n.GEN_AI_RESPONSE_MODEL] = response_model
         if response_id:
-            span.set_attribute(n.GEN_AI_RESPONSE_ID, response_id)
+            attributes[n.GEN_AI_RESPONSE_ID] = response_id
         if finish_reasons:
-            span.set_attribute(n.GEN_AI_RESPONSE_FINISH_REASONS, list(finish_reasons))
+            attributes[n.GEN_AI_RESPONSE_FINISH_REASONS] = list(finish_reasons)
         if input_tokens is not None:
-            span.set_attribute(n.GEN_AI_USAGE_INPUT_TOKENS, input_tokens)
+            attributes[n.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
         if output_tokens is not None:
-            span.set_attribute(n.GEN_AI_USAGE_OUTPUT_TOKENS, output_tokens)
+            attributes[n.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+        span.set_attributes(attributes)  # one lock and one pass, not five
 
     def capture(
         self, input_messages: str | None = None, output_messages: str | None = None

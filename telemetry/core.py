@@ -25,9 +25,6 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
     from prometheus_client.metrics import Histogram
 
-    from ._agent_run import AgentRunInvocation
-    from ._llm_call import LlmCallInvocation
-    from ._tool_call import ToolCallInvocation
     from .observe import Observation
 
 M = TypeVar("M", bound=MetricWrapperBase)
@@ -65,6 +62,11 @@ class Telemetry:
         self._on_shutdown = on_shutdown
         self.tracer_provider: trace.TracerProvider | None = tracer_provider
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    @property
+    def capturing(self) -> bool:
+        """Whether message content goes on spans (opt-in): check before serializing it."""
+        return self.capture_content != "none"
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -117,8 +119,6 @@ class Telemetry:
         parent: Context | None = None,
     ) -> AgentRunInvocation:
         """An ``invoke_agent {agent_name}`` span and its duration histogram."""
-        from ._agent_run import AgentRunInvocation
-
         return AgentRunInvocation(
             self, agent_name, request_model, conversation_id=conversation_id, parent=parent
         )
@@ -132,8 +132,6 @@ class Telemetry:
         parent: Context | None = None,
     ) -> LlmCallInvocation:
         """A ``chat {model}`` span, duration, token usage and (streams) chunk timing."""
-        from ._llm_call import LlmCallInvocation
-
         return LlmCallInvocation(self, request_model, provider, stream=stream, parent=parent)
 
     def tool_call(
@@ -145,8 +143,6 @@ class Telemetry:
         parent: Context | None = None,
     ) -> ToolCallInvocation:
         """An ``execute_tool {tool_name}`` span and its duration histogram."""
-        from ._tool_call import ToolCallInvocation
-
         return ToolCallInvocation(
             self, tool_name, agent_name=agent_name, call_id=call_id, parent=parent
         )
@@ -174,3 +170,9 @@ class OperationInvocation(Invocation):
 
     def _record(self, duration: float, error_type: str, exemplar: Exemplar) -> None:
         self._telemetry.operation_histogram(self._operation, error_type).observe(duration, exemplar)
+
+
+# The operation modules import Telemetry for typing only; bound here, after it exists.
+from ._agent_run import AgentRunInvocation  # noqa: E402
+from ._llm_call import LlmCallInvocation  # noqa: E402
+from ._tool_call import ToolCallInvocation  # noqa: E402
