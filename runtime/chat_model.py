@@ -76,7 +76,7 @@ def record_result(invocation: LlmCallInvocation, result: ChatResult, capturing: 
 class InstrumentedChatModel(BaseChatModel):
     """Put first among the bases of any chat model to record its every request::
 
-        class InstrumentedChatOpenAI(InstrumentedChatModel, ChatOpenAI): ...
+    class InstrumentedChatOpenAI(InstrumentedChatModel, ChatOpenAI): ...
     """
 
     telemetry: Any = Field(default=None, exclude=True)
