@@ -1,15 +1,14 @@
-"""``agentwatch demo``: a workload observed end to end, scraped and reported.
+"""``agentwatch demo``: the service under a workload, observed end to end.
 
-It serves the telemetry routes on loopback, runs concurrent observed operations that
-do real work (HTTP round trips to its own health route, hashing), then scrapes its own
-``/metrics`` like Prometheus would and prints the performance report.
+It starts the service (with the builtin model) on a loopback port, sends concurrent
+research queries through ``POST /v1/runs`` over real HTTP, then scrapes its own
+``/metrics`` as Prometheus would and prints the performance report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import os
 
 import aiohttp
@@ -18,12 +17,25 @@ from aiohttp import web
 from agentwatch.telemetry import (
     Telemetry,
     TelemetrySettings,
-    create_metrics_app,
     format_report,
     setup_telemetry,
     stats_from_text,
 )
 from agentwatch.telemetry.settings import OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER
+
+from .server import create_app
+from .settings import RuntimeSettings
+
+QUERIES = (
+    "what is 123 + 456",
+    "search for exemplars",
+    "calculate (17 * 23) - 4 ** 3",
+    "find docs about label cardinality",
+    "what is 2 ^ 32",
+    "look up retries with jitter",
+    "calculate __import__('os')",
+    "hello",
+)
 
 
 def setup() -> Telemetry:
@@ -36,32 +48,33 @@ def setup() -> Telemetry:
     return setup_telemetry(settings)
 
 
-async def main(telemetry: Telemetry, port: int = 0, rounds: int = 50) -> int:
-    runner = web.AppRunner(create_metrics_app(telemetry), access_log=None)
+async def main(telemetry: Telemetry, port: int = 0, rounds: int = 5) -> int:
+    settings = dataclasses.replace(RuntimeSettings.from_env(), port=port)
+    runner = web.AppRunner(create_app(settings, telemetry), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    bound = runner.addresses[0][1]
-    base = f"http://127.0.0.1:{bound}"
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
         async with aiohttp.ClientSession() as session:
-            await asyncio.gather(*(_research(telemetry, session, base, i) for i in range(rounds)))
+            queries = [q for _ in range(rounds) for q in QUERIES]
+            print(f"Sending {len(queries)} concurrent runs to {base}/v1/runs ...")
+            results = await asyncio.gather(*(_run(session, base, q) for q in queries))
+            for query, (status, body) in list(zip(queries, results, strict=True))[: len(QUERIES)]:
+                print(f"  [{status}] {query!r} -> {str(body.get('output', body))[:90]}")
             async with session.get(f"{base}/metrics") as response:
                 text = await response.text()
+        print()
         print(format_report(stats_from_text(text), title=f"Performance report ({base}/metrics)"))
-        print(f"Metrics were served at {base}/metrics (the demo has ended).")
+        print("Run `agentwatch serve` to keep the service up; /metrics is then at")
+        print("http://127.0.0.1:8080/metrics (see dashboards/ for Prometheus and Grafana).")
     finally:
         await runner.cleanup()
         telemetry.shutdown(timeout=2.0)
     return 0
 
 
-async def _research(
-    telemetry: Telemetry, session: aiohttp.ClientSession, base: str, index: int
-) -> None:
-    async with telemetry.observe("research", query_index=index):
-        async with telemetry.observe("fetch"), session.get(f"{base}/healthz") as response:
-            body = await response.read()
-        async with telemetry.observe("digest"):
-            data = body * (1000 + index * 100)
-            hashlib.sha256(data).hexdigest()
+async def _run(
+    session: aiohttp.ClientSession, base: str, query: str
+) -> tuple[int, dict[str, object]]:
+    async with session.post(f"{base}/v1/runs", json={"input": query}) as response:
+        return response.status, await response.json()
