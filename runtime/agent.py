@@ -9,17 +9,28 @@ usage and trace id. Runs are independent: many can run at once with ``asyncio.ga
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any, Final
 
 from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+)
 from opentelemetry.context import Context
 
-from agentwatch.telemetry import AgentwatchError, Telemetry
+from agentwatch.telemetry import AgentwatchError, Invocation, Telemetry
+from agentwatch.telemetry._invocation import instrument_stream
+from agentwatch.telemetry.names import OUTCOME_CANCELLED
 
+from .events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from .lc_tools import langchain_tools
+from .results import RunResult, result_from_messages
 from .tools.registry import ToolRegistry
 
 DEFAULT_AGENT_NAME: Final = "research_agent"
@@ -36,45 +47,6 @@ class AgentInputError(AgentwatchError, ValueError):
 
 class AgentRunError(AgentwatchError):
     """The run did not produce an answer (model error, timeout, step limit)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallRecord:
-    id: str
-    name: str
-    arguments: dict[str, Any]
-    result: str
-    error: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    output: str
-    tool_calls: list[ToolCallRecord] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
-    trace_id: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "tool_calls": [asdict(c) for c in self.tool_calls],
-            "usage": {
-                "input_tokens": self.usage.input_tokens,
-                "output_tokens": self.usage.output_tokens,
-                "total_tokens": self.usage.total_tokens,
-            },
-            "trace_id": self.trace_id,
-        }
 
 
 class Agent:
@@ -139,30 +111,70 @@ class Agent:
         invocation.stop()
         return result
 
+    async def astream(
+        self, query: str, *, parent: Context | None = None, conversation_id: str | None = None
+    ) -> AsyncGenerator[RunEvent, None]:
+        """Run one query, yielding text deltas and tool events as they happen, then
+        ``RunFinished``. One ``invoke_agent`` span for the whole stream; closing the
+        stream early (a client that went away) cancels the run and ends it as cancelled.
+        """
+        query = self.check_input(query)
+        invocation = self.telemetry.agent_run(
+            self.name, self.model_name, conversation_id=conversation_id, parent=parent
+        )
+        events = instrument_stream(
+            invocation, self._events(query, invocation), closed_early=OUTCOME_CANCELLED
+        )
+        async with aclosing(events):
+            async for event in events:
+                yield event
 
-def result_from_messages(messages: list[BaseMessage], trace_id: str) -> RunResult:
-    """Answer, tool calls and summed usage of a finished run's messages."""
-    results = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
-    calls: list[ToolCallRecord] = []
-    input_tokens = output_tokens = 0
-    output = ""
-    for message in messages:
-        if not isinstance(message, AIMessage):
-            continue
-        if message.usage_metadata:
-            input_tokens += message.usage_metadata.get("input_tokens", 0)
-            output_tokens += message.usage_metadata.get("output_tokens", 0)
-        for call in message.tool_calls:
-            answer = results.get(call.get("id") or "")
-            calls.append(
-                ToolCallRecord(
-                    id=call.get("id") or "",
-                    name=call["name"],
-                    arguments=dict(call.get("args") or {}),
-                    result=answer.text if answer is not None else "",
-                    error=answer is not None and answer.status == "error",
+    async def _events(self, query: str, invocation: Invocation) -> AsyncGenerator[RunEvent, None]:
+        messages: list[BaseMessage] = [HumanMessage(query)]
+        stream = self.graph.astream(
+            {"messages": messages[:]},
+            {"recursion_limit": RECURSION_LIMIT},
+            stream_mode=["messages", "updates"],
+        )
+        deadline = asyncio.get_running_loop().time() + self.run_timeout
+        async with aclosing(stream):
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):  # never across a yield
+                        mode, data = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as exc:
+                    raise AgentRunError(f"the run took longer than {self.run_timeout:g} s") from exc
+                for event in _events_of(mode, data, messages):
+                    yield event
+        yield RunFinished(result_from_messages(messages, invocation.trace_id))
+
+
+def _events_of(mode: str, data: Any, messages: list[BaseMessage]) -> list[RunEvent]:
+    """Translate one LangGraph stream item; ``messages`` collects the run's messages."""
+    if mode == "messages":
+        chunk, metadata = data
+        if metadata.get("langgraph_node") == "model" and isinstance(chunk, AIMessageChunk):
+            text = chunk.text
+            return [TextDelta(text)] if text else []
+        return []
+    events: list[RunEvent] = []
+    for update in (data or {}).values():
+        for message in (update or {}).get("messages", []) if isinstance(update, dict) else []:
+            messages.append(message)
+            if isinstance(message, AIMessage):
+                events.extend(
+                    ToolCallStarted(c.get("id") or "", c["name"], dict(c.get("args") or {}))
+                    for c in message.tool_calls
                 )
-            )
-        if not message.tool_calls:
-            output = message.text
-    return RunResult(output, calls, Usage(input_tokens, output_tokens), trace_id)
+            elif isinstance(message, ToolMessage):
+                events.append(
+                    ToolCallFinished(
+                        message.tool_call_id,
+                        message.name or "",
+                        message.text,
+                        message.status == "error",
+                    )
+                )
+    return events

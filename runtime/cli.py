@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 
 from aiohttp import web
 
@@ -19,6 +20,7 @@ from agentwatch.telemetry import (
 )
 
 from . import demo
+from .events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from .model import ModelBehavior, create_model_app
 from .runtime import AgentRuntime
 from .server import create_app
@@ -61,14 +63,19 @@ def _serve(args: argparse.Namespace) -> int:
             port=settings.port,
             print=None,
             access_log=None,
+            handler_cancellation=True,  # a client that goes away cancels its run
         )
     finally:
         telemetry.shutdown(timeout=5.0)
     return 0
 
 
-async def _run_once(settings: RuntimeSettings, telemetry: Telemetry, query: str) -> int:
+async def _run_once(
+    settings: RuntimeSettings, telemetry: Telemetry, query: str, stream: bool
+) -> int:
     async with AgentRuntime(settings, telemetry) as runtime:
+        if stream:
+            return await _typewriter(runtime.agent.astream(query))
         result = await runtime.agent.arun(query)
     for call in result.tool_calls:
         status = "failed" if call.error else "ok"
@@ -81,11 +88,32 @@ async def _run_once(settings: RuntimeSettings, telemetry: Telemetry, query: str)
     return 0
 
 
+async def _typewriter(events: AsyncGenerator[RunEvent, None]) -> int:
+    """Print the answer as it arrives, tool calls as they happen."""
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, TextDelta):
+                print(event.text, end="", flush=True)
+            elif isinstance(event, ToolCallStarted):
+                print(f"[tool {event.name} {event.arguments}]", flush=True)
+            elif isinstance(event, ToolCallFinished):
+                status = "failed" if event.error else "ok"
+                print(f"[tool {event.name} -> {status}: {event.result[:80]}]", flush=True)
+            elif isinstance(event, RunFinished):
+                usage = event.result.usage
+                print()
+                print(
+                    f"trace_id: {event.result.trace_id}  tokens: {usage.input_tokens} in, "
+                    f"{usage.output_tokens} out"
+                )
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     settings = RuntimeSettings.from_env()
     telemetry = demo.setup()
     try:
-        return asyncio.run(_run_once(settings, telemetry, args.query))
+        return asyncio.run(_run_once(settings, telemetry, args.query, args.stream))
     finally:
         telemetry.shutdown(timeout=2.0)
 
@@ -123,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run one query and print the answer and trace id")
     run.add_argument("query")
+    run.add_argument("--stream", action="store_true", help="print the answer as it arrives")
     run.set_defaults(func=_run)
 
     report = commands.add_parser("report", help="print the performance report of a /metrics URL")

@@ -50,7 +50,9 @@ def setup() -> Telemetry:
 
 async def main(telemetry: Telemetry, port: int = 0, rounds: int = 5) -> int:
     settings = dataclasses.replace(RuntimeSettings.from_env(), port=port)
-    runner = web.AppRunner(create_app(settings, telemetry), access_log=None)
+    runner = web.AppRunner(
+        create_app(settings, telemetry), access_log=None, handler_cancellation=True
+    )
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"

@@ -1,6 +1,7 @@
 """The service: ``create_app(settings, telemetry) -> web.Application``.
 
-Routes: ``POST /v1/runs`` (``{"input": "..."}`` → output, tool calls, usage, trace id),
+Routes: ``POST /v1/runs`` (``{"input": "..."}`` → output, tool calls, usage, trace id;
+with ``"stream": true`` or ``Accept: text/event-stream``, Server-Sent Events),
 plus ``/metrics``, ``/healthz``, ``/readyz``. Every error is a JSON body
 ``{"error": {"type": ..., "message": ...}}`` with the right status, never a traceback.
 A W3C ``traceparent`` on the request makes the run part of the caller's trace. With
@@ -14,12 +15,15 @@ import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any, Final
 
 import openai
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import propagate
+from opentelemetry.context import Context
 
 from agentwatch.telemetry import (
     Telemetry,
@@ -27,7 +31,8 @@ from agentwatch.telemetry import (
     http_metrics_middleware,
 )
 
-from .agent import AgentInputError, AgentRunError
+from .agent import Agent, AgentInputError, AgentRunError
+from .events import event_data
 from .runtime import AgentRuntime
 from .settings import RuntimeSettings
 
@@ -111,34 +116,96 @@ async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
     return body
 
 
-def _run_input(body: dict[str, Any]) -> str:
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    input: str
+    stream: bool
+    conversation_id: str | None
+
+
+def _run_request(body: dict[str, Any], accept: str) -> RunRequest:
     query = body.get("input")
     if not isinstance(query, str):
         raise ApiError(422, "invalid_request", "'input' must be a string.")
-    unknown = set(body) - {"input", "conversation_id"}
+    unknown = set(body) - {"input", "stream", "conversation_id"}
     if unknown:
         raise ApiError(422, "invalid_request", f"Unknown fields: {', '.join(sorted(unknown))}.")
-    return query
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(422, "invalid_request", "'stream' must be a boolean.")
+    conversation = body.get("conversation_id")
+    if conversation is not None and not isinstance(conversation, str):
+        raise ApiError(422, "invalid_request", "'conversation_id' must be a string.")
+    return RunRequest(query, stream or "text/event-stream" in accept, conversation)
+
+
+def _as_api_error(exc: Exception) -> ApiError | None:
+    """The HTTP meaning of an error a run can end with (None: a bug, answered as 500)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, AgentInputError):
+        return ApiError(422, "invalid_input", str(exc))
+    if isinstance(exc, AgentRunError):
+        return ApiError(504, "run_timeout", str(exc))
+    if isinstance(exc, openai.APIError):
+        return ApiError(502, "model_error", f"The model failed: {type(exc).__name__}.")
+    return None
 
 
 async def post_run(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
-    runtime = request.app[RUNTIME_KEY]
+    agent = request.app[RUNTIME_KEY].agent
     body = await read_json(request, settings.max_body_bytes)
-    query = _run_input(body)
-    conversation = body.get("conversation_id")
-    if conversation is not None and not isinstance(conversation, str):
-        raise ApiError(422, "invalid_request", "'conversation_id' must be a string.")
+    run = _run_request(body, request.headers.get(hdrs.ACCEPT, ""))
     parent = propagate.extract(request.headers)
     try:
-        result = await runtime.agent.arun(query, parent=parent, conversation_id=conversation)
-    except AgentInputError as exc:
-        raise ApiError(422, "invalid_input", str(exc)) from None
-    except AgentRunError as exc:
-        raise ApiError(504, "run_timeout", str(exc)) from None
-    except openai.APIError as exc:
-        raise ApiError(502, "model_error", f"The model failed: {type(exc).__name__}.") from None
+        agent.check_input(run.input)
+        if run.stream:
+            return await _stream_run(request, agent, run, parent)
+        result = await agent.arun(run.input, parent=parent, conversation_id=run.conversation_id)
+    except Exception as exc:
+        mapped = _as_api_error(exc)
+        if mapped is None:
+            raise
+        raise mapped from None
     return web.json_response(result.to_dict())
+
+
+def sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def _stream_run(
+    request: web.Request, agent: Agent, run: RunRequest, parent: Context
+) -> web.StreamResponse:
+    """Server-Sent Events: one event per run event, ending with ``result`` (or ``error``).
+
+    A client that disconnects cancels the run: aiohttp cancels this handler
+    (``handler_cancellation``), or the next write fails and closes the stream.
+    """
+    response = web.StreamResponse(
+        headers={
+            hdrs.CONTENT_TYPE: "text/event-stream",
+            hdrs.CACHE_CONTROL: "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    events = agent.astream(run.input, parent=parent, conversation_id=run.conversation_id)
+    try:
+        async with aclosing(events):
+            async for event in events:
+                await response.write(sse(event.type, event_data(event)))
+    except ConnectionResetError:
+        return response  # the client went away; the stream was closed, the run cancelled
+    except Exception as exc:
+        mapped = _as_api_error(exc)
+        if mapped is None:
+            _logger.exception("streamed run failed")
+            mapped = ApiError(500, "internal_error", "The run failed.")
+        await response.write(sse("error", {"type": mapped.kind, "message": mapped.message}))
+    await response.write_eof()
+    return response
 
 
 def create_app(

@@ -170,11 +170,15 @@ async def instrument_stream(
     invocation: Invocation,
     stream: AsyncIterator[T],
     on_item: Callable[[T], None] | None = None,
+    *,
+    closed_early: str = OUTCOME_OK,
 ) -> AsyncGenerator[T, None]:
     """Yield from ``stream`` inside ``invocation``, ending it when the stream ends.
 
-    The span is current while the producer runs and never across a ``yield``; closing
-    the wrapper early (``aclose``) closes the producer and ends the span as finished.
+    The span is current while the producer runs and never across a ``yield``. Closing
+    the wrapper early (``aclose``) closes the producer and ends the span as finished,
+    or as cancelled with ``closed_early=OUTCOME_CANCELLED`` (a run whose consumer went
+    away did not complete).
     """
     error: BaseException | None = None
     try:
@@ -189,8 +193,9 @@ async def instrument_stream(
             if on_item is not None:
                 on_item(item)
             yield item
-    except GeneratorExit:
-        pass  # the consumer stopped early: that ends the stream, it is not a failure
+    except GeneratorExit as exc:
+        if closed_early == OUTCOME_CANCELLED:
+            error = exc  # ends the invocation as cancelled
     except BaseException as exc:
         error = exc
         raise

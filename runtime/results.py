@@ -1,0 +1,75 @@
+"""What a run returns: the answer, its tool calls, token usage and trace id."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    result: str
+    error: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    output: str
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    trace_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "tool_calls": [asdict(c) for c in self.tool_calls],
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+                "total_tokens": self.usage.total_tokens,
+            },
+            "trace_id": self.trace_id,
+        }
+
+
+def result_from_messages(messages: list[BaseMessage], trace_id: str) -> RunResult:
+    """Answer, tool calls and summed usage of a finished run's messages."""
+    results = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
+    calls: list[ToolCallRecord] = []
+    input_tokens = output_tokens = 0
+    output = ""
+    for message in messages:
+        if not isinstance(message, AIMessage):
+            continue
+        if message.usage_metadata:
+            input_tokens += message.usage_metadata.get("input_tokens", 0)
+            output_tokens += message.usage_metadata.get("output_tokens", 0)
+        for call in message.tool_calls:
+            answer = results.get(call.get("id") or "")
+            calls.append(
+                ToolCallRecord(
+                    id=call.get("id") or "",
+                    name=call["name"],
+                    arguments=dict(call.get("args") or {}),
+                    result=answer.text if answer is not None else "",
+                    error=answer is not None and answer.status == "error",
+                )
+            )
+        if not message.tool_calls:
+            output = message.text
+    return RunResult(output, calls, Usage(input_tokens, output_tokens), trace_id)

@@ -1,0 +1,181 @@
+"""Streaming over real HTTP: SSE events in order, TTFT metrics, disconnects cancel runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+from agentwatch.runtime.model import ModelBehavior
+from agentwatch.runtime.runtime import AgentRuntime
+from agentwatch.runtime.server import create_app
+from agentwatch.runtime.settings import RuntimeSettings
+from agentwatch.telemetry import Telemetry
+
+pytestmark = pytest.mark.integration
+
+Client = Callable[..., Awaitable[TestClient]]
+
+
+async def sse_events(response: ClientResponse) -> AsyncIterator[tuple[str, Any]]:
+    """Parse a text/event-stream body as it arrives."""
+    event, data = "message", []
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+
+
+async def start(
+    aiohttp_client: Client, telemetry: Telemetry, behavior: ModelBehavior | None = None
+) -> tuple[TestClient, AgentRuntime]:
+    runtime = AgentRuntime(RuntimeSettings(), telemetry, model_behavior=behavior)
+    await runtime.start()
+    client = await aiohttp_client(create_app(RuntimeSettings(), telemetry, runtime=runtime))
+    return client, runtime
+
+
+@pytest.mark.parametrize("query", ["what is 123 + 456", "search for exemplars", "hello"])
+async def test_sse_text_events_arrive_in_order_and_match_the_plain_answer(
+    aiohttp_client: Client, telemetry: Telemetry, query: str
+) -> None:
+    client, runtime = await start(aiohttp_client, telemetry)
+    try:
+        plain = await (await client.post("/v1/runs", json={"input": query})).json()
+        response = await client.post("/v1/runs", json={"input": query, "stream": True})
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        events = [e async for e in sse_events(response)]
+    finally:
+        await runtime.stop()
+    kinds = [kind for kind, _ in events]
+    assert kinds[-1] == "result"
+    texts = [data["text"] for kind, data in events if kind == "text"]
+    assert len(texts) > 3
+    assert kinds.index("text") < kinds.index("result")
+    assert "".join(texts) == plain["output"] == events[-1][1]["output"]
+    if plain["tool_calls"]:
+        assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("text")
+
+
+async def test_accept_header_alone_asks_for_a_stream(
+    aiohttp_client: Client, telemetry: Telemetry
+) -> None:
+    client, runtime = await start(aiohttp_client, telemetry)
+    try:
+        response = await client.post(
+            "/v1/runs", json={"input": "hello"}, headers={"Accept": "text/event-stream"}
+        )
+        events = [kind async for kind, _ in sse_events(response)]
+    finally:
+        await runtime.stop()
+    assert events[-1] == "result"
+
+
+async def test_time_to_first_chunk_is_recorded_with_the_runs_exemplar(
+    aiohttp_client: Client,
+    telemetry: Telemetry,
+    registry: CollectorRegistry,
+    exporter: InMemorySpanExporter,
+) -> None:
+    client, runtime = await start(aiohttp_client, telemetry, ModelBehavior(time_to_first_token=0.2))
+    try:
+        started = time.perf_counter()
+        response = await client.post("/v1/runs", json={"input": "hello", "stream": True})
+        events = [e async for e in sse_events(response)]
+        elapsed = time.perf_counter() - started
+    finally:
+        await runtime.stop()
+    trace_id = events[-1][1]["trace_id"]
+    labels = {
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": "agentwatch",
+        "gen_ai_request_model": "agentwatch-builtin",
+        "error_type": "",
+    }
+    name = "gen_ai_client_operation_time_to_first_chunk_seconds"
+    assert registry.get_sample_value(f"{name}_count", labels) == 1
+    ttfc = registry.get_sample_value(f"{name}_sum", labels)
+    assert ttfc is not None
+    assert 0.2 <= ttfc <= elapsed
+    exemplars = [
+        s.exemplar.labels["trace_id"]
+        for m in registry.collect()
+        for s in m.samples
+        if s.name == f"{name}_bucket" and s.exemplar is not None
+    ]
+    assert exemplars == [trace_id]
+    chat = next(s for s in exporter.get_finished_spans() if s.name.startswith("chat"))
+    assert [e.name for e in chat.events] == ["gen_ai.first_chunk"]
+    assert (chat.attributes or {})["gen_ai.response.time_to_first_chunk"] == pytest.approx(ttfc)
+    gaps = registry.get_sample_value(
+        "gen_ai_client_operation_time_per_output_chunk_seconds_count", labels
+    )
+    assert gaps is not None
+    assert gaps >= 5
+
+
+async def test_client_disconnect_cancels_the_run(
+    aiohttp_client: Client, telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    slow = ModelBehavior(tokens_per_second=20)  # ~2 s for the whole answer
+    client, runtime = await start(aiohttp_client, telemetry, slow)
+    before = asyncio.all_tasks()
+    try:
+        response = await client.post("/v1/runs", json={"input": "hello", "stream": True})
+        seen = 0
+        async for kind, _ in sse_events(response):
+            seen += kind == "text"
+            if seen == 3:
+                break
+        response.close()  # the client goes away mid-stream
+        closed = time.perf_counter()
+        agent_span = None
+        for _ in range(100):  # bounded: at most ~1 s
+            agent_span = next(
+                (s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent")),
+                None,
+            )
+            if agent_span is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert agent_span is not None, "the run was not cancelled within a second"
+        assert time.perf_counter() - closed < 1.0
+        assert (agent_span.attributes or {})["agentwatch.outcome"] == "cancelled"
+        for _ in range(100):  # let the server's handler task finish its teardown
+            leftover = asyncio.all_tasks() - before - {asyncio.current_task()}
+            if not leftover:
+                break
+            await asyncio.sleep(0.01)
+        assert not leftover, leftover
+    finally:
+        await runtime.stop()
+
+
+async def test_a_failing_model_ends_the_stream_with_an_error_event(
+    aiohttp_client: Client, telemetry: Telemetry
+) -> None:
+    broken = ModelBehavior(error_rate=1.0, fail_status=500)
+    client, runtime = await start(aiohttp_client, telemetry, broken)
+    try:
+        response = await client.post("/v1/runs", json={"input": "hello", "stream": True})
+        events = [e async for e in sse_events(response)]
+    finally:
+        await runtime.stop()
+    kind, data = events[-1]
+    assert kind == "error"
+    assert data["type"] == "model_error"
+    assert "Traceback" not in json.dumps(data)
