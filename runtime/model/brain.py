@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+PIECE = re.compile(r"\s*\S+")  # how answers are streamed: one word with its leading space
 _EXPLICIT_CALC = re.compile(r"\b(?:calculate|compute|evaluate)\s+(.+)", re.IGNORECASE | re.DOTALL)
 _ARITHMETIC = re.compile(r"[-+(]*\s*\d[\d.\s]*(?:(?:\*\*|[-+*/%^])\s*[-+(]*\s*[\d.]+[\s)]*)+")
 _SEARCH = re.compile(

@@ -7,19 +7,19 @@ double for users' own tests. Answers exactly what the builtin server would.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from .behavior import DEFAULT_MODEL
-from .brain import respond
+from .brain import PIECE, respond
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 
@@ -79,6 +79,35 @@ class BuiltinChatModel(BaseChatModel):
         )
         info = {"finish_reason": reply.finish_reason}
         return ChatResult(generations=[ChatGeneration(message=message, generation_info=info)])
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """The answer piece by piece (as the server streams it), then usage."""
+        result = self._generate(messages, stop, None, **kwargs)
+        message = result.generations[0].message
+        assert isinstance(message, AIMessage)
+        for piece in PIECE.findall(message.text):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                tool_call_chunks=[
+                    {"id": c["id"], "name": c["name"], "args": json.dumps(c["args"]), "index": i}
+                    for i, c in enumerate(message.tool_calls)
+                ],
+                usage_metadata=message.usage_metadata,
+                response_metadata=message.response_metadata,
+            ),
+            generation_info=result.generations[0].generation_info,
+        )
 
     async def _agenerate(
         self,

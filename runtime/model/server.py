@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import random
-import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -22,13 +21,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .behavior import ModelBehavior
-from .brain import Reply, respond
+from .brain import PIECE, Reply, respond
 
 _logger = logging.getLogger("agentwatch.model")
 
 MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 _ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool"})
-_PIECE = re.compile(r"\s*\S+")
 
 
 class ModelState:
@@ -201,7 +199,7 @@ def _failure(behavior: ModelBehavior) -> web.Response:
 
 def _deltas(reply: Reply) -> list[dict[str, Any]]:
     deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
-    deltas += [{"content": piece} for piece in _PIECE.findall(reply.content)]
+    deltas += [{"content": piece} for piece in PIECE.findall(reply.content)]
     for index, call in enumerate(reply.tool_calls):
         head = {"index": index, "id": call.id, "type": "function"}
         deltas.append({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]})
