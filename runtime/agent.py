@@ -22,6 +22,8 @@ from langchain_core.messages import (
     HumanMessage,
     ToolMessage,
 )
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import StreamMode
 from opentelemetry.context import Context
 
 from agentwatch.telemetry import AgentwatchError, Invocation, Telemetry
@@ -131,11 +133,9 @@ class Agent:
 
     async def _events(self, query: str, invocation: Invocation) -> AsyncGenerator[RunEvent, None]:
         messages: list[BaseMessage] = [HumanMessage(query)]
-        stream = self.graph.astream(
-            {"messages": messages[:]},
-            {"recursion_limit": RECURSION_LIMIT},
-            stream_mode=["messages", "updates"],
-        )
+        modes: list[StreamMode] = ["messages", "updates"]
+        config: RunnableConfig = {"recursion_limit": RECURSION_LIMIT}
+        stream = self.graph.astream({"messages": messages[:]}, config, stream_mode=modes)
         deadline = asyncio.get_running_loop().time() + self.run_timeout
         async with aclosing(stream):
             while True:
