@@ -135,7 +135,8 @@ class Agent:
         messages: list[BaseMessage] = [HumanMessage(query)]
         modes: list[StreamMode] = ["messages", "updates"]
         config: RunnableConfig = {"recursion_limit": RECURSION_LIMIT}
-        stream = self.graph.astream({"messages": messages[:]}, config, stream_mode=modes)
+        state: Any = {"messages": messages[:]}
+        stream = self.graph.astream(state, config, stream_mode=modes)
         deadline = asyncio.get_running_loop().time() + self.run_timeout
         async with aclosing(stream):
             while True:
