@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
@@ -136,7 +136,10 @@ class Agent:
         modes: list[StreamMode] = ["messages", "updates"]
         config: RunnableConfig = {"recursion_limit": RECURSION_LIMIT}
         state: Any = {"messages": messages[:]}
-        stream = self.graph.astream(state, config, stream_mode=modes)
+        # Typed as an AsyncIterator; it is an async generator, closed below.
+        stream = cast(
+            AsyncGenerator[Any, None], self.graph.astream(state, config, stream_mode=modes)
+        )
         deadline = asyncio.get_running_loop().time() + self.run_timeout
         async with aclosing(stream):
             while True:
