@@ -50,3 +50,25 @@ def test_run_prints_the_answer_and_trace_id() -> None:
     assert out.returncode == 0, out.stderr
     assert "579" in out.stdout
     assert "trace_id: " in out.stdout
+
+
+def test_run_stream_prints_tool_calls_then_the_answer() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
+    out = subprocess.run(
+        [sys.executable, "-m", "agentwatch.runtime.cli", "run", "--stream", "what is 6 * 7"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "[tool calculator {'expression': '6 * 7'}]"
+    assert lines[1] == "[tool calculator -> ok: 42]"
+    assert lines[2] == "The answer is 42."
+    assert lines[3].startswith("trace_id: ")
