@@ -33,6 +33,7 @@ from agentwatch.telemetry.names import OUTCOME_CANCELLED
 from .events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from .lc_tools import langchain_tools
 from .results import RunResult, result_from_messages
+from .retry import RetryPolicy
 from .tools.registry import ToolRegistry
 
 DEFAULT_AGENT_NAME: Final = "research_agent"
@@ -63,6 +64,7 @@ class Agent:
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
         run_timeout: float = 120.0,
         max_input_chars: int = 32_000,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self.name = name
         self.model_name = model_name
@@ -73,7 +75,10 @@ class Agent:
         telemetry.agents.allow([name])
         telemetry.models.allow([model_name])
         self.graph = create_agent(
-            model, langchain_tools(tools, telemetry, name), system_prompt=system_prompt, name=name
+            model,
+            langchain_tools(tools, telemetry, name, retry_policy),
+            system_prompt=system_prompt,
+            name=name,
         )
 
     def check_input(self, query: object) -> str:

@@ -11,7 +11,7 @@ result once for this wrapper and for the callback handler alike.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
@@ -23,7 +23,9 @@ from pydantic import Field
 
 from agentwatch.telemetry import Telemetry, get_telemetry
 from agentwatch.telemetry._invocation import instrument_stream
-from agentwatch.telemetry._llm_call import LlmCallInvocation
+from agentwatch.telemetry._llm_call import OPERATION, LlmCallInvocation
+
+from .retry import Retrier
 
 
 def response_fields(
@@ -82,6 +84,9 @@ class InstrumentedChatModel(BaseChatModel):
     telemetry: Any = Field(default=None, exclude=True)
     """The ``Telemetry`` to record into (default: the process's)."""
     provider_name: str = Field(default="openai", exclude=True)
+    retry_policy: Any = Field(default=None, exclude=True)
+    """A ``RetryPolicy``: every attempt is ours and visible (set the client's own
+    ``max_retries=0``). None: one attempt."""
 
     def _telemetry(self) -> Telemetry:
         telemetry: Telemetry = self.telemetry or get_telemetry()
@@ -105,9 +110,15 @@ class InstrumentedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         invocation = self._start(messages, stream=False)
+        generate = super()._agenerate
         invocation.activate()
         try:
-            result = await super()._agenerate(messages, stop, run_manager, **kwargs)
+            if self.retry_policy is None:
+                result = await generate(messages, stop, run_manager, **kwargs)
+            else:
+                result = await Retrier(self.retry_policy, self._telemetry()).call(
+                    OPERATION, lambda: generate(messages, stop, run_manager, **kwargs)
+                )
         except BaseException as exc:
             invocation.deactivate()
             invocation.end(exc)
@@ -137,8 +148,47 @@ class InstrumentedChatModel(BaseChatModel):
                 invocation.set_response(**response_fields([chunk], None))
 
         stream = super()._astream(messages, stop, run_manager, **kwargs)
+        if self.retry_policy is not None:
+            opener = super()._astream
+            retrier = Retrier(self.retry_policy, self._telemetry())
+            stream = _retried_until_first_chunk(
+                retrier, lambda: opener(messages, stop, run_manager, **kwargs)
+            )
         async for chunk in instrument_stream(invocation, stream, observe_chunk):
             yield chunk
+
+
+async def _retried_until_first_chunk(
+    retrier: Retrier, open_stream: Callable[[], AsyncIterator[ChatGenerationChunk]]
+) -> AsyncGenerator[ChatGenerationChunk, None]:
+    """A stream whose opening is retried until its first chunk arrives; after that the
+    caller has seen output, so an error ends the stream instead of repeating it."""
+
+    async def first_chunk() -> tuple[
+        ChatGenerationChunk | None, AsyncIterator[ChatGenerationChunk]
+    ]:
+        stream = open_stream()
+        try:
+            return await anext(stream), stream
+        except StopAsyncIteration:
+            return None, stream
+        except BaseException:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+            raise
+
+    first, stream = await retrier.call(OPERATION, first_chunk)
+    try:
+        if first is None:
+            return
+        yield first
+        async for chunk in stream:
+            yield chunk
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
 
 
 class InstrumentedChatOpenAI(InstrumentedChatModel, ChatOpenAI):

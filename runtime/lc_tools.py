@@ -17,8 +17,10 @@ from langchain_core.tools import StructuredTool, ToolException
 from pydantic import Field, ValidationError
 
 from agentwatch.telemetry import AgentwatchError, Telemetry
+from agentwatch.telemetry._tool_call import OPERATION as TOOL_OPERATION
 from agentwatch.telemetry._tool_call import ToolCallInvocation
 
+from .retry import Retrier, RetryPolicy
 from .tools.registry import ToolRegistry, ToolSpec
 
 _current: ContextVar[ToolCallInvocation | None] = ContextVar("agentwatch_tool", default=None)
@@ -76,11 +78,16 @@ class InstrumentedTool(StructuredTool):
         return output
 
 
-def _coroutine(spec: ToolSpec) -> Any:
+def _coroutine(spec: ToolSpec, retrier: Retrier | None) -> Any:
+    async def attempt(kwargs: dict[str, Any]) -> str:
+        async with asyncio.timeout(spec.timeout):  # per attempt
+            return await spec.func(**kwargs)
+
     async def run(**kwargs: Any) -> str:
         try:
-            async with asyncio.timeout(spec.timeout):
-                return await spec.func(**kwargs)
+            if retrier is None:
+                return await attempt(kwargs)
+            return await retrier.call(TOOL_OPERATION, lambda: attempt(kwargs))
         except TimeoutError as exc:
             raise ToolException(f"{spec.name} timed out after {spec.timeout:g} s") from exc
         except AgentwatchError as exc:
@@ -94,15 +101,21 @@ def _coroutine(spec: ToolSpec) -> Any:
 
 
 def langchain_tools(
-    registry: ToolRegistry, telemetry: Telemetry, agent_name: str
+    registry: ToolRegistry,
+    telemetry: Telemetry,
+    agent_name: str,
+    retry_policy: RetryPolicy | None = None,
 ) -> list[InstrumentedTool]:
+    """Our tools as LangChain tools; those registered with ``retry=True`` retry
+    transient failures under ``retry_policy``."""
     telemetry.tools.allow(registry.names())
+    retrier = Retrier(retry_policy, telemetry) if retry_policy is not None else None
     return [
         InstrumentedTool(
             name=spec.name,
             description=spec.description,
             args_schema=spec.args_schema,
-            coroutine=_coroutine(spec),
+            coroutine=_coroutine(spec, retrier if spec.retry else None),
             handle_tool_error=_tool_error,
             handle_validation_error=_validation_error,
             telemetry=telemetry,

@@ -16,21 +16,27 @@ from agentwatch.telemetry import Telemetry
 from .agent import Agent
 from .chat_model import InstrumentedChatOpenAI
 from .model import BuiltinModelServer, ModelBehavior
+from .retry import RetryPolicy
 from .settings import RuntimeSettings
 from .tools import BUNDLED_CORPUS, SearchIndex, ToolRegistry, builtin_tools
 
 
 def build_chat_model(
-    settings: RuntimeSettings, telemetry: Telemetry, base_url: str | None
+    settings: RuntimeSettings,
+    telemetry: Telemetry,
+    base_url: str | None,
+    retry_policy: RetryPolicy | None = None,
 ) -> InstrumentedChatOpenAI:
     return InstrumentedChatOpenAI(
         model=settings.model,
         base_url=base_url,
         api_key=SecretStr(settings.api_key or "agentwatch-builtin"),
         timeout=settings.model_timeout,
+        max_retries=0,  # the SDK's hidden retries off: every attempt is ours, and visible
         stream_usage=True,
         telemetry=telemetry,
         provider_name=settings.provider,
+        retry_policy=retry_policy or RetryPolicy.from_env(),
     )
 
 
@@ -44,7 +50,9 @@ class AgentRuntime:
         *,
         tools: ToolRegistry | None = None,
         model_behavior: ModelBehavior | None = None,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
+        self.retry_policy = retry_policy or RetryPolicy.from_env()
         self.settings = settings
         self.telemetry = telemetry
         self._tools = tools
@@ -71,7 +79,9 @@ class AgentRuntime:
             index = await asyncio.to_thread(SearchIndex.from_folder, folder)
             tools = builtin_tools(index)
         # Building the OpenAI client reads certificates and package metadata from disk.
-        model = await asyncio.to_thread(build_chat_model, settings, self.telemetry, base_url)
+        model = await asyncio.to_thread(
+            build_chat_model, settings, self.telemetry, base_url, self.retry_policy
+        )
         self._agent = Agent(
             model,
             tools,
@@ -79,6 +89,7 @@ class AgentRuntime:
             model_name=settings.model,
             run_timeout=settings.run_timeout,
             max_input_chars=settings.max_input_chars,
+            retry_policy=self.retry_policy,
         )
         return self
 

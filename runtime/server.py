@@ -148,7 +148,8 @@ def _as_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, AgentRunError):
         return ApiError(504, "run_timeout", str(exc))
     if isinstance(exc, openai.APIError):
-        return ApiError(502, "model_error", f"The model failed: {type(exc).__name__}.")
+        notes = "".join(f" {note}." for note in getattr(exc, "__notes__", ()))
+        return ApiError(502, "model_error", f"The model failed: {type(exc).__name__}.{notes}")
     return None
 
 

@@ -55,10 +55,16 @@ class Invocation:
         *,
         kind: SpanKind = SpanKind.INTERNAL,
         parent: otel_context.Context | None = None,
+        start_time_ns: int | None = None,
+        started_at: float | None = None,
     ) -> None:
-        self.span: Span = tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
+        """``start_time_ns`` / ``started_at`` (wall ns / ``clock`` value) record an
+        operation after the fact, when only its failure made it worth a span."""
+        self.span: Span = tracer.start_span(
+            name, context=parent, kind=kind, attributes=attributes, start_time=start_time_ns
+        )
         self._clock = clock
-        self._start = clock()
+        self._start = clock() if started_at is None else started_at
         self._ended = False
         self._token: object | None = None
 

@@ -147,6 +147,34 @@ class Telemetry:
             self, tool_name, agent_name=agent_name, call_id=call_id, parent=parent
         )
 
+    def retry_attempt(
+        self,
+        operation: str,
+        attempt: int,
+        wait_before: float,
+        *,
+        parent: Context | None = None,
+        start_time_ns: int | None = None,
+        started_at: float | None = None,
+    ) -> RetryAttemptInvocation:
+        """A ``retry_attempt {operation}`` span for one attempt of a retried call."""
+        return RetryAttemptInvocation(
+            self,
+            operation,
+            attempt,
+            wait_before,
+            parent=parent,
+            start_time_ns=start_time_ns,
+            started_at=started_at,
+        )
+
+    def count_retry(self, operation: str, outcome: str, wait: float | None = None) -> None:
+        """``agentwatch_retry_attempts_total`` (and, before a retry, the backoff wait)."""
+        op = self.operations(operation)
+        self.child(self.metrics.retry_attempts, op, outcome).inc()
+        if wait is not None:
+            self.child(self.metrics.retry_backoff, op).observe(wait)
+
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush queued spans and stop exporting; returns within ``timeout`` seconds."""
         if self._on_shutdown is not None:
@@ -175,4 +203,5 @@ class OperationInvocation(Invocation):
 # The operation modules import Telemetry for typing only; bound here, after it exists.
 from ._agent_run import AgentRunInvocation  # noqa: E402
 from ._llm_call import LlmCallInvocation  # noqa: E402
+from ._retry_attempt import RetryAttemptInvocation  # noqa: E402
 from ._tool_call import ToolCallInvocation  # noqa: E402

@@ -33,6 +33,7 @@ GEN_AI_OUTPUT_MESSAGES: Final = _gen_ai.GEN_AI_OUTPUT_MESSAGES
 GEN_AI_TOOL_CALL_ARGUMENTS: Final = _gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS
 GEN_AI_TOOL_CALL_RESULT: Final = _gen_ai.GEN_AI_TOOL_CALL_RESULT
 
+AGENTWATCH_OPERATION: Final = "agentwatch.operation"
 AGENTWATCH_OUTCOME: Final = "agentwatch.outcome"
 AGENTWATCH_BATCH_ID: Final = "agentwatch.batch.id"
 AGENTWATCH_TASK_ID: Final = "agentwatch.task.id"
@@ -40,6 +41,12 @@ AGENTWATCH_TASK_PRIORITY: Final = "agentwatch.task.priority"
 AGENTWATCH_TASK_QUEUE_WAIT: Final = "agentwatch.task.queue_wait"
 AGENTWATCH_RETRY_ATTEMPT: Final = "agentwatch.retry.attempt"
 AGENTWATCH_RETRY_WAIT: Final = "agentwatch.retry.wait"
+AGENTWATCH_RETRY_OUTCOME: Final = "agentwatch.retry.outcome"
+
+# agentwatch_retry_attempts_total{outcome}
+RETRY_SUCCESS: Final = "success"
+RETRY_RETRY: Final = "retry"
+RETRY_GIVEUP: Final = "giveup"
 
 # Outcomes: span attribute values, and the metric label value of a cancellation.
 OUTCOME_OK: Final = "ok"

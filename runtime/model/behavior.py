@@ -18,6 +18,7 @@ class ModelBehavior:
     error_rate: share of later requests that fail with ``fail_status``.
     fail_status: 429 (with Retry-After) or a 5xx.
     retry_after: seconds sent in Retry-After with a 429 (None: no header).
+    hang_first: the first N requests (after ``fail_first``) hang.
     hang_rate: share of requests that answer nothing for ``hang_for`` seconds, then 504.
     disconnect_rate: share of streamed requests whose connection is closed mid-stream.
     """
@@ -29,6 +30,7 @@ class ModelBehavior:
     error_rate: float = 0.0
     fail_status: int = 429
     retry_after: float | None = 1.0
+    hang_first: int = 0
     hang_rate: float = 0.0
     hang_for: float = 30.0
     disconnect_rate: float = 0.0
@@ -42,8 +44,8 @@ class ModelBehavior:
         for name in ("error_rate", "hang_rate", "disconnect_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
-        if self.fail_first < 0:
-            raise ValueError("fail_first must not be negative")
+        if self.fail_first < 0 or self.hang_first < 0:
+            raise ValueError("fail_first and hang_first must not be negative")
         if not 400 <= self.fail_status <= 599:
             raise ValueError("fail_status must be an HTTP error status (400-599)")
         if not self.models:

@@ -44,6 +44,8 @@ class ModelState:
         b = self.behavior
         if number <= b.fail_first:
             return "fail"
+        if number <= b.fail_first + b.hang_first:
+            return "hang"
         roll = self.rng.random()
         if roll < b.error_rate:
             return "fail"
