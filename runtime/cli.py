@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
+from pathlib import Path
 
 from aiohttp import web
 
@@ -118,6 +119,34 @@ def _run(args: argparse.Namespace) -> int:
         telemetry.shutdown(timeout=2.0)
 
 
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import BatchInputError, BatchOptions, read_tasks
+    from .batch.cli import print_summary, run_batch, stderr_console
+
+    console = stderr_console()
+    try:
+        tasks = read_tasks(Path(args.tasks))
+    except BatchInputError as exc:
+        console.print(f"[red]agentwatch batch: {exc}[/red]\nThe batch did not start.")
+        return 2
+    except OSError as exc:
+        console.print(f"[red]agentwatch batch: cannot read {args.tasks}: {exc}[/red]")
+        return 2
+    options = BatchOptions(
+        workers=args.workers, concurrency=args.concurrency, task_timeout=args.timeout
+    )
+    telemetry = demo.setup()
+    out = Path(args.out)
+    try:
+        summary, stopped = asyncio.run(
+            run_batch(tasks, out, options, RuntimeSettings.from_env(), telemetry, console)
+        )
+    finally:
+        telemetry.shutdown(timeout=2.0)
+    print_summary(summary, out, console)
+    return 3 if stopped else 0
+
+
 def _model(args: argparse.Namespace) -> int:
     behavior = ModelBehavior(
         latency=args.latency,
@@ -153,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("query")
     run.add_argument("--stream", action="store_true", help="print the answer as it arrives")
     run.set_defaults(func=_run)
+
+    batch = commands.add_parser("batch", help="run a JSONL file of tasks with a progress bar")
+    batch.add_argument("tasks", help='JSONL: {"id": ..., "query": ..., "priority": 0-9}')
+    batch.add_argument("--out", required=True, help="results JSONL (resumed if it exists)")
+    batch.add_argument("--workers", type=int, default=5)
+    batch.add_argument("--concurrency", type=int, help="at most this many at once")
+    batch.add_argument("--timeout", type=float, help="seconds per task")
+    batch.set_defaults(func=_batch)
 
     report = commands.add_parser("report", help="print the performance report of a /metrics URL")
     report.add_argument("--url", default="http://127.0.0.1:8080/metrics")

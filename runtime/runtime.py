@@ -70,7 +70,11 @@ class AgentRuntime:
         settings = self.settings
         base_url = settings.base_url
         if settings.uses_builtin_model:
-            behavior = self._behavior or ModelBehavior(models=(settings.model,))
+            behavior = self._behavior or ModelBehavior(
+                latency=settings.builtin_latency,
+                time_to_first_token=settings.builtin_latency,
+                models=(settings.model,),
+            )
             self.model_server = await BuiltinModelServer(behavior).start()
             base_url = self.model_server.base_url
         tools = self._tools

@@ -32,6 +32,8 @@ from agentwatch.telemetry import (
 )
 
 from .agent import Agent, AgentInputError, AgentRunError
+from .batch.http import BATCHES_KEY, BatchRecord, batches_ctx, parse_batch, start_batch
+from .batch.task import Task
 from .events import event_data
 from .runtime import AgentRuntime
 from .settings import RuntimeSettings
@@ -209,6 +211,39 @@ async def _stream_run(
     return response
 
 
+async def post_batch(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    agent = request.app[RUNTIME_KEY].agent
+    body = await read_json(request, settings.max_body_bytes)
+    tasks, options = parse_batch(body, ApiError)
+
+    async def work(task: Task) -> dict[str, Any]:
+        return (await agent.arun(task.query)).to_dict()
+
+    record = start_batch(request.app, agent.telemetry, work, tasks, options)
+    batch_id = record.processor.batch_id
+    return web.json_response(
+        {"id": batch_id, "state": record.state, "url": f"/v1/batches/{batch_id}"}, status=202
+    )
+
+
+def _batch(request: web.Request) -> BatchRecord:
+    record = request.app[BATCHES_KEY].get(request.match_info["batch_id"])
+    if record is None:
+        raise ApiError(404, "not_found", "No such batch.")
+    return record
+
+
+async def get_batch(request: web.Request) -> web.Response:
+    return web.json_response(_batch(request).view())
+
+
+async def delete_batch(request: web.Request) -> web.Response:
+    record = _batch(request)
+    record.processor.cancel()
+    return web.json_response({"id": record.processor.batch_id, "state": "cancelling"}, status=202)
+
+
 def create_app(
     settings: RuntimeSettings, telemetry: Telemetry, *, runtime: AgentRuntime | None = None
 ) -> web.Application:
@@ -236,6 +271,10 @@ def create_app(
         return True
 
     app.cleanup_ctx.append(runtime_ctx)
+    app.cleanup_ctx.append(batches_ctx)  # after the runtime: torn down before it
     add_telemetry_routes(app, telemetry, readiness=[runtime_started])
     app.router.add_post("/v1/runs", post_run)
+    app.router.add_post("/v1/batches", post_batch)
+    app.router.add_get("/v1/batches/{batch_id}", get_batch)
+    app.router.add_delete("/v1/batches/{batch_id}", delete_batch)
     return app

@@ -21,6 +21,7 @@ AGENTWATCH_API_TOKEN: Final = "AGENTWATCH_API_TOKEN"
 AGENTWATCH_CORPUS_DIR: Final = "AGENTWATCH_CORPUS_DIR"
 AGENTWATCH_RUN_TIMEOUT: Final = "AGENTWATCH_RUN_TIMEOUT"
 AGENTWATCH_MODEL_TIMEOUT: Final = "AGENTWATCH_MODEL_TIMEOUT"
+AGENTWATCH_BUILTIN_LATENCY: Final = "AGENTWATCH_BUILTIN_LATENCY"
 
 DEFAULT_OPENAI_MODEL: Final = "gpt-4o-mini"
 
@@ -38,6 +39,7 @@ class RuntimeSettings:
     corpus_dir: Path | None = None
     run_timeout: float = 120.0
     model_timeout: float = 60.0
+    builtin_latency: float = 0.0  # seconds per answer of the builtin model (demos, tests)
     max_input_chars: int = 32_000
     max_body_bytes: int = 1024 * 1024
 
@@ -46,6 +48,8 @@ class RuntimeSettings:
             raise ConfigurationError(f"{AGENTWATCH_PORT}={self.port} is not a TCP port")
         if not self.run_timeout > 0:
             raise ConfigurationError(f"{AGENTWATCH_RUN_TIMEOUT} must be positive")
+        if self.builtin_latency < 0:
+            raise ConfigurationError(f"{AGENTWATCH_BUILTIN_LATENCY} must not be negative")
         if not self.model_timeout > 0:
             raise ConfigurationError(f"{AGENTWATCH_MODEL_TIMEOUT} must be positive")
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
@@ -78,6 +82,7 @@ class RuntimeSettings:
             corpus_dir=Path(corpus) if corpus else None,
             run_timeout=_number(e, AGENTWATCH_RUN_TIMEOUT, 120.0, float),
             model_timeout=_number(e, AGENTWATCH_MODEL_TIMEOUT, 60.0, float),
+            builtin_latency=_number(e, AGENTWATCH_BUILTIN_LATENCY, 0.0, float),
         )
 
 

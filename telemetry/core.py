@@ -168,6 +168,18 @@ class Telemetry:
             started_at=started_at,
         )
 
+    def batch_task(
+        self,
+        batch_id: str,
+        task_id: str,
+        priority: int,
+        queue_wait: float,
+        *,
+        parent: Context | None = None,
+    ) -> BatchTaskInvocation:
+        """A ``batch_task`` span; records the queue wait now and the outcome at the end."""
+        return BatchTaskInvocation(self, batch_id, task_id, priority, queue_wait, parent=parent)
+
     def count_retry(self, operation: str, outcome: str, wait: float | None = None) -> None:
         """``agentwatch_retry_attempts_total`` (and, before a retry, the backoff wait)."""
         op = self.operations(operation)
@@ -202,6 +214,7 @@ class OperationInvocation(Invocation):
 
 # The operation modules import Telemetry for typing only; bound here, after it exists.
 from ._agent_run import AgentRunInvocation  # noqa: E402
+from ._batch_task import BatchTaskInvocation  # noqa: E402
 from ._llm_call import LlmCallInvocation  # noqa: E402
 from ._retry_attempt import RetryAttemptInvocation  # noqa: E402
 from ._tool_call import ToolCallInvocation  # noqa: E402

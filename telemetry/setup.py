@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from ._export import CountingBatchSpanProcessor
 from .core import Telemetry
@@ -48,6 +48,9 @@ def setup_telemetry(
     with _lock:
         if _telemetry is not None:
             return _telemetry
+        # One `_created` series per counter/histogram child doubles what Prometheus
+        # stores for nothing the dashboards use (prometheus_client's global switch).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         telemetry = build_telemetry(settings, registry=registry, span_exporter=span_exporter)
         if set_global:
             provider = telemetry.tracer_provider

@@ -1,0 +1,113 @@
+"""A batch task: the seed's fields, with statuses that say how it ended."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from agentwatch.telemetry import AgentwatchError
+
+MAX_QUERY_CHARS = 32_000
+
+
+class TaskStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+# What a result file records: a task with one of these statuses is done for good.
+FINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMED_OUT})
+
+
+class BatchInputError(AgentwatchError, ValueError):
+    """The tasks cannot be run: bad lines, duplicate ids. Nothing was started."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        shown = "\n".join(f"  {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{len(problems)} problem(s) in the tasks:\n{shown}{more}")
+
+
+@dataclass(slots=True)
+class Task:
+    id: str
+    query: str
+    priority: int = 5  # lower runs first
+    created_at: float = field(default_factory=time.time)
+    result: Any = None
+    status: TaskStatus = TaskStatus.PENDING
+    error: str | None = None
+
+    def record(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": str(self.status),
+            "priority": self.priority,
+            "result": self.result,
+            "error": self.error,
+            **extra,
+        }
+
+
+def task_from(value: Any) -> Task:
+    """A task from a JSON object ``{"id", "query" (or "input"), "priority"?}``."""
+    if not isinstance(value, dict):
+        raise ValueError("a task must be a JSON object")
+    task_id = value.get("id")
+    if not isinstance(task_id, str | int) or isinstance(task_id, bool) or str(task_id) == "":
+        raise ValueError("'id' must be a non-empty string or integer")
+    query = value.get("query", value.get("input"))
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("'query' must be a non-empty string")
+    if len(query) > MAX_QUERY_CHARS:
+        raise ValueError(f"'query' is longer than {MAX_QUERY_CHARS} characters")
+    priority = value.get("priority", 5)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise ValueError("'priority' must be an integer")
+    return Task(str(task_id), query, priority)
+
+
+def check_unique(tasks: Iterable[Task]) -> list[Task]:
+    seen: dict[str, int] = {}
+    problems = []
+    out = []
+    for index, task in enumerate(tasks):
+        if task.id in seen:
+            problems.append(
+                f"task {index + 1}: duplicate id {task.id!r} (first at {seen[task.id]})"
+            )
+        else:
+            seen[task.id] = index + 1
+        out.append(task)
+    if problems:
+        raise BatchInputError(problems)
+    return out
+
+
+def read_tasks(path: Path, max_line_bytes: int = 1024 * 1024) -> list[Task]:
+    """Tasks from a JSONL file; every bad line is reported with its number."""
+    tasks, problems = [], []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            if len(raw) > max_line_bytes:
+                problems.append(f"line {number}: longer than {max_line_bytes} bytes")
+                continue
+            try:
+                tasks.append(task_from(json.loads(raw)))
+            except (ValueError, UnicodeDecodeError) as exc:
+                problems.append(f"line {number}: {exc}")
+    if problems:
+        raise BatchInputError(problems)
+    return check_unique(tasks)
