@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import datetime
 
-from benchmarks import bench_agent, bench_observe, bench_stream
+from benchmarks import bench_agent, bench_batch, bench_observe, bench_stream
 from benchmarks.common import RESULTS, machine, versions
 
 
 def main() -> int:
-    sections = [bench_observe.run(), bench_agent.run(), bench_stream.run()]
+    sections = [
+        bench_observe.run(),
+        bench_agent.run(),
+        bench_stream.run(),
+        bench_batch.run(),
+    ]
     header = [
         "# Benchmark results",
         "",

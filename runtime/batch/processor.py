@@ -82,9 +82,10 @@ class BatchProcessor:
         self.batch_id = batch_id or uuid.uuid4().hex[:16]
         self.tasks: dict[str, Task] = {}
         self._queue: asyncio.PriorityQueue[tuple[int, int, float, Task]] = asyncio.PriorityQueue()
-        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._running: dict[str, asyncio.Task[Any]] = {}  # task id -> the worker running it
         self._cancelled: set[str] = set()
         self._draining = False
+        self._batch_cancelled = False  # set when the run itself is torn down
         self._semaphore = asyncio.Semaphore(self.options.concurrency or self.options.workers)
         self._order = itertools.count()
 
@@ -99,8 +100,9 @@ class BatchProcessor:
         if task_id is None:
             self._draining = True
             self._cancel_queued()
-            for running in self._running.values():
-                running.cancel()
+            self._cancelled.update(self._running)
+            for worker in self._running.values():
+                worker.cancel()  # each worker records its task as cancelled and stops
             return
         self._cancelled.add(task_id)
         one = self._running.get(task_id)
@@ -146,6 +148,7 @@ class BatchProcessor:
         try:
             await asyncio.gather(*workers)
         except BaseException as exc:
+            self._batch_cancelled = True
             for worker in workers:
                 worker.cancel()
             with suppress(BaseException):
@@ -187,38 +190,35 @@ class BatchProcessor:
         task.status = TaskStatus.PROCESSING
         metrics.batch_in_progress.inc()
         started = self.clock()
-        runner = asyncio.create_task(self._attempt(task, invocation), name=f"batch-task-{task.id}")
-        self._running[task.id] = runner
+        worker = asyncio.current_task()
+        assert worker is not None
+        self._running[task.id] = worker  # cancel(task_id) cancels this worker's await
         status: TaskStatus = TaskStatus.COMPLETED
         error: BaseException | None = None
+        invocation.activate()
         try:
-            task.result = await runner
+            if self.options.task_timeout is None:
+                task.result = await self.work(task)
+            else:
+                async with asyncio.timeout(self.options.task_timeout):
+                    task.result = await self.work(task)
         except TimeoutError as exc:
             status, error = TaskStatus.TIMED_OUT, exc
             task.error = f"timed out after {self.options.task_timeout:g} s"
         except asyncio.CancelledError as exc:
-            if runner.cancelled() and not _current_cancelling():
-                status, error = TaskStatus.CANCELLED, exc  # this task was cancelled
-            else:
+            if task.id not in self._cancelled or self._batch_cancelled:
                 raise  # the whole batch is being torn down
+            worker.uncancel()  # only this task was cancelled: the worker goes on
+            status, error = TaskStatus.CANCELLED, exc
         except Exception as exc:
             status, error = TaskStatus.FAILED, exc
         finally:
+            invocation.deactivate()
             self._running.pop(task.id, None)
             metrics.batch_in_progress.dec()
         summary.durations.append(self.clock() - started)
         invocation.finish(status, error)
         self._end(task, status, error)
-
-    async def _attempt(self, task: Task, invocation: Any) -> Any:
-        invocation.activate()
-        try:
-            if self.options.task_timeout is None:
-                return await self.work(task)
-            async with asyncio.timeout(self.options.task_timeout):
-                return await self.work(task)
-        finally:
-            invocation.deactivate()
 
     def _end(self, task: Task, status: TaskStatus, error: BaseException | None) -> None:
         task.status = status
@@ -228,8 +228,3 @@ class BatchProcessor:
             self.store.add(task.record())
         if self.on_progress is not None:
             self.on_progress(task)
-
-
-def _current_cancelling() -> bool:
-    current = asyncio.current_task()
-    return current is not None and current.cancelling() > 0
