@@ -17,8 +17,8 @@ import time
 import aiohttp
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import NoOpTracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import NoOpTracerProvider
 from prometheus_client import CollectorRegistry
 
 from agentwatch.runtime.batch import BatchOptions, BatchProcessor, Task
@@ -125,7 +125,8 @@ async def measure(trials: int = 5) -> list[str]:
         "",
         "| variant | tasks/s (median) | range |",
         "|---|---:|---:|",
-        f"| Semaphore + gather | {statistics.median(base):,.0f} | {min(base):,.0f}-{max(base):,.0f} |",
+        f"| Semaphore + gather | {statistics.median(base):,.0f} | "
+        f"{min(base):,.0f}-{max(base):,.0f} |",
         f"| BatchProcessor (span + metrics per task) | {statistics.median(ours):,.0f} | "
         f"{min(ours):,.0f}-{max(ours):,.0f} |",
         f"| BatchProcessor, tracing off (metrics only) | {statistics.median(quiet):,.0f} | "
