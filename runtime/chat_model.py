@@ -154,7 +154,9 @@ class InstrumentedChatModel(BaseChatModel):
             stream = _retried_until_first_chunk(
                 retrier, lambda: opener(messages, stop, run_manager, **kwargs)
             )
-        async for chunk in instrument_stream(invocation, stream, observe_chunk):
+        # Current until the first chunk (connecting, retrying); not for each chunk after.
+        chunks = instrument_stream(invocation, stream, observe_chunk, current_throughout=False)
+        async for chunk in chunks:
             yield chunk
 
 

@@ -178,24 +178,35 @@ async def instrument_stream(
     on_item: Callable[[T], None] | None = None,
     *,
     closed_early: str = OUTCOME_OK,
+    current_throughout: bool = True,
 ) -> AsyncGenerator[T, None]:
     """Yield from ``stream`` inside ``invocation``, ending it when the stream ends.
 
     The span is current while the producer runs and never across a ``yield``. Closing
     the wrapper early (``aclose``) closes the producer and ends the span as finished,
     or as cancelled with ``closed_early=OUTCOME_CANCELLED`` (a run whose consumer went
-    away did not complete).
+    away did not complete). With ``current_throughout=False`` the span is current only
+    until the first item (connecting, retrying), which saves a context switch per item
+    of a long stream whose producer starts no spans of its own after that.
     """
     error: BaseException | None = None
+    current = True
     try:
         while True:
-            invocation.activate()
-            try:
-                item = await anext(stream)
-            except StopAsyncIteration:
-                break
-            finally:
-                invocation.deactivate()
+            if current:
+                invocation.activate()
+                current = current_throughout
+                try:
+                    item = await anext(stream)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    invocation.deactivate()
+            else:
+                try:
+                    item = await anext(stream)
+                except StopAsyncIteration:
+                    break
             if on_item is not None:
                 on_item(item)
             yield item
