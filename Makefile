@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench tools clean
+.PHONY: demo test lint bench tools dashboards clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,8 @@ lint: $(STAMP)
 	@mkdir -p .typecheck/agentwatch
 	@ln -sfn ../../runtime .typecheck/agentwatch/runtime
 	@ln -sfn ../../telemetry .typecheck/agentwatch/telemetry
-	$(VENV)/bin/ruff check runtime telemetry tests benchmarks
-	$(VENV)/bin/ruff format --check runtime telemetry tests benchmarks
+	$(VENV)/bin/ruff check runtime telemetry tests benchmarks dashboards
+	$(VENV)/bin/ruff format --check runtime telemetry tests benchmarks dashboards
 	cd .typecheck && MYPYPATH=. ../$(VENV)/bin/mypy --config-file ../pyproject.toml -p agentwatch.telemetry -p agentwatch.runtime
 	cd .typecheck && PYTHONPATH=. ../$(VENV)/bin/lint-imports --config ../pyproject.toml
 
@@ -39,3 +39,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .typecheck build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+dashboards: $(STAMP)
+	$(PY) dashboards/generate.py

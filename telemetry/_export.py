@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from .catalog import SPAN_DROP_REASONS
+
 DropCallback = Callable[[str, int], None]
 
-REASON_QUEUE_FULL = "queue_full"
-REASON_EXPORT_FAILED = "export_failed"
-REASON_SHUTDOWN = "shutdown"
+REASON_QUEUE_FULL, REASON_EXPORT_FAILED, REASON_SHUTDOWN = SPAN_DROP_REASONS
 
 
 class CountingExporter(SpanExporter):

@@ -14,6 +14,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from . import names as n
 
+SPAN_DROP_REASONS = ("queue_full", "export_failed", "shutdown")
+BATCH_STATUSES = ("completed", "failed", "timed_out", "cancelled")
+
 _GENAI_CALL_LABELS = (
     n.L_GEN_AI_OPERATION_NAME,
     n.L_GEN_AI_PROVIDER_NAME,
@@ -53,7 +56,7 @@ class MetricCatalog:
         ) -> Histogram:
             return Histogram(name, doc, labels, registry=reg, buckets=buckets)
 
-        return cls(
+        catalog = cls(
             registry=reg,
             gen_ai_operation_duration=histogram(
                 n.M_GEN_AI_OPERATION_DURATION,
@@ -150,3 +153,16 @@ class MetricCatalog:
                 registry=reg,
             ),
         )
+        catalog._declare_known_series()
+        return catalog
+
+    def _declare_known_series(self) -> None:
+        """Children whose label values are known up front exist from the first scrape
+        (at 0), so rate() and alert expressions have series before the first event."""
+        for reason in SPAN_DROP_REASONS:
+            self.spans_dropped.labels(reason)
+        for status in BATCH_STATUSES:
+            self.batch_tasks.labels(status)
+        for operation in ("chat", "execute_tool"):
+            for outcome in (n.RETRY_SUCCESS, n.RETRY_RETRY, n.RETRY_GIVEUP):
+                self.retry_attempts.labels(operation, outcome)
