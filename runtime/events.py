@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -47,3 +49,21 @@ def event_data(event: RunEvent) -> dict[str, Any]:
     data = asdict(event)
     data.pop("type")
     return data
+
+
+async def read_sse(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, Any]]:
+    """Parse a ``text/event-stream`` body as it arrives: ``(event, json data)`` pairs.
+
+    ``lines`` is the body line by line (an aiohttp ``response.content``).
+    """
+    event, data = "message", list[str]()
+    async for raw in lines:
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())

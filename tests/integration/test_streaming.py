@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from agentwatch.runtime.events import read_sse
 from agentwatch.runtime.model import ModelBehavior
 from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.server import create_app
@@ -25,19 +26,8 @@ pytestmark = pytest.mark.integration
 Client = Callable[..., Awaitable[TestClient]]
 
 
-async def sse_events(response: ClientResponse) -> AsyncIterator[tuple[str, Any]]:
-    """Parse a text/event-stream body as it arrives."""
-    event, data = "message", []
-    async for raw in response.content:
-        line = raw.decode().rstrip("\n")
-        if not line:
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
+def sse_events(response: ClientResponse) -> AsyncIterator[tuple[str, Any]]:
+    return read_sse(response.content)
 
 
 async def start(

@@ -72,3 +72,33 @@ def test_run_stream_prints_tool_calls_then_the_answer() -> None:
     assert lines[1] == "[tool calculator -> ok: 42]"
     assert lines[2] == "The answer is 42."
     assert lines[3].startswith("trace_id: ")
+
+
+def test_demo_drives_every_scenario_and_prints_the_report() -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
+    env["COLUMNS"] = "120"
+    out = subprocess.run(
+        [sys.executable, "-m", "agentwatch.runtime.cli", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for expected in (
+        "The answer is 579.",
+        "finished: {'completed': 60}",
+        "a retry storm",
+        "invoke_agent research_agent",
+        "execute_tool calculator",
+        "batch_task",
+    ):
+        assert expected in text, expected
+    attempts = text.split("Model call attempts:", 1)[1]
+    assert "retry " in attempts
