@@ -34,7 +34,11 @@ lint: $(STAMP)
 	cd .typecheck && MYPYPATH=. ../$(VENV)/bin/mypy --config-file ../pyproject.toml -p agentwatch.telemetry -p agentwatch.runtime
 	cd .typecheck && PYTHONPATH=. ../$(VENV)/bin/lint-imports --config ../pyproject.toml
 
-bench: $(STAMP)
+$(VENV)/.bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench
 	$(PY) -m benchmarks.run
 
 clean:

@@ -41,11 +41,11 @@ class CountingExporter(SpanExporter):
 
 
 async def worker(variant: str, runs: int) -> dict[str, float]:
+    from agentwatch.runtime.model.chat_model import BuiltinChatModel
     from agentwatch.runtime.tools import BUNDLED_CORPUS, SearchIndex, builtin_tools
     from agentwatch.telemetry import Telemetry
 
     from .bench_agent import InstrumentedBuiltinChatModel, agent_runner, bare_runner
-    from agentwatch.runtime.model.chat_model import BuiltinChatModel
 
     exporter = CountingExporter()
     provider = TracerProvider()

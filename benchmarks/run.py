@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import datetime
 
-from benchmarks import bench_agent, bench_batch, bench_observe, bench_stream
+from benchmarks import (
+    bench_agent,
+    bench_batch,
+    bench_observe,
+    bench_peers,
+    bench_profile,
+    bench_scale,
+    bench_stream,
+)
 from benchmarks.common import RESULTS, machine, versions
 
 
@@ -14,6 +22,9 @@ def main() -> int:
         bench_agent.run(),
         bench_stream.run(),
         bench_batch.run(),
+        bench_peers.run(),
+        bench_scale.run(),
+        bench_profile.run(),
     ]
     header = [
         "# Benchmark results",
@@ -23,7 +34,17 @@ def main() -> int:
         f"- date: {datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- machine: {machine()}",
         "- versions: "
-        + versions("opentelemetry-sdk", "prometheus-client", "aiohttp", "langchain-core"),
+        + versions(
+            "opentelemetry-sdk",
+            "prometheus-client",
+            "aiohttp",
+            "langchain",
+            "langchain-core",
+            "langgraph",
+            "openai",
+            "openinference-instrumentation-langchain",
+            "opentelemetry-instrumentation-langchain",
+        ),
         "",
     ]
     text = "\n".join(header + [line for section in sections for line in section])
