@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench tools dashboards clean
+.PHONY: demo test soak lint bench tools dashboards clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ demo: $(STAMP)
 
 test: $(STAMP) tools
 	$(PY) -m pytest -q
+
+# The long variants of tests/reliability (docs/reliability.md): thousands of fuzzed
+# requests, 1,000 concurrent streams, 20 SIGKILLs of a 500-task batch.
+soak: $(STAMP) tools
+	AGENTWATCH_FUZZ_EXAMPLES=5000 AGENTWATCH_LOAD_STREAMS=1000 \
+	AGENTWATCH_CRASH_KILLS=20 AGENTWATCH_CRASH_TASKS=500 \
+	$(PY) -m pytest -q tests/reliability
 
 lint: $(STAMP)
 	@mkdir -p .typecheck/agentwatch

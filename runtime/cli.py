@@ -65,6 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
             print=None,
             access_log=None,
             handler_cancellation=True,  # a client that goes away cancels its run
+            shutdown_timeout=10.0,  # SIGTERM: in-flight runs get this long, then are cancelled
         )
     finally:
         telemetry.shutdown(timeout=5.0)

@@ -11,7 +11,6 @@ A W3C ``traceparent`` on the request makes the run part of the caller's trace. W
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -28,13 +27,16 @@ from opentelemetry.context import Context
 from agentwatch.telemetry import (
     Telemetry,
     add_telemetry_routes,
+    bearer_matches,
     http_metrics_middleware,
+    loop_lag_ctx,
 )
 
 from .agent import Agent, AgentInputError, AgentRunError
 from .batch.http import BATCHES_KEY, BatchRecord, batches_ctx, parse_batch, start_batch
 from .batch.task import Task
 from .events import event_data
+from .openapi import SPEC
 from .runtime import AgentRuntime
 from .settings import RuntimeSettings
 
@@ -87,16 +89,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 def bearer_auth(token: str | None) -> Middleware | None:
     if not token:
         return None
-    expected = token.encode()
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/v1/"):
-            header = request.headers.get(hdrs.AUTHORIZATION, "")
-            scheme, _, provided = header.partition(" ")
-            ok = scheme.lower() == "bearer" and hmac.compare_digest(provided.encode(), expected)
-            if not ok:
-                raise ApiError(401, "unauthorized", "A valid bearer token is required.")
+        if request.path.startswith("/v1/") and not bearer_matches(request, token):
+            raise ApiError(401, "unauthorized", "A valid bearer token is required.")
         return await handler(request)
 
     return auth
@@ -244,6 +241,10 @@ async def delete_batch(request: web.Request) -> web.Response:
     return web.json_response({"id": record.processor.batch_id, "state": "cancelling"}, status=202)
 
 
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(SPEC)
+
+
 def create_app(
     settings: RuntimeSettings, telemetry: Telemetry, *, runtime: AgentRuntime | None = None
 ) -> web.Application:
@@ -272,7 +273,11 @@ def create_app(
 
     app.cleanup_ctx.append(runtime_ctx)
     app.cleanup_ctx.append(batches_ctx)  # after the runtime: torn down before it
-    add_telemetry_routes(app, telemetry, readiness=[runtime_started])
+    add_telemetry_routes(
+        app, telemetry, readiness=[runtime_started], metrics_token=settings.metrics_token
+    )
+    app.cleanup_ctx.append(lambda _: loop_lag_ctx(telemetry))
+    app.router.add_get("/openapi.json", get_openapi)
     app.router.add_post("/v1/runs", post_run)
     app.router.add_post("/v1/batches", post_batch)
     app.router.add_get("/v1/batches/{batch_id}", get_batch)

@@ -18,6 +18,7 @@ AGENTWATCH_MODEL: Final = "AGENTWATCH_MODEL"
 AGENTWATCH_HOST: Final = "AGENTWATCH_HOST"
 AGENTWATCH_PORT: Final = "AGENTWATCH_PORT"
 AGENTWATCH_API_TOKEN: Final = "AGENTWATCH_API_TOKEN"
+AGENTWATCH_METRICS_TOKEN: Final = "AGENTWATCH_METRICS_TOKEN"
 AGENTWATCH_CORPUS_DIR: Final = "AGENTWATCH_CORPUS_DIR"
 AGENTWATCH_RUN_TIMEOUT: Final = "AGENTWATCH_RUN_TIMEOUT"
 AGENTWATCH_MODEL_TIMEOUT: Final = "AGENTWATCH_MODEL_TIMEOUT"
@@ -36,6 +37,7 @@ class RuntimeSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     api_token: str | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)
     corpus_dir: Path | None = None
     run_timeout: float = 120.0
     model_timeout: float = 60.0
@@ -79,6 +81,7 @@ class RuntimeSettings:
             host=e.get(AGENTWATCH_HOST) or "127.0.0.1",
             port=_number(e, AGENTWATCH_PORT, 8080, int),
             api_token=e.get(AGENTWATCH_API_TOKEN) or None,
+            metrics_token=e.get(AGENTWATCH_METRICS_TOKEN) or None,
             corpus_dir=Path(corpus) if corpus else None,
             run_timeout=_number(e, AGENTWATCH_RUN_TIMEOUT, 120.0, float),
             model_timeout=_number(e, AGENTWATCH_MODEL_TIMEOUT, 60.0, float),

@@ -5,6 +5,7 @@ from .catalog import MetricCatalog
 from .core import Telemetry
 from .errors import AgentwatchError, ConfigurationError
 from .labels import BoundedLabel
+from .loop_lag import loop_lag_ctx, monitor_loop_lag
 from .observe import Observation, observe
 from .report import fetch_metrics_text, format_report, stats_from_registry, stats_from_text
 from .settings import TelemetrySettings
@@ -12,6 +13,7 @@ from .setup import build_telemetry, get_telemetry, setup_telemetry
 from .web import (
     MetricsServer,
     add_telemetry_routes,
+    bearer_matches,
     create_metrics_app,
     http_metrics_middleware,
     start_metrics_server,
@@ -28,12 +30,15 @@ __all__ = [
     "Telemetry",
     "TelemetrySettings",
     "add_telemetry_routes",
+    "bearer_matches",
     "build_telemetry",
     "create_metrics_app",
     "fetch_metrics_text",
     "format_report",
     "get_telemetry",
     "http_metrics_middleware",
+    "loop_lag_ctx",
+    "monitor_loop_lag",
     "observe",
     "setup_telemetry",
     "start_metrics_server",

@@ -46,6 +46,7 @@ class MetricCatalog:
     operation_duration: Histogram
     http_server_duration: Histogram
     spans_dropped: Counter
+    event_loop_lag: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> MetricCatalog:
@@ -151,6 +152,12 @@ class MetricCatalog:
                 "Spans lost because the trace backend was slow or down.",
                 (n.L_REASON,),
                 registry=reg,
+            ),
+            event_loop_lag=histogram(
+                n.M_EVENT_LOOP_LAG,
+                "How late the event loop ran a timer: time every run and request waits.",
+                (),
+                n.LAG_BUCKETS,
             ),
         )
         catalog._declare_known_series()

@@ -74,6 +74,7 @@ M_RETRY_BACKOFF: Final = "agentwatch_retry_backoff_seconds"
 M_OPERATION_DURATION: Final = "agentwatch_operation_duration_seconds"
 M_HTTP_SERVER_DURATION: Final = "http_server_request_duration_seconds"
 M_SPANS_DROPPED: Final = "agentwatch_telemetry_spans_dropped"  # counter: ..._total
+M_EVENT_LOOP_LAG: Final = "agentwatch_event_loop_lag_seconds"
 
 # --- label names (Prometheus form of the attribute keys) ---------------------------
 L_OPERATION: Final = "operation"
@@ -100,6 +101,8 @@ TOKEN_BUCKETS: Final = tuple(float(4**i) for i in range(14))  # 1 .. 67108864
 HTTP_DURATION_BUCKETS: Final = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )  # fmt: skip
+# Event loop lag: how late a timer fires; 100 ms is where users notice.
+LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Our own operations: from 1 ms, so that fast in-process work is still resolved.
 OPERATION_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

@@ -10,6 +10,7 @@ families x 50 label sets took ~29 ms here, a stall every run would feel.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
@@ -72,14 +73,44 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 def add_telemetry_routes(
-    app: web.Application, telemetry: Telemetry, *, readiness: list[ReadinessCheck] | None = None
+    app: web.Application,
+    telemetry: Telemetry,
+    *,
+    readiness: list[ReadinessCheck] | None = None,
+    metrics_token: str | None = None,
 ) -> None:
-    """Mount ``/metrics``, ``/healthz`` and ``/readyz`` on ``app``."""
+    """Mount ``/metrics``, ``/healthz`` and ``/readyz`` on ``app``.
+
+    With ``metrics_token``, ``/metrics`` needs ``Authorization: Bearer <token>``
+    (Prometheus: ``authorization: {credentials: ...}``); health routes stay open.
+    """
     app[TELEMETRY_KEY] = telemetry
     app[READINESS_KEY] = list(readiness or [])
-    app.router.add_get("/metrics", metrics_handler(telemetry.registry))
+    handler = metrics_handler(telemetry.registry)
+    if metrics_token:
+        handler = _bearer_only(handler, metrics_token)
+    app.router.add_get("/metrics", handler)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+
+
+def bearer_matches(request: web.Request, token: str) -> bool:
+    """``Authorization: Bearer <token>``, compared in constant time."""
+    scheme, _, provided = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(provided.encode(), token.encode())
+
+
+def _bearer_only(handler: Handler, token: str) -> Handler:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if not bearer_matches(request, token):
+            return web.json_response(
+                {"error": {"type": "unauthorized", "message": "A valid bearer token is required."}},
+                status=401,
+                headers={hdrs.WWW_AUTHENTICATE: "Bearer"},
+            )
+        return await handler(request)
+
+    return guarded
 
 
 def create_metrics_app(

@@ -1,0 +1,142 @@
+"""The service's OpenAPI 3.1 description, served at ``/openapi.json``.
+
+Kept true by tests/reliability/test_fuzz_api.py: every route the application serves is
+described here and nothing else is, and the fuzzer generates requests from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+_ERROR: Final = {
+    "description": "An error, always in this shape.",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_ERRORS: Final = {str(code): _ERROR for code in (400, 401, 404, 405, 413, 415, 422, 502, 504)}
+
+
+def _json(schema_ref: str) -> dict[str, Any]:
+    return {
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}
+    }
+
+
+SPEC: Final[dict[str, Any]] = {
+    "openapi": "3.1.0",
+    "info": {"title": "agentwatch", "version": "0.1.0"},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["type", "message"],
+                        "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+                    }
+                },
+            },
+            "RunRequest": {
+                "type": "object",
+                "required": ["input"],
+                "additionalProperties": False,
+                "properties": {
+                    "input": {"type": "string", "minLength": 1, "maxLength": 32000},
+                    "stream": {"type": "boolean"},
+                    "conversation_id": {"type": "string"},
+                },
+            },
+            "RunResult": {
+                "type": "object",
+                "required": ["output", "tool_calls", "usage", "trace_id"],
+                "properties": {
+                    "output": {"type": "string"},
+                    "tool_calls": {"type": "array", "items": {"type": "object"}},
+                    "usage": {"type": "object"},
+                    "trace_id": {"type": "string"},
+                },
+            },
+            "Task": {
+                "type": "object",
+                "required": ["id", "query"],
+                "properties": {
+                    "id": {"type": ["string", "integer"]},
+                    "query": {"type": "string", "minLength": 1},
+                    "priority": {"type": "integer"},
+                },
+            },
+            "BatchRequest": {
+                "type": "object",
+                "required": ["tasks"],
+                "properties": {
+                    "tasks": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 10000,
+                        "items": {"$ref": "#/components/schemas/Task"},
+                    },
+                    "workers": {"type": "integer", "minimum": 1, "maximum": 64},
+                    "timeout": {"type": "number", "exclusiveMinimum": 0},
+                },
+            },
+            "Batch": {"type": "object", "required": ["id", "state"]},
+        },
+    },
+    "paths": {
+        "/v1/runs": {
+            "post": {
+                "summary": "Run one query (JSON), or stream it as Server-Sent Events.",
+                "security": [{"bearer": []}],
+                "requestBody": {"required": True, **_json("RunRequest")},
+                "responses": {
+                    "200": {
+                        "description": "The answer, or an event stream when asked.",
+                        **_json("RunResult"),
+                    },
+                    **_ERRORS,
+                },
+            }
+        },
+        "/v1/batches": {
+            "post": {
+                "summary": "Start a batch of tasks.",
+                "security": [{"bearer": []}],
+                "requestBody": {"required": True, **_json("BatchRequest")},
+                "responses": {"202": {"description": "Started.", **_json("Batch")}, **_ERRORS},
+            }
+        },
+        "/v1/batches/{batch_id}": {
+            "parameters": [
+                {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "get": {
+                "summary": "Counts by status and finished results.",
+                "security": [{"bearer": []}],
+                "responses": {"200": {"description": "The batch.", **_json("Batch")}, **_ERRORS},
+            },
+            "delete": {
+                "summary": "Cancel the batch.",
+                "security": [{"bearer": []}],
+                "responses": {"202": {"description": "Cancelling.", **_json("Batch")}, **_ERRORS},
+            },
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus text, or OpenMetrics with exemplars when asked.",
+                "responses": {"200": {"description": "Metrics."}},
+            }
+        },
+        "/healthz": {"get": {"summary": "Alive.", "responses": {"200": {"description": "ok"}}}},
+        "/readyz": {
+            "get": {
+                "summary": "Ready to serve runs.",
+                "responses": {"200": {"description": "ok"}, "503": {"description": "not yet"}},
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document.", "responses": {"200": {"description": "ok"}}}
+        },
+    },
+}
