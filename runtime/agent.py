@@ -9,6 +9,7 @@ usage and trace id. Runs are independent: many can run at once with ``asyncio.ga
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any, Final, cast
@@ -65,6 +66,7 @@ class Agent:
         run_timeout: float = 120.0,
         max_input_chars: int = 32_000,
         retry_policy: RetryPolicy | None = None,
+        max_concurrent: int | None = None,
     ) -> None:
         self.name = name
         self.model_name = model_name
@@ -72,6 +74,10 @@ class Agent:
         self.tools = tools
         self.run_timeout = run_timeout
         self.max_input_chars = max_input_chars
+        # Admission: at most this many runs at once; the rest wait their turn (cheaply).
+        # One event loop runs every ready callback of every run in each iteration, so
+        # bounding the runs in flight bounds how late anything else on the loop runs.
+        self._slots = asyncio.Semaphore(max_concurrent) if max_concurrent else None
         telemetry.agents.allow([name])
         telemetry.models.allow([model_name])
         self.graph = create_agent(
@@ -97,6 +103,15 @@ class Agent:
     ) -> RunResult:
         """Run one query to its final answer, as one ``invoke_agent`` span."""
         query = self.check_input(query)
+        async with self._slot():
+            return await self._arun(query, parent, conversation_id)
+
+    def _slot(self) -> asyncio.Semaphore | contextlib.nullcontext[None]:
+        return self._slots if self._slots is not None else contextlib.nullcontext()
+
+    async def _arun(
+        self, query: str, parent: Context | None, conversation_id: str | None
+    ) -> RunResult:
         invocation = self.telemetry.agent_run(
             self.name, self.model_name, conversation_id=conversation_id, parent=parent
         )
@@ -126,15 +141,16 @@ class Agent:
         stream early (a client that went away) cancels the run and ends it as cancelled.
         """
         query = self.check_input(query)
-        invocation = self.telemetry.agent_run(
-            self.name, self.model_name, conversation_id=conversation_id, parent=parent
-        )
-        events = instrument_stream(
-            invocation, self._events(query, invocation), closed_early=OUTCOME_CANCELLED
-        )
-        async with aclosing(events):
-            async for event in events:
-                yield event
+        async with self._slot():
+            invocation = self.telemetry.agent_run(
+                self.name, self.model_name, conversation_id=conversation_id, parent=parent
+            )
+            events = instrument_stream(
+                invocation, self._events(query, invocation), closed_early=OUTCOME_CANCELLED
+            )
+            async with aclosing(events):
+                async for event in events:
+                    yield event
 
     async def _events(self, query: str, invocation: Invocation) -> AsyncGenerator[RunEvent, None]:
         messages: list[BaseMessage] = [HumanMessage(query)]

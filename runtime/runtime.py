@@ -94,6 +94,7 @@ class AgentRuntime:
             run_timeout=settings.run_timeout,
             max_input_chars=settings.max_input_chars,
             retry_policy=self.retry_policy,
+            max_concurrent=settings.max_concurrent_runs or None,
         )
         return self
 

@@ -23,6 +23,7 @@ AGENTWATCH_CORPUS_DIR: Final = "AGENTWATCH_CORPUS_DIR"
 AGENTWATCH_RUN_TIMEOUT: Final = "AGENTWATCH_RUN_TIMEOUT"
 AGENTWATCH_MODEL_TIMEOUT: Final = "AGENTWATCH_MODEL_TIMEOUT"
 AGENTWATCH_BUILTIN_LATENCY: Final = "AGENTWATCH_BUILTIN_LATENCY"
+AGENTWATCH_MAX_CONCURRENT_RUNS: Final = "AGENTWATCH_MAX_CONCURRENT_RUNS"
 
 DEFAULT_OPENAI_MODEL: Final = "gpt-4o-mini"
 
@@ -42,6 +43,7 @@ class RuntimeSettings:
     run_timeout: float = 120.0
     model_timeout: float = 60.0
     builtin_latency: float = 0.0  # seconds per answer of the builtin model (demos, tests)
+    max_concurrent_runs: int = 64  # admission: more runs wait for a slot (0: no limit)
     max_input_chars: int = 32_000
     max_body_bytes: int = 1024 * 1024
 
@@ -50,6 +52,8 @@ class RuntimeSettings:
             raise ConfigurationError(f"{AGENTWATCH_PORT}={self.port} is not a TCP port")
         if not self.run_timeout > 0:
             raise ConfigurationError(f"{AGENTWATCH_RUN_TIMEOUT} must be positive")
+        if self.max_concurrent_runs < 0:
+            raise ConfigurationError(f"{AGENTWATCH_MAX_CONCURRENT_RUNS} must not be negative")
         if self.builtin_latency < 0:
             raise ConfigurationError(f"{AGENTWATCH_BUILTIN_LATENCY} must not be negative")
         if not self.model_timeout > 0:
@@ -86,6 +90,7 @@ class RuntimeSettings:
             run_timeout=_number(e, AGENTWATCH_RUN_TIMEOUT, 120.0, float),
             model_timeout=_number(e, AGENTWATCH_MODEL_TIMEOUT, 60.0, float),
             builtin_latency=_number(e, AGENTWATCH_BUILTIN_LATENCY, 0.0, float),
+            max_concurrent_runs=_number(e, AGENTWATCH_MAX_CONCURRENT_RUNS, 64, int),
         )
 
 

@@ -15,7 +15,7 @@ from .core import Telemetry
 
 
 async def monitor_loop_lag(
-    telemetry: Telemetry, interval: float = 0.05, *, samples: int | None = None
+    telemetry: Telemetry, interval: float = 0.02, *, samples: int | None = None
 ) -> None:
     """Record lag until cancelled (or after ``samples`` samples)."""
     loop = asyncio.get_running_loop()
@@ -28,7 +28,7 @@ async def monitor_loop_lag(
         taken += 1
 
 
-async def loop_lag_ctx(telemetry: Telemetry, interval: float = 0.05) -> AsyncIterator[None]:
+async def loop_lag_ctx(telemetry: Telemetry, interval: float = 0.02) -> AsyncIterator[None]:
     """For ``app.cleanup_ctx``: the monitor runs as long as the application."""
     task = asyncio.get_running_loop().create_task(
         monitor_loop_lag(telemetry, interval), name="agentwatch-loop-lag"

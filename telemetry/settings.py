@@ -22,6 +22,7 @@ OTEL_EXPORTER_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTEL_EXPORTER_OTLP_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"
 OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 OTEL_BSP_MAX_QUEUE_SIZE: Final = "OTEL_BSP_MAX_QUEUE_SIZE"
+OTEL_BSP_MAX_EXPORT_BATCH_SIZE: Final = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"
 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 )
@@ -53,6 +54,7 @@ class TelemetrySettings:
     traces_exporter: TracesExporter = "otlp"
     otlp_protocol: OtlpProtocol = "http/protobuf"
     max_queue_size: int = 2048
+    max_export_batch_size: int = 512  # never more than the queue holds (the SDK refuses)
     capture_content: ContentCapture = "none"
     shutdown_timeout: float = 5.0
 
@@ -67,6 +69,10 @@ class TelemetrySettings:
             )
         if self.max_queue_size < 1:
             raise ConfigurationError(f"{OTEL_BSP_MAX_QUEUE_SIZE} must be at least 1")
+        if self.max_export_batch_size < 1:
+            raise ConfigurationError(f"{OTEL_BSP_MAX_EXPORT_BATCH_SIZE} must be at least 1")
+        if self.max_export_batch_size > self.max_queue_size:
+            object.__setattr__(self, "max_export_batch_size", self.max_queue_size)
         if not self.shutdown_timeout > 0:
             raise ConfigurationError(f"{AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT} must be positive")
 
@@ -88,6 +94,7 @@ class TelemetrySettings:
             traces_exporter=exporter,  # type: ignore[arg-type]  # checked in __post_init__
             otlp_protocol=protocol,  # type: ignore[arg-type]
             max_queue_size=_int(e, OTEL_BSP_MAX_QUEUE_SIZE, 2048),
+            max_export_batch_size=_int(e, OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 512),
             capture_content=_CAPTURE[capture_raw],
             shutdown_timeout=_float(e, AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT, 5.0),
         )

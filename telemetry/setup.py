@@ -99,7 +99,12 @@ def build_telemetry(
             holder[0].count_dropped_spans(reason, count)
 
     if exporter is not None:
-        processor = CountingBatchSpanProcessor(exporter, on_drop, max_queue_size=s.max_queue_size)
+        processor = CountingBatchSpanProcessor(
+            exporter,
+            on_drop,
+            max_queue_size=s.max_queue_size,
+            max_export_batch_size=s.max_export_batch_size,
+        )
         provider.add_span_processor(processor)
 
     def shutdown(timeout: float) -> None:

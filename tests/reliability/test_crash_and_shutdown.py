@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from ..integration.conftest import OtlpReceiver, otlp_receiver  # noqa: F401  (fixture)
 

@@ -61,15 +61,21 @@ async def settled(before: set[asyncio.Task[object]]) -> set[asyncio.Task[object]
     return leftover
 
 
+RATE_LIMITED = ModelBehavior(error_rate=0.3, fail_status=429, retry_after=0.01, seed=1)
+FAILING = ModelBehavior(error_rate=0.3, fail_status=500, seed=2)
+HANGING = ModelBehavior(hang_rate=0.1, hang_for=3.0, seed=3)
+DISCONNECTING = ModelBehavior(disconnect_rate=0.2, seed=4)
+
+
 @pytest.mark.parametrize(
     ("name", "behavior", "stream", "model_timeout"),
     [
-        ("429 at 30%", ModelBehavior(error_rate=0.3, fail_status=429, retry_after=0.01, seed=1), False, 5.0),
-        ("500 at 30%", ModelBehavior(error_rate=0.3, fail_status=500, seed=2), True, 5.0),
-        ("hangs at 10%", ModelBehavior(hang_rate=0.1, hang_for=3.0, seed=3), False, 0.3),
-        ("disconnects mid-stream at 20%", ModelBehavior(disconnect_rate=0.2, seed=4), True, 5.0),
+        ("429 at 30%", RATE_LIMITED, False, 5.0),
+        ("500 at 30%", FAILING, True, 5.0),
+        ("hangs at 10%", HANGING, False, 0.3),
+        ("disconnects mid-stream at 20%", DISCONNECTING, True, 5.0),
     ],
-)  # fmt: skip
+)
 async def test_every_run_ends_and_every_attempt_is_counted(
     telemetry: Telemetry,
     registry: CollectorRegistry,

@@ -73,10 +73,14 @@ run_bodies = st.fixed_dictionaries(
         "x": json_values,
     },
 )
+tasks = st.fixed_dictionaries(
+    {"id": st.text(max_size=5) | st.integers(), "query": st.text(max_size=30)},
+    optional={"priority": json_values},
+)
 batch_bodies = st.fixed_dictionaries(
-    {"tasks": st.lists(st.fixed_dictionaries({"id": st.text(max_size=5) | st.integers(), "query": st.text(max_size=30)}, optional={"priority": json_values}), max_size=4) | json_values},
+    {"tasks": st.lists(tasks, max_size=4) | json_values},
     optional={"workers": json_values, "timeout": json_values},
-)  # fmt: skip
+)
 paths = st.sampled_from(
     [
         "/v1/runs",
@@ -96,18 +100,28 @@ bodies = (
 ).map(str.encode) | st.binary(max_size=300)
 
 
+# Most requests go to an operation the OpenAPI description declares, with the method it
+# declares; the rest go anywhere with any method.
+OPERATIONS = sorted(
+    (method.upper(), path)
+    for path, item in SPEC["paths"].items()
+    for method in item
+    if method != "parameters"
+)
+
+
 @st.composite
 def requests(draw: st.DrawFn) -> dict[str, Any]:
-    path = draw(paths).replace("{id}", draw(st.text(alphabet="abcdef0123456789", max_size=16)))
+    if draw(st.integers(0, 9)) < 7:
+        method, path = draw(st.sampled_from(OPERATIONS))
+    else:
+        method, path = draw(st.sampled_from(METHODS)), draw(paths)
+    batch_id = draw(st.text(alphabet="abcdef0123456789", max_size=16))
+    path = path.replace("{id}", batch_id).replace("{batch_id}", batch_id)
     headers = {"Content-Type": draw(st.sampled_from(CONTENT_TYPES))}
     if draw(st.booleans()):
         headers["Accept"] = draw(st.sampled_from(["text/event-stream", "*/*", "application/json"]))
-    return {
-        "method": draw(st.sampled_from(METHODS)),
-        "path": path,
-        "headers": headers,
-        "data": draw(bodies),
-    }
+    return {"method": method, "path": path, "headers": headers, "data": draw(bodies)}
 
 
 def test_fuzzed_requests_never_break_the_service(telemetry: Telemetry) -> None:
