@@ -36,6 +36,11 @@ def test_standard_variables_are_read() -> None:
     )
 
 
+def test_a_small_queue_caps_the_export_batch() -> None:
+    settings = TelemetrySettings.from_env({"OTEL_BSP_MAX_QUEUE_SIZE": "64"})
+    assert settings.max_export_batch_size == 64
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -46,11 +51,6 @@ def test_standard_variables_are_read() -> None:
         ({"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "yes"}, "SPAN_ONLY"),
     ],
 )
-def test_a_small_queue_caps_the_export_batch() -> None:
-    settings = TelemetrySettings.from_env({"OTEL_BSP_MAX_QUEUE_SIZE": "64"})
-    assert settings.max_export_batch_size == 64
-
-
 def test_bad_values_say_what_to_do(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         TelemetrySettings.from_env(env)
