@@ -326,6 +326,12 @@ def build() -> dict[str, Any]:
         "Spans lost because the trace backend was slow or down; requests are unaffected.",
     )
     d.panel(
+        "Event loop lag p99",
+        [target(quantile(0.99, "agentwatch_event_loop_lag_seconds"), "p99", "A")],
+        "s",
+        "How late the service's event loop runs a timer; every run and request waits as long.",
+    )
+    d.panel(
         "Scrape up",
         [target(f"up{{{SEL}}}", "{{instance}}", "A")],
         "short",
