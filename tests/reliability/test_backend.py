@@ -88,5 +88,8 @@ async def test_runs_do_not_wait_for_the_backend_and_losses_are_counted(
     await asyncio.to_thread(tracing_on.shutdown, 2.0)
     assert time.perf_counter() - start < 4.0  # the timeout, plus the exporter's own exit
     lost = dropped(on_registry)
+    print(f"FIGURE backend {backend}: p95 of {RUNS} runs {with_backend * 1000:.2f} ms vs "
+          f"{baseline * 1000:.2f} ms with tracing off; {lost:.0f} spans counted dropped; "
+          f"shutdown in {time.perf_counter() - start:.2f} s")  # fmt: skip
     assert lost >= RUNS * 4 - 256 - 512  # all but what may have been exported or in flight
     assert lost <= RUNS * 4

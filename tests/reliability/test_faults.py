@@ -99,5 +99,7 @@ async def test_every_run_ends_and_every_attempt_is_counted(
     if behavior.disconnect_rate == 0:
         assert counted["retry"] > 0
         assert failed == counted["giveup"]  # a run fails only when a call gave up
+    print(f"FIGURE faults {name}: {CONCURRENT} concurrent runs, {ok} answered, {failed} clear "
+          f"errors, {requests} model requests = attempts counted {counted}")  # fmt: skip
     leftover = await settled(before)
     assert not leftover, leftover
