@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import socket
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,6 +14,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tests.helpers import free_port
 
 
 @dataclass
@@ -80,7 +81,4 @@ async def otlp_receiver() -> AsyncIterator[OtlpReceiver]:
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+    return free_port()

@@ -11,7 +11,6 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,18 +30,12 @@ from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.server import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
+from tests.helpers import free_port, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "dashboards"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def tool(name: str) -> str:
@@ -166,16 +159,7 @@ async def prometheus(service: str, tmp_path: Path) -> AsyncIterator[str]:
     url = f"http://{address}"
     try:
         async with aiohttp.ClientSession() as session:
-            for _ in range(300):  # bounded: 30 s
-                try:
-                    async with session.get(f"{url}/-/ready") as ready:
-                        if ready.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                pytest.fail("prometheus did not become ready in 30 s")
+            await wait_until_ready(session, f"{url}/-/ready")
         yield url
     finally:
         process.terminate()

@@ -16,17 +16,11 @@ from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.runtime.tools import ToolRegistry, ToolSpec
 from agentwatch.telemetry import Telemetry
+from tests.helpers import retry_attempts
 
 pytestmark = pytest.mark.integration
 
 QUICK = RetryPolicy(max_tries=4, base_delay=0.01, max_delay=0.05)
-
-
-def attempts(registry: CollectorRegistry, outcome: str, operation: str = "chat") -> float:
-    value = registry.get_sample_value(
-        "agentwatch_retry_attempts_total", {"operation": operation, "outcome": outcome}
-    )
-    return value or 0.0
 
 
 async def test_two_429s_then_success(
@@ -40,7 +34,7 @@ async def test_two_429s_then_success(
         assert runtime.model_server is not None
         assert runtime.model_server.requests == 3  # the SDK's own retries are off
     assert result.output.startswith("I am the agentwatch builtin model")
-    assert (attempts(registry, "retry"), attempts(registry, "success")) == (2, 1)
+    assert (retry_attempts(registry, "retry"), retry_attempts(registry, "success")) == (2, 1)
     assert registry.get_sample_value(
         "agentwatch_retry_backoff_seconds_sum", {"operation": "chat"}
     ) == pytest.approx(0.04)
@@ -76,8 +70,8 @@ async def test_a_400_is_not_retried(telemetry: Telemetry, registry: CollectorReg
             await runtime.agent.arun("hello")
         assert runtime.model_server is not None
         assert runtime.model_server.requests == 1
-    assert attempts(registry, "giveup") == 1
-    assert attempts(registry, "retry") == 0
+    assert retry_attempts(registry, "giveup") == 1
+    assert retry_attempts(registry, "retry") == 0
 
 
 async def test_a_hang_is_cut_by_the_timeout_and_retried(
@@ -92,7 +86,7 @@ async def test_a_hang_is_cut_by_the_timeout_and_retried(
         assert runtime.model_server is not None
         assert runtime.model_server.requests == 2
     assert result.output
-    assert (attempts(registry, "retry"), attempts(registry, "success")) == (1, 1)
+    assert (retry_attempts(registry, "retry"), retry_attempts(registry, "success")) == (1, 1)
 
 
 async def test_a_stream_is_retried_before_its_first_token(
@@ -106,7 +100,7 @@ async def test_a_stream_is_retried_before_its_first_token(
         assert runtime.model_server is not None
         assert runtime.model_server.requests == 2
     assert events[-1].type == "result"
-    assert (attempts(registry, "retry"), attempts(registry, "success")) == (1, 1)
+    assert (retry_attempts(registry, "retry"), retry_attempts(registry, "success")) == (1, 1)
 
 
 class Args(BaseModel):
@@ -133,5 +127,5 @@ async def test_tools_retry_only_when_they_opt_in(
             result = await runtime.agent.arun("what is 2 + 2")
         assert result.tool_calls[0].error is expect_error
         assert len(calls) == expect_calls
-    assert attempts(registry, "retry", "execute_tool") == 1
-    assert attempts(registry, "success", "execute_tool") == 1
+    assert retry_attempts(registry, "retry", "execute_tool") == 1
+    assert retry_attempts(registry, "success", "execute_tool") == 1

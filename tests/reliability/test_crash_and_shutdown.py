@@ -15,15 +15,12 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.helpers import cli_env, free_port, wait_until_ready
+
 from ..integration.conftest import OtlpReceiver, otlp_receiver  # noqa: F401  (fixture)
 
 KILLS = int(os.environ.get("AGENTWATCH_CRASH_KILLS", "5"))
 TASKS = int(os.environ.get("AGENTWATCH_CRASH_TASKS", "300"))
-
-
-def env(**extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
-    return base | extra
 
 
 def write_tasks(path: Path, count: int) -> None:
@@ -47,7 +44,7 @@ def test_repeated_sigkills_lose_and_repeat_nothing(tmp_path: Path) -> None:
     tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
     write_tasks(tasks, TASKS)
     rng = random.Random(20)
-    environment = env(AGENTWATCH_BUILTIN_LATENCY="0.01")
+    environment = cli_env(AGENTWATCH_BUILTIN_LATENCY="0.01")
     kills = 0
     for _ in range(KILLS + 20):  # bounded: the kills, then runs to completion
         process = batch(tasks, out, environment)
@@ -72,7 +69,7 @@ def test_repeated_sigkills_lose_and_repeat_nothing(tmp_path: Path) -> None:
 def test_sigterm_drains_a_batch_and_keeps_what_finished(tmp_path: Path) -> None:
     tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
     write_tasks(tasks, 200)
-    process = batch(tasks, out, env(AGENTWATCH_BUILTIN_LATENCY="0.05"))
+    process = batch(tasks, out, cli_env(AGENTWATCH_BUILTIN_LATENCY="0.05"))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and out.stat().st_size > 0):
         time.sleep(0.05)  # bounded: until the first results are on disk
@@ -81,7 +78,7 @@ def test_sigterm_drains_a_batch_and_keeps_what_finished(tmp_path: Path) -> None:
     kept = [json.loads(line) for line in out.read_text().splitlines()]
     assert 0 < len(kept) < 200
     assert {r["status"] for r in kept} == {"completed"}
-    finished = batch(tasks, out, env(AGENTWATCH_BUILTIN_LATENCY="0.0"))
+    finished = batch(tasks, out, cli_env(AGENTWATCH_BUILTIN_LATENCY="0.0"))
     assert finished.wait(timeout=120) == 0
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert sorted(ids) == sorted(f"task-{i}" for i in range(200))
@@ -90,14 +87,10 @@ def test_sigterm_drains_a_batch_and_keeps_what_finished(tmp_path: Path) -> None:
 async def test_sigterm_under_load_stops_the_service_and_flushes_spans(
     otlp_receiver: OtlpReceiver,  # noqa: F811
 ) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agentwatch.runtime.cli", "serve", "--port", str(port),
-        env=env(
+        env=cli_env(
             AGENTWATCH_BUILTIN_LATENCY="0.3",
             OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.url,
             OTEL_BSP_SCHEDULE_DELAY="60000",  # nothing leaves before shutdown flushes it
@@ -107,14 +100,7 @@ async def test_sigterm_under_load_stops_the_service_and_flushes_spans(
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession() as session:
-        for _ in range(300):  # bounded: 30 s for the service to come up
-            try:
-                async with session.get(f"{base}/readyz") as ready:
-                    if ready.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
+        await wait_until_ready(session, f"{base}/readyz")
         done = await session.post(f"{base}/v1/runs", json={"input": "hello"})
         assert done.status == 200
 

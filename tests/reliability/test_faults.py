@@ -16,6 +16,7 @@ from agentwatch.runtime.retry import RetryPolicy
 from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
+from tests.helpers import retry_attempts
 
 QUICK = RetryPolicy(max_tries=4, base_delay=0.01, max_delay=0.05, max_time=10)
 CONCURRENT = 100
@@ -23,13 +24,7 @@ EXPECTED_ERRORS = (openai.APIError, AgentRunError)
 
 
 def attempts(registry: CollectorRegistry) -> dict[str, float]:
-    return {
-        outcome: registry.get_sample_value(
-            "agentwatch_retry_attempts_total", {"operation": "chat", "outcome": outcome}
-        )
-        or 0.0
-        for outcome in ("success", "retry", "giveup")
-    }
+    return {o: retry_attempts(registry, o) for o in ("success", "retry", "giveup")}
 
 
 async def run_all(runtime: AgentRuntime, stream: bool) -> tuple[int, int]:

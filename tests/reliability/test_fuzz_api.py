@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,6 +24,7 @@ from agentwatch.runtime.openapi import SPEC
 from agentwatch.runtime.server import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
+from tests.helpers import cli_env, free_port, rss_kib, wait_until_ready
 
 EXAMPLES = int(os.environ.get("AGENTWATCH_FUZZ_EXAMPLES", "300"))
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
@@ -33,13 +32,6 @@ CONTENT_TYPES = (
     "application/json", "application/json; charset=utf-8", "text/plain",
     "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "", "a/b",
 )  # fmt: skip
-
-
-def rss_kib(pid: int | str = "self") -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def served_routes(app: web.Application) -> set[tuple[str, str]]:
@@ -132,10 +124,9 @@ def test_fuzzed_requests_never_break_the_service() -> None:
     measured apart from the fuzzer's (hypothesis alone grows by ~90 MiB over 5,000
     examples)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
     server = subprocess.Popen(
         [sys.executable, "-m", "agentwatch.runtime.cli", "serve", "--port", str(port)],
-        env=env | {"OTEL_TRACES_EXPORTER": "none"},
+        env=cli_env(OTEL_TRACES_EXPORTER="none"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -162,7 +153,7 @@ def test_fuzzed_requests_never_break_the_service() -> None:
 
     health = {"method": "GET", "path": "/healthz", "headers": {}, "data": b""}
     try:
-        loop.run_until_complete(_until_up(session, base))
+        loop.run_until_complete(wait_until_ready(session, f"{base}/readyz"))
         for i in range(50):  # warm up before the memory baseline
             warm = {"input": f"what is {i} + 1"}
             body = json.dumps(warm).encode()
@@ -196,25 +187,6 @@ def test_fuzzed_requests_never_break_the_service() -> None:
 
 async def _session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession()
-
-
-async def _until_up(session: aiohttp.ClientSession, base: str) -> None:
-    for _ in range(300):  # bounded: 30 s
-        try:
-            async with session.get(f"{base}/readyz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("the service did not come up")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 async def test_an_oversized_body_is_refused_before_it_is_read(telemetry: Telemetry) -> None:

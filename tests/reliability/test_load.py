@@ -12,38 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentwatch.runtime.events import read_sse
+from tests.helpers import cli_env, free_port, rss_kib, wait_until_ready
 
 STREAMS = int(os.environ.get("AGENTWATCH_LOAD_STREAMS", "200"))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 @pytest.fixture
 def service() -> Iterator[tuple[str, int]]:
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
+    base_env = cli_env()
     model_port, port = free_port(), free_port()
     cli = [sys.executable, "-m", "agentwatch.runtime.cli"]
     model = subprocess.Popen(
@@ -68,19 +53,6 @@ def service() -> Iterator[tuple[str, int]]:
             process.wait(timeout=30)
 
 
-async def ready(base: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):  # bounded: 30 s
-            try:
-                async with session.get(f"{base}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    pytest.fail("the service did not become ready")
-
-
 def buckets(text: str, name: str) -> dict[float, float]:
     for family in text_string_to_metric_families(text):
         if family.name == name:
@@ -100,7 +72,8 @@ def quantile_bucket(before: dict[float, float], after: dict[float, float], q: fl
 
 async def test_concurrent_streams_complete_with_low_loop_lag(service: tuple[str, int]) -> None:
     base, pid = service
-    await ready(base)
+    async with aiohttp.ClientSession() as session:
+        await wait_until_ready(session, f"{base}/readyz")
     connector = aiohttp.TCPConnector(limit=STREAMS)
     timeout = aiohttp.ClientTimeout(total=600)
     lag = "agentwatch_event_loop_lag_seconds"

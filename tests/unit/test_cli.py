@@ -6,6 +6,7 @@ import pytest
 
 from agentwatch.runtime.cli import main
 from agentwatch.telemetry import Telemetry, start_metrics_server
+from tests.helpers import run_cli
 
 
 async def _observed(telemetry: Telemetry) -> None:
@@ -34,38 +35,14 @@ def test_report_from_unreachable_url_is_a_clear_error(capsys: pytest.CaptureFixt
 
 
 def test_run_prints_the_answer_and_trace_id() -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
-    out = subprocess.run(
-        [sys.executable, "-m", "agentwatch.runtime.cli", "run", "what is 123 + 456"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    out = run_cli("run", "what is 123 + 456", timeout=120)
     assert out.returncode == 0, out.stderr
     assert "579" in out.stdout
     assert "trace_id: " in out.stdout
 
 
 def test_run_stream_prints_tool_calls_then_the_answer() -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
-    out = subprocess.run(
-        [sys.executable, "-m", "agentwatch.runtime.cli", "run", "--stream", "what is 6 * 7"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
+    out = run_cli("run", "--stream", "what is 6 * 7", timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "[tool calculator {'expression': '6 * 7'}]"
@@ -75,20 +52,7 @@ def test_run_stream_prints_tool_calls_then_the_answer() -> None:
 
 
 def test_demo_drives_every_scenario_and_prints_the_report() -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
-    env["COLUMNS"] = "120"
-    out = subprocess.run(
-        [sys.executable, "-m", "agentwatch.runtime.cli", "demo"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-        check=False,
-    )
+    out = run_cli("demo", timeout=180, COLUMNS="120")
     assert out.returncode == 0, out.stderr
     text = out.stdout
     for expected in (

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from agentwatch.runtime.retry import Retrier, RetryPolicy, is_transient, retry_after
 from agentwatch.telemetry import ConfigurationError, Telemetry
+from tests.helpers import retry_attempts
 
 
 def status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
@@ -61,13 +62,6 @@ def failing(*errors: BaseException, result: str = "ok") -> tuple[list[int], obje
     return calls, attempt
 
 
-def attempts(registry: CollectorRegistry, outcome: str, operation: str = "chat") -> float:
-    value = registry.get_sample_value(
-        "agentwatch_retry_attempts_total", {"operation": operation, "outcome": outcome}
-    )
-    return value or 0.0
-
-
 async def test_exponential_waits_then_success(
     telemetry: Telemetry, registry: CollectorRegistry, exporter: InMemorySpanExporter
 ) -> None:
@@ -77,7 +71,7 @@ async def test_exponential_waits_then_success(
     assert result == "ok"
     assert calls == [1, 2, 3, 4]
     assert fake.sleeps == [0.5, 1.0, 2.0]
-    assert (attempts(registry, "retry"), attempts(registry, "success")) == (3, 1)
+    assert (retry_attempts(registry, "retry"), retry_attempts(registry, "success")) == (3, 1)
     assert (
         registry.get_sample_value("agentwatch_retry_backoff_seconds_sum", {"operation": "chat"})
         == 3.5
@@ -101,7 +95,7 @@ async def test_first_try_success_costs_no_span(
     assert await retrier(telemetry, FakeTime()).call("chat", attempt) == "ok"  # type: ignore[arg-type]
     assert calls == [1]
     assert exporter.get_finished_spans() == ()
-    assert attempts(registry, "success") == 1
+    assert retry_attempts(registry, "success") == 1
 
 
 async def test_retry_after_is_honoured_and_capped(telemetry: Telemetry) -> None:
@@ -127,7 +121,7 @@ async def test_client_errors_are_never_retried(
     assert raised.value is error
     assert calls == [1]
     assert fake.sleeps == []
-    assert attempts(registry, "giveup") == 1
+    assert retry_attempts(registry, "giveup") == 1
 
 
 async def test_bugs_are_never_retried(telemetry: Telemetry) -> None:
@@ -147,7 +141,7 @@ async def test_gives_up_after_max_tries_with_the_last_error_and_a_note(
     assert raised.value is errors[2]
     assert calls == [1, 2, 3]
     assert "gave up after 3 attempts" in " ".join(raised.value.__notes__)
-    assert (attempts(registry, "retry"), attempts(registry, "giveup")) == (2, 1)
+    assert (retry_attempts(registry, "retry"), retry_attempts(registry, "giveup")) == (2, 1)
     last = max(exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
     assert (last.attributes or {})["agentwatch.retry.outcome"] == "giveup"
     assert last.status.status_code is StatusCode.ERROR

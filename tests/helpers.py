@@ -1,0 +1,66 @@
+"""Small helpers shared by the test suites."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def rss_kib(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def wait_until_ready(session: aiohttp.ClientSession, url: str, seconds: float = 30) -> None:
+    """Poll ``url`` until it answers 200, for at most ``seconds``."""
+    for _ in range(int(seconds * 10)):  # bounded
+        try:
+            async with session.get(url) as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} did not answer 200 within {seconds} s")
+
+
+def retry_attempts(registry: CollectorRegistry, outcome: str, operation: str = "chat") -> float:
+    value = registry.get_sample_value(
+        "agentwatch_retry_attempts_total", {"operation": operation, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """This process's environment without model or telemetry settings, plus ``extra``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "OTEL_"))}
+    return base | extra
+
+
+def run_cli(*args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
+    """``agentwatch ARGS`` in a subprocess with the builtin model."""
+    return subprocess.run(
+        [sys.executable, "-m", "agentwatch.runtime.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(**env),
+        check=False,
+    )
