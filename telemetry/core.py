@@ -45,10 +45,12 @@ class Telemetry:
         clock: Clock = time.perf_counter,
         capture_content: ContentCapture = "none",
         on_shutdown: Callable[[float], None] | None = None,
+        catalog: MetricCatalog | None = None,
     ) -> None:
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         self.tracer = provider.get_tracer(INSTRUMENTATION_NAME)
-        self.metrics = MetricCatalog.create(registry)
+        # A catalog is registered once per registry; pass one to share it.
+        self.metrics = catalog if catalog is not None else MetricCatalog.create(registry)
         self.clock = clock
         self.capture_content = capture_content
         # Closed label sets. The runtime widens the allowlists with what it registers

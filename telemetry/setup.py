@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from ._export import CountingBatchSpanProcessor
+from .catalog import MetricCatalog
 from .core import Telemetry
 from .errors import ConfigurationError
 from .settings import (
@@ -29,6 +30,7 @@ from .settings import (
 
 _lock = threading.Lock()
 _telemetry: Telemetry | None = None
+_configured = False  # False while _telemetry is get_telemetry()'s unconfigured default
 
 
 def setup_telemetry(
@@ -44,19 +46,24 @@ def setup_telemetry(
     ``set_global`` also installs the tracer provider as OpenTelemetry's global one so
     that other instrumentation in the process joins the same traces.
     """
-    global _telemetry
+    global _telemetry, _configured
     with _lock:
-        if _telemetry is not None:
+        if _telemetry is not None and _configured:
             return _telemetry
         # One `_created` series per counter/histogram child doubles what Prometheus
         # stores for nothing the dashboards use (prometheus_client's global switch).
         disable_created_metrics()  # type: ignore[no-untyped-call]
-        telemetry = build_telemetry(settings, registry=registry, span_exporter=span_exporter)
+        # Code that recorded before setup used a default Telemetry on the default
+        # registry: keep its metric families (they cannot be registered twice).
+        catalog = _telemetry.metrics if _telemetry is not None and registry is None else None
+        telemetry = build_telemetry(
+            settings, registry=registry, span_exporter=span_exporter, catalog=catalog
+        )
         if set_global:
             provider = telemetry.tracer_provider
             if provider is not None:
                 trace.set_tracer_provider(provider)
-        _telemetry = telemetry
+        _telemetry, _configured = telemetry, True
         return telemetry
 
 
@@ -76,6 +83,7 @@ def build_telemetry(
     *,
     registry: CollectorRegistry | None = None,
     span_exporter: SpanExporter | None = None,
+    catalog: MetricCatalog | None = None,
 ) -> Telemetry:
     """A configured ``Telemetry`` that touches no globals (what setup_telemetry installs).
 
@@ -88,6 +96,7 @@ def build_telemetry(
             tracer_provider=trace.NoOpTracerProvider(),
             registry=registry,
             capture_content=s.capture_content,
+            catalog=catalog,
         )
     provider = TracerProvider(resource=_resource())
     exporter = span_exporter if span_exporter is not None else _exporter(s)
@@ -117,6 +126,7 @@ def build_telemetry(
         registry=registry,
         capture_content=s.capture_content,
         on_shutdown=shutdown,
+        catalog=catalog,
     )
     holder.append(telemetry)
     return telemetry

@@ -31,6 +31,36 @@ def test_setup_is_idempotent_and_installs_the_global_provider() -> None:
     assert out.stdout.strip() == "ok", out.stderr
 
 
+def test_setup_after_early_use_configures_and_keeps_the_metrics() -> None:
+    """observe() used before setup_telemetry() falls back to a default; setting up later
+    must still configure tracing, and keep what was recorded."""
+    script = (
+        "import asyncio\n"
+        "from prometheus_client import REGISTRY\n"
+        "from agentwatch.telemetry import observe, setup_telemetry, get_telemetry\n"
+        "async def early():\n"
+        "    async with observe('early'): pass\n"
+        "asyncio.run(early())\n"
+        "t = setup_telemetry()\n"
+        "assert t is get_telemetry() and t.tracer_provider is not None, 'not configured'\n"
+        "asyncio.run(early())\n"
+        "n = REGISTRY.get_sample_value('agentwatch_operation_duration_seconds_count',\n"
+        "                              {'operation': 'early', 'error_type': ''})\n"
+        "assert n == 2, n\n"
+        "t.shutdown(1.0)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"OTEL_TRACES_EXPORTER": "none", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert out.stdout.strip() == "ok", out.stderr
+
+
 async def test_sdk_disabled_keeps_metrics_and_makes_no_spans() -> None:
     registry = CollectorRegistry()
     telemetry = build_telemetry(TelemetrySettings(sdk_disabled=True), registry=registry)
