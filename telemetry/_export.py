@@ -9,7 +9,7 @@ of every batch the backend did not accept.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -64,8 +64,11 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             max_export_batch_size=max_export_batch_size,
         )
         self._on_drop = on_drop
-        self._queue = self._batch_processor._queue
-        self._capacity = self._batch_processor._max_queue_size
+        # The SDK's bounded deque, read to drop before it logs (a private attribute:
+        # without it, fall back to the SDK's own dropping, still counted on export).
+        inner = self._batch_processor
+        self._queue: Sized = getattr(inner, "_queue", ())
+        self._capacity: float = getattr(inner, "_max_queue_size", float("inf"))
         self._closed = False
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -83,8 +86,9 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         self._closed = True
         self._batch_processor.shutdown(timeout_millis=timeout_millis)
         left = len(self._queue)  # never exported once the deadline passed: count them
-        if left:
-            self._queue.clear()
+        clear = getattr(self._queue, "clear", None)
+        if left and clear is not None:
+            clear()
             self._on_drop(REASON_SHUTDOWN, left)
 
     def shutdown(self) -> None:

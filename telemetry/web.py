@@ -186,11 +186,8 @@ class MetricsServer:
     async def _open(self) -> None:
         self._runner = web.AppRunner(create_metrics_app(self._telemetry), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._requested_port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self._requested_port
+        await web.TCPSite(self._runner, self._host, self._requested_port).start()
+        self.port = self._runner.addresses[0][1]
 
     async def _close(self) -> None:
         if self._runner is not None:
