@@ -10,6 +10,20 @@ from prometheus_client import CollectorRegistry
 from agentwatch.telemetry import TelemetrySettings, build_telemetry
 
 
+def fresh_process(script: str) -> str:
+    """Run ``script`` in a new interpreter (setup_telemetry() touches process globals)."""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"OTEL_TRACES_EXPORTER": "none", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def test_setup_is_idempotent_and_installs_the_global_provider() -> None:
     script = (
         "from opentelemetry import trace\n"
@@ -20,15 +34,7 @@ def test_setup_is_idempotent_and_installs_the_global_provider() -> None:
         "a.shutdown(1.0)\n"
         "print('ok')\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"OTEL_TRACES_EXPORTER": "none", "PATH": "/usr/bin:/bin"},
-        check=False,
-    )
-    assert out.stdout.strip() == "ok", out.stderr
+    assert fresh_process(script) == "ok"
 
 
 def test_setup_after_early_use_configures_and_keeps_the_metrics() -> None:
@@ -50,15 +56,7 @@ def test_setup_after_early_use_configures_and_keeps_the_metrics() -> None:
         "t.shutdown(1.0)\n"
         "print('ok')\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"OTEL_TRACES_EXPORTER": "none", "PATH": "/usr/bin:/bin"},
-        check=False,
-    )
-    assert out.stdout.strip() == "ok", out.stderr
+    assert fresh_process(script) == "ok"
 
 
 async def test_sdk_disabled_keeps_metrics_and_makes_no_spans() -> None:
