@@ -110,11 +110,14 @@ class BatchProcessor:
             one.cancel()
 
     def _cancel_queued(self) -> None:
+        removed = 0
         while not self._queue.empty():
             *_, task = self._queue.get_nowait()
             self._queue.task_done()
+            removed += 1
             self._end(task, TaskStatus.CANCELLED, None)
-        self.telemetry.metrics.batch_queue_depth.set(0)
+        # The gauge is shared by every batch of the process: take out only ours.
+        self.telemetry.metrics.batch_queue_depth.dec(removed)
 
     # -- running -----------------------------------------------------------------------
     async def run(self, tasks: Iterable[Task]) -> BatchSummary:

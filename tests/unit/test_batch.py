@@ -128,6 +128,32 @@ async def test_queue_wait_and_depth_with_controlled_timings(
     assert value(registry, "agentwatch_batch_queue_depth") == 0
 
 
+async def test_draining_one_batch_leaves_the_others_queue_depth(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    release = asyncio.Event()
+
+    async def work(task: Task) -> None:
+        await release.wait()
+
+    first = BatchProcessor(work, telemetry, BatchOptions(workers=1))
+    second = BatchProcessor(work, telemetry, BatchOptions(workers=1))
+    runs = [
+        asyncio.create_task(first.run([Task(f"a{i}", "q") for i in range(4)])),
+        asyncio.create_task(second.run([Task(f"b{i}", "q") for i in range(5)])),
+    ]
+    for _ in range(100):  # bounded: until both workers hold a task
+        if value(registry, "agentwatch_batch_tasks_in_progress") == 2:
+            break
+        await asyncio.sleep(0)
+    assert value(registry, "agentwatch_batch_queue_depth") == 3 + 4
+    first.drain()
+    assert value(registry, "agentwatch_batch_queue_depth") == 4  # the second batch's queue
+    release.set()
+    await asyncio.gather(*runs)
+    assert value(registry, "agentwatch_batch_queue_depth") == 0
+
+
 async def test_cancel_one_running_task_and_drain(telemetry: Telemetry) -> None:
     started = asyncio.Event()
     release = asyncio.Event()
