@@ -22,9 +22,9 @@ import asyncio
 import email.utils
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 
 import aiohttp
 import backoff
@@ -132,16 +132,22 @@ class Retrier:
         self._clock = clock
         self._jitter = jitter
 
-    def _wait(self, exc: BaseException, delays: object) -> float:
+    def _wait(self, exc: BaseException, delays: Iterator[float]) -> float:
         asked = retry_after(exc)
         if asked is not None:
             return min(asked, self.policy.retry_after_cap)
-        return self._jitter(next(delays))  # type: ignore[call-overload]
+        return self._jitter(next(delays))
+
+    def _delays(self) -> Iterator[float]:
+        """The exponential schedule; built only once a call has failed."""
+        policy = self.policy
+        delays = backoff.expo(factor=policy.base_delay, max_value=policy.max_delay)
+        next(delays)  # advance past the generator's priming yield
+        return cast(Iterator[float], delays)
 
     async def call(self, operation: str, attempt: Callable[[], Awaitable[T]]) -> T:
         policy, telemetry = self.policy, self.telemetry
-        delays = backoff.expo(factor=policy.base_delay, max_value=policy.max_delay)
-        next(delays)  # advance past the generator's priming yield
+        delays: Iterator[float] | None = None
         start = self._clock()
         number, wait_before = 0, 0.0
         while True:
@@ -161,7 +167,10 @@ class Retrier:
                         span.end(exc)
                     raise
                 elapsed = self._clock() - start
-                wait = self._wait(exc, delays) if is_transient(exc) else None
+                wait = None
+                if is_transient(exc):
+                    delays = delays or self._delays()
+                    wait = self._wait(exc, delays)
                 give_up = (
                     wait is None or number >= policy.max_tries or elapsed + wait > policy.max_time
                 )
