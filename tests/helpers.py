@@ -12,6 +12,16 @@ from pathlib import Path
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+# `make test` asserts behaviour, never speed: a busy machine must not fail it. Tests that
+# measure time assert a generous sanity bound there, and the strict target only under
+# `make soak` (AGENTWATCH_STRICT_TIMING=1), which prints and enforces the real figures.
+STRICT_TIMING = os.environ.get("AGENTWATCH_STRICT_TIMING", "") == "1"
+
+
+def time_bound(strict: float, generous: float) -> float:
+    """The bound a timed assertion uses: ``strict`` under ``make soak``, else ``generous``."""
+    return strict if STRICT_TIMING else generous
+
 
 def free_port() -> int:
     """A loopback port nothing listens on (now)."""

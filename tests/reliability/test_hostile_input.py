@@ -14,6 +14,7 @@ from agentwatch.runtime.tools import (
     SearchIndex,
     evaluate,
 )
+from tests.helpers import time_bound
 
 HOSTILE = [
     "__import__('os').system('echo pwned')",
@@ -57,7 +58,7 @@ def test_hostile_expressions_are_refused_within_bounds(expression: str) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert elapsed < 1.0  # a bound, not a benchmark: nothing may run away
+    assert elapsed < time_bound(strict=1.0, generous=10.0)  # nothing may run away
     assert peak < 16 * 1024 * 1024
     assert str(refused.value)  # a message the model (and the user) can read
 
@@ -77,4 +78,4 @@ def test_search_refuses_empty_and_bounds_huge_queries(index: SearchIndex) -> Non
         index.answer("   ")
     start = time.perf_counter()
     index.answer("histogram buckets " * 200_000)
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < time_bound(strict=1.0, generous=10.0)
