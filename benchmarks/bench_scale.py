@@ -107,8 +107,8 @@ async def concurrency() -> list[str]:
 
 def _populated_registry() -> Telemetry:
     telemetry, _ = _telemetry()
-    telemetry.tools.allow([f"tool_{i}" for i in range(20)])
-    telemetry.models.allow([f"model_{i}" for i in range(5)])
+    telemetry.tools.declare([f"tool_{i}" for i in range(20)])
+    telemetry.models.declare([f"model_{i}" for i in range(5)])
     errors = ["", "RateLimitError", "APITimeoutError", "InternalServerError", "ValueError"]
     for m in range(5):
         for error in errors:

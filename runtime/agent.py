@@ -78,8 +78,8 @@ class Agent:
         # One event loop runs every ready callback of every run in each iteration, so
         # bounding the runs in flight bounds how late anything else on the loop runs.
         self._slots = asyncio.Semaphore(max_concurrent) if max_concurrent else None
-        telemetry.agents.allow([name])
-        telemetry.models.allow([model_name])
+        telemetry.agents.declare([name])
+        telemetry.models.declare([model_name])
         self.graph = create_agent(
             model,
             langchain_tools(tools, telemetry, name, retry_policy),

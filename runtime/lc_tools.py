@@ -108,7 +108,7 @@ def langchain_tools(
 ) -> list[InstrumentedTool]:
     """Our tools as LangChain tools; those registered with ``retry=True`` retry
     transient failures under ``retry_policy``."""
-    telemetry.tools.allow(registry.names())
+    telemetry.tools.declare(registry.names())
     retrier = Retrier(retry_policy, telemetry) if retry_policy is not None else None
     return [
         InstrumentedTool(
