@@ -80,7 +80,7 @@ def _serve(args: argparse.Namespace) -> int:
             shutdown_timeout=10.0,  # SIGTERM: in-flight runs get this long, then are cancelled
         )
     finally:
-        telemetry.shutdown(timeout=5.0)
+        telemetry.shutdown()  # AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT
     return 0
 
 
@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run_once(settings, telemetry, args.query, args.stream))
     finally:
-        telemetry.shutdown(timeout=2.0)
+        telemetry.shutdown()  # AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -155,7 +155,7 @@ def _batch(args: argparse.Namespace) -> int:
             run_batch(tasks, out, options, RuntimeSettings.from_env(), telemetry, console)
         )
     finally:
-        telemetry.shutdown(timeout=2.0)
+        telemetry.shutdown()  # AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT
     print_summary(summary, out, console)
     return 3 if stopped else 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 from typing import Any
 
 import aiohttp
@@ -19,14 +18,7 @@ from aiohttp import web
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from agentwatch.telemetry import (
-    Telemetry,
-    TelemetrySettings,
-    format_report,
-    setup_telemetry,
-    stats_from_text,
-)
-from agentwatch.telemetry.settings import OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER
+from agentwatch.telemetry import Telemetry, format_report, setup_telemetry, stats_from_text
 
 from .events import read_sse
 from .model import ModelBehavior
@@ -49,13 +41,10 @@ STORM = ModelBehavior(error_rate=0.35, fail_status=429, retry_after=0.05, seed=1
 
 
 def setup() -> Telemetry:
-    """The demo's telemetry. Without a configured trace backend the demo keeps its spans
-    in-process (they still give the exemplars) rather than retrying a collector that is
-    not there."""
-    settings = TelemetrySettings.from_env()
-    if not any(key in os.environ for key in (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_EXPORTER)):
-        settings = dataclasses.replace(settings, traces_exporter="none")
-    return setup_telemetry(settings)
+    """The commands' telemetry: ``setup_telemetry()`` and its one export policy (no OTLP
+    endpoint and no OTEL_TRACES_EXPORTER: spans stay in-process, where they still give
+    the exemplars, rather than retrying a collector that is not there)."""
+    return setup_telemetry()
 
 
 async def main(telemetry: Telemetry, port: int = 0) -> int:
@@ -93,7 +82,7 @@ async def main(telemetry: Telemetry, port: int = 0) -> int:
     finally:
         await runner.cleanup()
         await runtime.stop()
-        telemetry.shutdown(timeout=2.0)
+        telemetry.shutdown()  # AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT
     return 0
 
 

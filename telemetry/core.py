@@ -19,7 +19,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from ._invocation import Clock, Exemplar, Invocation
 from .catalog import MetricCatalog
 from .labels import BoundedLabel
-from .settings import ContentCapture
+from .settings import DEFAULT_SHUTDOWN_TIMEOUT, ContentCapture
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -46,6 +46,7 @@ class Telemetry:
         capture_content: ContentCapture = "none",
         on_shutdown: Callable[[float], None] | None = None,
         catalog: MetricCatalog | None = None,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         self.tracer = provider.get_tracer(INSTRUMENTATION_NAME)
@@ -53,8 +54,10 @@ class Telemetry:
         self.metrics = catalog if catalog is not None else MetricCatalog.create(registry)
         self.clock = clock
         self.capture_content = capture_content
-        # Closed label sets. The runtime widens the allowlists with what it registers
-        # (agents, models, tools); before that each admits its first few values.
+        # Closed label sets, one per label. The runtime declares what it registers
+        # (agents, models, tools): declared names always pass; any other value is
+        # admitted while there is room (the first `limit`), the rest become _OTHER.
+        # Declaring only adds, so the order of calls never changes a label.
         self.operations = BoundedLabel()
         self.error_types = BoundedLabel()
         self.agents = BoundedLabel(limit=16)
@@ -62,6 +65,7 @@ class Telemetry:
         self.providers = BoundedLabel(limit=8)
         self.tools = BoundedLabel(limit=64)
         self._on_shutdown = on_shutdown
+        self.shutdown_timeout = shutdown_timeout
         self.tracer_provider: trace.TracerProvider | None = tracer_provider
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
@@ -190,9 +194,11 @@ class Telemetry:
             self.child(self.metrics.retry_backoff, op).observe(wait)
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Flush queued spans and stop exporting; returns within ``timeout`` seconds."""
+        """Flush queued spans and stop exporting, within ``timeout`` seconds (default:
+        ``shutdown_timeout``, AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT). When it returns,
+        ``agentwatch_telemetry_spans_dropped_total`` counts every span that was lost."""
         if self._on_shutdown is not None:
-            self._on_shutdown(5.0 if timeout is None else timeout)
+            self._on_shutdown(self.shutdown_timeout if timeout is None else timeout)
 
 
 class OperationInvocation(Invocation):

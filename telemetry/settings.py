@@ -2,7 +2,17 @@
 
 The SDK itself reads the rest of the OTEL_* variables it documents (resource
 attributes, sampler, OTLP endpoint, headers, timeout, batch processor sizes); this
-object holds the choices agentwatch makes on top of them.
+object holds the choices agentwatch makes on top of them:
+
+- export policy, the same for every command and for ``setup_telemetry()``: spans are
+  exported when OTEL_TRACES_EXPORTER says so (``otlp``, ``console``), or, when it is
+  unset, when an OTLP endpoint is configured (OTEL_EXPORTER_OTLP_ENDPOINT or
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT). Neither set: spans stay in-process (they still
+  give the exemplars) instead of retrying a collector that is not there.
+- message content (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT): agentwatch
+  puts content on spans and emits no GenAI log events, so ``SPAN_ONLY``,
+  ``SPAN_AND_EVENT`` and ``true`` all mean "on spans", and ``EVENT_ONLY`` captures
+  nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ OTEL_SERVICE_NAME: Final = "OTEL_SERVICE_NAME"
 OTEL_RESOURCE_ATTRIBUTES: Final = "OTEL_RESOURCE_ATTRIBUTES"
 OTEL_TRACES_EXPORTER: Final = "OTEL_TRACES_EXPORTER"
 OTEL_EXPORTER_OTLP_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: Final = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 OTEL_EXPORTER_OTLP_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_PROTOCOL"
 OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: Final = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 OTEL_BSP_MAX_QUEUE_SIZE: Final = "OTEL_BSP_MAX_QUEUE_SIZE"
@@ -29,10 +40,11 @@ OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
 AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT: Final = "AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT"
 
 DEFAULT_SERVICE_NAME: Final = "agentwatch"
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
 
 TracesExporter = Literal["otlp", "console", "none"]
 OtlpProtocol = Literal["http/protobuf", "grpc"]
-ContentCapture = Literal["none", "span", "span_and_event"]
+ContentCapture = Literal["none", "span"]
 
 _EXPORTERS: Final[tuple[TracesExporter, ...]] = ("otlp", "console", "none")
 _PROTOCOLS: Final[tuple[OtlpProtocol, ...]] = ("http/protobuf", "grpc")
@@ -43,8 +55,8 @@ _CAPTURE: Final[Mapping[str, ContentCapture]] = {
     "none": "none",
     "true": "span",
     "span_only": "span",
-    "span_and_event": "span_and_event",
-    "event_only": "none",
+    "span_and_event": "span",  # no GenAI log events are emitted: on spans only
+    "event_only": "none",  # and so nothing is captured
 }
 
 
@@ -56,7 +68,11 @@ class TelemetrySettings:
     max_queue_size: int = 2048
     max_export_batch_size: int = 512  # never more than the queue holds (the SDK refuses)
     capture_content: ContentCapture = "none"
-    shutdown_timeout: float = 5.0
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    # The OTLP endpoint configured (for the start-up statement; the exporter reads it).
+    otlp_endpoint: str = ""
+    # True when OTEL_TRACES_EXPORTER was unset and the export policy chose the exporter.
+    exporter_by_policy: bool = False
 
     def __post_init__(self) -> None:
         if self.traces_exporter not in _EXPORTERS:
@@ -79,7 +95,11 @@ class TelemetrySettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TelemetrySettings:
         e = os.environ if env is None else env
-        exporter = e.get(OTEL_TRACES_EXPORTER, "otlp").strip().lower() or "otlp"
+        endpoint = (
+            e.get(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) or e.get(OTEL_EXPORTER_OTLP_ENDPOINT) or ""
+        ).strip()
+        chosen = e.get(OTEL_TRACES_EXPORTER, "").strip().lower()
+        exporter = chosen or ("otlp" if endpoint else "none")  # the export policy
         protocol = (
             e.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL) or e.get(OTEL_EXPORTER_OTLP_PROTOCOL) or ""
         ).strip().lower() or "http/protobuf"
@@ -96,8 +116,28 @@ class TelemetrySettings:
             max_queue_size=_int(e, OTEL_BSP_MAX_QUEUE_SIZE, 2048),
             max_export_batch_size=_int(e, OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 512),
             capture_content=_CAPTURE[capture_raw],
-            shutdown_timeout=_float(e, AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT, 5.0),
+            shutdown_timeout=_float(
+                e, AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT
+            ),
+            otlp_endpoint=endpoint,
+            exporter_by_policy=not chosen,
         )
+
+    def describe_export(self) -> str:
+        """One line saying where spans go, stated once at start-up."""
+        if self.sdk_disabled:
+            return f"tracing is off ({OTEL_SDK_DISABLED}=true)"
+        if self.traces_exporter == "console":
+            return f"spans are printed to stdout ({OTEL_TRACES_EXPORTER}=console)"
+        if self.traces_exporter == "none":
+            if self.exporter_by_policy:
+                return (
+                    f"spans are not exported (no {OTEL_EXPORTER_OTLP_ENDPOINT} set; "
+                    f"set it, or {OTEL_TRACES_EXPORTER}=otlp, to export them)"
+                )
+            return f"spans are not exported ({OTEL_TRACES_EXPORTER}=none)"
+        where = self.otlp_endpoint or "the default OTLP endpoint"
+        return f"spans are exported over OTLP ({self.otlp_protocol}) to {where}"
 
 
 def _int(env: Mapping[str, str], key: str, default: int) -> int:

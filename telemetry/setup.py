@@ -1,13 +1,16 @@
 """``setup_telemetry()``: the one composition root that wires the OpenTelemetry SDK.
 
-Configured by the standard OTEL_* environment variables (see ``settings``). Idempotent:
-the second call returns the first call's ``Telemetry``. Spans go through a bounded
-batch processor; what the backend does not take is counted in
+Configured by the standard OTEL_* environment variables (see ``settings``, which also
+holds the export policy: no OTLP endpoint and no OTEL_TRACES_EXPORTER, no export).
+Idempotent: the second call returns the first call's ``Telemetry``, and where spans go
+is stated once, in the ``agentwatch.telemetry`` log. Spans go through a bounded batch
+processor; what the backend does not take is counted in
 ``agentwatch_telemetry_spans_dropped_total`` and the program runs on.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
@@ -28,6 +31,7 @@ from .settings import (
     TelemetrySettings,
 )
 
+_logger = logging.getLogger("agentwatch.telemetry")
 _lock = threading.Lock()
 _telemetry: Telemetry | None = None
 _configured = False  # False while _telemetry is get_telemetry()'s unconfigured default
@@ -56,9 +60,19 @@ def setup_telemetry(
         # Code that recorded before setup used a default Telemetry on the default
         # registry: keep its metric families (they cannot be registered twice).
         catalog = _telemetry.metrics if _telemetry is not None and registry is None else None
+        s = settings if settings is not None else TelemetrySettings.from_env()
         telemetry = build_telemetry(
-            settings, registry=registry, span_exporter=span_exporter, catalog=catalog
+            s, registry=registry, span_exporter=span_exporter, catalog=catalog
         )
+        if span_exporter is None:
+            # Once per process. Off by policy is said where a user sees it (stderr when
+            # logging is not configured); a configured choice only in the log.
+            level = (
+                logging.WARNING
+                if s.exporter_by_policy and s.traces_exporter == "none"
+                else logging.INFO
+            )
+            _logger.log(level, "agentwatch: %s", s.describe_export())
         if set_global:
             provider = telemetry.tracer_provider
             if provider is not None:
@@ -118,7 +132,7 @@ def build_telemetry(
 
     def shutdown(timeout: float) -> None:
         if processor is not None:
-            processor.shutdown_within(int(timeout * 1000))
+            processor.shutdown_within(int(timeout * 1000))  # the drop count is final after
         provider.shutdown()
 
     telemetry = Telemetry(
@@ -127,6 +141,7 @@ def build_telemetry(
         capture_content=s.capture_content,
         on_shutdown=shutdown,
         catalog=catalog,
+        shutdown_timeout=s.shutdown_timeout,
     )
     holder.append(telemetry)
     return telemetry

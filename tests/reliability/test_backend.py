@@ -91,5 +91,8 @@ async def test_runs_do_not_wait_for_the_backend_and_losses_are_counted(
     print(f"FIGURE backend {backend}: p95 of {RUNS} runs {with_backend * 1000:.2f} ms vs "
           f"{baseline * 1000:.2f} ms with tracing off; {lost:.0f} spans counted dropped; "
           f"shutdown in {time.perf_counter() - start:.2f} s")  # fmt: skip
-    assert lost >= RUNS * 4 - 256 - 512  # all but what may have been exported or in flight
-    assert lost <= RUNS * 4
+    spans = RUNS * 4  # invoke_agent, chat, execute_tool, chat
+    if backend == "down":
+        assert lost == spans  # final when shutdown returns: every span is accounted for
+    else:  # what the slow backend took in time was exported, the rest counted
+        assert spans - 256 - 512 <= lost <= spans

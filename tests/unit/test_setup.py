@@ -8,20 +8,26 @@ import sys
 from prometheus_client import CollectorRegistry
 
 from agentwatch.telemetry import TelemetrySettings, build_telemetry
+from tests.helpers import free_port
 
 
-def fresh_process(script: str) -> str:
+def fresh_process(script: str, env: dict[str, str] | None = None) -> str:
     """Run ``script`` in a new interpreter (setup_telemetry() touches process globals)."""
+    return run_fresh(script, {"OTEL_TRACES_EXPORTER": "none"} if env is None else env).stdout
+
+
+def run_fresh(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     out = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
         text=True,
         timeout=60,
-        env={"OTEL_TRACES_EXPORTER": "none", "PATH": "/usr/bin:/bin"},
+        env={**env, "PATH": "/usr/bin:/bin"},
         check=False,
     )
     assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+    out.stdout = out.stdout.strip()
+    return out
 
 
 def test_setup_is_idempotent_and_installs_the_global_provider() -> None:
@@ -72,3 +78,32 @@ async def test_sdk_disabled_keeps_metrics_and_makes_no_spans() -> None:
         )
         == 1
     )
+
+
+EXPORT_SCRIPT = (
+    "from prometheus_client import REGISTRY\n"
+    "from agentwatch.telemetry import setup_telemetry\n"
+    "t = setup_telemetry(); setup_telemetry()\n"
+    "t.tracer.start_span('one').end()\n"
+    "t.shutdown(1.0)\n"
+    "print(sum(REGISTRY.get_sample_value('agentwatch_telemetry_spans_dropped_total',\n"
+    "          {'reason': r}) or 0 for r in ('queue_full', 'export_failed', 'shutdown')))\n"
+)
+
+
+def test_without_an_endpoint_nothing_is_exported_and_it_is_said_once() -> None:
+    """The policy of every command (serve, run, batch, demo) and of setup_telemetry():
+    no OTLP endpoint and no OTEL_TRACES_EXPORTER, no export and no retry warnings."""
+    out = run_fresh(EXPORT_SCRIPT, {})
+    assert out.stdout == "0"  # nothing was sent, so nothing was lost
+    assert out.stderr.splitlines() == [
+        "agentwatch: spans are not exported (no OTEL_EXPORTER_OTLP_ENDPOINT set; "
+        "set it, or OTEL_TRACES_EXPORTER=otlp, to export them)"
+    ]
+
+
+def test_an_endpoint_turns_export_on() -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"  # down: the one span is counted lost
+    out = run_fresh(EXPORT_SCRIPT, {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+    assert out.stdout == "1.0"
+    assert "agentwatch: spans are not exported" not in out.stderr
