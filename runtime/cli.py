@@ -35,7 +35,12 @@ def _report(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"agentwatch report: cannot read {args.url}: {exc}", file=sys.stderr)
         return 2
-    print(format_report(stats_from_text(text), title=f"Performance report ({args.url})"), end="")
+    try:
+        rows = stats_from_text(text)
+    except ValueError:
+        print(f"agentwatch report: {args.url} is not a Prometheus metrics page", file=sys.stderr)
+        return 2
+    print(format_report(rows, title=f"Performance report ({args.url})"), end="")
     return 0
 
 

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from . import names as n
 from ._invocation import CANCELLED
 
-# (family, row title prefix, labels that name the row, labels whose value means failure)
+# (family, row title prefix, labels that name the row); failures are told by _is_failure.
 _SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (n.M_GEN_AI_INVOKE_AGENT_DURATION, "invoke_agent", (n.L_GEN_AI_AGENT_NAME,)),
     (n.M_GEN_AI_OPERATION_DURATION, "", (n.L_GEN_AI_OPERATION_NAME, n.L_GEN_AI_REQUEST_MODEL)),

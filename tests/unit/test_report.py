@@ -7,7 +7,14 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agentwatch.telemetry import Telemetry, format_report, stats_from_registry, stats_from_text
+from agentwatch.runtime.cli import main
+from agentwatch.telemetry import (
+    Telemetry,
+    format_report,
+    start_metrics_server,
+    stats_from_registry,
+    stats_from_text,
+)
 
 
 async def test_report_from_registry_and_from_text_agree(registry: CollectorRegistry) -> None:
@@ -37,3 +44,16 @@ async def test_report_from_registry_and_from_text_agree(registry: CollectorRegis
 
 def test_empty_report_says_so() -> None:
     assert "no operations recorded" in format_report([])
+
+
+def test_report_on_a_page_that_is_not_metrics_says_so_in_one_line(
+    telemetry: Telemetry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = start_metrics_server(telemetry, port=0)
+    try:
+        url = f"http://127.0.0.1:{server.port}/healthz"  # a real page, JSON not metrics
+        assert main(["report", "--url", url]) == 2
+    finally:
+        server.stop()
+    err = capsys.readouterr().err
+    assert err == f"agentwatch report: {url} is not a Prometheus metrics page\n"
