@@ -1,6 +1,6 @@
 """agentwatch.runtime: LangChain agents, tools, retries, batches and the service, observed."""
 
-from .agent import Agent, AgentInputError, AgentRunError
+from .agent import Agent, AgentInputError, AgentRunError, RunTimeoutError, StepLimitError
 from .batch import BatchOptions, BatchProcessor, ResultStore, Task, TaskStatus
 from .callbacks import AgentwatchCallbackHandler
 from .chat_model import InstrumentedChatModel, InstrumentedChatOpenAI
@@ -33,7 +33,9 @@ __all__ = [
     "RunEvent",
     "RunFinished",
     "RunResult",
+    "RunTimeoutError",
     "RuntimeSettings",
+    "StepLimitError",
     "Task",
     "TaskStatus",
     "TextDelta",

@@ -24,6 +24,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.runnables import RunnableConfig
+from langgraph.errors import GraphRecursionError
 from langgraph.types import StreamMode
 from opentelemetry.context import Context
 
@@ -50,7 +51,25 @@ class AgentInputError(AgentwatchError, ValueError):
 
 
 class AgentRunError(AgentwatchError):
-    """The run did not produce an answer (model error, timeout, step limit)."""
+    """The run did not produce an answer: its own deadline or its step limit ended it."""
+
+
+class RunTimeoutError(AgentRunError):
+    """The run's own deadline (``run_timeout``) passed. A timeout raised inside the run
+    (the model's, a tool's) is not this: it propagates as what it is."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"the run took longer than {timeout:g} s")
+        self.timeout = timeout
+
+
+class StepLimitError(AgentRunError):
+    """The run took more than ``max_steps`` graph steps without a final answer
+    (LangGraph's ``GraphRecursionError``): the model kept calling tools."""
+
+    def __init__(self, max_steps: int) -> None:
+        super().__init__(f"the run did not finish within {max_steps} steps")
+        self.max_steps = max_steps
 
 
 class Agent:
@@ -67,6 +86,7 @@ class Agent:
         max_input_chars: int = 32_000,
         retry_policy: RetryPolicy | None = None,
         max_concurrent: int | None = None,
+        max_steps: int = RECURSION_LIMIT,
     ) -> None:
         self.name = name
         self.model_name = model_name
@@ -74,6 +94,7 @@ class Agent:
         self.tools = tools
         self.run_timeout = run_timeout
         self.max_input_chars = max_input_chars
+        self.max_steps = max_steps  # LangGraph's recursion_limit: model and tool steps
         # Admission: at most this many runs at once; the rest wait their turn (cheaply).
         # One event loop runs every ready callback of every run in each iteration, so
         # bounding the runs in flight bounds how late anything else on the loop runs.
@@ -106,6 +127,18 @@ class Agent:
         async with self._slot():
             return await self._arun(query, parent, conversation_id)
 
+    def _run_error(self, exc: BaseException, deadline: asyncio.Timeout) -> AgentRunError | None:
+        """What ended the run, when it was the run's own limit (None: ``exc`` as it is).
+
+        Only the run's own deadline is the run timeout: a ``TimeoutError`` raised inside
+        the run (a model client's or a tool's own deadline) stays what it is.
+        """
+        if isinstance(exc, TimeoutError) and deadline.expired():
+            return RunTimeoutError(self.run_timeout)
+        if isinstance(exc, GraphRecursionError):
+            return StepLimitError(self.max_steps)
+        return None
+
     def _slot(self) -> asyncio.Semaphore | contextlib.nullcontext[None]:
         return self._slots if self._slots is not None else contextlib.nullcontext()
 
@@ -115,21 +148,25 @@ class Agent:
         invocation = self.telemetry.agent_run(
             self.name, self.model_name, conversation_id=conversation_id, parent=parent
         )
+        deadline = asyncio.timeout(self.run_timeout)
         invocation.activate()
         try:
-            async with asyncio.timeout(self.run_timeout):
+            async with deadline:
                 state = await self.graph.ainvoke(
                     {"messages": [{"role": "user", "content": query}]},
-                    {"recursion_limit": RECURSION_LIMIT},
+                    {"recursion_limit": self.max_steps},
                 )
         except BaseException as exc:
             invocation.deactivate()
-            invocation.end(exc)
-            if isinstance(exc, TimeoutError):
-                raise AgentRunError(f"the run took longer than {self.run_timeout:g} s") from exc
-            raise
+            error = self._run_error(exc, deadline)
+            if error is None:
+                invocation.end(exc)
+                raise
+            error.__cause__ = exc
+            invocation.end(error)  # the same error.type as a streamed run records
+            raise error from exc
         invocation.deactivate()
-        result = result_from_messages(state["messages"], invocation.trace_id)
+        result = result_from_messages(state["messages"], *_trace_of(invocation))
         invocation.stop()
         return result
 
@@ -155,7 +192,7 @@ class Agent:
     async def _events(self, query: str, invocation: Invocation) -> AsyncGenerator[RunEvent, None]:
         messages: list[BaseMessage] = [HumanMessage(query)]
         modes: list[StreamMode] = ["messages", "updates"]
-        config: RunnableConfig = {"recursion_limit": RECURSION_LIMIT}
+        config: RunnableConfig = {"recursion_limit": self.max_steps}
         state: Any = {"messages": messages[:]}
         # Typed as an AsyncIterator; it is an async generator, closed below.
         stream = cast(
@@ -164,16 +201,28 @@ class Agent:
         deadline = asyncio.get_running_loop().time() + self.run_timeout
         async with aclosing(stream):
             while True:
+                scope = asyncio.timeout_at(deadline)  # never across a yield
                 try:
-                    async with asyncio.timeout_at(deadline):  # never across a yield
+                    async with scope:
                         mode, data = await anext(stream)
                 except StopAsyncIteration:
                     break
-                except TimeoutError as exc:
-                    raise AgentRunError(f"the run took longer than {self.run_timeout:g} s") from exc
+                except BaseException as exc:
+                    error = self._run_error(exc, scope)
+                    if error is None:
+                        raise
+                    raise error from exc
                 for event in _events_of(mode, data, messages):
                     yield event
-        yield RunFinished(result_from_messages(messages, invocation.trace_id))
+        yield RunFinished(result_from_messages(messages, *_trace_of(invocation)))
+
+
+def _trace_of(invocation: Invocation) -> tuple[str, bool]:
+    """The run's trace id and whether it was sampled. A trace that was not sampled is
+    exported nowhere: its id is not returned ("" as when tracing is off)."""
+    ctx = invocation.span.get_span_context()
+    sampled = ctx.is_valid and ctx.trace_flags.sampled
+    return (format(ctx.trace_id, "032x") if sampled else ""), sampled
 
 
 def _events_of(mode: str, data: Any, messages: list[BaseMessage]) -> list[RunEvent]:

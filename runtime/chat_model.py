@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
@@ -24,6 +25,7 @@ from pydantic import Field
 from agentwatch.telemetry import Telemetry, get_telemetry
 from agentwatch.telemetry._invocation import instrument_stream
 from agentwatch.telemetry._llm_call import OPERATION, LlmCallInvocation
+from agentwatch.telemetry.names import OUTCOME_CANCELLED
 
 from .retry import Retrier
 
@@ -147,17 +149,28 @@ class InstrumentedChatModel(BaseChatModel):
             if usage or (info and info.get("finish_reason")):
                 invocation.set_response(**response_fields([chunk], None))
 
-        stream = super()._astream(messages, stop, run_manager, **kwargs)
-        if self.retry_policy is not None:
-            opener = super()._astream
+        opener = super()._astream
+        stream: AsyncIterator[ChatGenerationChunk]
+        if self.retry_policy is None:
+            stream = opener(messages, stop, run_manager, **kwargs)
+        else:
             retrier = Retrier(self.retry_policy, self._telemetry())
             stream = _retried_until_first_chunk(
                 retrier, lambda: opener(messages, stop, run_manager, **kwargs)
             )
         # Current until the first chunk (connecting, retrying); not for each chunk after.
-        chunks = instrument_stream(invocation, stream, observe_chunk, current_throughout=False)
-        async for chunk in chunks:
-            yield chunk
+        # Closed early (the consumer stopped reading): the request did not complete, so
+        # the span ends then and there as cancelled, not at garbage collection as a success.
+        chunks = instrument_stream(
+            invocation,
+            stream,
+            observe_chunk,
+            closed_early=OUTCOME_CANCELLED,
+            current_throughout=False,
+        )
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
 
 
 async def _retried_until_first_chunk(

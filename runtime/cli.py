@@ -100,10 +100,8 @@ async def _run_once(
         status = "failed" if call.error else "ok"
         print(f"[tool {call.name} {call.arguments} -> {status}]")
     print(result.output)
-    print(
-        f"trace_id: {result.trace_id}  tokens: {result.usage.input_tokens} in, "
-        f"{result.usage.output_tokens} out"
-    )
+    trace = f"trace_id: {result.trace_id}" if result.sampled else "trace not sampled"
+    print(f"{trace}  tokens: {result.usage.input_tokens} in, {result.usage.output_tokens} out")
     return 0
 
 
@@ -119,12 +117,10 @@ async def _typewriter(events: AsyncGenerator[RunEvent, None]) -> int:
                 status = "failed" if event.error else "ok"
                 print(f"[tool {event.name} -> {status}: {event.result[:80]}]", flush=True)
             elif isinstance(event, RunFinished):
-                usage = event.result.usage
+                usage, done = event.result.usage, event.result
+                trace = f"trace_id: {done.trace_id}" if done.sampled else "trace not sampled"
                 print()
-                print(
-                    f"trace_id: {event.result.trace_id}  tokens: {usage.input_tokens} in, "
-                    f"{usage.output_tokens} out"
-                )
+                print(f"{trace}  tokens: {usage.input_tokens} in, {usage.output_tokens} out")
     return 0
 
 

@@ -12,7 +12,9 @@ _ERROR: Final = {
     "description": "An error, always in this shape.",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
-_ERRORS: Final = {str(code): _ERROR for code in (400, 401, 404, 405, 413, 415, 422, 502, 504)}
+_ERRORS: Final = {
+    str(code): _ERROR for code in (400, 401, 404, 405, 413, 415, 422, 500, 502, 504, 508)
+}
 
 
 def _json(schema_ref: str) -> dict[str, Any]:
@@ -50,12 +52,20 @@ SPEC: Final[dict[str, Any]] = {
             },
             "RunResult": {
                 "type": "object",
-                "required": ["output", "tool_calls", "usage", "trace_id"],
+                "required": ["output", "tool_calls", "usage", "trace_id", "sampled"],
                 "properties": {
                     "output": {"type": "string"},
                     "tool_calls": {"type": "array", "items": {"type": "object"}},
                     "usage": {"type": "object"},
-                    "trace_id": {"type": "string"},
+                    "trace_id": {
+                        "type": "string",
+                        "description": "The run's trace (32 hex digits); empty when no "
+                        "trace backend has it: tracing off, or the trace not sampled.",
+                    },
+                    "sampled": {
+                        "type": "boolean",
+                        "description": "Whether the run's trace was sampled and exported.",
+                    },
                 },
             },
             "Task": {

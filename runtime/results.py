@@ -1,4 +1,9 @@
-"""What a run returns: the answer, its tool calls, token usage and trace id."""
+"""What a run returns: the answer, its tool calls, token usage and trace id.
+
+``trace_id`` is the run's trace in the tracing backend, or "" when no backend will ever
+have it: tracing off, or the trace not sampled (``sampled`` False). It stays a string,
+as before, so clients that read it need no change.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,9 @@ class RunResult:
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     trace_id: str = ""
+    sampled: bool = False
+    """Whether the run's trace was sampled (recorded and exported): False means no
+    backend has it, and ``trace_id`` is ""."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,11 +52,16 @@ class RunResult:
                 "total_tokens": self.usage.total_tokens,
             },
             "trace_id": self.trace_id,
+            "sampled": self.sampled,
         }
 
 
-def result_from_messages(messages: list[BaseMessage], trace_id: str) -> RunResult:
-    """Answer, tool calls and summed usage of a finished run's messages."""
+def result_from_messages(
+    messages: list[BaseMessage], trace_id: str, sampled: bool | None = None
+) -> RunResult:
+    """Answer, tool calls and summed usage of a finished run's messages.
+
+    ``sampled`` None: sampled exactly when there is a trace id."""
     results = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
     calls: list[ToolCallRecord] = []
     input_tokens = output_tokens = 0
@@ -72,4 +85,5 @@ def result_from_messages(messages: list[BaseMessage], trace_id: str) -> RunResul
             )
         if not message.tool_calls:
             output = message.text
-    return RunResult(output, calls, Usage(input_tokens, output_tokens), trace_id)
+    sampled = bool(trace_id) if sampled is None else sampled
+    return RunResult(output, calls, Usage(input_tokens, output_tokens), trace_id, sampled)

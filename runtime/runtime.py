@@ -66,7 +66,22 @@ class AgentRuntime:
             raise RuntimeError("the runtime is not started: use `async with AgentRuntime(...)`")
         return self._agent
 
+    @property
+    def started(self) -> bool:
+        return self._agent is not None
+
     async def start(self) -> AgentRuntime:
+        """Start the builtin model (when used) and build the agent. If anything fails
+        after the model server started, it is stopped again before the error propagates."""
+        if self._agent is not None:
+            raise RuntimeError("the runtime is already started")
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> AgentRuntime:
         settings = self.settings
         base_url = settings.base_url
         if settings.uses_builtin_model:
@@ -99,9 +114,10 @@ class AgentRuntime:
         return self
 
     async def stop(self) -> None:
+        self._agent = None
         if self.model_server is not None:
-            await self.model_server.stop()
-            self.model_server = None
+            server, self.model_server = self.model_server, None
+            await server.stop()
 
     async def __aenter__(self) -> AgentRuntime:
         return await self.start()

@@ -1,5 +1,8 @@
 """The service: ``create_app(settings, telemetry) -> web.Application``.
 
+``create_app(..., runtime=rt)`` serves ``rt``: the app starts it with the app (and stops
+it on cleanup) unless it is already started, in which case its owner stops it.
+
 Routes: ``POST /v1/runs`` (``{"input": "..."}`` → output, tool calls, usage, trace id;
 with ``"stream": true`` or ``Accept: text/event-stream``, Server-Sent Events),
 plus ``/metrics``, ``/healthz``, ``/readyz``. Every error is a JSON body
@@ -32,7 +35,7 @@ from agentwatch.telemetry import (
     loop_lag_ctx,
 )
 
-from .agent import Agent, AgentInputError, AgentRunError
+from .agent import Agent, AgentInputError, AgentRunError, RunTimeoutError, StepLimitError
 from .batch.http import BATCHES_KEY, BatchRecord, batches_ctx, parse_batch, start_batch
 from .batch.task import Task
 from .events import event_data
@@ -144,11 +147,21 @@ def _as_api_error(exc: Exception) -> ApiError | None:
         return exc
     if isinstance(exc, AgentInputError):
         return ApiError(422, "invalid_input", str(exc))
-    if isinstance(exc, AgentRunError):
+    if isinstance(exc, RunTimeoutError):
         return ApiError(504, "run_timeout", str(exc))
+    if isinstance(exc, StepLimitError):
+        # 508 Loop Detected (RFC 5842): the agent went round (model, tools, model, ...)
+        # without a final answer and the server stopped it; a server-side failure.
+        return ApiError(508, "step_limit_exceeded", str(exc))
+    if isinstance(exc, AgentRunError):
+        return ApiError(500, "run_failed", str(exc))
     if isinstance(exc, openai.APIError):
         notes = "".join(f" {note}." for note in getattr(exc, "__notes__", ()))
         return ApiError(502, "model_error", f"The model failed: {type(exc).__name__}.{notes}")
+    if isinstance(exc, TimeoutError):  # a model client's or a tool's own deadline
+        return ApiError(
+            504, "upstream_timeout", "A call the run made timed out (not the run's own limit)."
+        )
     return None
 
 
@@ -254,22 +267,21 @@ def create_app(
         middlewares.append(auth)
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app[SETTINGS_KEY] = settings
-    owned = runtime is None
     app[RUNTIME_KEY] = runtime if runtime is not None else AgentRuntime(settings, telemetry)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
+        # The app starts the runtime unless it was given one already started, and
+        # stops only what it started: a started runtime stays its owner's to stop.
+        rt = app[RUNTIME_KEY]
+        owned = not rt.started
         if owned:
-            await app[RUNTIME_KEY].start()
+            await rt.start()
         yield
         if owned:
-            await app[RUNTIME_KEY].stop()
+            await rt.stop()
 
     def runtime_started() -> bool:
-        try:
-            app[RUNTIME_KEY].agent  # noqa: B018
-        except RuntimeError:
-            return False
-        return True
+        return app[RUNTIME_KEY].started
 
     app.cleanup_ctx.append(runtime_ctx)
     app.cleanup_ctx.append(batches_ctx)  # after the runtime: torn down before it

@@ -122,8 +122,22 @@ def create_metrics_app(
     return app
 
 
+# nginx's "client closed request": the client went away before it had the whole answer.
+# Recorded instead of whatever the handler ended with; never a 5xx, never sent.
+CLIENT_CLOSED_REQUEST: Final = 499
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport  # None once the connection is lost
+    return transport is None or transport.is_closing()
+
+
 def http_metrics_middleware(telemetry: Telemetry) -> Middleware:
-    """Record ``http_server_request_duration_seconds`` by method, route template, status."""
+    """Record ``http_server_request_duration_seconds`` by method, route template, status.
+
+    A request whose client disconnected before the handler finished (the handler
+    cancelled, a write failing, or an answer nobody will read) is recorded as 499.
+    """
     histogram = telemetry.metrics.http_server_duration
     methods = BoundedLabel(_METHODS)
     clock = telemetry.clock
@@ -140,6 +154,8 @@ def http_metrics_middleware(telemetry: Telemetry) -> Middleware:
             status = exc.status
             raise
         finally:
+            if _client_gone(request):
+                status = CLIENT_CLOSED_REQUEST
             info = request.match_info
             resource = info.route.resource if info.http_exception is None else None
             route = resource.canonical if resource is not None else OTHER

@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import os
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
-from agentwatch.runtime.agent import AgentInputError
+from agentwatch.runtime.agent import (
+    RECURSION_LIMIT,
+    Agent,
+    AgentInputError,
+    AgentRunError,
+    RunTimeoutError,
+    StepLimitError,
+)
+from agentwatch.runtime.chat_model import InstrumentedChatOpenAI
+from agentwatch.runtime.events import RunEvent
+from agentwatch.runtime.model import BuiltinModelServer, ModelBehavior
 from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.runtime.tools import ToolRegistry, ToolSpec
+from agentwatch.runtime.tools.search import SearchError
 from agentwatch.telemetry import Telemetry
 
 pytestmark = pytest.mark.integration
@@ -218,3 +234,108 @@ async def test_content_capture_is_opt_in(
     assert "what is 123 + 456" in str(chat["gen_ai.input.messages"])
     tool = spans[1].attributes or {}
     assert tool["gen_ai.tool.call.result"] == "579"
+
+
+async def drain(events: AsyncGenerator[RunEvent, None]) -> None:
+    async with aclosing(events):
+        async for _ in events:
+            pass
+
+
+class OwnDeadlineChat(InstrumentedChatOpenAI):
+    """A user's chat model that puts its own deadline on every call it makes."""
+
+    deadline: float = 0.2
+
+    async def ainvoke(self, input: Any, config: Any = None, **kwargs: Any) -> Any:
+        async with asyncio.timeout(self.deadline):
+            return await super().ainvoke(input, config, **kwargs)
+
+
+async def test_a_timeout_inside_the_run_is_not_the_run_timeout(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    """Only the run's own deadline is reported as the run timeout: the model's own
+    TimeoutError surfaces as it is, from arun and from astream."""
+    async with BuiltinModelServer(ModelBehavior(latency=5.0, time_to_first_token=5.0)) as server:
+        model = await asyncio.to_thread(
+            OwnDeadlineChat,
+            model="agentwatch-builtin",
+            base_url=server.base_url,
+            api_key=SecretStr("x"),
+            max_retries=0,
+            telemetry=telemetry,
+            provider_name="agentwatch",
+        )
+        agent = Agent(model, ToolRegistry(), telemetry=telemetry, model_name="agentwatch-builtin")
+        with pytest.raises(TimeoutError) as raised:
+            await asyncio.wait_for(agent.arun("hello"), timeout=30)
+        assert not isinstance(raised.value, AgentRunError)
+        with pytest.raises(TimeoutError) as raised:
+            await drain(agent.astream("hello"))
+        assert not isinstance(raised.value, AgentRunError)
+    assert (
+        registry.get_sample_value(
+            "gen_ai_invoke_agent_duration_seconds_count",
+            {
+                "gen_ai_agent_name": "research_agent",
+                "gen_ai_request_model": "agentwatch-builtin",
+                "error_type": "TimeoutError",
+            },
+        )
+        == 2
+    )
+
+
+async def test_the_runs_own_deadline_and_step_limit_are_their_own_errors(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    settings = replace(RuntimeSettings(), run_timeout=0.3, builtin_latency=5.0)
+    async with AgentRuntime(settings, telemetry) as rt:
+        with pytest.raises(RunTimeoutError, match=r"longer than 0\.3 s"):
+            await rt.agent.arun("hello")
+        with pytest.raises(RunTimeoutError):
+            await drain(rt.agent.astream("hello"))
+    async with AgentRuntime(RuntimeSettings(), telemetry) as rt:
+        rt.agent.max_steps = 2  # model, tools: no step left for the answer
+        with pytest.raises(StepLimitError, match="within 2 steps"):
+            await rt.agent.arun("what is 2 + 2")
+        with pytest.raises(StepLimitError):
+            await drain(rt.agent.astream("what is 2 + 2"))
+        rt.agent.max_steps = RECURSION_LIMIT
+        assert "4" in (await rt.agent.arun("what is 2 + 2")).output
+
+    def failed(error_type: str) -> float | None:
+        return registry.get_sample_value(
+            "gen_ai_invoke_agent_duration_seconds_count",
+            {
+                "gen_ai_agent_name": "research_agent",
+                "gen_ai_request_model": "agentwatch-builtin",
+                "error_type": error_type,
+            },
+        )
+
+    assert failed("RunTimeoutError") == 2  # the same label from arun and astream
+    assert failed("StepLimitError") == 2
+
+
+def _open_sockets() -> int:
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+async def test_a_failed_start_stops_the_builtin_model_it_started(
+    telemetry: Telemetry, tmp_path: Path
+) -> None:
+    settings = replace(RuntimeSettings(), corpus_dir=tmp_path / "no-such-corpus")
+    runtime = AgentRuntime(settings, telemetry)
+    before = await asyncio.to_thread(_open_sockets)
+    with pytest.raises(SearchError, match="does not exist"):
+        await runtime.start()
+    assert runtime.model_server is None
+    assert not runtime.started
+    assert await asyncio.to_thread(_open_sockets) == before  # no listener left behind

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
+from agentwatch.runtime.agent import Agent
+from agentwatch.runtime.events import read_sse
+from agentwatch.runtime.model import ModelBehavior
+from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.server import create_app
 from agentwatch.runtime.settings import RuntimeSettings
+from agentwatch.runtime.tools import ToolRegistry
 from agentwatch.telemetry import Telemetry
 
 pytestmark = pytest.mark.integration
@@ -33,6 +43,7 @@ async def test_post_run_answers(client: TestClient) -> None:
     assert body["tool_calls"][0]["name"] == "calculator"
     assert body["usage"]["total_tokens"] > 0
     assert len(body["trace_id"]) == 32
+    assert body["sampled"] is True
 
 
 async def test_traceparent_continues_the_callers_trace(
@@ -151,3 +162,183 @@ async def test_http_metrics_use_route_templates(
     text = await (await client.get("/metrics")).text()
     assert "secret-path" not in text
     assert "hi" not in {line.split("{")[0] for line in text.splitlines()}
+
+
+async def test_a_given_runtime_that_is_not_started_is_started_and_stopped_with_the_app(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], telemetry: Telemetry
+) -> None:
+    runtime = AgentRuntime(RuntimeSettings(), telemetry)
+    server = await aiohttp_server(create_app(RuntimeSettings(), telemetry, runtime=runtime))
+    async with TestClient(server) as client:
+        assert (await client.get("/readyz")).status == 200
+        response = await client.post("/v1/runs", json={"input": "what is 2 + 2"})
+        assert response.status == 200, await response.text()
+        assert runtime.started
+    await server.close()  # the app's cleanup stops what the app started
+    assert not runtime.started
+    assert runtime.model_server is None
+
+
+async def test_a_given_runtime_already_started_stays_its_owners(
+    aiohttp_client: Client, telemetry: Telemetry
+) -> None:
+    async with AgentRuntime(RuntimeSettings(), telemetry) as runtime:
+        client = await aiohttp_client(create_app(RuntimeSettings(), telemetry, runtime=runtime))
+        assert (await client.post("/v1/runs", json={"input": "hi"})).status == 200
+        await client.close()
+        assert runtime.started  # not the app's to stop
+        assert (await runtime.agent.arun("hi")).output
+
+
+async def _stream_error(client: TestClient, query: str) -> tuple[str, dict[str, Any]]:
+    response = await client.post("/v1/runs", json={"input": query, "stream": True})
+    events = [e async for e in read_sse(response.content)]
+    return events[-1]
+
+
+async def test_run_limits_have_their_own_codes_in_json_and_sse(
+    aiohttp_client: Client, telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    """The step limit is 508 step_limit_exceeded (was a 500 internal_error); the run's
+    own deadline is 504 run_timeout."""
+    async with AgentRuntime(RuntimeSettings(), telemetry) as runtime:
+        runtime.agent.max_steps = 2  # model, tools: no step left for the answer
+        client = await aiohttp_client(create_app(RuntimeSettings(), telemetry, runtime=runtime))
+        response = await client.post("/v1/runs", json={"input": "what is 2 + 2"})
+        assert response.status == 508
+        body = await response.json()
+        assert body["error"]["type"] == "step_limit_exceeded"
+        assert "2 steps" in body["error"]["message"]
+        kind, data = await _stream_error(client, "what is 2 + 2")
+        assert (kind, data["type"]) == ("error", "step_limit_exceeded")
+        await client.close()
+    slow = replace(RuntimeSettings(), run_timeout=0.3, builtin_latency=5.0)
+    async with AgentRuntime(slow, telemetry) as runtime:
+        client = await aiohttp_client(create_app(slow, telemetry, runtime=runtime))
+        response = await client.post("/v1/runs", json={"input": "hello"})
+        assert response.status == 504
+        assert (await response.json())["error"] == {
+            "type": "run_timeout",
+            "message": "the run took longer than 0.3 s",
+        }
+        kind, data = await _stream_error(client, "hello")
+        assert (kind, data["type"]) == ("error", "run_timeout")
+        await client.close()
+    assert (
+        registry.get_sample_value(
+            "http_server_request_duration_seconds_count",
+            {
+                "http_request_method": "POST",
+                "http_route": "/v1/runs",
+                "http_response_status_code": "500",
+            },
+        )
+        is None
+    )
+
+
+async def test_a_timeout_inside_the_run_is_upstream_timeout_not_run_timeout(
+    aiohttp_client: Client, telemetry: Telemetry
+) -> None:
+    from tests.integration.test_agent import OwnDeadlineChat
+
+    async with AgentRuntime(RuntimeSettings(), telemetry) as runtime:
+        assert runtime.model_server is not None
+        runtime.model_server.configure(ModelBehavior(latency=5.0, time_to_first_token=5.0))
+        model = await asyncio.to_thread(
+            OwnDeadlineChat,
+            model="agentwatch-builtin",
+            base_url=runtime.model_server.base_url,
+            api_key=SecretStr("x"),
+            max_retries=0,
+            telemetry=telemetry,
+            provider_name="agentwatch",
+        )
+        # The service, serving an agent on a user's model that has its own deadline.
+        runtime._agent = Agent(
+            model, ToolRegistry(), telemetry=telemetry, model_name="agentwatch-builtin"
+        )
+        client = await aiohttp_client(create_app(RuntimeSettings(), telemetry, runtime=runtime))
+        response = await client.post("/v1/runs", json={"input": "hello"})
+        assert response.status == 504
+        assert (await response.json())["error"]["type"] == "upstream_timeout"
+        kind, data = await _stream_error(client, "hello")
+        assert (kind, data["type"]) == ("error", "upstream_timeout")
+        await client.close()
+
+
+def _http_count(registry: CollectorRegistry, status: str) -> float:
+    value = registry.get_sample_value(
+        "http_server_request_duration_seconds_count",
+        {
+            "http_request_method": "POST",
+            "http_route": "/v1/runs",
+            "http_response_status_code": status,
+        },
+    )
+    return value or 0.0
+
+
+async def test_aborted_json_runs_are_499_and_cancelled_never_500(
+    aiohttp_client: Client,
+    telemetry: Telemetry,
+    registry: CollectorRegistry,
+    exporter: InMemorySpanExporter,
+) -> None:
+    slow = replace(RuntimeSettings(), builtin_latency=10.0)
+    async with AgentRuntime(slow, telemetry) as runtime:
+        client = await aiohttp_client(create_app(slow, telemetry, runtime=runtime))
+        assert runtime.model_server is not None
+        aborted = 3
+        for n in range(1, aborted + 1):
+            _, writer = await asyncio.open_connection(client.host, client.port)
+            body = b'{"input": "hello"}'
+            writer.write(
+                b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+            for _ in range(1000):  # bounded: until the run's model request is in flight
+                if runtime.model_server.requests >= n:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()  # the client goes away mid-run
+            await writer.wait_closed()
+        for _ in range(1000):  # bounded: until every aborted request is recorded
+            if _http_count(registry, "499") == aborted:
+                break
+            await asyncio.sleep(0.01)
+        await client.close()
+    assert _http_count(registry, "499") == aborted
+    assert _http_count(registry, "500") == 0
+    agents = [s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent")]
+    assert len(agents) == aborted
+    assert all((s.attributes or {})["agentwatch.outcome"] == "cancelled" for s in agents)
+    assert (
+        registry.get_sample_value(
+            "gen_ai_invoke_agent_duration_seconds_count",
+            {
+                "gen_ai_agent_name": "research_agent",
+                "gen_ai_request_model": "agentwatch-builtin",
+                "error_type": "cancelled",
+            },
+        )
+        == aborted
+    )
+
+
+async def test_a_run_that_was_not_sampled_returns_no_trace_id(
+    aiohttp_client: Client, exporter: InMemorySpanExporter
+) -> None:
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = Telemetry(tracer_provider=provider, registry=CollectorRegistry())
+    client = await aiohttp_client(create_app(RuntimeSettings(), telemetry))
+    body = await (await client.post("/v1/runs", json={"input": "what is 2 + 2"})).json()
+    assert "4" in body["output"]
+    assert (body["trace_id"], body["sampled"]) == ("", False)
+    response = await client.post("/v1/runs", json={"input": "hello", "stream": True})
+    kind, result = [e async for e in read_sse(response.content)][-1]
+    assert (kind, result["trace_id"], result["sampled"]) == ("result", "", False)
+    assert exporter.get_finished_spans() == ()  # indeed, no backend has it
+    provider.shutdown()

@@ -6,17 +6,21 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
+import aiohttp
 import pytest
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
+from langchain_core.messages import HumanMessage
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from agentwatch.runtime.events import read_sse
-from agentwatch.runtime.model import ModelBehavior
-from agentwatch.runtime.runtime import AgentRuntime
+from agentwatch.runtime.model import BuiltinModelServer, ModelBehavior
+from agentwatch.runtime.retry import RetryPolicy
+from agentwatch.runtime.runtime import AgentRuntime, build_chat_model
 from agentwatch.runtime.server import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
@@ -169,3 +173,93 @@ async def test_a_failing_model_ends_the_stream_with_an_error_event(
     assert kind == "error"
     assert data["type"] == "model_error"
     assert "Traceback" not in json.dumps(data)
+
+
+def _http_count(registry: CollectorRegistry, status: str) -> float:
+    value = registry.get_sample_value(
+        "http_server_request_duration_seconds_count",
+        {
+            "http_request_method": "POST",
+            "http_route": "/v1/runs",
+            "http_response_status_code": status,
+        },
+    )
+    return value or 0.0
+
+
+@pytest.mark.parametrize("handler_cancellation", [True, False])
+async def test_dropped_streams_are_499_and_cancelled_never_500(
+    telemetry: Telemetry,
+    registry: CollectorRegistry,
+    exporter: InMemorySpanExporter,
+    handler_cancellation: bool,
+) -> None:
+    """A client that drops its stream is recorded as 499 whether aiohttp cancels the
+    handler (as `agentwatch serve` asks) or the next write fails; the run as cancelled."""
+    slow = ModelBehavior(tokens_per_second=20)  # ~2 s for the whole answer
+    dropped = 3
+    async with AgentRuntime(RuntimeSettings(), telemetry, model_behavior=slow) as runtime:
+        app = create_app(RuntimeSettings(), telemetry, runtime=runtime)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=handler_cancellation)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/runs"
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(dropped):
+                    response = await session.post(url, json={"input": "hello", "stream": True})
+                    async for kind, _ in sse_events(response):
+                        if kind == "text":
+                            break
+                    response.close()  # the client goes away mid-stream
+            for _ in range(1000):  # bounded: until every dropped stream is recorded
+                if _http_count(registry, "499") == dropped:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await runner.cleanup()
+    assert _http_count(registry, "499") == dropped
+    assert _http_count(registry, "500") == 0
+    assert _http_count(registry, "200") == 0
+    agents = [s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent")]
+    assert len(agents) == dropped
+    assert all((s.attributes or {})["agentwatch.outcome"] == "cancelled" for s in agents)
+
+
+async def test_a_chat_stream_closed_early_ends_its_span_at_once_as_cancelled(
+    telemetry: Telemetry, registry: CollectorRegistry, exporter: InMemorySpanExporter
+) -> None:
+    slow = ModelBehavior(tokens_per_second=20)
+    async with BuiltinModelServer(slow) as server:
+        settings = RuntimeSettings()
+        model = await asyncio.to_thread(
+            build_chat_model, settings, telemetry, server.base_url, RetryPolicy()
+        )
+        # The boundary LangChain itself streams through: closing it ends the span now,
+        # not when the garbage collector finalises the generators inside.
+        chunks = model._astream([HumanMessage("hello")])
+        async with aclosing(chunks):
+            for _ in range(3):
+                await anext(chunks)
+        (chat,) = exporter.get_finished_spans()
+        assert chat.name == "chat agentwatch-builtin"
+        assert (chat.attributes or {})["agentwatch.outcome"] == "cancelled"
+
+        # And through the public API: a consumer that stops reading `astream` early.
+        stream = model.astream("hello")
+        async with aclosing(stream):
+            await anext(stream)
+        for _ in range(100):  # bounded: LangChain leaves the inner stream to finalise
+            if len(exporter.get_finished_spans()) == 2:
+                break
+            await asyncio.sleep(0.01)
+        second = exporter.get_finished_spans()[1]
+        assert (second.attributes or {})["agentwatch.outcome"] == "cancelled"
+    labels = {
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": "agentwatch",
+        "gen_ai_request_model": "agentwatch-builtin",
+    }
+    name = "gen_ai_client_operation_duration_seconds_count"
+    assert registry.get_sample_value(name, {**labels, "error_type": "cancelled"}) == 2
+    assert registry.get_sample_value(name, {**labels, "error_type": ""}) is None

@@ -129,3 +129,74 @@ def test_standalone_metrics_server_serves_real_http(telemetry: Telemetry) -> Non
             assert response.status == 200
     finally:
         server.stop()
+
+
+async def test_client_disconnects_are_recorded_as_499_never_500(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    """A client that goes away before its answer: the handler cancelled (aiohttp's
+    handler_cancellation), a write that fails, or an answer returned to nobody."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    seen: list[web.Request] = []
+
+    async def waits(request: web.Request) -> web.Response:
+        seen.append(request)
+        started.set()
+        await release.wait()  # cancelled, or released once the client is gone
+        return web.json_response({"ok": True})
+
+    async def streams(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        started.set()
+        try:
+            for _ in range(3000):  # bounded: ~30 s at most
+                await response.write(b"data: tick\n\n")
+                await asyncio.sleep(0.01)
+        except ConnectionResetError:
+            return response  # the client went away
+        await response.write_eof()
+        return response
+
+    def n(route: str, status: str) -> float:
+        value = registry.get_sample_value(
+            "http_server_request_duration_seconds_count",
+            {
+                "http_request_method": "GET",
+                "http_route": route,
+                "http_response_status_code": status,
+            },
+        )
+        return value or 0.0
+
+    for cancellation in (True, False):
+        app = web.Application(middlewares=[http_metrics_middleware(telemetry)])
+        app.router.add_get("/wait", waits)
+        app.router.add_get("/stream", streams)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=cancellation)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        try:
+            for path in ("/wait", "/stream"):
+                started.clear()
+                release.clear()
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                await asyncio.wait_for(started.wait(), timeout=30)
+                writer.close()  # the client goes away
+                await writer.wait_closed()
+                for _ in range(1000):  # bounded: until the server has seen it
+                    if n(path, "499") == (1 if cancellation else 2):
+                        break
+                    if path == "/wait" and seen[-1].transport is None:
+                        release.set()  # the connection is lost: the handler answers nobody
+                    await asyncio.sleep(0.01)
+        finally:
+            await runner.cleanup()
+    for path in ("/wait", "/stream"):
+        assert n(path, "499") == 2, path
+        assert n(path, "500") == 0, path
+        assert n(path, "200") == 0, path
