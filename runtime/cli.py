@@ -1,15 +1,29 @@
-"""The ``agentwatch`` command line: ``demo | serve | run | report | model``."""
+"""The ``agentwatch`` command line: ``demo | serve | run | batch | report | model``.
+
+A user's ordinary mistake (a port in use, a bad flag value, a model that cannot be
+reached) is one line on stderr naming the problem and the flag or variable they used,
+and a documented exit code (``EXIT_CODES``); only a bug prints a traceback, and only
+with ``AGENTWATCH_DEBUG=1``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
+import math
+import os
+import socket
 import sys
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
+import traceback
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from contextlib import aclosing, contextmanager
+from importlib import metadata
 from pathlib import Path
+from typing import Final, NoReturn
 
+import openai
 from aiohttp import web
 
 from agentwatch.telemetry import (
@@ -22,11 +36,55 @@ from agentwatch.telemetry import (
 )
 
 from . import demo
+from .agent import AgentRunError, RunTimeoutError
 from .events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from .model import ModelBehavior, create_model_app
 from .runtime import AgentRuntime
 from .server import create_app
-from .settings import RuntimeSettings
+from .settings import (
+    AGENTWATCH_HOST,
+    AGENTWATCH_PORT,
+    AGENTWATCH_RUN_TIMEOUT,
+    OPENAI_API_KEY,
+    OPENAI_BASE_URL,
+    RuntimeSettings,
+)
+
+# Exit codes: documented in `agentwatch --help` (EXIT_CODES) and the README.
+EXIT_OK: Final = 0
+EXIT_UNEXPECTED: Final = 1  # a bug: one line, the traceback with AGENTWATCH_DEBUG=1
+EXIT_USAGE: Final = 2  # a flag, a variable or an input file the command cannot use
+# 3 (stopped early), 4 (tasks failed) and 7 (--out unusable) are the batch's own, defined
+# with it in batch/cli.py (EXIT_STOPPED, EXIT_TASKS_FAILED, EXIT_RESULTS_FILE).
+EXIT_CANNOT_LISTEN: Final = 5  # serve, model, demo: address in use, not permitted, unknown
+EXIT_MODEL_FAILED: Final = 6  # run: the model unreachable or refusing, or the run's limit hit
+EXIT_INTERRUPTED: Final = 130  # Ctrl-C
+
+EXIT_CODES: Final = """\
+exit codes:
+  0    success
+  1    unexpected error (a bug); AGENTWATCH_DEBUG=1 prints the traceback
+  2    bad usage or configuration: a flag, an environment variable, an input file
+  3    batch stopped early (SIGINT/SIGTERM); run the same command again to resume
+  4    batch finished, but some tasks failed or timed out
+  5    serve/model/demo cannot listen: address in use, not permitted, or unknown host
+  6    run: the model could not be reached or refused, or the run hit its time or
+       step limit
+  7    batch: --out cannot be used (not a regular file, in use by another batch, or
+       a write failed)
+  130  interrupted (Ctrl-C)
+"""
+
+AGENTWATCH_DEBUG: Final = "AGENTWATCH_DEBUG"
+_BIND_ERRNOS: Final = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL})
+
+
+class CliError(AgentwatchError):
+    """An ordinary mistake or condition, told in one line with its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -45,17 +103,47 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    return asyncio.run(demo.main(demo.setup(), port=args.port))
+    with _listening("127.0.0.1", args.port, host_from="", port_from=f"--port {args.port}"):
+        return asyncio.run(demo.main(demo.setup(), port=args.port))
 
 
 def _settings(args: argparse.Namespace) -> RuntimeSettings:
-    settings = RuntimeSettings.from_env()
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    if not overrides:
-        return settings
-    from dataclasses import replace
+    """The environment's settings with the flags the user gave on top; an invalid value
+    is reported under the name the user typed (``--port``, or ``AGENTWATCH_PORT``)."""
+    flags = {"host": ("--host", args.host), "port": ("--port", args.port)}
+    given = {name: value for name, (_, value) in flags.items() if value is not None}
+    sources = {name: flag for name, (flag, value) in flags.items() if value is not None}
+    return RuntimeSettings.from_env(overrides=given, sources=sources)
 
-    return replace(settings, **overrides)
+
+def _origin(flag: str, flag_value: object, variable: str | None) -> str:
+    """Where a value came from, as the user would recognise it."""
+    if flag_value is not None:
+        return f"{flag} {flag_value}"
+    if variable and os.environ.get(variable, "").strip():
+        return f"{variable}={os.environ[variable].strip()}"
+    return f"the default; choose another with {flag}"
+
+
+@contextmanager
+def _listening(host: str, port: int, *, host_from: str, port_from: str) -> Iterator[None]:
+    """Turn a failure to bind ``host:port`` into one line naming the flag to change."""
+    try:
+        yield
+    except socket.gaierror as exc:
+        raise CliError(
+            f"cannot listen on {host!r} ({host_from}): {exc.strerror or exc}", EXIT_CANNOT_LISTEN
+        ) from exc
+    except OSError as exc:
+        if exc.errno not in _BIND_ERRNOS:
+            raise
+        origin = host_from if exc.errno == errno.EADDRNOTAVAIL and host_from else port_from
+        reason = os.strerror(exc.errno).lower()
+        raise CliError(
+            f"cannot listen on {host}:{port} ({origin}): {reason}", EXIT_CANNOT_LISTEN
+        ) from exc
+    except OverflowError as exc:  # a port outside 0-65535 that got past the parser
+        raise CliError(f"cannot listen on port {port} ({port_from}): {exc}", EXIT_USAGE) from exc
 
 
 async def _freeze_startup_objects(app: web.Application) -> None:
@@ -71,19 +159,25 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     telemetry = setup_telemetry()
     model = "the builtin model" if settings.uses_builtin_model else settings.model
-    print(f"agentwatch serving on http://{settings.host}:{settings.port} with {model}")
+    serving = f"agentwatch serving on http://{settings.host}:{settings.port} with {model}"
     app = create_app(settings, telemetry)
     app.on_startup.append(_freeze_startup_objects)
     try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            print=None,
-            access_log=None,
-            handler_cancellation=True,  # a client that goes away cancels its run
-            shutdown_timeout=10.0,  # SIGTERM: in-flight runs get this long, then are cancelled
-        )
+        with _listening(
+            settings.host,
+            settings.port,
+            host_from=_origin("--host", args.host, AGENTWATCH_HOST),
+            port_from=_origin("--port", args.port, AGENTWATCH_PORT),
+        ):
+            web.run_app(
+                app,
+                host=settings.host,
+                port=settings.port,
+                print=lambda _: print(serving, flush=True),  # once it listens
+                access_log=None,
+                handler_cancellation=True,  # a client that goes away cancels its run
+                shutdown_timeout=10.0,  # SIGTERM: in-flight runs get this long, then cancelled
+            )
     finally:
         telemetry.shutdown()  # AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT
     return 0
@@ -170,30 +264,129 @@ def _model(args: argparse.Namespace) -> int:
         fail_status=args.fail_status,
         seed=args.seed,
     )
-    print(f"builtin model on http://{args.host}:{args.port}/v1")
-    web.run_app(
-        create_model_app(behavior), host=args.host, port=args.port, print=None, access_log=None
-    )
+    host = "127.0.0.1" if args.host is None else args.host
+    port = MODEL_PORT if args.port is None else args.port
+    listening = f"builtin model on http://{host}:{port}/v1"
+    with _listening(
+        host,
+        port,
+        host_from=_origin("--host", args.host, None),
+        port_from=_origin("--port", args.port, None),
+    ):
+        web.run_app(
+            create_model_app(behavior),
+            host=host,
+            port=port,
+            print=lambda _: print(listening, flush=True),  # once it listens
+            access_log=None,
+        )
     return 0
 
 
+MODEL_PORT: Final = 8081
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose bad-value errors are one line naming the flag:
+    ``agentwatch serve: --port must be 0-65535, got 99999``."""
+
+    def error(self, message: str) -> NoReturn:
+        name, sep, problem = message.removeprefix("argument ").partition(": ")
+        if message.startswith("argument ") and sep and problem.startswith("must "):
+            self.exit(EXIT_USAGE, f"{self.prog}: {name} {problem}\n")
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind: Callable[[str], float], text: str, what: str) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(_number(int, text, "a port number 0-65535"))
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(_number(int, text, "a whole number"))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(float, text, "a number")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value:g}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(float, text, "a number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value:g}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(float, text, "a number")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value:g}")
+    return value
+
+
+def _error_status(text: str) -> int:
+    value = int(_number(int, text, "an HTTP status"))
+    if not 400 <= value <= 599:
+        raise argparse.ArgumentTypeError(f"must be an HTTP error status 400-599, got {value}")
+    return value
+
+
+def _whole(text: str) -> int:
+    return int(_number(int, text, "a whole number"))
+
+
+def _version() -> str:
+    try:
+        return metadata.version("agentwatch")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="agentwatch", description="An async agent runtime with observability built in."
+    parser = _Parser(
+        prog="agentwatch",
+        description="An async agent runtime with observability built in. "
+        "`agentwatch COMMAND --help` lists a command's options.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--version", action="version", version=f"agentwatch {_version()}", help="print the version"
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="one of:"
+    )
 
     demo_cmd = commands.add_parser("demo", help="run the demo workload and print the report")
-    demo_cmd.add_argument("--port", type=int, default=0, help="service port (0: any free one)")
+    demo_cmd.add_argument("--port", type=_port, default=0, help="service port (0: any free one)")
     demo_cmd.set_defaults(func=_demo)
 
     serve = commands.add_parser("serve", help="serve /v1/runs and /metrics")
     serve.add_argument("--host", help="bind address (default 127.0.0.1, or AGENTWATCH_HOST)")
-    serve.add_argument("--port", type=int, help="port (default 8080, or AGENTWATCH_PORT)")
+    serve.add_argument("--port", type=_port, help="port (default 8080, or AGENTWATCH_PORT)")
     serve.set_defaults(func=_serve)
 
     run = commands.add_parser("run", help="run one query and print the answer and trace id")
-    run.add_argument("query")
+    run.add_argument("query", help="the question for the agent, in quotes")
     run.add_argument("--stream", action="store_true", help="print the answer as it arrives")
     run.set_defaults(func=_run)
 
@@ -206,32 +399,137 @@ def build_parser() -> argparse.ArgumentParser:
     batch.set_defaults(func=_batch)
 
     report = commands.add_parser("report", help="print the performance report of a /metrics URL")
-    report.add_argument("--url", default="http://127.0.0.1:8080/metrics")
-    report.add_argument("--timeout", type=float, default=10.0)
+    report.add_argument(
+        "--url",
+        default="http://127.0.0.1:8080/metrics",
+        help="the /metrics page to read (default %(default)s)",
+    )
+    report.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        help="seconds to wait for it (default %(default)s)",
+    )
     report.set_defaults(func=_report)
 
     model = commands.add_parser("model", help="run the builtin OpenAI-compatible model alone")
-    model.add_argument("--host", default="127.0.0.1")
-    model.add_argument("--port", type=int, default=8081)
-    model.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
-    model.add_argument("--ttft", type=float, default=0.0, help="seconds to first streamed token")
-    model.add_argument("--tokens-per-second", type=float, default=0.0)
-    model.add_argument("--error-rate", type=float, default=0.0)
-    model.add_argument("--fail-status", type=int, default=429)
-    model.add_argument("--seed", type=int, default=0)
+    model.add_argument("--host", help="bind address (default 127.0.0.1)")
+    model.add_argument("--port", type=_port, help=f"port (default {MODEL_PORT})")
+    model.add_argument(
+        "--latency", type=_non_negative_float, default=0.0, help="seconds per answer"
+    )
+    model.add_argument(
+        "--ttft", type=_non_negative_float, default=0.0, help="seconds to first streamed token"
+    )
+    model.add_argument(
+        "--tokens-per-second",
+        type=_non_negative_float,
+        default=0.0,
+        help="streaming pace after the first token (0: as fast as possible)",
+    )
+    model.add_argument(
+        "--error-rate",
+        type=_fraction,
+        default=0.0,
+        help="share of requests that fail with --fail-status, 0-1 (default 0)",
+    )
+    model.add_argument(
+        "--fail-status",
+        type=_error_status,
+        default=429,
+        help="HTTP status of injected failures: 429 (with Retry-After) or a 5xx "
+        "(default %(default)s)",
+    )
+    model.add_argument(
+        "--seed", type=_whole, default=0, help="seed of the fault injection, for repeatable runs"
+    )
     model.set_defaults(func=_model)
     return parser
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "(no message)"
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost explanation of a wrapped error ("All connection attempts failed")."""
+    message = str(exc)
+    seen = 0
+    cause = exc.__cause__
+    while cause is not None and seen < 10:  # bounded: cause chains are short
+        message = str(cause) or message
+        cause, seen = cause.__cause__, seen + 1
+    return _one_line(message)
+
+
+def _server_message(body: object) -> str:
+    """The message of an OpenAI-style error body: ``{"error": {"message": ...}}``."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, dict) else inner
+        if isinstance(message, str):
+            return message
+    return ""
+
+
+def _model_error(exc: openai.APIError) -> str:
+    """What went wrong talking to the model, naming the variable that chose it."""
+    if os.environ.get(OPENAI_BASE_URL, "").strip():
+        where = f"{os.environ[OPENAI_BASE_URL].strip()} ({OPENAI_BASE_URL})"
+    elif os.environ.get(OPENAI_API_KEY, "").strip():
+        where = f"the OpenAI API ({OPENAI_API_KEY} is set, {OPENAI_BASE_URL} is not)"
+    else:
+        where = "the builtin model"
+    # the retry's note: "agentwatch: gave up after 4 attempts in 2.1 s"
+    notes = [n.removeprefix("agentwatch: ") for n in getattr(exc, "__notes__", ()) or ()]
+    tried = "".join(f"; {note}" for note in notes if note.startswith("gave up"))
+    if isinstance(exc, openai.APITimeoutError):
+        return f"the model at {where} did not answer in time{tried}"
+    if isinstance(exc, openai.APIConnectionError):
+        return f"cannot reach the model at {where}: {_root_cause(exc)}{tried}"
+    if isinstance(exc, openai.APIStatusError):
+        hint = {401: f"; check {OPENAI_API_KEY}", 403: f"; check {OPENAI_API_KEY}"}
+        hint[404] = "; check AGENTWATCH_MODEL and the URL"
+        said = _one_line(_server_message(exc.body) or exc.message).rstrip(".")
+        return (
+            f"the model at {where} answered HTTP {exc.status_code}: "
+            f"{said}{hint.get(exc.status_code, '')}"
+        )
+    return f"the model at {where} failed: {_one_line(str(exc))}"
+
+
+def _explain(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the one line for an exception that ended a command."""
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _explain(exc.exceptions[0])
+    if isinstance(exc, CliError):
+        return exc.code, str(exc)
+    if isinstance(exc, openai.APIError):
+        return EXIT_MODEL_FAILED, _model_error(exc)
+    if isinstance(exc, RunTimeoutError):
+        return EXIT_MODEL_FAILED, f"{exc} (the limit is {AGENTWATCH_RUN_TIMEOUT})"
+    if isinstance(exc, AgentRunError):  # the step limit (StepLimitError) and the like
+        return EXIT_MODEL_FAILED, str(exc)
+    if isinstance(exc, AgentwatchError | ValueError):  # settings, input, configuration
+        return EXIT_USAGE, str(exc)
+    return EXIT_UNEXPECTED, f"unexpected error: {type(exc).__name__}: {exc}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except (AgentwatchError, ValueError) as exc:
-        print(f"agentwatch: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the guard: one line each, a traceback only when asked
+        code, message = _explain(exc)
+        debug = os.environ.get(AGENTWATCH_DEBUG, "").strip() not in ("", "0")
+        if debug:
+            traceback.print_exc()
+        elif code == EXIT_UNEXPECTED:
+            message += f"; rerun with {AGENTWATCH_DEBUG}=1 for the traceback"
+        print(f"agentwatch {args.command}: {_one_line(message)}", file=sys.stderr)
+        return code
     return code
 
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final
 
 from agentwatch.telemetry import ConfigurationError
 
@@ -24,6 +24,9 @@ AGENTWATCH_RUN_TIMEOUT: Final = "AGENTWATCH_RUN_TIMEOUT"
 AGENTWATCH_MODEL_TIMEOUT: Final = "AGENTWATCH_MODEL_TIMEOUT"
 AGENTWATCH_BUILTIN_LATENCY: Final = "AGENTWATCH_BUILTIN_LATENCY"
 AGENTWATCH_MAX_CONCURRENT_RUNS: Final = "AGENTWATCH_MAX_CONCURRENT_RUNS"
+AGENTWATCH_MAX_RUNNING_BATCHES: Final = "AGENTWATCH_MAX_RUNNING_BATCHES"
+AGENTWATCH_MAX_BATCH_QUEUED_TASKS: Final = "AGENTWATCH_MAX_BATCH_QUEUED_TASKS"
+AGENTWATCH_MAX_BATCH_KEPT_TASKS: Final = "AGENTWATCH_MAX_BATCH_KEPT_TASKS"
 
 DEFAULT_OPENAI_MODEL: Final = "gpt-4o-mini"
 
@@ -46,20 +49,35 @@ class RuntimeSettings:
     max_concurrent_runs: int = 64  # admission: more runs wait for a slot (0: no limit)
     max_input_chars: int = 32_000
     max_body_bytes: int = 1024 * 1024
+    # /v1/batches, per process: a batch past either of the first two gets 429 + Retry-After
+    max_running_batches: int = 8
+    max_batch_queued_tasks: int = 20_000  # tasks not yet finished, all running batches
+    max_batch_kept_tasks: int = 50_000  # tasks of finished batches kept to be read
 
     def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem is not None:
+            field_name, text = problem
+            raise SettingError(field_name, text, field_name)
+
+    def problem(self) -> tuple[str, str] | None:
+        """The first invalid field and what is wrong with it (None: all valid)."""
         if not 0 <= self.port <= 65535:
-            raise ConfigurationError(f"{AGENTWATCH_PORT}={self.port} is not a TCP port")
+            return "port", f"must be 0-65535, got {self.port}"
         if not self.run_timeout > 0:
-            raise ConfigurationError(f"{AGENTWATCH_RUN_TIMEOUT} must be positive")
+            return "run_timeout", f"must be positive, got {self.run_timeout:g}"
         if self.max_concurrent_runs < 0:
-            raise ConfigurationError(f"{AGENTWATCH_MAX_CONCURRENT_RUNS} must not be negative")
+            return "max_concurrent_runs", f"must not be negative, got {self.max_concurrent_runs}"
+        for name in ("max_running_batches", "max_batch_queued_tasks", "max_batch_kept_tasks"):
+            if getattr(self, name) < 1:
+                return name, f"must be at least 1, got {getattr(self, name)}"
         if self.builtin_latency < 0:
-            raise ConfigurationError(f"{AGENTWATCH_BUILTIN_LATENCY} must not be negative")
+            return "builtin_latency", f"must not be negative, got {self.builtin_latency:g}"
         if not self.model_timeout > 0:
-            raise ConfigurationError(f"{AGENTWATCH_MODEL_TIMEOUT} must be positive")
+            return "model_timeout", f"must be positive, got {self.model_timeout:g}"
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"{OPENAI_BASE_URL}={self.base_url!r} is not an http(s) URL")
+            return "base_url", f"must be an http(s) URL, got {self.base_url!r}"
+        return None
 
     @property
     def uses_builtin_model(self) -> bool:
@@ -73,35 +91,74 @@ class RuntimeSettings:
         return "openai"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RuntimeSettings:
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        sources: Mapping[str, str] | None = None,
+    ) -> RuntimeSettings:
+        """Settings from ``env`` (default ``os.environ``), then ``overrides`` (field: value,
+        e.g. from command-line flags; an overridden variable is not even parsed).
+
+        An invalid value is a ``SettingError`` naming what the user wrote: the
+        ``sources`` name of an overridden field (``--port``), else the variable.
+        """
         e = os.environ if env is None else env
+        given = dict(overrides or {})
+        named: dict[str, str] = {}
+        values: dict[str, Any] = {}
         api_key = e.get(OPENAI_API_KEY) or None
-        model = e.get(AGENTWATCH_MODEL) or (DEFAULT_OPENAI_MODEL if api_key else DEFAULT_MODEL)
         corpus = e.get(AGENTWATCH_CORPUS_DIR)
-        return cls(
-            api_key=api_key,
-            base_url=e.get(OPENAI_BASE_URL) or None,
-            model=model,
-            host=e.get(AGENTWATCH_HOST) or "127.0.0.1",
-            port=_number(e, AGENTWATCH_PORT, 8080, int),
-            api_token=e.get(AGENTWATCH_API_TOKEN) or None,
-            metrics_token=e.get(AGENTWATCH_METRICS_TOKEN) or None,
-            corpus_dir=Path(corpus) if corpus else None,
-            run_timeout=_number(e, AGENTWATCH_RUN_TIMEOUT, 120.0, float),
-            model_timeout=_number(e, AGENTWATCH_MODEL_TIMEOUT, 60.0, float),
-            builtin_latency=_number(e, AGENTWATCH_BUILTIN_LATENCY, 0.0, float),
-            max_concurrent_runs=_number(e, AGENTWATCH_MAX_CONCURRENT_RUNS, 64, int),
-        )
+        for field_name, key, raw in (
+            ("base_url", OPENAI_BASE_URL, e.get(OPENAI_BASE_URL) or None),
+            ("model", AGENTWATCH_MODEL, e.get(AGENTWATCH_MODEL) or None),
+            ("host", AGENTWATCH_HOST, e.get(AGENTWATCH_HOST) or None),
+            ("api_token", AGENTWATCH_API_TOKEN, e.get(AGENTWATCH_API_TOKEN) or None),
+            ("metrics_token", AGENTWATCH_METRICS_TOKEN, e.get(AGENTWATCH_METRICS_TOKEN) or None),
+            ("corpus_dir", AGENTWATCH_CORPUS_DIR, Path(corpus) if corpus else None),
+        ):
+            if raw is not None:
+                values[field_name], named[field_name] = raw, key
+        for field_name, key, kind in _NUMBERS:
+            if field_name not in given and e.get(key, "").strip():
+                values[field_name], named[field_name] = _number(e, key, field_name, kind), key
+        values.setdefault("model", DEFAULT_OPENAI_MODEL if api_key else DEFAULT_MODEL)
+        values.update(given)
+        named.update(sources or {})
+        try:
+            return cls(api_key=api_key, **values)
+        except SettingError as exc:
+            raise SettingError(named.get(exc.field, exc.field), exc.problem, exc.field) from None
 
 
-N = TypeVar("N", int, float)
+class SettingError(ConfigurationError):
+    """A setting cannot take the value it was given. The message names it as the user
+    wrote it (``--port``, ``AGENTWATCH_PORT``, or the field); ``field`` is the field."""
+
+    def __init__(self, name: str, problem: str, field_name: str) -> None:
+        super().__init__(f"{name} {problem}")
+        self.name = name
+        self.problem = problem
+        self.field = field_name
 
 
-def _number(env: Mapping[str, str], key: str, default: N, kind: type[N]) -> N:
+_NUMBERS: Final[tuple[tuple[str, str, type[int] | type[float]], ...]] = (
+    ("port", AGENTWATCH_PORT, int),
+    ("run_timeout", AGENTWATCH_RUN_TIMEOUT, float),
+    ("model_timeout", AGENTWATCH_MODEL_TIMEOUT, float),
+    ("builtin_latency", AGENTWATCH_BUILTIN_LATENCY, float),
+    ("max_concurrent_runs", AGENTWATCH_MAX_CONCURRENT_RUNS, int),
+    ("max_running_batches", AGENTWATCH_MAX_RUNNING_BATCHES, int),
+    ("max_batch_queued_tasks", AGENTWATCH_MAX_BATCH_QUEUED_TASKS, int),
+    ("max_batch_kept_tasks", AGENTWATCH_MAX_BATCH_KEPT_TASKS, int),
+)
+
+
+def _number(env: Mapping[str, str], key: str, field_name: str, kind: type[float]) -> float:
     raw = env.get(key, "").strip()
-    if not raw:
-        return default
     try:
         return kind(raw)
     except ValueError:
-        raise ConfigurationError(f"{key}={raw!r} is not a {kind.__name__}") from None
+        what = "a whole number" if kind is int else "a number"
+        raise SettingError(key, f"must be {what}, got {raw!r}", field_name) from None

@@ -1,10 +1,22 @@
-"""`agentwatch report --url` against a real /metrics server on loopback."""
+"""The `agentwatch` command line: report, run, demo, and what a user's mistakes print."""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterator
+
 import pytest
 
-from agentwatch.runtime.cli import main
+from agentwatch.runtime import cli
+from agentwatch.runtime.cli import (
+    EXIT_CANNOT_LISTEN,
+    EXIT_MODEL_FAILED,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    build_parser,
+    main,
+)
+from agentwatch.runtime.settings import RuntimeSettings, SettingError
 from agentwatch.telemetry import Telemetry, start_metrics_server
 from tests.helpers import run_cli
 
@@ -66,3 +78,145 @@ def test_demo_drives_every_scenario_and_prints_the_report() -> None:
         assert expected in text, expected
     attempts = text.split("Model call attempts:", 1)[1]
     assert "retry " in attempts
+
+
+# --- a new user's mistakes: one line naming what they typed, a documented exit code ---
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    missing = [
+        f"{p.prog} {'/'.join(a.option_strings) or a.dest}"
+        for p in _all_parsers(build_parser())
+        for a in p._actions
+        if not a.help or a.help == argparse.SUPPRESS
+    ]
+    assert missing == []
+    commands = {p.prog for p in _all_parsers(build_parser())}
+    assert {f"agentwatch {c}" for c in ("demo", "serve", "run", "batch", "report", "model")} <= (
+        commands
+    )
+
+
+def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert "exit codes:" in out
+    for code in (EXIT_USAGE, EXIT_CANNOT_LISTEN, EXIT_MODEL_FAILED, 3, 4, 7):
+        assert f"\n  {code} " in out
+
+
+def test_version_is_the_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out == f"agentwatch {version('agentwatch')}\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--port", "99999"], "agentwatch serve: --port must be 0-65535, got 99999"),
+        (
+            ["serve", "--port", "http"],
+            "agentwatch serve: --port must be a port number 0-65535, got 'http'",
+        ),
+        (["model", "--port", "70000"], "agentwatch model: --port must be 0-65535, got 70000"),
+        (["demo", "--port", "-1"], "agentwatch demo: --port must be 0-65535, got -1"),
+        (
+            ["model", "--error-rate", "1.5"],
+            "agentwatch model: --error-rate must be between 0 and 1, got 1.5",
+        ),
+        (
+            ["model", "--fail-status", "200"],
+            "agentwatch model: --fail-status must be an HTTP error status 400-599, got 200",
+        ),
+        (["model", "--latency", "-2"], "agentwatch model: --latency must not be negative, got -2"),
+        (["model", "--ttft", "nan"], "agentwatch model: --ttft must be a number, got 'nan'"),
+        (["report", "--timeout", "0"], "agentwatch report: --timeout must be positive, got 0"),
+    ],
+)
+def test_a_bad_flag_value_is_one_line_naming_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == EXIT_USAGE
+    assert capsys.readouterr().err == message + "\n"
+
+
+def test_settings_name_the_variable_the_value_came_from() -> None:
+    with pytest.raises(SettingError, match=r"^AGENTWATCH_PORT must be 0-65535, got 99999$"):
+        RuntimeSettings.from_env({"AGENTWATCH_PORT": "99999"})
+    with pytest.raises(SettingError, match=r"^AGENTWATCH_PORT must be a whole number, got 'x'$"):
+        RuntimeSettings.from_env({"AGENTWATCH_PORT": "x"})
+    with pytest.raises(SettingError, match=r"^AGENTWATCH_RUN_TIMEOUT must be positive, got 0$"):
+        RuntimeSettings.from_env({"AGENTWATCH_RUN_TIMEOUT": "0"})
+
+
+def test_settings_name_the_flag_when_the_value_came_from_one() -> None:
+    with pytest.raises(SettingError, match=r"^--port must be 0-65535, got 99999$"):
+        RuntimeSettings.from_env({}, overrides={"port": 99999}, sources={"port": "--port"})
+    # the flag wins: a bad variable it overrides is not even read
+    settings = RuntimeSettings.from_env(
+        {"AGENTWATCH_PORT": "junk"}, overrides={"port": 9000}, sources={"port": "--port"}
+    )
+    assert settings.port == 9000
+
+
+def test_settings_built_in_code_name_the_field() -> None:
+    with pytest.raises(SettingError, match=r"^port must be 0-65535, got 70000$"):
+        RuntimeSettings(port=70000)
+    with pytest.raises(SettingError, match=r"^max_concurrent_runs must not be negative"):
+        RuntimeSettings(max_concurrent_runs=-1)
+
+
+def test_a_bad_variable_is_a_usage_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AGENTWATCH_RUN_TIMEOUT", "0")
+    assert main(["run", "what is 1 + 1"]) == EXIT_USAGE
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "agentwatch run: AGENTWATCH_RUN_TIMEOUT must be positive, got 0"
+    )
+
+
+def _bug(args: argparse.Namespace) -> int:
+    raise RuntimeError("something inside broke\nacross two lines")
+
+
+def test_an_unexpected_error_is_one_line_with_the_debug_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("AGENTWATCH_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "_report", _bug)  # a bug cannot be caused from outside
+    assert main(["report"]) == EXIT_UNEXPECTED
+    assert capsys.readouterr().err == (
+        "agentwatch report: unexpected error: RuntimeError: something inside broke across two "
+        "lines; rerun with AGENTWATCH_DEBUG=1 for the traceback\n"
+    )
+
+
+def test_agentwatch_debug_prints_the_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AGENTWATCH_DEBUG", "1")
+    monkeypatch.setattr(cli, "_report", _bug)
+    assert main(["report"]) == EXIT_UNEXPECTED
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert err.endswith(
+        "agentwatch report: unexpected error: RuntimeError: something inside "
+        "broke across two lines\n"
+    )
