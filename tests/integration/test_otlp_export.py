@@ -68,5 +68,6 @@ async def test_backend_down_loses_spans_not_calls(
         or 0.0
         for reason in ("queue_full", "export_failed", "shutdown")
     }
+    # Every span is counted once under some reason; how they split between a full queue
+    # and failed exports depends on how fast this machine's export thread runs.
     assert sum(dropped.values()) == 10_000, dropped
-    assert dropped["queue_full"] > 0
