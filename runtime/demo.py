@@ -134,7 +134,7 @@ async def _batch(session: aiohttp.ClientSession, base: str, console: Console) ->
         for _ in range(1200):  # bounded: 60 s
             async with session.get(f"{base}{created['url']}") as response:
                 view = await response.json()
-            progress.update(bar, completed=len(view["results"]))
+            progress.update(bar, completed=view["done"])
             if view["state"] != "running":
                 break
             await asyncio.sleep(0.05)

@@ -92,6 +92,33 @@ SPEC: Final[dict[str, Any]] = {
                 },
             },
             "Batch": {"type": "object", "required": ["id", "state"]},
+            "BatchSummary": {
+                "type": "object",
+                "required": ["id", "state", "total", "done", "counts", "created_at"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "state": {"enum": ["running", "finished", "cancelled", "failed"]},
+                    "total": {"type": "integer"},
+                    "done": {"type": "integer", "description": "Tasks that ended."},
+                    "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "finished_at": {"type": ["string", "null"], "format": "date-time"},
+                    "results_url": {"type": "string"},
+                },
+            },
+            "BatchResults": {
+                "type": "object",
+                "required": ["id", "state", "results", "next_cursor"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "state": {"type": "string"},
+                    "results": {"type": "array", "items": {"type": "object"}},
+                    "next_cursor": {
+                        "type": ["string", "null"],
+                        "description": "Null once the batch ended and every result was given.",
+                    },
+                },
+            },
         },
     },
     "paths": {
@@ -114,7 +141,11 @@ SPEC: Final[dict[str, Any]] = {
                 "summary": "Start a batch of tasks.",
                 "security": [{"bearer": []}],
                 "requestBody": {"required": True, **_json("BatchRequest")},
-                "responses": {"202": {"description": "Started.", **_json("Batch")}, **_ERRORS},
+                "responses": {
+                    "202": {"description": "Started.", **_json("Batch")},
+                    "429": {**_ERROR, "description": "Too many batches or tasks (Retry-After)."},
+                    **_ERRORS,
+                },
             }
         },
         "/v1/batches/{batch_id}": {
@@ -122,14 +153,38 @@ SPEC: Final[dict[str, Any]] = {
                 {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
             ],
             "get": {
-                "summary": "Counts by status and finished results.",
+                "summary": "A summary: state, counts by status, times (never the tasks).",
                 "security": [{"bearer": []}],
-                "responses": {"200": {"description": "The batch.", **_json("Batch")}, **_ERRORS},
+                "responses": {
+                    "200": {"description": "The batch.", **_json("BatchSummary")},
+                    **_ERRORS,
+                },
             },
             "delete": {
                 "summary": "Cancel the batch.",
                 "security": [{"bearer": []}],
                 "responses": {"202": {"description": "Cancelling.", **_json("Batch")}, **_ERRORS},
+            },
+        },
+        "/v1/batches/{batch_id}/results": {
+            "parameters": [
+                {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "get": {
+                "summary": "The tasks that ended, in the order they ended, a page at a time.",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {"description": "A page.", **_json("BatchResults")},
+                    **_ERRORS,
+                },
             },
         },
         "/metrics": {

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Final
@@ -36,7 +36,14 @@ from agentwatch.telemetry import (
 )
 
 from .agent import Agent, AgentInputError, AgentRunError, RunTimeoutError, StepLimitError
-from .batch.http import BATCHES_KEY, BatchRecord, batches_ctx, parse_batch, start_batch
+from .batch.http import (
+    BATCHES_KEY,
+    BatchRecord,
+    admit_batch,
+    batches_ctx,
+    parse_batch,
+    start_batch,
+)
 from .batch.task import Task
 from .events import event_data
 from .openapi import SPEC
@@ -52,11 +59,14 @@ SETTINGS_KEY: Final = web.AppKey("agentwatch_settings", RuntimeSettings)
 class ApiError(Exception):
     """An error answered as JSON with ``status``."""
 
-    def __init__(self, status: int, kind: str, message: str) -> None:
+    def __init__(
+        self, status: int, kind: str, message: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
         self.message = message
+        self.headers = dict(headers or {})  # e.g. Retry-After with a 429
 
 
 def error_response(status: int, kind: str, message: str) -> web.Response:
@@ -79,7 +89,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.kind, exc.message)
+        response = error_response(exc.status, exc.kind, exc.message)
+        response.headers.update(exc.headers)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -224,13 +236,14 @@ async def _stream_run(
 async def post_batch(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     agent = request.app[RUNTIME_KEY].agent
+    admit_batch(request.app, settings, ApiError)  # 429 before reading the body when full
     body = await read_json(request, settings.max_body_bytes)
     tasks, options = parse_batch(body, ApiError)
 
     async def work(task: Task) -> dict[str, Any]:
         return (await agent.arun(task.query)).to_dict()
 
-    record = start_batch(request.app, agent.telemetry, work, tasks, options)
+    record = start_batch(request.app, agent.telemetry, work, tasks, options, settings, ApiError)
     batch_id = record.processor.batch_id
     return web.json_response(
         {"id": batch_id, "state": record.state, "url": f"/v1/batches/{batch_id}"}, status=202
@@ -246,6 +259,10 @@ def _batch(request: web.Request) -> BatchRecord:
 
 async def get_batch(request: web.Request) -> web.Response:
     return web.json_response(_batch(request).view())
+
+
+async def get_batch_results(request: web.Request) -> web.Response:
+    return web.json_response(_batch(request).results(request.query, ApiError))
 
 
 async def delete_batch(request: web.Request) -> web.Response:
@@ -293,5 +310,6 @@ def create_app(
     app.router.add_post("/v1/runs", post_run)
     app.router.add_post("/v1/batches", post_batch)
     app.router.add_get("/v1/batches/{batch_id}", get_batch)
+    app.router.add_get("/v1/batches/{batch_id}/results", get_batch_results)
     app.router.add_delete("/v1/batches/{batch_id}", delete_batch)
     return app

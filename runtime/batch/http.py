@@ -1,55 +1,190 @@
-"""``/v1/batches``: submit a batch (202), read its progress and results, cancel it."""
+"""``/v1/batches``: submit a batch (202), read its summary and its results, cancel it.
+
+``GET /v1/batches/{id}`` is a summary (state, counts by status, times), never the task
+list: its size does not grow with the batch. ``GET /v1/batches/{id}/results?limit=&cursor=``
+gives the tasks that ended, in the order they ended, ``limit`` a page (default 100, at
+most 1,000). Results only ever append, so following ``next_cursor`` (opaque) yields each
+task's result exactly once, even while the batch runs (a page may then be empty: ask
+again later); ``next_cursor`` is null once the batch has ended and every result was given.
+
+Limits per process (``RuntimeSettings``): at most ``max_running_batches`` batches running
+and ``max_batch_queued_tasks`` tasks not yet ended across them. A batch past either is
+refused with 429 and ``Retry-After`` (checked before the body is read, and again with its
+size); a batch larger than the queued-task limit on its own can never run here: 413.
+Finished batches stay readable, oldest dropped first, while there are more than
+``KEEP_BATCHES`` batches or their tasks number more than ``max_batch_kept_tasks`` (the
+newest finished batch is always kept).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any, Final
+import base64
+import binascii
+import time
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
 from agentwatch.telemetry import Telemetry
 
+from ..settings import RuntimeSettings
 from .processor import BatchOptions, BatchProcessor
-from .task import BatchInputError, Task, check_unique, task_from
+from .task import BatchInputError, Task, TaskStatus, check_unique, task_from
 
 MAX_TASKS: Final = 10_000
 MAX_WORKERS: Final = 64
 KEEP_BATCHES: Final = 64
+PAGE_DEFAULT: Final = 100
+PAGE_MAX: Final = 1_000
+RETRY_AFTER_SECONDS: Final = 5  # a hint: batches take seconds to minutes to free room
+
+_ENDED: Final = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED}
+)
 
 
-@dataclass
+class ApiErrorFactory(Protocol):
+    """Makes the exception the service answers as a JSON error (the server's ApiError)."""
+
+    def __call__(
+        self, status: int, kind: str, message: str, /, *, headers: Mapping[str, str] | None = None
+    ) -> Exception: ...
+
+
+class ResultLog:
+    """The tasks of one batch that ended, in the order they ended (append only)."""
+
+    def __init__(self) -> None:
+        self.ended: list[Task] = []
+        self._seen: set[str] | None = set()  # None once the batch is over
+
+    def add(self, task: Task) -> None:
+        if self._seen is not None and task.status in _ENDED and task.id not in self._seen:
+            self._seen.add(task.id)
+            self.ended.append(task)
+
+    def close(self, tasks: Mapping[str, Task]) -> None:
+        """The batch is over: any ended task not reported yet goes last, in batch order."""
+        seen, self._seen = self._seen, None
+        if seen is not None:
+            self.ended.extend(t for t in tasks.values() if t.status in _ENDED and t.id not in seen)
+
+
+@dataclass(eq=False)
 class BatchRecord:
     processor: BatchProcessor
     runner: asyncio.Task[Any]
+    total: int
+    log: ResultLog = field(default_factory=ResultLog)
+    created_at: float = field(default_factory=time.time)
+    finished_at: float | None = None  # set when the runner is done (its done callback)
+    _final_counts: dict[str, int] | None = None
+
+    @property
+    def batch_id(self) -> str:
+        return self.processor.batch_id
+
+    @property
+    def running(self) -> bool:
+        return self.finished_at is None
+
+    @property
+    def unfinished(self) -> int:
+        """Tasks waiting or running (what counts against ``max_batch_queued_tasks``)."""
+        return self.total - len(self.log.ended) if self.running else 0
 
     @property
     def state(self) -> str:
-        if not self.runner.done():
+        if self.running:
             return "running"
         if self.runner.cancelled():
             return "cancelled"
         return "failed" if self.runner.exception() is not None else "finished"
 
+    def counts(self) -> dict[str, int]:
+        if self._final_counts is not None:
+            return self._final_counts
+        tasks = self.processor.tasks  # filled when the runner starts
+        counts = Counter(str(t.status) for t in tasks.values())
+        if len(tasks) < self.total:
+            counts[str(TaskStatus.PENDING)] += self.total - len(tasks)
+        return dict(counts)
+
+    def finish(self) -> None:
+        self.finished_at = time.time()
+        self.log.close(self.processor.tasks)
+        self._final_counts = self.counts()
+
     def view(self) -> dict[str, Any]:
-        tasks = self.processor.tasks.values()
-        counts: dict[str, int] = {}
-        for task in tasks:
-            counts[str(task.status)] = counts.get(str(task.status), 0) + 1
+        """The summary: its size does not depend on the number of tasks."""
         return {
-            "id": self.processor.batch_id,
+            "id": self.batch_id,
             "state": self.state,
-            "counts": counts,
-            "results": [t.record() for t in tasks if t.status in _SHOWN],
+            "total": self.total,
+            "done": len(self.log.ended),
+            "counts": self.counts(),
+            "created_at": _timestamp(self.created_at),
+            "finished_at": None if self.finished_at is None else _timestamp(self.finished_at),
+            "results_url": f"/v1/batches/{self.batch_id}/results",
         }
 
+    def results(self, query: Mapping[str, str], error: ApiErrorFactory) -> dict[str, Any]:
+        """One page of the results from ``?cursor=`` (default: the first), ``?limit=``."""
+        unknown = set(query) - {"limit", "cursor"}
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            raise error(422, "invalid_request", f"Unknown parameters: {names}.")
+        limit = _limit(query.get("limit"), error)
+        ended = self.log.ended
+        start = 0 if query.get("cursor") is None else self._offset(query["cursor"], error)
+        page = ended[start : start + limit]
+        end = start + len(page)
+        more = end < len(ended) or self.running
+        return {
+            "id": self.batch_id,
+            "state": self.state,
+            "results": [task.record() for task in page],
+            "next_cursor": _cursor(self.batch_id, end) if more else None,
+        }
 
-_SHOWN = frozenset({"completed", "failed", "timed_out", "cancelled"})
+    def _offset(self, cursor: str, error: ApiErrorFactory) -> int:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+            offset, batch_id = raw.split(":", 1)
+            if (
+                batch_id == self.batch_id
+                and offset.isdigit()
+                and int(offset) <= len(self.log.ended)
+            ):
+                return int(offset)
+        except (ValueError, binascii.Error):
+            pass
+        raise error(422, "invalid_cursor", "'cursor' is not a next_cursor of this batch.")
+
+
+def _limit(raw: str | None, error: ApiErrorFactory) -> int:
+    if raw is None:
+        return PAGE_DEFAULT
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 5 and 1 <= int(raw) <= PAGE_MAX):
+        raise error(422, "invalid_request", f"'limit' must be an integer 1-{PAGE_MAX}.")
+    return int(raw)
+
+
+def _cursor(batch_id: str, offset: int) -> str:
+    return base64.urlsafe_b64encode(f"{offset}:{batch_id}".encode()).decode().rstrip("=")
+
+
+def _timestamp(seconds: float) -> str:
+    moment = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")
+
+
 BATCHES_KEY: Final = web.AppKey("agentwatch_batches", OrderedDict[str, BatchRecord])
-
-ApiErrorFactory = Callable[[int, str, str], Exception]
 
 
 def parse_batch(body: dict[str, Any], error: ApiErrorFactory) -> tuple[list[Task], BatchOptions]:
@@ -78,24 +213,65 @@ def parse_batch(body: dict[str, Any], error: ApiErrorFactory) -> tuple[list[Task
     return tasks, BatchOptions(workers=workers, task_timeout=timeout)
 
 
+def admit_batch(
+    app: web.Application, settings: RuntimeSettings, error: ApiErrorFactory, tasks: int = 1
+) -> None:
+    """Raise ``error(429)`` with Retry-After when a batch of ``tasks`` does not fit now
+    (``error(413)`` when it never can). Called before the body is read (one task, to
+    refuse cheaply when full) and by ``start_batch`` with the real size."""
+    most = settings.max_batch_queued_tasks
+    if tasks > most:
+        raise error(413, "too_many_tasks", f"This service holds at most {most} batch tasks.")
+    running = [r for r in app[BATCHES_KEY].values() if r.running]
+    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if len(running) >= settings.max_running_batches:
+        message = f"{len(running)} batches are running, the most this service runs at once."
+        raise error(429, "too_many_batches", f"{message} Retry later.", headers=retry)
+    queued = sum(r.unfinished for r in running)
+    if queued + tasks > most:
+        message = f"{queued} batch tasks are waiting or running; {tasks} more would pass {most}."
+        raise error(429, "too_many_queued_tasks", f"{message} Retry later.", headers=retry)
+
+
 def start_batch(
     app: web.Application,
     telemetry: Telemetry,
     work: Callable[[Task], Any],
     tasks: list[Task],
     options: BatchOptions,
+    settings: RuntimeSettings,
+    error: ApiErrorFactory,
 ) -> BatchRecord:
+    """Admit (``admit_batch``) and start a batch; drop the oldest finished ones."""
+    admit_batch(app, settings, error, len(tasks))
     batches = app[BATCHES_KEY]
-    processor = BatchProcessor(work, telemetry, options)
+    log = ResultLog()
+    processor = BatchProcessor(work, telemetry, options, on_progress=log.add)
     runner = asyncio.get_running_loop().create_task(
         processor.run(tasks), name=f"batch-{processor.batch_id}"
     )
-    record = batches[processor.batch_id] = BatchRecord(processor, runner)
-    runner.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieve, no warning
-    finished = [k for k, r in batches.items() if r.runner.done()]
-    while len(batches) > KEEP_BATCHES and finished:
-        batches.pop(finished.pop(0))
+    record = batches[processor.batch_id] = BatchRecord(processor, runner, len(tasks), log)
+    keep = settings.max_batch_kept_tasks
+
+    def finished(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" warning
+        record.finish()
+        _drop_old(batches, keep)
+
+    runner.add_done_callback(finished)
+    _drop_old(batches, keep)
     return record
+
+
+def _drop_old(batches: OrderedDict[str, BatchRecord], keep_tasks: int) -> None:
+    """Drop the oldest finished batches past KEEP_BATCHES or ``keep_tasks`` tasks."""
+    finished = [r for r in batches.values() if not r.running]
+    kept = sum(r.total for r in finished)
+    while len(finished) > 1 and (len(batches) > KEEP_BATCHES or kept > keep_tasks):
+        oldest = finished.pop(0)
+        kept -= oldest.total
+        del batches[oldest.batch_id]
 
 
 async def batches_ctx(app: web.Application) -> AsyncIterator[None]:
