@@ -2,27 +2,53 @@
 
 Only numbers, + - * / // % ** (``^`` means power), parentheses, a few math functions
 and the constants pi and e. No names, attributes, strings, comprehensions or calls
-beyond the allowlist; the expression length, powers and result size are bounded so
-that no input can take more than a bounded time or memory.
+beyond the allowlist; the expression length, every operand, powers, ``round``'s
+digits and the result size are bounded (``arithmetic.py``), so that no input can take
+more than a bounded time or memory.
+
+The tool never computes on the event loop. Each expression goes to one persistent
+worker process (``python -I arithmetic.py``, which imports neither agentwatch nor
+LangChain and starts in ~50 ms), talked to from one dedicated thread. An evaluation
+that overruns ``EVAL_TIMEOUT`` — none should, the bounds are the first line of
+defence — has its process killed and replaced: a timeout really stops the work, and
+the loop, ``/healthz`` and every other run go on meanwhile.
 """
 
 from __future__ import annotations
 
-import ast
-import math
-import operator
-import re
-from typing import Any, Final
+import asyncio
+import json
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Final
 
-import simpleeval
 from pydantic import BaseModel, Field
 
 from agentwatch.telemetry import AgentwatchError
 
-MAX_EXPRESSION_CHARS: Final = 200
-MAX_RESULT_DIGITS: Final = 1000
-MAX_EXPONENT: Final = 10_000
-_ALLOWED_CHARS = re.compile(r"^[0-9a-z_\s.+\-*/%^(),]*$")
+from . import arithmetic
+from .arithmetic import MAX_EXPONENT, MAX_EXPRESSION_CHARS, MAX_NDIGITS, MAX_RESULT_DIGITS
+
+__all__ = [
+    "EVAL_TIMEOUT",
+    "MAX_EXPONENT",
+    "MAX_EXPRESSION_CHARS",
+    "MAX_NDIGITS",
+    "MAX_RESULT_DIGITS",
+    "CalculatorArgs",
+    "CalculatorError",
+    "calculator",
+    "evaluate",
+]
+
+EVAL_TIMEOUT: Final = 1.0  # seconds one evaluation may take in the worker before it is killed
+_MAX_REPLY_BYTES: Final = 64 * 1024  # a reply is one JSON line (a result has <= 1000 digits)
 
 
 class CalculatorError(AgentwatchError, ValueError):
@@ -36,102 +62,105 @@ class CalculatorArgs(BaseModel):
     )
 
 
-def _digits(value: float) -> float:
-    return math.log10(abs(value)) if value else 0.0
-
-
-def _power(base: Any, exponent: Any) -> Any:
-    if abs(exponent) > MAX_EXPONENT or _digits(base) * abs(exponent) > MAX_RESULT_DIGITS:
-        raise CalculatorError(
-            f"the power is too large (results are limited to {MAX_RESULT_DIGITS} digits)"
-        )
-    return operator.pow(base, exponent)
-
-
-def _checked(op: Any) -> Any:
-    def apply(a: Any, b: Any) -> Any:
-        if _digits(a) + _digits(b) > MAX_RESULT_DIGITS:
-            raise CalculatorError(f"the result would exceed {MAX_RESULT_DIGITS} digits")
-        return op(a, b)
-
-    return apply
-
-
-_OPERATORS: Final = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: _checked(operator.mul),
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: _power,
-    ast.USub: operator.neg,
-    ast.UAdd: operator.pos,
-}
-_FUNCTIONS: Final = {
-    "sqrt": math.sqrt,
-    "abs": abs,
-    "round": round,
-    "min": min,
-    "max": max,
-    "floor": math.floor,
-    "ceil": math.ceil,
-    "log": math.log,
-    "log10": math.log10,
-    "exp": math.exp,
-    "sin": math.sin,
-    "cos": math.cos,
-    "tan": math.tan,
-}
-_NAMES: Final = {"pi": math.pi, "e": math.e}
-
-
 def evaluate(expression: str) -> str:
-    """The value of ``expression`` as text, or ``CalculatorError`` saying why not."""
-    text = expression.strip().lower()
-    if not text:
-        raise CalculatorError("the expression is empty")
-    if len(text) > MAX_EXPRESSION_CHARS:
-        raise CalculatorError(f"the expression is longer than {MAX_EXPRESSION_CHARS} characters")
-    if not _ALLOWED_CHARS.match(text) or "__" in text:
-        raise CalculatorError(
-            "only numbers, + - * / // % ** ^, parentheses and "
-            f"{', '.join(sorted(_FUNCTIONS))}, pi, e are allowed"
-        )
-    evaluator = simpleeval.SimpleEval(
-        operators=_OPERATORS, functions=_FUNCTIONS, names=_NAMES, allowed_attrs={}
-    )
+    """The value of ``expression`` as text, or ``CalculatorError`` saying why not.
+
+    In this process and thread: bounded by construction, but a timeout cannot stop it.
+    The tool (``calculator``) runs it in the worker process instead."""
     try:
-        value = evaluator.eval(text.replace("^", "**"))
-    except CalculatorError:
-        raise
-    except ZeroDivisionError:
-        raise CalculatorError("division by zero") from None
-    except (simpleeval.NameNotDefined, simpleeval.FunctionNotDefined) as exc:
-        raise CalculatorError(
-            f"unknown name {getattr(exc, 'name', None) or getattr(exc, 'func_name', '?')!r}"
-        ) from None
-    except (OverflowError, simpleeval.NumberTooHigh):
-        raise CalculatorError("the number is too large") from None
-    except (SyntaxError, simpleeval.InvalidExpression, TypeError, ValueError) as exc:
-        raise CalculatorError(f"not a valid arithmetic expression ({type(exc).__name__})") from None
-    except RecursionError:
-        raise CalculatorError("the expression is nested too deeply") from None
-    return _format(value)
+        return arithmetic.evaluate(expression)
+    except arithmetic.Refused as exc:
+        raise CalculatorError(str(exc)) from None
 
 
-def _format(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CalculatorError("the expression does not evaluate to a number")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise CalculatorError("the result is not a finite number")
-        if value.is_integer() and abs(value) < 1e15:
-            return str(int(value))
-        return f"{value:.12g}"
-    return str(value)
+class _Worker:
+    """One evaluator process, reused; killed and replaced when it overruns or dies.
+
+    Talked to from its own single thread (``executor``), never from the event loop."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()  # a forked child makes its own (threads do not survive a fork)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentwatch-calc")
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self._process is None or self._process.poll() is not None:
+            self._kill()
+            self._process = subprocess.Popen(
+                [sys.executable, "-I", str(Path(arithmetic.__file__))],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                bufsize=0,
+            )
+        return self._process
+
+    def _kill(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.kill()
+        process.wait()  # reaped: no zombie
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                stream.close()
+
+    def ask(self, expression: str, timeout: float) -> dict[str, str]:
+        """Send one expression and wait at most ``timeout`` seconds for its answer."""
+        with self._lock:
+            try:
+                return self._ask(expression, timeout)
+            except BaseException:
+                self._kill()  # a half-finished exchange: the next call gets a fresh process
+                raise
+
+    def _ask(self, expression: str, timeout: float) -> dict[str, str]:
+        process = self._start()
+        assert process.stdin is not None
+        assert process.stdout is not None
+        try:
+            # one line of ASCII (JSON escapes the rest), far below PIPE_BUF: written whole
+            process.stdin.write(json.dumps(expression).encode() + b"\n")
+        except OSError:
+            raise CalculatorError("the calculator's worker failed; try again") from None
+        fd = process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        reply = b""
+        while not reply.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise CalculatorError(
+                    f"the calculation took longer than {timeout:g} s and was stopped"
+                )
+            chunk = os.read(fd, 4096)
+            if not chunk or len(reply) + len(chunk) > _MAX_REPLY_BYTES:
+                raise CalculatorError("the calculator's worker failed; try again")
+            reply += chunk
+        answer: dict[str, str] = json.loads(reply)
+        return answer
+
+
+_worker: _Worker | None = None
+
+
+def _the_worker() -> _Worker:
+    global _worker
+    if _worker is None or _worker.pid != os.getpid():
+        _worker = _Worker()
+    return _worker
 
 
 async def calculator(expression: str) -> str:
     """Evaluate an arithmetic expression."""
-    return evaluate(expression)
+    expression = expression.strip()
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        return evaluate(expression)  # refused at once: nothing long goes to the worker
+    worker = _the_worker()
+    loop = asyncio.get_running_loop()
+    # The tool's own timeout (ToolSpec.timeout) may stop waiting sooner; the thread then
+    # finishes this exchange by itself, within EVAL_TIMEOUT, and kills an overrun.
+    answer = await loop.run_in_executor(worker.executor, worker.ask, expression, EVAL_TIMEOUT)
+    if "value" in answer:
+        return str(answer["value"])
+    raise CalculatorError(str(answer.get("refused", "the calculator failed")))

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import time
+
 import pytest
 
 from agentwatch.runtime.tools import (
     BUNDLED_CORPUS,
+    CalculatorError,
     SearchError,
     SearchIndex,
     evaluate,
 )
+from agentwatch.runtime.tools import calculator as calculator_module
+from agentwatch.runtime.tools.calculator import calculator
 
 
 @pytest.mark.parametrize(
@@ -27,6 +35,81 @@ from agentwatch.runtime.tools import (
 )
 def test_arithmetic(expression: str, value: str) -> None:
     assert evaluate(expression) == value
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("round(2.567, 2)", "2.57"),
+        ("round(1234, -2)", "1200"),
+        ("round(7.5)", "8"),
+        ("round(10 ** 999, -1000)", "0"),
+        ("10 ** 999 + 10 ** 999", "2" + "0" * 999),
+        ("10 ** 999 // 3", "3" * 999),
+        ("max(1, 2 ^ 3, 5) + min(4, 2)", "10"),
+        ("(-1) ** 10000", "1"),
+    ],
+)
+def test_arithmetic_at_the_bounds(expression: str, value: str) -> None:
+    assert evaluate(expression) == value
+
+
+# issue 13: round(1, -10**7) computed 10**(10**7) on the event loop (10 s, answer 0);
+# every operand is now bounded before the operation runs.
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("round(1, -10**7)", "round(x, n): n must be a whole number between -1000 and 1000"),
+        ("round(1, -10**8)", "round(x, n): n must be"),
+        ("round(1.5, 10**9)", "round(x, n): n must be"),
+        ("round(1, 0.5)", "round(x, n): n must be"),
+        ("9 ** 9 ** 9", "the power is too large"),
+        ("2 ** -20000", "the power is too large"),
+        ("10 ** 999 * 10", "the result would exceed 1000 digits"),
+        ("floor(1e308) ** 4", "the power is too large"),
+        ("(10 ** 999 - 1) * (10 ** 999 - 1)", "the result would exceed 1000 digits"),
+        ("1.5 ** 10000", "the number is too large"),
+        ("10 ** 999 / 3", "the number is too large"),
+        ("(-8) ** (1 / 3)", "the result is not a real number"),
+        ("min(round)", "only numbers can be combined"),
+        ("1 is 1", "not a valid arithmetic expression"),
+        ("1\n+ 2", "not a valid arithmetic expression"),
+        ("1e999", "the result is not a finite number"),
+    ],
+)
+def test_every_operand_is_bounded_before_the_work(expression: str, reason: str) -> None:
+    start = time.perf_counter()
+    with pytest.raises(CalculatorError, match=re.escape(reason)):
+        evaluate(expression)
+    assert time.perf_counter() - start < 5  # sanity bound: each refusal is microseconds
+
+
+async def test_the_tool_computes_in_a_worker_process() -> None:
+    assert await calculator("6 * 7") == "42"
+    assert await calculator("  10 ** 999 ") == "1" + "0" * 999
+    with pytest.raises(CalculatorError, match=r"round\(x, n\): n must be"):
+        await calculator("round(1, -10**8)")
+    with pytest.raises(CalculatorError, match="longer than 200 characters"):
+        await calculator("1 + " * 300)
+    worker = calculator_module._the_worker()
+    assert worker._process is not None
+    assert worker._process.pid != os.getpid()
+    results = await asyncio.gather(*(calculator(f"{i} * 2") for i in range(50)))
+    assert results == [str(i * 2) for i in range(50)]
+
+
+async def test_an_evaluation_that_overruns_is_killed_and_the_worker_replaced() -> None:
+    assert await calculator("1 + 1") == "2"
+    worker = calculator_module._the_worker()
+    first = worker._process
+    assert first is not None
+    loop = asyncio.get_running_loop()
+    with pytest.raises(CalculatorError, match="took longer than 0 s and was stopped"):
+        await loop.run_in_executor(worker.executor, worker.ask, "2 + 2", 0.0)
+    assert first.returncode is not None  # killed and reaped
+    assert await calculator("2 + 3") == "5"  # a fresh process
+    assert worker._process is not None
+    assert worker._process.pid != first.pid
 
 
 @pytest.fixture(scope="module")
