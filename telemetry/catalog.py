@@ -47,6 +47,7 @@ class MetricCatalog:
     http_server_duration: Histogram
     spans_dropped: Counter
     event_loop_lag: Histogram
+    event_loop_lag_max: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> MetricCatalog:
@@ -158,6 +159,12 @@ class MetricCatalog:
                 "How late the event loop ran a timer: time every run and request waits.",
                 (),
                 n.LAG_BUCKETS,
+            ),
+            event_loop_lag_max=Gauge(
+                n.M_EVENT_LOOP_LAG_MAX,
+                "The longest the event loop was late in the last minute, a stall still going "
+                "on included: a freeze shows here even when the lag histogram's p99 does not.",
+                registry=reg,
             ),
         )
         catalog._declare_known_series()

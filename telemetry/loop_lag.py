@@ -1,34 +1,103 @@
 """Event loop lag: how late the loop runs a timer, sampled continuously.
 
 A loop that is late by 100 ms delays every request and every stream by as much. The
-monitor sleeps ``interval`` and records how much longer it took into
-``agentwatch_event_loop_lag_seconds``; run it as a task of the service.
+monitor sleeps ``interval`` and records how much longer it took, two ways:
+
+- ``agentwatch_event_loop_lag_seconds``, a histogram of every sample: the usual lag.
+- ``agentwatch_event_loop_lag_max_seconds``, a gauge: the longest lag of the last
+  ``window`` seconds, and a stall still in progress when scraped (``/metrics`` renders
+  off the loop). A freeze is one late sample among fifty a second, so the histogram's
+  p99 hides it (issue 13: a 6.5 s freeze showed as p99 1 ms); what users felt is the
+  maximum. With the window longer than the scrape interval, every freeze reaches at
+  least one scrape. ``rate(agentwatch_event_loop_lag_seconds_sum[1m])`` is the other
+  time-weighted view: the fraction of wall time the loop was stalled.
+
+Run it as a task of the service (``loop_lag_ctx`` for ``app.cleanup_ctx``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 
 from .core import Telemetry
 
+DEFAULT_INTERVAL = 0.02
+DEFAULT_WINDOW = 60.0  # longer than any usual scrape interval (ours: 10 s; Prometheus: 1 m)
+
+
+class LagWindow:
+    """The largest lag recorded in the last ``window`` seconds, or the stall going on now
+    if that is longer. Recorded from the loop, read from any thread (a scrape)."""
+
+    def __init__(self, window: float = DEFAULT_WINDOW, clock: Callable[[], float] = time.monotonic):
+        self.window = window
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._peaks: deque[tuple[float, float]] = deque()  # (when, lag), lags decreasing
+        self._due: float | None = None  # when the next sample's timer should fire
+
+    def expect(self, due: float | None) -> None:
+        """The next sample's timer should fire at ``due`` (``None``: no sample pending)."""
+        with self._lock:
+            self._due = due
+
+    def record(self, now: float, lag: float) -> None:
+        with self._lock:
+            self._due = None
+            peaks = self._peaks
+            while peaks and peaks[-1][1] <= lag:  # a sliding-window maximum: O(1) amortised
+                peaks.pop()
+            peaks.append((now, lag))
+            self._expire(now)
+
+    def _expire(self, now: float) -> None:
+        while self._peaks and self._peaks[0][0] < now - self.window:
+            self._peaks.popleft()
+
+    def max(self) -> float:
+        now = self.clock()
+        with self._lock:
+            self._expire(now)
+            recorded = self._peaks[0][1] if self._peaks else 0.0
+            ongoing = now - self._due if self._due is not None else 0.0
+        return max(recorded, ongoing, 0.0)
+
 
 async def monitor_loop_lag(
-    telemetry: Telemetry, interval: float = 0.02, *, samples: int | None = None
+    telemetry: Telemetry,
+    interval: float = DEFAULT_INTERVAL,
+    *,
+    samples: int | None = None,
+    window: float = DEFAULT_WINDOW,
 ) -> None:
     """Record lag until cancelled (or after ``samples`` samples)."""
-    loop = asyncio.get_running_loop()
     histogram = telemetry.metrics.event_loop_lag
+    lags = LagWindow(window)
+    telemetry.metrics.event_loop_lag_max.set_function(lags.max)
+    clock = lags.clock
     taken = 0
-    while samples is None or taken < samples:
-        before = loop.time()
-        await asyncio.sleep(interval)
-        histogram.observe(max(0.0, loop.time() - before - interval))
-        taken += 1
+    try:
+        while samples is None or taken < samples:
+            before = clock()
+            lags.expect(before + interval)
+            await asyncio.sleep(interval)
+            now = clock()
+            lag = max(0.0, now - before - interval)
+            histogram.observe(lag)
+            lags.record(now, lag)
+            taken += 1
+    finally:
+        lags.expect(None)  # stopped: no stall to report from here on
 
 
-async def loop_lag_ctx(telemetry: Telemetry, interval: float = 0.02) -> AsyncIterator[None]:
+async def loop_lag_ctx(
+    telemetry: Telemetry, interval: float = DEFAULT_INTERVAL
+) -> AsyncIterator[None]:
     """For ``app.cleanup_ctx``: the monitor runs as long as the application."""
     task = asyncio.get_running_loop().create_task(
         monitor_loop_lag(telemetry, interval), name="agentwatch-loop-lag"

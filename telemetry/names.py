@@ -75,6 +75,7 @@ M_OPERATION_DURATION: Final = "agentwatch_operation_duration_seconds"
 M_HTTP_SERVER_DURATION: Final = "http_server_request_duration_seconds"
 M_SPANS_DROPPED: Final = "agentwatch_telemetry_spans_dropped"  # counter: ..._total
 M_EVENT_LOOP_LAG: Final = "agentwatch_event_loop_lag_seconds"
+M_EVENT_LOOP_LAG_MAX: Final = "agentwatch_event_loop_lag_max_seconds"
 
 # --- label names (Prometheus form of the attribute keys) ---------------------------
 L_OPERATION: Final = "operation"

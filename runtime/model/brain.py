@@ -22,7 +22,16 @@ from typing import Any
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 PIECE = re.compile(r"\s*\S+")  # how answers are streamed: one word with its leading space
 _EXPLICIT_CALC = re.compile(r"\b(?:calculate|compute|evaluate)\s+(.+)", re.IGNORECASE | re.DOTALL)
-_ARITHMETIC = re.compile(r"[-+(]*\s*\d[\d.\s]*(?:(?:\*\*|[-+*/%^])\s*[-+(]*\s*[\d.]+[\s)]*)+")
+# An arithmetic expression in free text is a number (digits, dots, spaces) followed by one
+# or more "operator, optional signs and parentheses, number" steps. Found in linear time:
+# each run of digits is scanned once (``_HEAD``, possessive), and the steps after it are
+# matched once, with atomic groups (``_STEPS``). The single regex this replaces,
+# r"[-+(]*\s*\d[\d.\s]*(?:(?:\*\*|[-+*/%^])\s*[-+(]*\s*[\d.]+[\s)]*)+" with search(),
+# finds the same expressions but re-scanned the run from every digit in it: quadratic,
+# 23 s of frozen event loop on "1 " * 15999.
+_HEAD = re.compile(r"\d[\d.\s]*+")
+_STEPS = re.compile(r"(?:(?:\*\*|[-+*/%^])(?>\s*)(?>[-+(]*)(?>\s*)[\d.]++[\s)]*+)++")
+_LEAD = frozenset("-+(")
 _SEARCH = re.compile(
     r"\b(?:search(?:\s+for)?|find|look\s+up|lookup|docs?\s+(?:on|about|for))\b\s*(.*)",
     re.IGNORECASE | re.DOTALL,
@@ -98,8 +107,22 @@ def _expression_in(text: str) -> str | None:
     explicit = _EXPLICIT_CALC.search(text)
     if explicit:
         return explicit.group(1).strip().rstrip("?.!").strip() or None
-    found = _ARITHMETIC.search(text)
-    return found.group(0).strip() if found else None
+    return _arithmetic_in(text)
+
+
+def _arithmetic_in(text: str) -> str | None:
+    """The first arithmetic expression in ``text``, in time linear in its length."""
+    for head in _HEAD.finditer(text):  # each maximal run that starts with a digit, once
+        steps = _STEPS.match(text, head.end())
+        if steps is None:
+            continue
+        start = head.start()
+        while start > 0 and text[start - 1].isspace():  # the signs and parentheses that
+            start -= 1  # lead the number, e.g. "-(" in "-(3 + 4) * 2"
+        while start > 0 and text[start - 1] in _LEAD:
+            start -= 1
+        return text[start : steps.end()].strip()
+    return None
 
 
 def _call(messages: Sequence[Mapping[str, Any]], name: str, arguments: dict[str, str]) -> Reply:
