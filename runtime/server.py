@@ -19,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 import openai
@@ -238,7 +239,8 @@ async def post_batch(request: web.Request) -> web.Response:
     agent = request.app[RUNTIME_KEY].agent
     admit_batch(request.app, settings, ApiError)  # 429 before reading the body when full
     body = await read_json(request, settings.max_body_bytes)
-    tasks, options = parse_batch(body, ApiError)
+    room = partial(admit_batch, request.app, settings, ApiError)  # 429 before parsing tasks
+    tasks, options = parse_batch(body, ApiError, room)
 
     async def work(task: Task) -> dict[str, Any]:
         return (await agent.arun(task.query)).to_dict()

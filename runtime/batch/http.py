@@ -187,12 +187,19 @@ def _timestamp(seconds: float) -> str:
 BATCHES_KEY: Final = web.AppKey("agentwatch_batches", OrderedDict[str, BatchRecord])
 
 
-def parse_batch(body: dict[str, Any], error: ApiErrorFactory) -> tuple[list[Task], BatchOptions]:
+def parse_batch(
+    body: dict[str, Any], error: ApiErrorFactory, room: Callable[[int], None] | None = None
+) -> tuple[list[Task], BatchOptions]:
+    """The tasks and options of a batch request. ``room(n)`` (``admit_batch``) raises when
+    n tasks do not fit now: it is asked before the tasks are parsed, so that refusing a
+    batch costs little."""
     raw = body.get("tasks")
     if not isinstance(raw, list) or not raw:
         raise error(422, "invalid_request", "'tasks' must be a non-empty array.")
     if len(raw) > MAX_TASKS:
         raise error(413, "too_many_tasks", f"A batch holds at most {MAX_TASKS} tasks.")
+    if room is not None:
+        room(len(raw))
     tasks, problems = [], []
     for index, item in enumerate(raw):
         try:
