@@ -325,11 +325,22 @@ def build() -> dict[str, Any]:
         "short",
         "Spans lost because the trace backend was slow or down; requests are unaffected.",
     )
+    lag_max = f"max_over_time(agentwatch_event_loop_lag_max_seconds{{{SEL}}}[{RI}])"
     d.panel(
-        "Event loop lag p99",
-        [target(quantile(0.99, "agentwatch_event_loop_lag_seconds"), "p99", "A")],
+        "Event loop lag",
+        [
+            target(f"max by (instance) ({lag_max})", "max {{instance}}", "A"),
+            target(quantile(0.99, "agentwatch_event_loop_lag_seconds"), "p99", "B"),
+        ],
         "s",
-        "How late the service's event loop runs a timer; every run and request waits as long.",
+        "How late the service's event loop runs a timer; every run and request waits as "
+        "long. max is the worst stall (a freeze shows there; p99 hides it among 50 samples/s).",
+    )
+    d.panel(
+        "Event loop time stalled",
+        [target(rate("agentwatch_event_loop_lag_seconds_sum", by="instance"), "{{instance}}", "A")],
+        "percentunit",
+        "Share of wall time the event loop ran late: the lag weighted by time.",
     )
     d.panel(
         "Scrape up",
