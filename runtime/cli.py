@@ -228,31 +228,63 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from .batch import BatchInputError, BatchOptions, read_tasks
-    from .batch.cli import print_summary, run_batch, stderr_console
+    from .batch import (
+        BatchInputError,
+        BatchOptions,
+        ResultFileError,
+        check_results_path,
+        read_tasks,
+    )
+    from .batch.cli import (
+        EXIT_RESULTS_FILE,
+        error_line,
+        exit_code,
+        print_summary,
+        run_batch,
+        stderr_console,
+    )
 
     console = stderr_console()
+    out = Path(args.out)
     try:
         tasks = read_tasks(Path(args.tasks))
     except BatchInputError as exc:
-        console.print(f"[red]agentwatch batch: {exc}[/red]\nThe batch did not start.")
-        return 2
+        console.print(f"agentwatch batch: {exc}\nThe batch did not start.", markup=False)
+        return EXIT_USAGE
     except OSError as exc:
-        console.print(f"[red]agentwatch batch: cannot read {args.tasks}: {exc}[/red]")
-        return 2
+        error_line(console, f"cannot read {args.tasks}: {exc.strerror or exc}")
+        return EXIT_USAGE
+    try:
+        check_results_path(out)  # before anything starts: a pipe or device never hangs us
+    except ResultFileError as exc:
+        error_line(console, f"--out: {exc}")
+        return EXIT_RESULTS_FILE
+    if not tasks:
+        console.print(
+            f"agentwatch batch: warning: {args.tasks} has no tasks; nothing to run",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
+        return EXIT_OK
     options = BatchOptions(
-        workers=args.workers, concurrency=args.concurrency, task_timeout=args.timeout
+        workers=args.workers,
+        concurrency=args.concurrency,
+        task_timeout=args.timeout,
+        retry_failed=args.retry_failed,
     )
     telemetry = demo.setup()
-    out = Path(args.out)
     try:
         summary, stopped = asyncio.run(
             run_batch(tasks, out, options, RuntimeSettings.from_env(), telemetry, console)
         )
+    except ResultFileError as exc:  # in use by another batch, or a write failed
+        error_line(console, f"{exc} (the batch stopped; what was written is kept)")
+        return EXIT_RESULTS_FILE
     finally:
         telemetry.shutdown()  # AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT
     print_summary(summary, out, console)
-    return 3 if stopped else 0
+    return exit_code(summary, stopped)
 
 
 def _model(args: argparse.Namespace) -> int:
@@ -390,12 +422,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stream", action="store_true", help="print the answer as it arrives")
     run.set_defaults(func=_run)
 
-    batch = commands.add_parser("batch", help="run a JSONL file of tasks with a progress bar")
+    from .batch.cli import BATCH_EPILOG
+
+    batch = commands.add_parser(
+        "batch",
+        help="run a JSONL file of tasks with a progress bar",
+        epilog=BATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     batch.add_argument("tasks", help='JSONL: {"id": ..., "query": ..., "priority": 0-9}')
-    batch.add_argument("--out", required=True, help="results JSONL (resumed if it exists)")
-    batch.add_argument("--workers", type=int, default=5)
-    batch.add_argument("--concurrency", type=int, help="at most this many at once")
-    batch.add_argument("--timeout", type=float, help="seconds per task")
+    batch.add_argument(
+        "--out",
+        required=True,
+        help="results JSONL, a regular file (resumed if it exists; one batch at a time)",
+    )
+    batch.add_argument("--workers", type=int, default=5, help="tasks taken at once (default 5)")
+    batch.add_argument(
+        "--concurrency", type=int, help="at most this many tasks run at once (default: workers)"
+    )
+    batch.add_argument("--timeout", type=float, help="seconds per task (default: no limit)")
+    batch.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="on resume, run the failed and timed-out tasks of --out again",
+    )
     batch.set_defaults(func=_batch)
 
     report = commands.add_parser("report", help="print the performance report of a /metrics URL")

@@ -1,4 +1,9 @@
-"""``batch_task``: one task of a batch, from a worker taking it to its end."""
+"""``batch_task``: one task of a batch, from a worker taking it to its end.
+
+A task that ends before any worker starts it (cancelled in the queue, or while waiting
+for a concurrency slot) has no span and no work time, but is counted all the same:
+``count_unstarted`` keeps ``agentwatch_batch_tasks_total`` equal to the tasks that ended.
+"""
 
 from __future__ import annotations
 
@@ -64,3 +69,8 @@ class BatchTaskInvocation(Invocation):
         t = self._telemetry
         t.child(t.metrics.batch_tasks, self._status).inc()
         t.child(t.metrics.batch_task_duration, self._status).observe(duration, exemplar)
+
+
+def count_unstarted(telemetry: Telemetry, status: str, count: int = 1) -> None:
+    """Count ``count`` tasks that ended with ``status`` before a worker started them."""
+    telemetry.child(telemetry.metrics.batch_tasks, status).inc(count)

@@ -186,6 +186,10 @@ class Telemetry:
         """A ``batch_task`` span; records the queue wait now and the outcome at the end."""
         return BatchTaskInvocation(self, batch_id, task_id, priority, queue_wait, parent=parent)
 
+    def count_unstarted_batch_tasks(self, status: str, count: int = 1) -> None:
+        """Batch tasks that ended (cancelled) before a worker started them: no span."""
+        count_unstarted(self, status, count)
+
     def count_retry(self, operation: str, outcome: str, wait: float | None = None) -> None:
         """``agentwatch_retry_attempts_total`` (and, before a retry, the backoff wait)."""
         op = self.operations(operation)
@@ -222,7 +226,7 @@ class OperationInvocation(Invocation):
 
 # The operation modules import Telemetry for typing only; bound here, after it exists.
 from ._agent_run import AgentRunInvocation  # noqa: E402
-from ._batch_task import BatchTaskInvocation  # noqa: E402
+from ._batch_task import BatchTaskInvocation, count_unstarted  # noqa: E402
 from ._llm_call import LlmCallInvocation  # noqa: E402
 from ._retry_attempt import RetryAttemptInvocation  # noqa: E402
 from ._tool_call import ToolCallInvocation  # noqa: E402

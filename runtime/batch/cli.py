@@ -1,4 +1,11 @@
-"""``agentwatch batch tasks.jsonl --workers 5 --out results.jsonl [--timeout S]``."""
+"""``agentwatch batch tasks.jsonl --workers 5 --out results.jsonl [--timeout S]``.
+
+Exit codes (the table of ``agentwatch --help``): 0 every task completed; 2 the tasks file
+cannot be used; 3 stopped early by SIGINT/SIGTERM (finished results kept, rerun to
+resume); 4 finished, but some tasks failed or timed out (``--retry-failed`` runs them
+again); 7 the results file cannot be used (not a regular file, in use by another batch,
+a write failed).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from rich.console import Console
 from rich.progress import (
@@ -25,7 +32,43 @@ from ..runtime import AgentRuntime
 from ..settings import RuntimeSettings
 from .processor import BatchOptions, BatchProcessor, BatchSummary
 from .store import ResultStore
-from .task import Task, TaskStatus
+from .task import RETRYABLE, Task, TaskStatus
+
+EXIT_OK: Final = 0
+EXIT_STOPPED: Final = 3
+EXIT_TASKS_FAILED: Final = 4
+EXIT_RESULTS_FILE: Final = 7
+
+BATCH_EPILOG: Final = """\
+results: each finished task's record is on disk (fsynced) before it counts as done;
+a rerun skips the tasks already in --out, so the file ends with each task's result
+exactly once. Execution is at-least-once: a task running when the process died runs
+again. With --retry-failed, failed and timed-out tasks run again and their new record
+replaces the old one. A line of --out that is not a valid record is moved to
+<out>.corrupt (with a warning naming it) and its task runs again.
+
+exit codes:
+  0  every task completed (or nothing to run: an empty tasks file, with a warning)
+  2  the tasks file cannot be used (nothing started)
+  3  stopped early by SIGINT/SIGTERM; finished results kept, rerun to resume
+  4  finished, but some tasks failed or timed out (--retry-failed runs them again)
+  7  --out cannot be used: not a regular file, in use by another batch, or a write
+     failed (e.g. disk full); what was written is kept
+"""
+
+
+def exit_code(summary: BatchSummary, stopped: bool) -> int:
+    """What the batch's end says to a script: stopped early, some tasks failed, or ok."""
+    if stopped:
+        return EXIT_STOPPED
+    if any(summary.counts.get(str(status), 0) for status in RETRYABLE):
+        return EXIT_TASKS_FAILED
+    return EXIT_OK
+
+
+def error_line(console: Console, message: str) -> None:
+    """One line on stderr, whatever its length and brackets (no wrap, no markup)."""
+    console.print(f"agentwatch batch: {message}", style="red", markup=False, soft_wrap=True)
 
 
 async def run_batch(
@@ -102,11 +145,27 @@ def _install_signals(
 
 def print_summary(summary: BatchSummary, out: Path, console: Console) -> None:
     counts = ", ".join(f"{status} {n}" for status, n in sorted(summary.counts.items()))
-    console.print(f"batch {summary.batch_id}: {counts} (skipped, already done: {summary.skipped})")
+    retried = f", run again: {summary.retried}" if summary.retried else ""
+    console.print(
+        f"batch {summary.batch_id}: {counts} (skipped, already done: {summary.skipped}{retried})",
+        markup=False,
+        soft_wrap=True,
+    )
     console.print(
         f"wall time {summary.wall_time:.2f} s; task time p50 {summary.percentile(0.5):.3f} s, "
-        f"p95 {summary.percentile(0.95):.3f} s; results in {out}"
+        f"p95 {summary.percentile(0.95):.3f} s; results in {out}",
+        markup=False,
+        soft_wrap=True,
     )
+    unfinished = sum(summary.counts.get(str(status), 0) for status in RETRYABLE)
+    if unfinished:
+        console.print(
+            f"{unfinished} task(s) failed or timed out; their records are in {out}. "
+            "Run the same command with --retry-failed to run them again.",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def stderr_console() -> Console:

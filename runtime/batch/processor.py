@@ -1,13 +1,23 @@
 """``BatchProcessor``: a priority queue, N workers, a concurrency limit, per-task timeouts.
 
-Lower priority numbers run first, first-in first-out within a priority. Each task is a
-``batch_task`` span under one ``batch`` span, and the ``agentwatch_batch_*`` metrics
-move live: queue depth and tasks in progress (gauges), queue wait by priority, outcomes
-and work time by status. With a ``ResultStore`` every finished task is appended to a
-JSONL file, and tasks already in it are skipped: a batch killed part-way and started
-again finishes every task exactly once. ``drain()`` (wired to SIGTERM/SIGINT by the
-CLI) stops taking tasks and lets the running ones finish or time out; ``cancel()``
-stops one task or all of them.
+Lower priority numbers run first, first-in first-out within a priority. Each task a
+worker starts is a ``batch_task`` span under one ``batch`` span, and the
+``agentwatch_batch_*`` metrics move live: queue depth and tasks in progress (gauges),
+queue wait by priority, outcomes and work time by status (a task cancelled before it
+started is counted, with no span and no work time).
+
+With a ``ResultStore`` every finished task's record is on disk before the task is
+reported done (``on_progress``), and tasks already in the file are skipped: a batch
+killed part-way and started again ends with each task's result exactly once in the
+file. Execution is at-least-once: a task whose record had not reached the disk when the
+process died (at most the tasks running at that moment) runs again. With
+``retry_failed`` the failed and timed-out tasks of the file run again too, and their new
+record supersedes the old. A write that fails stops the batch (``ResultWriteError``).
+
+``drain()`` (wired to SIGTERM/SIGINT by the CLI) stops taking tasks and lets the running
+ones finish or time out; ``cancel()`` stops one task or all of them, whether queued,
+waiting for a concurrency slot or running. Cancelling ``run()`` itself ends every span
+and leaves every unfinished task ``cancelled``.
 """
 
 from __future__ import annotations
@@ -24,8 +34,8 @@ from typing import Any
 from agentwatch.telemetry import Telemetry
 from agentwatch.telemetry.names import AGENTWATCH_BATCH_ID
 
-from .store import ResultStore
-from .task import FINAL, Task, TaskStatus, check_unique
+from .store import RecordTooLarge, ResultStore
+from .task import FINAL, RETRYABLE, Task, TaskStatus, check_unique
 
 Work = Callable[[Task], Awaitable[Any]]
 Progress = Callable[[Task], None]
@@ -36,6 +46,7 @@ class BatchOptions:
     workers: int = 5
     concurrency: int | None = None  # at most this many tasks at once (default: workers)
     task_timeout: float | None = None
+    retry_failed: bool = False  # run failed / timed-out tasks of the results file again
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -50,7 +61,8 @@ class BatchOptions:
 class BatchSummary:
     batch_id: str
     counts: dict[str, int] = field(default_factory=dict)
-    skipped: int = 0
+    skipped: int = 0  # already in the results file
+    retried: int = 0  # in the file as failed / timed out, run again (retry_failed)
     wall_time: float = 0.0
     durations: list[float] = field(default_factory=list)
 
@@ -82,32 +94,37 @@ class BatchProcessor:
         self.batch_id = batch_id or uuid.uuid4().hex[:16]
         self.tasks: dict[str, Task] = {}
         self._queue: asyncio.PriorityQueue[tuple[int, int, float, Task]] = asyncio.PriorityQueue()
-        self._running: dict[str, asyncio.Task[Any]] = {}  # task id -> the worker running it
+        # task id -> the worker holding it: waiting for a slot, or running it
+        self._waiting: dict[str, asyncio.Task[Any]] = {}
+        self._running: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: set[str] = set()
         self._draining = False
-        self._batch_cancelled = False  # set when the run itself is torn down
+        self._torn_down = False  # set when run() itself is cancelled or fails
         self._semaphore = asyncio.Semaphore(self.options.concurrency or self.options.workers)
         self._order = itertools.count()
 
     # -- control -----------------------------------------------------------------------
     def drain(self) -> None:
-        """Take no more tasks; the running ones finish (or time out)."""
+        """Take no more tasks (nor start those waiting for a slot); the running ones
+        finish (or time out)."""
         self._draining = True
         self._cancel_queued()
+        for task_id in list(self._waiting):
+            self.cancel(task_id)
 
     def cancel(self, task_id: str | None = None) -> None:
-        """Cancel one task (queued or running), or with no id the whole batch."""
+        """Cancel one task (queued, waiting for a slot or running), or with no id all."""
         if task_id is None:
-            self._draining = True
-            self._cancel_queued()
-            self._cancelled.update(self._running)
-            for worker in self._running.values():
-                worker.cancel()  # each worker records its task as cancelled and stops
+            self.drain()
+            for running_id in list(self._running):
+                self.cancel(running_id)  # each worker records its task as cancelled
+            return
+        if task_id in self._cancelled:
             return
         self._cancelled.add(task_id)
-        one = self._running.get(task_id)
-        if one is not None:
-            one.cancel()
+        worker = self._waiting.get(task_id) or self._running.get(task_id)
+        if worker is not None:
+            worker.cancel()
 
     def _cancel_queued(self) -> None:
         removed = 0
@@ -115,7 +132,7 @@ class BatchProcessor:
             *_, task = self._queue.get_nowait()
             self._queue.task_done()
             removed += 1
-            self._end(task, TaskStatus.CANCELLED, None)
+            self._end_unstarted(task)
         # The gauge is shared by every batch of the process: take out only ours.
         self.telemetry.metrics.batch_queue_depth.dec(removed)
 
@@ -123,25 +140,20 @@ class BatchProcessor:
     async def run(self, tasks: Iterable[Task]) -> BatchSummary:
         """Run ``tasks`` (ids unique, else nothing starts) and return the summary."""
         todo = check_unique(tasks)
-        summary = BatchSummary(self.batch_id)
         started = self.clock()
         if self.store is not None:
             await self.store.open()
-        done = self.store.done if self.store is not None else {}
-        depth = self.telemetry.metrics.batch_queue_depth
-        now = self.clock()
-        for task in todo:
-            self.tasks[task.id] = task
-            previous = done.get(task.id)
-            if previous is not None and previous.get("status") in FINAL:
-                task.status = TaskStatus(previous["status"])
-                task.result, task.error = previous.get("result"), previous.get("error")
-                summary.skipped += 1
-                if self.on_progress is not None:
-                    self.on_progress(task)
-                continue
-            self._queue.put_nowait((task.priority, next(self._order), now, task))
-        depth.inc(self._queue.qsize())
+        try:
+            summary = await self._run(todo)
+        finally:
+            if self.store is not None:
+                await self.store.close()
+        summary.wall_time = self.clock() - started
+        return summary
+
+    async def _run(self, todo: list[Task]) -> BatchSummary:
+        summary = BatchSummary(self.batch_id)
+        self._enqueue(todo, summary)
         batch_span = self.telemetry.start_operation("batch", {AGENTWATCH_BATCH_ID: self.batch_id})
         context = batch_span.context
         workers = [
@@ -151,7 +163,7 @@ class BatchProcessor:
         try:
             await asyncio.gather(*workers)
         except BaseException as exc:
-            self._batch_cancelled = True
+            self._torn_down = True  # cancelled from outside, or a result could not be written
             for worker in workers:
                 worker.cancel()
             with suppress(BaseException):
@@ -159,31 +171,64 @@ class BatchProcessor:
             self._cancel_queued()
             batch_span.end(exc)
             raise
-        finally:
-            if self.store is not None:
-                await self.store.close()
         batch_span.stop()
-        summary.wall_time = self.clock() - started
         for task in self.tasks.values():
             summary.counts[str(task.status)] = summary.counts.get(str(task.status), 0) + 1
         return summary
 
+    def _enqueue(self, todo: list[Task], summary: BatchSummary) -> None:
+        done = self.store.done if self.store is not None else {}
+        now = self.clock()
+        for task in todo:
+            self.tasks[task.id] = task
+            previous = done.get(task.id)
+            if previous is not None and previous.get("status") in FINAL:
+                if self.options.retry_failed and previous["status"] in RETRYABLE:
+                    summary.retried += 1
+                else:
+                    task.status = TaskStatus(previous["status"])
+                    task.result, task.error = previous.get("result"), previous.get("error")
+                    summary.skipped += 1
+                    if self.on_progress is not None:
+                        self.on_progress(task)
+                    continue
+            self._queue.put_nowait((task.priority, next(self._order), now, task))
+        self.telemetry.metrics.batch_queue_depth.inc(self._queue.qsize())
+
     async def _worker(self, context: Any, summary: BatchSummary) -> None:
-        metrics = self.telemetry.metrics
+        depth = self.telemetry.metrics.batch_queue_depth
         while not self._draining:
             try:
                 _, _, enqueued_at, task = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            metrics.batch_queue_depth.dec()
+            depth.dec()
             try:
-                if task.id in self._cancelled:
-                    self._end(task, TaskStatus.CANCELLED, None)
-                    continue
-                async with self._semaphore:
-                    await self._one(task, self.clock() - enqueued_at, context, summary)
+                await self._take(task, enqueued_at, context, summary)
             finally:
                 self._queue.task_done()
+
+    async def _take(self, task: Task, enqueued_at: float, context: Any, summary: Any) -> None:
+        """Wait for a concurrency slot (cancellable like a queued task), run, record."""
+        if task.id in self._cancelled:
+            self._end_unstarted(task)
+            return
+        worker = _current()
+        self._waiting[task.id] = worker
+        try:
+            await self._semaphore.acquire()
+        except asyncio.CancelledError:
+            self._end_unstarted(task)
+            if not self._own_cancel(task, worker):
+                raise
+            return
+        finally:
+            self._waiting.pop(task.id, None)
+        try:
+            await self._one(task, self.clock() - enqueued_at, context, summary)
+        finally:
+            self._semaphore.release()
+        await self._report(task)  # outside the slot: the next task need not wait for a sync
 
     async def _one(self, task: Task, wait: float, context: Any, summary: BatchSummary) -> None:
         metrics = self.telemetry.metrics
@@ -193,10 +238,9 @@ class BatchProcessor:
         task.status = TaskStatus.PROCESSING
         metrics.batch_in_progress.inc()
         started = self.clock()
-        worker = asyncio.current_task()
-        assert worker is not None
+        worker = _current()
         self._running[task.id] = worker  # cancel(task_id) cancels this worker's await
-        status: TaskStatus = TaskStatus.COMPLETED
+        status: TaskStatus = TaskStatus.CANCELLED  # whatever escapes below did not complete
         error: BaseException | None = None
         invocation.activate()
         try:
@@ -205,29 +249,56 @@ class BatchProcessor:
             else:
                 async with asyncio.timeout(self.options.task_timeout):
                     task.result = await self.work(task)
+            status = TaskStatus.COMPLETED
         except TimeoutError as exc:
             status, error = TaskStatus.TIMED_OUT, exc
-            task.error = f"timed out after {self.options.task_timeout:g} s"
         except asyncio.CancelledError as exc:
-            if task.id not in self._cancelled or self._batch_cancelled:
-                raise  # the whole batch is being torn down
-            worker.uncancel()  # only this task was cancelled: the worker goes on
-            status, error = TaskStatus.CANCELLED, exc
+            error = exc
+            if not self._own_cancel(task, worker):
+                raise  # the whole batch is being torn down: ended below, as cancelled
         except Exception as exc:
             status, error = TaskStatus.FAILED, exc
         finally:
             invocation.deactivate()
             self._running.pop(task.id, None)
             metrics.batch_in_progress.dec()
-        summary.durations.append(self.clock() - started)
-        invocation.finish(status, error)
-        self._end(task, status, error)
+            summary.durations.append(self.clock() - started)
+            invocation.finish(status, error)
+            self._settle(task, status, error)
 
-    def _end(self, task: Task, status: TaskStatus, error: BaseException | None) -> None:
+    def _own_cancel(self, task: Task, worker: asyncio.Task[Any]) -> bool:
+        """True when the cancellation is ``cancel(task.id)`` alone: the worker goes on."""
+        if task.id not in self._cancelled or self._torn_down:
+            return False
+        return worker.uncancel() == 0
+
+    def _settle(self, task: Task, status: TaskStatus, error: BaseException | None) -> None:
         task.status = status
-        if error is not None and status is TaskStatus.FAILED:
+        if status is TaskStatus.FAILED and error is not None:
             task.error = f"{type(error).__name__}: {error}"[:2000]
-        if status in FINAL and self.store is not None:
-            self.store.add(task.record())
+        elif status is TaskStatus.TIMED_OUT:
+            task.error = f"timed out after {self.options.task_timeout:g} s"
+
+    async def _report(self, task: Task) -> None:
+        """Write a finished task's record (when there is a store), then report it."""
+        if self.store is not None and task.status in FINAL:
+            try:
+                await self.store.put(task.record())
+            except RecordTooLarge as exc:
+                task.status, task.result, task.error = TaskStatus.FAILED, None, str(exc)
+                await self.store.put(task.record())
         if self.on_progress is not None:
             self.on_progress(task)
+
+    def _end_unstarted(self, task: Task) -> None:
+        """A task that ends before a worker starts it: cancelled, counted, reported."""
+        task.status = TaskStatus.CANCELLED
+        self.telemetry.count_unstarted_batch_tasks(str(TaskStatus.CANCELLED))
+        if self.on_progress is not None:
+            self.on_progress(task)
+
+
+def _current() -> asyncio.Task[Any]:
+    task = asyncio.current_task()
+    assert task is not None, "the batch runs inside asyncio tasks"
+    return task

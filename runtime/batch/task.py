@@ -24,8 +24,10 @@ class TaskStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-# What a result file records: a task with one of these statuses is done for good.
+# What a result file records: a task with one of these statuses is done (skipped on
+# resume); the RETRYABLE ones run again when asked (``--retry-failed``).
 FINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMED_OUT})
+RETRYABLE = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT})
 
 
 class BatchInputError(AgentwatchError, ValueError):
@@ -95,19 +97,24 @@ def check_unique(tasks: Iterable[Task]) -> list[Task]:
 
 
 def read_tasks(path: Path, max_line_bytes: int = 1024 * 1024) -> list[Task]:
-    """Tasks from a JSONL file; every bad line is reported with its number."""
+    """Tasks from a JSONL file; every bad line is reported with its number. A line is
+    never held in memory beyond ``max_line_bytes``."""
     tasks, problems = [], []
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
+        number = 0
+        while raw := handle.readline(max_line_bytes + 1):  # bounded by the file's size
+            number += 1
             if len(raw) > max_line_bytes:
                 problems.append(f"line {number}: longer than {max_line_bytes} bytes")
+                while raw and not raw.endswith(b"\n"):  # skip the rest of it in chunks
+                    raw = handle.readline(65536)
+                continue
+            if not raw.strip():
                 continue
             try:
                 tasks.append(task_from(json.loads(raw)))
-            except (ValueError, UnicodeDecodeError) as exc:
-                problems.append(f"line {number}: {exc}")
+            except (ValueError, RecursionError) as exc:
+                problems.append(f"line {number}: {exc}"[:300])
     if problems:
         raise BatchInputError(problems)
     return check_unique(tasks)

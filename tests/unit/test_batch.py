@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,12 +17,16 @@ from agentwatch.runtime.batch import (
     BatchInputError,
     BatchOptions,
     BatchProcessor,
+    ResultFileError,
+    ResultFileLocked,
     ResultStore,
+    ResultWriteError,
     Task,
     TaskStatus,
     load_results,
     read_tasks,
 )
+from agentwatch.runtime.batch import store as store_module
 from agentwatch.telemetry import Telemetry
 
 
@@ -180,7 +187,119 @@ async def test_cancel_one_running_task_and_drain(telemetry: Telemetry) -> None:
     assert summary.counts == {"cancelled": 6, "completed": 1}
 
 
-async def test_results_resume_and_each_id_is_written_once(
+async def test_tasks_cancelled_in_the_queue_are_counted(
+    telemetry: Telemetry, registry: CollectorRegistry, exporter: InMemorySpanExporter
+) -> None:
+    started = asyncio.Event()
+
+    async def work(task: Task) -> str:
+        started.set()
+        await asyncio.Event().wait()  # only cancel() ends it
+        return "never"
+
+    processor = BatchProcessor(work, telemetry, BatchOptions(workers=1))
+    run = asyncio.create_task(processor.run([Task(str(i), "q", i) for i in range(6)]))
+    await started.wait()
+    processor.cancel()
+    summary = await run
+    assert summary.counts == {"cancelled": 6}
+    # one started (and has a span), five never left the queue: all six counted
+    assert value(registry, "agentwatch_batch_tasks_total", {"status": "cancelled"}) == 6
+    assert len([s for s in exporter.get_finished_spans() if s.name == "batch_task"]) == 1
+    assert value(registry, "agentwatch_batch_queue_depth") == 0
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(2000):  # bounded: polls for up to ~20 s (opening a store is a thread)
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_cancel_reaches_tasks_waiting_for_a_concurrency_slot(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def work(task: Task) -> str:
+        ran.append(task.id)
+        await release.wait()
+        return "ok"
+
+    # 4 workers, 1 slot: "a" runs, "b", "c" and "d" are taken and wait for the slot
+    processor = BatchProcessor(work, telemetry, BatchOptions(workers=4, concurrency=1))
+    tasks = [Task(x, "q", i) for i, x in enumerate("abcdef")]
+    run = asyncio.create_task(processor.run(tasks))
+    await _until(lambda: value(registry, "agentwatch_batch_queue_depth") == 2, "4 tasks taken")
+    assert ran == ["a"]
+    processor.cancel("b")  # waiting for the slot: must not run
+    await _until(lambda: processor.tasks["b"].status is TaskStatus.CANCELLED, "b cancelled")
+    processor.cancel()  # the whole batch: c and d (waiting), e and f (queued), a (running)
+    release.set()
+    summary = await asyncio.wait_for(run, timeout=30)
+    assert ran == ["a"]
+    assert summary.counts == {"cancelled": 6}
+    assert value(registry, "agentwatch_batch_tasks_total", {"status": "cancelled"}) == 6
+    assert value(registry, "agentwatch_batch_tasks_in_progress") == 0
+
+
+async def test_drain_does_not_start_tasks_waiting_for_a_slot(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def work(task: Task) -> str:
+        ran.append(task.id)
+        started.set()
+        await release.wait()
+        return "ok"
+
+    processor = BatchProcessor(work, telemetry, BatchOptions(workers=3, concurrency=1))
+    run = asyncio.create_task(processor.run([Task(x, "q", i) for i, x in enumerate("abcd")]))
+    await started.wait()
+    await _until(lambda: value(registry, "agentwatch_batch_queue_depth") == 1, "3 tasks taken")
+    processor.drain()
+    release.set()
+    summary = await asyncio.wait_for(run, timeout=30)
+    assert ran == ["a"]
+    assert summary.counts == {"completed": 1, "cancelled": 3}
+
+
+async def test_cancelling_run_from_outside_ends_every_span_and_task(
+    telemetry: Telemetry,
+    registry: CollectorRegistry,
+    exporter: InMemorySpanExporter,
+    tmp_path: Path,
+) -> None:
+    started: list[str] = []
+
+    async def work(task: Task) -> str:
+        started.append(task.id)
+        await asyncio.Event().wait()  # never finishes by itself
+        return "never"
+
+    store = ResultStore(tmp_path / "results.jsonl")
+    processor = BatchProcessor(work, telemetry, BatchOptions(workers=4, concurrency=2), store=store)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):  # a caller's deadline around the whole batch
+            await processor.run([Task(str(i), "q") for i in range(10)])
+    assert sorted(started) == ["0", "1"]
+    assert {t.status for t in processor.tasks.values()} == {TaskStatus.CANCELLED}
+    spans = [s for s in exporter.get_finished_spans() if s.name == "batch_task"]
+    assert sorted((s.attributes or {})["agentwatch.task.id"] for s in spans) == ["0", "1"]
+    assert {(s.attributes or {})["agentwatch.task.status"] for s in spans} == {"cancelled"}
+    assert [s.name for s in exporter.get_finished_spans()].count("batch") == 1
+    assert value(registry, "agentwatch_batch_tasks_total", {"status": "cancelled"}) == 10
+    assert value(registry, "agentwatch_batch_tasks_in_progress") == 0
+    assert value(registry, "agentwatch_batch_queue_depth") == 0
+    await ResultStore(tmp_path / "results.jsonl").open()  # the lock was released
+
+
+async def test_resume_skips_finished_tasks_and_each_result_is_in_the_file_once(
     telemetry: Telemetry, tmp_path: Path
 ) -> None:
     out = tmp_path / "results.jsonl"
@@ -191,7 +310,7 @@ async def test_results_resume_and_each_id_is_written_once(
         return task.query.upper()
 
     first = [Task(str(i), f"q{i}") for i in range(10)]
-    await BatchProcessor(work, telemetry, store=ResultStore(out, flush_every=3)).run(first[:6])
+    await BatchProcessor(work, telemetry, store=ResultStore(out)).run(first[:6])
     summary = await BatchProcessor(work, telemetry, store=ResultStore(out)).run(first)
     assert summary.skipped == 6
     assert sorted(calls) == sorted(str(i) for i in range(10))  # nothing ran twice
@@ -199,12 +318,15 @@ async def test_results_resume_and_each_id_is_written_once(
     assert sorted(json.loads(line)["id"] for line in lines) == sorted(str(i) for i in range(10))
 
 
-def test_a_torn_last_line_is_cut_off(tmp_path: Path) -> None:
+async def test_a_torn_last_line_is_cut_off(tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
     good = json.dumps({"id": "a", "status": "completed"}) + "\n"
     out.write_text(good + '{"id": "b", "stat')
-    assert list(load_results(out)) == ["a"]
+    store = await ResultStore(out).open()
+    await store.close()
+    assert list(store.done) == ["a"]
     assert out.read_text() == good
+    assert not (tmp_path / "results.jsonl.corrupt").exists()  # a crash artefact, not data
 
 
 def test_bad_input_lines_are_reported_with_numbers(tmp_path: Path) -> None:
@@ -226,3 +348,198 @@ def test_bad_input_lines_are_reported_with_numbers(tmp_path: Path) -> None:
     path.write_text('{"id": "a", "query": "x"}\n{"id": "a", "query": "y"}\n')
     with pytest.raises(BatchInputError, match="duplicate id 'a'"):
         read_tasks(path)
+
+
+# -- the results file -------------------------------------------------------------------
+
+
+def record_line(task_id: str, status: str = "completed", **extra: object) -> str:
+    return json.dumps({"id": task_id, "status": status, "result": task_id, **extra}) + "\n"
+
+
+async def read_ids(path: Path) -> list[str]:
+    text = await asyncio.to_thread(path.read_text)
+    return [json.loads(line)["id"] for line in text.splitlines()]
+
+
+async def test_a_task_is_reported_done_only_once_its_record_is_on_disk(
+    telemetry: Telemetry, tmp_path: Path
+) -> None:
+    out = tmp_path / "results.jsonl"
+    reported: list[str] = []
+
+    async def work(task: Task) -> str:
+        on_disk = await read_ids(out)
+        assert set(reported) <= set(on_disk), "reported done but not in the file"
+        return task.id
+
+    processor = BatchProcessor(
+        work,
+        telemetry,
+        BatchOptions(workers=1),
+        store=ResultStore(out),
+        on_progress=lambda t: reported.append(t.id),
+    )
+    summary = await processor.run([Task(str(i), "q") for i in range(20)])
+    assert summary.counts == {"completed": 20}
+    assert sorted(await read_ids(out)) == sorted(reported)
+
+
+async def test_records_that_finish_together_share_one_sync(
+    telemetry: Telemetry, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    release = asyncio.Event()
+
+    async def work(task: Task) -> str:
+        await release.wait()
+        return task.id
+
+    store = ResultStore(tmp_path / "results.jsonl")
+    processor = BatchProcessor(work, telemetry, BatchOptions(workers=8), store=store)
+    run = asyncio.create_task(processor.run([Task(str(i), "q") for i in range(8)]))
+    await _until(lambda: value(registry, "agentwatch_batch_tasks_in_progress") == 8, "8 running")
+    release.set()  # all eight finish in the same loop turn
+    await run
+    assert store.written == 8
+    assert store.commits < 8  # group commit: one sync wrote several records
+
+
+async def test_a_failed_write_stops_the_batch_and_reports_nothing_unwritten(
+    telemetry: Telemetry,
+    registry: CollectorRegistry,
+    exporter: InMemorySpanExporter,
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "results.jsonl"
+    store = ResultStore(out)
+    reported: list[Task] = []
+    started: list[str] = []
+
+    async def work(task: Task) -> str:
+        if not started:  # the disk fills up: every write to the file now fails
+            full = os.open("/dev/full", os.O_WRONLY)
+            os.dup2(full, store._fd or -1)
+            os.close(full)
+        started.append(task.id)
+        await asyncio.sleep(0)
+        return task.id
+
+    processor = BatchProcessor(
+        work, telemetry, BatchOptions(workers=2), store=store, on_progress=reported.append
+    )
+    with pytest.raises(ResultWriteError) as failed:
+        await asyncio.wait_for(processor.run([Task(str(i), "q") for i in range(50)]), 30)
+    assert str(out) in str(failed.value)
+    assert "No space left on device" in str(failed.value)
+    assert len(started) <= 4  # stopped at the first failed write, not after 50 tasks
+    assert [t for t in reported if t.status is TaskStatus.COMPLETED] == []
+    assert TaskStatus.PROCESSING not in {t.status for t in processor.tasks.values()}
+    assert value(registry, "agentwatch_batch_tasks_in_progress") == 0
+    assert value(registry, "agentwatch_batch_queue_depth") == 0
+    batch = next(s for s in exporter.get_finished_spans() if s.name == "batch")
+    assert (batch.attributes or {})["error.type"] == "ResultWriteError"
+
+
+async def test_a_corrupt_middle_line_keeps_every_valid_record(
+    telemetry: Telemetry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "results.jsonl"
+    lines = [record_line(x, trace_id=f"trace-{x}") for x in "abcdef"]
+    lines[2] = '{"id": "c", "status": "compl\x00\n'  # damaged on disk, mid-file
+    lines.insert(4, "garbage\n")
+    out.write_text("".join(lines))
+    ran: list[str] = []
+
+    async def work(task: Task) -> str:
+        ran.append(task.id)
+        return task.id
+
+    with caplog.at_level(logging.WARNING, logger="agentwatch.batch"):
+        summary = await BatchProcessor(work, telemetry, store=ResultStore(out)).run(
+            [Task(x, "q") for x in "abcdefg"]
+        )
+    assert sorted(ran) == ["c", "g"]  # only the damaged one and the new one
+    assert summary.skipped == 5
+    kept = out.read_text().splitlines(keepends=True)
+    for x in "abdef":  # every valid record unchanged, byte for byte
+        assert record_line(x, trace_id=f"trace-{x}") in kept
+    assert sorted(await read_ids(out)) == list("abcdefg")
+    corrupt = (tmp_path / "results.jsonl.corrupt").read_text()
+    assert corrupt == '{"id": "c", "status": "compl\x00\ngarbage\n'
+    assert "line 3 (not JSON), 5 (not JSON)" in caplog.text
+
+
+async def test_lines_read_back_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "MAX_LINE_BYTES", 200)
+    out = tmp_path / "results.jsonl"
+    huge = record_line("big", pad="x" * 1000)
+    out.write_text(record_line("a") + huge + record_line("b") + '{"id": "c", "pad": "' + "y" * 500)
+    store = await ResultStore(out).open()
+    await store.close()
+    assert sorted(store.done) == ["a", "b"]
+    assert out.read_text() == record_line("a") + record_line("b")
+    assert (tmp_path / "results.jsonl.corrupt").read_text() == huge
+    store = await ResultStore(out).open()
+    try:
+        with pytest.raises(ValueError, match="too large"):  # it could not be read back
+            await store.put({"id": "d", "status": "completed", "result": "z" * 500})
+    finally:
+        await store.close()
+
+
+async def test_a_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    first = await ResultStore(out).open()
+    try:
+        with pytest.raises(ResultFileLocked, match="in use by another batch"):
+            await ResultStore(out).open()
+    finally:
+        await first.close()
+    second = await ResultStore(out).open()  # free again once the first closed
+    await second.close()
+
+
+@pytest.mark.parametrize("where", ["directory", "/dev/full", "/dev/null"])
+async def test_results_go_to_a_regular_file_only(tmp_path: Path, where: str) -> None:
+    path = tmp_path if where == "directory" else Path(where)
+    with pytest.raises(ResultFileError, match=r"directory|not a regular file"):
+        await ResultStore(path).open()
+
+
+async def test_retry_failed_runs_failed_tasks_again_and_keeps_one_record_each(
+    telemetry: Telemetry, tmp_path: Path
+) -> None:
+    out = tmp_path / "results.jsonl"
+    broken = {"b", "d"}
+    ran: list[str] = []
+
+    async def work(task: Task) -> str:
+        ran.append(task.id)
+        if task.id in broken:
+            raise RuntimeError("model down")
+        return task.id.upper()
+
+    tasks = [Task(x, "q") for x in "abcde"]
+    first = await BatchProcessor(work, telemetry, store=ResultStore(out)).run(tasks)
+    assert first.counts == {"completed": 3, "failed": 2}
+    again = await BatchProcessor(work, telemetry, store=ResultStore(out)).run(tasks)
+    assert again.skipped == 5  # without the option, a failure is a final result
+    broken.clear()  # the model is fixed
+    ran.clear()
+    options = BatchOptions(retry_failed=True)
+    fixed = await BatchProcessor(work, telemetry, options, store=ResultStore(out)).run(tasks)
+    assert sorted(ran) == ["b", "d"]
+    assert (fixed.skipped, fixed.retried, fixed.counts) == (3, 2, {"completed": 5})
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == list("abcde")  # each id once
+    assert {r["status"] for r in records} == {"completed"}
+
+
+async def test_the_last_record_of_an_id_wins_and_the_file_is_compacted(tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"  # a crash after a retry's record, before compaction
+    out.write_text(record_line("a", "failed") + record_line("b") + record_line("a"))
+    assert (await asyncio.to_thread(load_results, out))["a"]["status"] == "completed"
+    store = await ResultStore(out).open()
+    await store.close()
+    assert out.read_text() == record_line("b") + record_line("a")
+    assert not (tmp_path / "results.jsonl.corrupt").exists()
