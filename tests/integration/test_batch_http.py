@@ -105,6 +105,7 @@ async def test_delete_cancels_a_running_batch(aiohttp_client: Client, telemetry:
         ({"tasks": [{"id": "a", "query": "x"}, {"id": "a", "query": "y"}]}, 422, "invalid_tasks"),
         ({"tasks": [{"id": "a", "query": "x"}], "workers": 0}, 422, "invalid_request"),
         ({"tasks": [{"id": "a", "query": "x"}], "timeout": -1}, 422, "invalid_request"),
+        ({"tasks": [{"id": i, "query": "x"} for i in range(10_001)]}, 413, "too_many_tasks"),
     ],
 )
 async def test_bad_batches_are_refused(
