@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from agentwatch.runtime.batch.http import BATCHES_KEY
 from agentwatch.runtime.server import create_app
-from agentwatch.runtime.settings import RuntimeSettings
+from agentwatch.runtime.settings import RuntimeSettings, SettingError
 from agentwatch.telemetry import Telemetry
 
 pytestmark = pytest.mark.integration
@@ -192,3 +192,19 @@ async def test_finished_batches_are_dropped_oldest_first_past_the_kept_tasks(
     kept = [(await client.get(url)).status for url in urls]
     assert kept == [404, 404, 200, 200]  # 8 tasks kept of 16: a third batch would pass 10
     assert len(app[BATCHES_KEY]) == 2
+
+
+def test_the_batch_limits_come_from_the_environment() -> None:
+    settings = RuntimeSettings.from_env(
+        {
+            "AGENTWATCH_MAX_RUNNING_BATCHES": "3",
+            "AGENTWATCH_MAX_BATCH_QUEUED_TASKS": "500",
+            "AGENTWATCH_MAX_BATCH_KEPT_TASKS": "700",
+        }
+    )
+    assert (settings.max_running_batches, settings.max_batch_queued_tasks) == (3, 500)
+    assert settings.max_batch_kept_tasks == 700
+    defaults = RuntimeSettings.from_env({})
+    assert (defaults.max_running_batches, defaults.max_batch_queued_tasks) == (8, 20_000)
+    with pytest.raises(SettingError, match="AGENTWATCH_MAX_RUNNING_BATCHES must be at least 1"):
+        RuntimeSettings.from_env({"AGENTWATCH_MAX_RUNNING_BATCHES": "0"})
