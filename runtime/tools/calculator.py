@@ -17,6 +17,7 @@ the loop, ``/healthz`` and every other run go on meanwhile.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import select
@@ -140,8 +141,20 @@ class _Worker:
         answer: dict[str, str] = json.loads(reply)
         return answer
 
+    def close(self) -> None:
+        with self._lock:
+            self._kill()
+
 
 _worker: _Worker | None = None
+
+
+@atexit.register
+def _close_worker() -> None:
+    """The worker would exit by itself when its stdin closes; reaped here, it leaves no
+    zombie behind for the init process to collect."""
+    if _worker is not None and _worker.pid == os.getpid():
+        _worker.close()
 
 
 def _the_worker() -> _Worker:
