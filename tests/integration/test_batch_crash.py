@@ -1,4 +1,6 @@
-"""A batch killed with SIGKILL part-way and started again finishes every task exactly once."""
+"""A batch killed with SIGKILL part-way and started again ends with each task's result
+exactly once in the file. Execution is at-least-once: a task running at the kill (its
+record not yet on disk) runs again on resume; one whose record is on disk never does."""
 
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ def batch_command(tasks: Path, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def test_sigkill_then_restart_ends_with_each_task_once(tmp_path: Path) -> None:
+def test_sigkill_then_restart_ends_with_each_result_once_in_the_file(tmp_path: Path) -> None:
+    """Each result exactly once in the file; a task may run again after a crash."""
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text(
         "".join(
