@@ -436,11 +436,17 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="results JSONL, a regular file (resumed if it exists; one batch at a time)",
     )
-    batch.add_argument("--workers", type=int, default=5, help="tasks taken at once (default 5)")
     batch.add_argument(
-        "--concurrency", type=int, help="at most this many tasks run at once (default: workers)"
+        "--workers", type=_positive_int, default=5, help="tasks taken at once (default 5)"
     )
-    batch.add_argument("--timeout", type=float, help="seconds per task (default: no limit)")
+    batch.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        help="at most this many tasks run at once (default: workers)",
+    )
+    batch.add_argument(
+        "--timeout", type=_positive_float, help="seconds per task (default: no limit)"
+    )
     batch.add_argument(
         "--retry-failed",
         action="store_true",

@@ -145,6 +145,18 @@ def test_version_is_the_distributions(capsys: pytest.CaptureFixture[str]) -> Non
         (["model", "--latency", "-2"], "agentwatch model: --latency must not be negative, got -2"),
         (["model", "--ttft", "nan"], "agentwatch model: --ttft must be a number, got 'nan'"),
         (["report", "--timeout", "0"], "agentwatch report: --timeout must be positive, got 0"),
+        (
+            ["batch", "t.jsonl", "--out", "o.jsonl", "--workers", "0"],
+            "agentwatch batch: --workers must be at least 1, got 0",
+        ),
+        (
+            ["batch", "t.jsonl", "--out", "o.jsonl", "--concurrency", "0"],
+            "agentwatch batch: --concurrency must be at least 1, got 0",
+        ),
+        (
+            ["batch", "t.jsonl", "--out", "o.jsonl", "--timeout", "-1"],
+            "agentwatch batch: --timeout must be positive, got -1",
+        ),
     ],
 )
 def test_a_bad_flag_value_is_one_line_naming_the_flag(
