@@ -5,6 +5,11 @@
    baseline, in one process. Target: at least 50% of the baseline's rate.
 2. I/O-bound tasks: 1,000 HTTP requests over loopback to a server that answers each
    after 100 ms, at 100 workers. Ideal: 10 waves of 100 ms = 1.0 s. Target: < 1.2 s.
+3. The results file: every record is on disk (``fdatasync``) before its task counts as
+   done, records that finish together share one sync (group commit). Measured: tasks/s
+   with and without a ``ResultStore`` for zero-latency tasks at 1 and 10 workers (one
+   worker is the worst case: a sync per record), records per sync, and the I/O-bound
+   batch above with a store. ``python -m benchmarks.bench_batch`` runs this file alone.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -21,7 +28,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NoOpTracerProvider
 from prometheus_client import CollectorRegistry
 
-from agentwatch.runtime.batch import BatchOptions, BatchProcessor, Task
+from agentwatch.runtime.batch import BatchOptions, BatchProcessor, ResultStore, Task
 from agentwatch.telemetry import Telemetry
 
 from .common import DiscardingExporter
@@ -48,9 +55,11 @@ async def baseline(tasks: list[Task], limit: int) -> float:
     return len(tasks) / (time.perf_counter() - start)
 
 
-async def processor_rate(tasks: list[Task], telemetry: Telemetry, workers: int) -> float:
+async def processor_rate(
+    tasks: list[Task], telemetry: Telemetry, workers: int, store: ResultStore | None = None
+) -> float:
     start = time.perf_counter()
-    await BatchProcessor(_zero, telemetry, BatchOptions(workers=workers)).run(tasks)
+    await BatchProcessor(_zero, telemetry, BatchOptions(workers=workers), store=store).run(tasks)
     return len(tasks) / (time.perf_counter() - start)
 
 
@@ -71,7 +80,7 @@ def _serve_slow(port: multiprocessing.Queue[int]) -> None:  # in its own process
     asyncio.run(main())
 
 
-async def io_batch(telemetry: Telemetry) -> float:
+async def io_batch(telemetry: Telemetry, store: ResultStore | None = None) -> float:
     """The backend runs in another process, as a real one would: the batch's loop does
     only the client side."""
     ports: multiprocessing.Queue[int] = multiprocessing.Queue()
@@ -91,7 +100,8 @@ async def io_batch(telemetry: Telemetry) -> float:
             await fetch(Task("warm", "q"))
             tasks = [Task(str(i), "q") for i in range(IO_TASKS)]
             start = time.perf_counter()
-            await BatchProcessor(fetch, telemetry, BatchOptions(workers=IO_WORKERS)).run(tasks)
+            options = BatchOptions(workers=IO_WORKERS)
+            await BatchProcessor(fetch, telemetry, options, store=store).run(tasks)
             return time.perf_counter() - start
     finally:
         server.terminate()
@@ -114,6 +124,8 @@ async def measure(trials: int = 5) -> list[str]:
         ours.append(await processor_rate(fresh(), telemetry, 10))
         quiet.append(await processor_rate(fresh(), untraced, 10))
     io_times = [await io_batch(telemetry) for _ in range(3)]
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as directory:
+        store_lines = await measure_store(telemetry, Path(directory))
     provider.shutdown()
     ratio = statistics.median(o / b for o, b in zip(ours, base, strict=True))
     io = statistics.median(io_times)
@@ -143,8 +155,78 @@ async def measure(trials: int = 5) -> list[str]:
         f"({', '.join(f'{t:.3f}' for t in io_times)}); ideal 1.0 s, target < 1.2 s: "
         f"{'met' if io < 1.2 else 'NOT met'}.",
         "",
+        *store_lines,
+    ]
+
+
+STORE_TASKS = 2_000
+
+
+async def measure_store(telemetry: Telemetry, directory: Path, trials: int = 3) -> list[str]:
+    """The cost of durable-before-reported results, on the disk under ``directory``."""
+    rows = []
+    for workers in (1, 10):
+        bare, stored, per_sync = [], [], []
+        for trial in range(trials):
+            tasks = [Task(f"{trial}-{i}", "q") for i in range(STORE_TASKS)]
+            bare.append(await processor_rate(tasks, telemetry, workers))
+            store = ResultStore(directory / f"zero-{workers}-{trial}.jsonl")
+            tasks = [Task(t.id, t.query) for t in tasks]
+            stored.append(await processor_rate(tasks, telemetry, workers, store))
+            per_sync.append(store.written / max(store.commits, 1))
+        rows.append(
+            f"| zero-latency, {workers} worker{'s' if workers > 1 else ''} | "
+            f"{statistics.median(bare):,.0f} tasks/s | {statistics.median(stored):,.0f} tasks/s | "
+            f"{statistics.median(per_sync):.1f} | "
+            f"{1e6 / statistics.median(stored) - 1e6 / statistics.median(bare):,.0f} µs |"
+        )
+    io_bare, io_stored, io_per_sync = [], [], []
+    for trial in range(5):  # interleaved: the machine's drift hits both alike
+        io_bare.append(await io_batch(telemetry))
+        store = ResultStore(directory / f"io-{trial}.jsonl")
+        io_stored.append(await io_batch(telemetry, store))
+        io_per_sync.append(store.written / max(store.commits, 1))
+    bare_s, stored_s = statistics.median(io_bare), statistics.median(io_stored)
+    return [
+        "Results file (`ResultStore`): each record is written and `fdatasync`-ed before its "
+        "task counts as done; records that finish while a sync runs share the next one "
+        f"(group commit). Zero-latency rows: {STORE_TASKS:,} tasks per trial, median of "
+        f"{trials}; I/O-bound row: median of 5 interleaved runs. ext4 on the machine's disk:",
+        "",
+        "| batch | no file | with file | records per sync | cost per task |",
+        "|---|---:|---:|---:|---:|",
+        *rows,
+        f"| I/O-bound (above), {IO_WORKERS} workers | {bare_s:.3f} s "
+        f"({min(io_bare):.3f}-{max(io_bare):.3f}) | {stored_s:.3f} s "
+        f"({min(io_stored):.3f}-{max(io_stored):.3f}) | "
+        f"{statistics.median(io_per_sync):.1f} | "
+        f"{(stored_s - bare_s) / IO_TASKS * 1e6:,.0f} µs |",
+        "",
+        "What it buys: after a SIGKILL only the tasks the workers held at that moment "
+        "(running, or finished and waiting for their sync: at most `--workers`) run again "
+        "on resume; before, up to 64 finished records (or 0.5 s "
+        "of them) sat in a buffer, were lost and ran again. Zero-latency tasks show the "
+        "sync's full price (one worker: one sync per task); with 100 ms tasks it is "
+        f"{(stored_s / bare_s - 1):+.0%} of the batch's wall time here, within the "
+        "run-to-run spread shown in brackets.",
+        "",
     ]
 
 
 def run() -> list[str]:
     return asyncio.run(measure())
+
+
+async def _store_only() -> list[str]:
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(DiscardingExporter(), max_queue_size=8192))
+    telemetry = Telemetry(tracer_provider=provider, registry=CollectorRegistry())
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-batch-") as directory:
+            return await measure_store(telemetry, Path(directory))
+    finally:
+        provider.shutdown()
+
+
+if __name__ == "__main__":
+    print("\n".join(asyncio.run(_store_only())))

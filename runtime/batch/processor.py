@@ -9,10 +9,12 @@ started is counted, with no span and no work time).
 With a ``ResultStore`` every finished task's record is on disk before the task is
 reported done (``on_progress``), and tasks already in the file are skipped: a batch
 killed part-way and started again ends with each task's result exactly once in the
-file. Execution is at-least-once: a task whose record had not reached the disk when the
-process died (at most the tasks running at that moment) runs again. With
-``retry_failed`` the failed and timed-out tasks of the file run again too, and their new
-record supersedes the old. A write that fails stops the batch (``ResultWriteError``).
+file. Execution is at-least-once: a task whose record had not reached the file when the
+process died runs again on resume; that is at most the tasks the workers held (running,
+or finished and waiting for their record's sync), because a worker takes its next task
+only once its record is on disk. With ``retry_failed`` the failed and timed-out tasks of
+the file run again too, and their new record supersedes the old. A write that fails
+stops the batch (``ResultWriteError``).
 
 ``drain()`` (wired to SIGTERM/SIGINT by the CLI) stops taking tasks and lets the running
 ones finish or time out; ``cancel()`` stops one task or all of them, whether queued,

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -543,3 +544,18 @@ async def test_the_last_record_of_an_id_wins_and_the_file_is_compacted(tmp_path:
     await store.close()
     assert out.read_text() == record_line("b") + record_line("a")
     assert not (tmp_path / "results.jsonl.corrupt").exists()
+
+
+def test_long_task_lines_are_refused_without_reading_them_whole(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    long_line = json.dumps({"id": "big", "query": "x" * 20_000_000}) + "\n"  # ~20 MB
+    path.write_text('{"id": "a", "query": "x"}\n' + long_line + '{"id": "b", "query": "y"}\n')
+    tracemalloc.start()
+    try:
+        with pytest.raises(BatchInputError) as bad:
+            read_tasks(path, max_line_bytes=1000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(bad.value).splitlines()[1:] == ["  line 2: longer than 1000 bytes"]
+    assert peak < 2_000_000  # the 20 MB line was never held whole
