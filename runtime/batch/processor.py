@@ -173,6 +173,7 @@ class BatchProcessor:
             self._cancel_queued()
             batch_span.end(exc)
             raise
+        self._cancel_queued()  # drained before the workers started: nothing left waiting
         batch_span.stop()
         for task in self.tasks.values():
             summary.counts[str(task.status)] = summary.counts.get(str(task.status), 0) + 1

@@ -333,6 +333,7 @@ def _set_aside(path: Path, fd: int, bad: list[tuple[int, int, int, str]]) -> Non
 def _rewrite(path: Path, fd: int, content: bytes) -> int:
     """Replace the file by ``content`` atomically; the new file is locked before it is
     visible, so no other process can take it in between. Closes ``fd``."""
+    path = Path(os.path.realpath(path))  # through a symlink: replace its target, not it
     temporary = path.with_name(f".{path.name}.rewrite")
     new = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC)
     try:

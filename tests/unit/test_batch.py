@@ -559,3 +559,29 @@ def test_long_task_lines_are_refused_without_reading_them_whole(tmp_path: Path) 
         tracemalloc.stop()
     assert str(bad.value).splitlines()[1:] == ["  line 2: longer than 1000 bytes"]
     assert peak < 2_000_000  # the 20 MB line was never held whole
+
+
+async def test_a_results_file_behind_a_symlink_stays_behind_it(tmp_path: Path) -> None:
+    real, link = tmp_path / "real.jsonl", tmp_path / "link.jsonl"
+    real.write_text(record_line("a") + "garbage\n" + record_line("b"))
+    link.symlink_to(real)
+    store = await ResultStore(link).open()
+    await store.close()
+    assert link.is_symlink()
+    assert real.read_text() == record_line("a") + record_line("b")
+
+
+async def test_a_drain_before_the_batch_starts_leaves_nothing_queued(
+    telemetry: Telemetry, registry: CollectorRegistry, tmp_path: Path
+) -> None:
+    ran: list[str] = []
+
+    async def work(task: Task) -> None:
+        ran.append(task.id)
+
+    processor = BatchProcessor(work, telemetry, store=ResultStore(tmp_path / "out.jsonl"))
+    processor.drain()  # a SIGTERM while the results file is still being read
+    summary = await processor.run([Task(str(i), "q") for i in range(5)])
+    assert (ran, summary.counts) == ([], {"cancelled": 5})
+    assert value(registry, "agentwatch_batch_queue_depth") == 0
+    assert value(registry, "agentwatch_batch_tasks_total", {"status": "cancelled"}) == 5
