@@ -9,8 +9,7 @@ usage and trace id. Runs are independent: many can run at once with ``asyncio.ga
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any, Final, cast
 
@@ -32,6 +31,7 @@ from agentwatch.telemetry import AgentwatchError, Invocation, Telemetry
 from agentwatch.telemetry._invocation import instrument_stream
 from agentwatch.telemetry.names import OUTCOME_CANCELLED
 
+from .admission import Admission
 from .events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from .lc_tools import langchain_tools
 from .results import RunResult, result_from_messages
@@ -98,7 +98,8 @@ class Agent:
         # Admission: at most this many runs at once; the rest wait their turn (cheaply).
         # One event loop runs every ready callback of every run in each iteration, so
         # bounding the runs in flight bounds how late anything else on the loop runs.
-        self._slots = asyncio.Semaphore(max_concurrent) if max_concurrent else None
+        # Runs of batches take at most three quarters of the slots (admission.py).
+        self.admission = Admission(max_concurrent)
         telemetry.agents.declare([name])
         telemetry.models.declare([model_name])
         self.graph = create_agent(
@@ -117,15 +118,49 @@ class Agent:
             raise AgentInputError(
                 f"the query is {len(query)} characters; the limit is {self.max_input_chars}"
             )
+        if not query.isascii() and not _encodable(query):
+            # A lone surrogate ("\ud800" in JSON) cannot be sent to any model: the
+            # caller's mistake, refused before the run starts (never a failed run).
+            raise AgentInputError("the query is not valid Unicode text (a lone surrogate)")
         return query
 
     async def arun(
-        self, query: str, *, parent: Context | None = None, conversation_id: str | None = None
+        self,
+        query: str,
+        *,
+        parent: Context | None = None,
+        conversation_id: str | None = None,
+        batch: bool = False,
     ) -> RunResult:
-        """Run one query to its final answer, as one ``invoke_agent`` span."""
+        """Run one query to its final answer, as one ``invoke_agent`` span.
+
+        ``run_timeout`` counts from the call: the wait for a run slot is part of it.
+        ``batch=True`` marks a run of a batch (it may take only part of the slots).
+        """
         query = self.check_input(query)
-        async with self._slot():
-            return await self._arun(query, parent, conversation_id)
+        deadline = self._deadline()
+        await self._admit(deadline, batch)
+        try:
+            return await self._arun(query, parent, conversation_id, deadline)
+        finally:
+            self.admission.release(batch=batch)
+
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.run_timeout
+
+    async def _admit(
+        self,
+        deadline: float,
+        batch: bool,
+        on_wait: Callable[[], Awaitable[None]] | None = None,
+        interval: float = 10.0,
+    ) -> None:
+        try:
+            await self.admission.acquire(
+                deadline=deadline, batch=batch, on_wait=on_wait, interval=interval
+            )
+        except TimeoutError:
+            raise RunTimeoutError(self.run_timeout) from None
 
     def _run_error(self, exc: BaseException, deadline: asyncio.Timeout) -> AgentRunError | None:
         """What ended the run, when it was the run's own limit (None: ``exc`` as it is).
@@ -139,16 +174,13 @@ class Agent:
             return StepLimitError(self.max_steps)
         return None
 
-    def _slot(self) -> asyncio.Semaphore | contextlib.nullcontext[None]:
-        return self._slots if self._slots is not None else contextlib.nullcontext()
-
     async def _arun(
-        self, query: str, parent: Context | None, conversation_id: str | None
+        self, query: str, parent: Context | None, conversation_id: str | None, at: float
     ) -> RunResult:
         invocation = self.telemetry.agent_run(
             self.name, self.model_name, conversation_id=conversation_id, parent=parent
         )
-        deadline = asyncio.timeout(self.run_timeout)
+        deadline = asyncio.timeout_at(at)
         invocation.activate()
         try:
             async with deadline:
@@ -171,25 +203,43 @@ class Agent:
         return result
 
     async def astream(
-        self, query: str, *, parent: Context | None = None, conversation_id: str | None = None
+        self,
+        query: str,
+        *,
+        parent: Context | None = None,
+        conversation_id: str | None = None,
+        on_wait: Callable[[], Awaitable[None]] | None = None,
+        wait_interval: float = 10.0,
     ) -> AsyncGenerator[RunEvent, None]:
         """Run one query, yielding text deltas and tool events as they happen, then
         ``RunFinished``. One ``invoke_agent`` span for the whole stream; closing the
         stream early (a client that went away) cancels the run and ends it as cancelled.
+
+        While the run waits for a slot, ``on_wait()`` is awaited at once and then every
+        ``wait_interval`` seconds (the server sends an SSE keep-alive comment); the wait
+        counts against ``run_timeout``.
         """
         query = self.check_input(query)
-        async with self._slot():
+        deadline = self._deadline()
+        await self._admit(deadline, False, on_wait, wait_interval)
+        try:
             invocation = self.telemetry.agent_run(
                 self.name, self.model_name, conversation_id=conversation_id, parent=parent
             )
             events = instrument_stream(
-                invocation, self._events(query, invocation), closed_early=OUTCOME_CANCELLED
+                invocation,
+                self._events(query, invocation, deadline),
+                closed_early=OUTCOME_CANCELLED,
             )
             async with aclosing(events):
                 async for event in events:
                     yield event
+        finally:
+            self.admission.release()
 
-    async def _events(self, query: str, invocation: Invocation) -> AsyncGenerator[RunEvent, None]:
+    async def _events(
+        self, query: str, invocation: Invocation, deadline: float
+    ) -> AsyncGenerator[RunEvent, None]:
         messages: list[BaseMessage] = [HumanMessage(query)]
         modes: list[StreamMode] = ["messages", "updates"]
         config: RunnableConfig = {"recursion_limit": self.max_steps}
@@ -198,7 +248,6 @@ class Agent:
         stream = cast(
             AsyncGenerator[Any, None], self.graph.astream(state, config, stream_mode=modes)
         )
-        deadline = asyncio.get_running_loop().time() + self.run_timeout
         async with aclosing(stream):
             while True:
                 scope = asyncio.timeout_at(deadline)  # never across a yield
@@ -215,6 +264,14 @@ class Agent:
                 for event in _events_of(mode, data, messages):
                     yield event
         yield RunFinished(result_from_messages(messages, *_trace_of(invocation)))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _trace_of(invocation: Invocation) -> tuple[str, bool]:

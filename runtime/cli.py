@@ -41,6 +41,7 @@ from .events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCall
 from .model import ModelBehavior, create_model_app
 from .runtime import AgentRuntime
 from .server import create_app
+from .serving import run_service
 from .settings import (
     AGENTWATCH_HOST,
     AGENTWATCH_PORT,
@@ -169,13 +170,11 @@ def _serve(args: argparse.Namespace) -> int:
             host_from=_origin("--host", args.host, AGENTWATCH_HOST),
             port_from=_origin("--port", args.port, AGENTWATCH_PORT),
         ):
-            web.run_app(
+            run_service(  # aiohttp with the connection limits of runtime/serving.py
                 app,
                 host=settings.host,
                 port=settings.port,
-                print=lambda _: print(serving, flush=True),  # once it listens
-                access_log=None,
-                handler_cancellation=True,  # a client that goes away cancels its run
+                on_listening=lambda: print(serving, flush=True),
                 shutdown_timeout=10.0,  # SIGTERM: in-flight runs get this long, then cancelled
             )
     finally:

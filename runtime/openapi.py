@@ -1,7 +1,9 @@
 """The service's OpenAPI 3.1 description, served at ``/openapi.json``.
 
 Kept true by tests/reliability/test_fuzz_api.py: every route the application serves is
-described here and nothing else is, and the fuzzer generates requests from it.
+described here and nothing else is, and the fuzzer generates requests from it. Request
+bodies are closed (``additionalProperties: false``) and every string a client gives that
+reaches a span has a ``maxLength``: the server refuses what the schema does not allow.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ _ERROR: Final = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
 _ERRORS: Final = {
-    str(code): _ERROR for code in (400, 401, 404, 405, 413, 415, 422, 500, 502, 504, 508)
+    str(code): _ERROR for code in (400, 401, 404, 405, 408, 413, 415, 422, 431, 500, 502, 504, 508)
 }
+_ID_CHARS: Final = 256  # runtime/server.py MAX_ID_CHARS
 
 
 def _json(schema_ref: str) -> dict[str, Any]:
@@ -47,7 +50,7 @@ SPEC: Final[dict[str, Any]] = {
                 "properties": {
                     "input": {"type": "string", "minLength": 1, "maxLength": 32000},
                     "stream": {"type": "boolean"},
-                    "conversation_id": {"type": "string"},
+                    "conversation_id": {"type": "string", "maxLength": _ID_CHARS},
                 },
             },
             "RunResult": {
@@ -72,7 +75,12 @@ SPEC: Final[dict[str, Any]] = {
                 "type": "object",
                 "required": ["id", "query"],
                 "properties": {
-                    "id": {"type": ["string", "integer"]},
+                    "id": {
+                        "oneOf": [
+                            {"type": "string", "minLength": 1, "maxLength": _ID_CHARS},
+                            {"type": "integer"},
+                        ]
+                    },
                     "query": {"type": "string", "minLength": 1},
                     "priority": {"type": "integer"},
                 },
@@ -80,6 +88,7 @@ SPEC: Final[dict[str, Any]] = {
             "BatchRequest": {
                 "type": "object",
                 "required": ["tasks"],
+                "additionalProperties": False,
                 "properties": {
                     "tasks": {
                         "type": "array",

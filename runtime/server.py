@@ -6,7 +6,14 @@ it on cleanup) unless it is already started, in which case its owner stops it.
 Routes: ``POST /v1/runs`` (``{"input": "..."}`` → output, tool calls, usage, trace id;
 with ``"stream": true`` or ``Accept: text/event-stream``, Server-Sent Events),
 plus ``/metrics``, ``/healthz``, ``/readyz``. Every error is a JSON body
-``{"error": {"type": ..., "message": ...}}`` with the right status, never a traceback.
+``{"error": {"type": ..., "message": ...}}`` with the right status, never a traceback;
+no response names the server's software (``Server: agentwatch``).
+
+Every JSON body goes through one strict parser (``parse_json``): UTF-8, an object with
+only the route's fields, no duplicate keys, no NaN/Infinity, integers of at most
+``MAX_INT_DIGITS`` digits, nesting at most ``MAX_JSON_DEPTH`` deep, no lone surrogate
+(I-JSON, RFC 7493). Identifiers a client gives (``conversation_id``, task ids) are at
+most ``MAX_ID_CHARS`` characters: they go on spans.
 A W3C ``traceparent`` on the request makes the run part of the caller's trace. With
 ``AGENTWATCH_API_TOKEN`` set, every ``/v1/*`` route needs ``Authorization: Bearer
 <token>`` (compared in constant time); ``/metrics`` and the health routes stay open.
@@ -14,9 +21,11 @@ A W3C ``traceparent`` on the request makes the run part of the caller's trace. W
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+import math
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
@@ -49,12 +58,21 @@ from .batch.task import Task
 from .events import event_data
 from .openapi import SPEC
 from .runtime import AgentRuntime
+from .serving import SERVER_NAME, handler_limits
 from .settings import RuntimeSettings
 
 _logger = logging.getLogger("agentwatch.server")
 
 RUNTIME_KEY: Final = web.AppKey("agentwatch_runtime", AgentRuntime)
 SETTINGS_KEY: Final = web.AppKey("agentwatch_settings", RuntimeSettings)
+
+MAX_JSON_DEPTH: Final = 32  # objects and arrays inside one another
+MAX_INT_DIGITS: Final = 19  # an integer literal (int64 has 19 digits)
+MAX_ID_CHARS: Final = 256  # conversation_id, a task's id
+BODY_TIMEOUT: Final = 30.0  # seconds to receive a request body
+SSE_KEEPALIVE: Final = 10.0  # seconds between ": waiting for a run slot" comments
+RUN_FIELDS: Final = frozenset({"input", "stream", "conversation_id"})
+BATCH_FIELDS: Final = frozenset({"tasks", "workers", "timeout"})
 
 
 class ApiError(Exception):
@@ -82,6 +100,8 @@ _HTTP_KINDS: Final = {
     405: "method_not_allowed",
     413: "payload_too_large",
     400: "bad_request",
+    408: "request_timeout",
+    431: "header_too_large",
 }
 
 
@@ -115,19 +135,107 @@ def bearer_auth(token: str | None) -> Middleware | None:
     return auth
 
 
-async def read_json(request: web.Request, max_bytes: int) -> dict[str, Any]:
-    """The request's JSON object, or an ApiError: 413 before reading a body too large."""
+async def read_json(
+    request: web.Request, max_bytes: int, fields: Collection[str]
+) -> dict[str, Any]:
+    """The request's JSON object (``parse_json``), or an ApiError: 413 before reading a
+    body too large, 408 when it does not arrive within ``BODY_TIMEOUT``."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError(413, "payload_too_large", f"The body is larger than {max_bytes} bytes.")
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
-    raw = await request.read()  # aiohttp stops at client_max_size with 413
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            raw = await request.read()  # aiohttp stops at client_max_size with 413
+    except TimeoutError:
+        raise ApiError(
+            408, "request_timeout", f"The body did not arrive within {BODY_TIMEOUT:g} s."
+        ) from None
+    return parse_json(raw, fields)
+
+
+class _JsonPolicyError(ValueError):
+    """The body is JSON that the API does not accept (its message says why)."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _JsonPolicyError(f"duplicate key {key[:40]!r}")
+            seen.add(key)
+    return obj
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _JsonPolicyError(f"an integer has more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _JsonPolicyError(f"a number is out of range ({text[:20]})")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise _JsonPolicyError(f"{name} is not a JSON number")
+
+
+_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates,
+    parse_int=_bounded_int,
+    parse_float=_finite_float,
+    parse_constant=_no_constant,
+)
+
+
+def _check_tree(value: Any) -> None:
+    """Nesting within MAX_JSON_DEPTH and no lone surrogate in any string (iterative)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if not node.isascii():
+                try:
+                    node.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise _JsonPolicyError("a string holds a lone surrogate") from None
+            continue
+        if not isinstance(node, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise _JsonPolicyError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        stack.extend((item, depth + 1) for item in items)
+
+
+def parse_json(raw: bytes, fields: Collection[str]) -> dict[str, Any]:
+    """The API's one JSON policy: a UTF-8 object with only ``fields`` at its top, no
+    duplicate key, no NaN or Infinity, integers of at most MAX_INT_DIGITS digits,
+    at most MAX_JSON_DEPTH deep, no lone surrogate. 400 (or 422 for the shape)."""
+    try:
+        body = _DECODER.decode(raw.decode("utf-8"))
+        _check_tree(body)
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_json", "The body is not UTF-8 text.") from None
+    except json.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
+    except RecursionError:
+        message = f"The body is not accepted: nested deeper than {MAX_JSON_DEPTH} levels."
+        raise ApiError(400, "invalid_json", message) from None
+    except _JsonPolicyError as exc:
+        raise ApiError(400, "invalid_json", f"The body is not accepted: {exc}.") from None
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", "The body must be a JSON object.")
+    unknown = set(body) - set(fields)
+    if unknown:
+        names = ", ".join(sorted(name[:40] for name in unknown)[:10])
+        raise ApiError(422, "invalid_request", f"Unknown fields: {names}.")
     return body
 
 
@@ -142,15 +250,15 @@ def _run_request(body: dict[str, Any], accept: str) -> RunRequest:
     query = body.get("input")
     if not isinstance(query, str):
         raise ApiError(422, "invalid_request", "'input' must be a string.")
-    unknown = set(body) - {"input", "stream", "conversation_id"}
-    if unknown:
-        raise ApiError(422, "invalid_request", f"Unknown fields: {', '.join(sorted(unknown))}.")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(422, "invalid_request", "'stream' must be a boolean.")
     conversation = body.get("conversation_id")
     if conversation is not None and not isinstance(conversation, str):
         raise ApiError(422, "invalid_request", "'conversation_id' must be a string.")
+    if conversation is not None and len(conversation) > MAX_ID_CHARS:
+        message = f"'conversation_id' is longer than {MAX_ID_CHARS} characters."
+        raise ApiError(422, "invalid_request", message)
     return RunRequest(query, stream or "text/event-stream" in accept, conversation)
 
 
@@ -181,7 +289,7 @@ def _as_api_error(exc: Exception) -> ApiError | None:
 async def post_run(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
     agent = request.app[RUNTIME_KEY].agent
-    body = await read_json(request, settings.max_body_bytes)
+    body = await read_json(request, settings.max_body_bytes, RUN_FIELDS)
     run = _run_request(body, request.headers.get(hdrs.ACCEPT, ""))
     parent = propagate.extract(request.headers)
     try:
@@ -217,7 +325,17 @@ async def _stream_run(
         }
     )
     await response.prepare(request)
-    events = agent.astream(run.input, parent=parent, conversation_id=run.conversation_id)
+
+    async def waiting() -> None:  # the run waits for a slot: say so, keep proxies patient
+        await response.write(b": waiting for a run slot\n\n")
+
+    events = agent.astream(
+        run.input,
+        parent=parent,
+        conversation_id=run.conversation_id,
+        on_wait=waiting,
+        wait_interval=SSE_KEEPALIVE,
+    )
     try:
         async with aclosing(events):
             async for event in events:
@@ -238,12 +356,17 @@ async def post_batch(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     agent = request.app[RUNTIME_KEY].agent
     admit_batch(request.app, settings, ApiError)  # 429 before reading the body when full
-    body = await read_json(request, settings.max_body_bytes)
+    body = await read_json(request, settings.max_body_bytes, BATCH_FIELDS)
     room = partial(admit_batch, request.app, settings, ApiError)  # 429 before parsing tasks
     tasks, options = parse_batch(body, ApiError, room)
+    long_ids = [task.id for task in tasks if len(task.id) > MAX_ID_CHARS]
+    if long_ids:
+        message = f"{len(long_ids)} task ids are longer than {MAX_ID_CHARS} characters."
+        raise ApiError(422, "invalid_tasks", message)
 
     async def work(task: Task) -> dict[str, Any]:
-        return (await agent.arun(task.query)).to_dict()
+        # A run of a batch: it may take only part of the run slots (runtime/admission.py).
+        return (await agent.arun(task.query, batch=True)).to_dict()
 
     record = start_batch(request.app, agent.telemetry, work, tasks, options, settings, ApiError)
     batch_id = record.processor.batch_id
@@ -277,6 +400,10 @@ async def get_openapi(request: web.Request) -> web.Response:
     return web.json_response(SPEC)
 
 
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[hdrs.SERVER] = SERVER_NAME  # not aiohttp's name and version
+
+
 def create_app(
     settings: RuntimeSettings, telemetry: Telemetry, *, runtime: AgentRuntime | None = None
 ) -> web.Application:
@@ -284,7 +411,12 @@ def create_app(
     auth = bearer_auth(settings.api_token)
     if auth is not None:
         middlewares.append(auth)
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=middlewares,
+        client_max_size=settings.max_body_bytes,
+        handler_args=handler_limits(),  # per line and count; serving.py adds the total
+    )
+    app.on_response_prepare.append(_server_header)
     app[SETTINGS_KEY] = settings
     app[RUNTIME_KEY] = runtime if runtime is not None else AgentRuntime(settings, telemetry)
 

@@ -6,6 +6,13 @@ Idempotent: the second call returns the first call's ``Telemetry``, and where sp
 is stated once, in the ``agentwatch.telemetry`` log. Spans go through a bounded batch
 processor; what the backend does not take is counted in
 ``agentwatch_telemetry_spans_dropped_total`` and the program runs on.
+
+Spans are bounded too: an attribute value is cut at ``DEFAULT_ATTRIBUTE_LENGTH``
+characters unless OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT or
+OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT says otherwise (the SDK's own default is no
+limit: one 900 KB attribute on 100 spans made an export request the backend refused,
+and the spans of other runs in it were lost). Counts keep the SDK's defaults (128
+attributes, events and links per span; OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT and friends).
 """
 
 from __future__ import annotations
@@ -13,10 +20,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Final
 
 from opentelemetry import trace
+from opentelemetry.sdk.environment_variables import (
+    OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+    OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+)
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
@@ -32,6 +44,7 @@ from .settings import (
 )
 
 _logger = logging.getLogger("agentwatch.telemetry")
+DEFAULT_ATTRIBUTE_LENGTH: Final = 8192  # characters of one attribute value
 _lock = threading.Lock()
 _telemetry: Telemetry | None = None
 _configured = False  # False while _telemetry is get_telemetry()'s unconfigured default
@@ -112,7 +125,7 @@ def build_telemetry(
             capture_content=s.capture_content,
             catalog=catalog,
         )
-    provider = TracerProvider(resource=_resource())
+    provider = TracerProvider(resource=_resource(), span_limits=span_limits())
     exporter = span_exporter if span_exporter is not None else _exporter(s)
     processor: CountingBatchSpanProcessor | None = None
     holder: list[Telemetry] = []
@@ -145,6 +158,19 @@ def build_telemetry(
     )
     holder.append(telemetry)
     return telemetry
+
+
+def span_limits() -> SpanLimits:
+    """The SDK's limits from the OTEL_* variables, with DEFAULT_ATTRIBUTE_LENGTH for an
+    attribute value's length when neither length variable is set."""
+    named = any(os.environ.get(name, "").strip() for name in _LENGTH_VARIABLES)
+    return SpanLimits(max_attribute_length=None if named else DEFAULT_ATTRIBUTE_LENGTH)
+
+
+_LENGTH_VARIABLES: Final = (
+    OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+    OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+)
 
 
 def _resource() -> Resource:

@@ -95,9 +95,12 @@ def add_telemetry_routes(
 
 
 def bearer_matches(request: web.Request, token: str) -> bool:
-    """``Authorization: Bearer <token>``, compared in constant time."""
+    """``Authorization: Bearer <token>``, compared in constant time. A header that is
+    not UTF-8 (aiohttp keeps its bytes as surrogates) is compared as the bytes it was,
+    so it simply does not match: 401, never an encoding error."""
     scheme, _, provided = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(provided.encode(), token.encode())
+    sent = provided.encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(sent, token.encode())
 
 
 def _bearer_only(handler: Handler, token: str) -> Handler:

@@ -215,7 +215,11 @@ def parse_batch(
     workers, timeout = body.get("workers", 5), body.get("timeout")
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS:
         raise error(422, "invalid_request", f"'workers' must be an integer 1-{MAX_WORKERS}.")
-    if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+    if timeout is not None and (
+        isinstance(timeout, bool)  # true is not a number of seconds
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout < float("inf")  # NaN and Infinity too
+    ):
         raise error(422, "invalid_request", "'timeout' must be a positive number of seconds.")
     return tasks, BatchOptions(workers=workers, task_timeout=timeout)
 

@@ -241,21 +241,26 @@ async def _stream(
 
     deltas = _deltas(reply)
     gap = 1.0 / behavior.tokens_per_second if behavior.tokens_per_second else 0.0
-    for position, delta in enumerate(deltas):
-        if position == 0 and behavior.time_to_first_token:
-            await asyncio.sleep(behavior.time_to_first_token)  # configured TTFT
-        elif position > 0 and gap:
-            await asyncio.sleep(gap)  # configured token rate
-        if disconnect and position == len(deltas) // 2:
-            if request.transport is not None:
-                request.transport.abort()  # the injected fault: connection lost mid-stream
-            return response
-        await send([{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}])
-    await send([{"index": 0, "delta": {}, "finish_reason": reply.finish_reason, "logprobs": None}])
-    if include_usage:
-        await send([], _usage(reply))
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
+    try:
+        for position, delta in enumerate(deltas):
+            if position == 0 and behavior.time_to_first_token:
+                await asyncio.sleep(behavior.time_to_first_token)  # configured TTFT
+            elif position > 0 and gap:
+                await asyncio.sleep(gap)  # configured token rate
+            if disconnect and position == len(deltas) // 2:
+                if request.transport is not None:
+                    request.transport.abort()  # the injected fault: connection lost mid-stream
+                return response
+            await send([{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}])
+        finish = {"index": 0, "delta": {}, "finish_reason": reply.finish_reason, "logprobs": None}
+        await send([finish])
+        if include_usage:
+            await send([], _usage(reply))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+    except ConnectionResetError:  # aiohttp's ClientConnectionResetError too
+        # The client closed the stream (a run cancelled, a caller gone): normal.
+        _logger.debug("builtin model: the client closed the stream")
     return response
 
 

@@ -1,0 +1,226 @@
+"""How ``agentwatch serve`` puts the service on a socket: aiohttp with the connection
+limits a hostile client meets before any route runs.
+
+- A request head (request line and headers) is read within ``HEAD_TIMEOUT`` seconds of
+  its first byte and is at most ``MAX_HEAD_BYTES`` in all; past either the connection
+  gets a JSON 408 / 431 and is closed. aiohttp limits each line (``MAX_LINE_BYTES``) and
+  the number of headers (``MAX_HEADERS``) but not their total: 400 connections that
+  each sent 126 headers of 8,000 bytes and never finished held 800 MiB for 75 s.
+- A connection that sends nothing is closed after ``KEEPALIVE_TIMEOUT`` seconds.
+- A request aiohttp's parser refuses (not HTTP, a line too long, too many headers) is
+  answered with the service's JSON error body, logged at debug level only (a client's
+  mistake, not ours), and no response names the server's software or version.
+
+``run_service(app, host=..., port=...)`` serves until SIGINT or SIGTERM, then lets
+requests in flight finish for ``shutdown_timeout`` seconds, as ``web.run_app`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any, Final
+
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.streams import StreamReader
+
+MAX_LINE_BYTES: Final = 8190  # request line, as aiohttp's default (and nginx's 8k buffers)
+MAX_FIELD_BYTES: Final = 8190  # one header line
+MAX_HEADERS: Final = 64
+MAX_HEAD_BYTES: Final = 32 * 1024  # request line + all headers (nginx: 4 x 8k buffers)
+HEAD_TIMEOUT: Final = 10.0  # seconds from a head's first byte to its end
+KEEPALIVE_TIMEOUT: Final = 15.0  # an idle connection (none sent, or between requests)
+SERVER_NAME: Final = "agentwatch"
+
+
+def handler_limits() -> dict[str, Any]:
+    """aiohttp's per-line and per-count limits (``web.Application(handler_args=...)``)."""
+    return {
+        "max_line_size": MAX_LINE_BYTES,
+        "max_field_size": MAX_FIELD_BYTES,
+        "max_headers": MAX_HEADERS,
+    }
+
+
+def raw_error(status: int, kind: str, message: str) -> bytes:
+    """A whole HTTP/1.1 response with the JSON error body, for a connection about to close."""
+    body = json.dumps({"error": {"type": kind, "message": message}}).encode()
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        f"Content-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Connection: close\r\n"
+        f"Server: {SERVER_NAME}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def _head_end(tail: bytes, data: bytes) -> int:
+    """Where the head ends in ``data`` (the index after its blank line), or -1;
+    ``tail`` is the end of what came before (a blank line may straddle two reads).
+    Only CRLF line ends: aiohttp's parser refuses bare LF."""
+    found = (tail + data).find(b"\n\r\n")
+    return -1 if found < 0 else max(0, found + 3 - len(tail))
+
+
+class LimitedRequestHandler(web.RequestHandler):
+    """aiohttp's protocol, plus the total size and the time limit of a request head,
+    and JSON bodies for the errors its parser answers."""
+
+    __slots__ = ("_body", "_head_bytes", "_head_tail", "_head_timer")
+
+    def __init__(self, manager: web.Server, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._body: StreamReader | None = None  # the last request's body, while it comes
+        self._head_bytes = 0
+        self._head_tail = b""
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        body = self._body
+        in_head = self.transport is not None and (body is None or body.is_eof())
+        if in_head:
+            end = _head_end(self._head_tail, data)
+            self._head_bytes += len(data) if end < 0 else end
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse(
+                    431,
+                    "header_too_large",
+                    f"The request line and headers are larger than {MAX_HEAD_BYTES} bytes.",
+                )
+                return
+            if self._head_timer is None:
+                self._head_timer = self._loop.call_later(HEAD_TIMEOUT, self._head_too_slow)
+        queued = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) > queued:  # a head was parsed: its body (if any) follows
+            self._body = self._messages[-1][1]
+            self._head_done()
+        elif in_head:
+            self._head_tail = data[-2:]
+
+    def _head_done(self) -> None:
+        self._head_bytes = 0
+        self._head_tail = b""
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        self._refuse(
+            408, "request_timeout", f"The request headers took longer than {HEAD_TIMEOUT:g} s."
+        )
+
+    def _refuse(self, status: int, kind: str, message: str) -> None:
+        self.log_debug("refused a request head: %s", message)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(raw_error(status, kind, message))
+        self._head_done()
+        self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._head_done()
+        super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """What aiohttp answers itself (a request its parser refused, a handler that
+        raised past every middleware): the JSON error body, never text or a banner."""
+        if status >= 500:
+            return self._json_error(super().handle_error(request, status, exc, message))
+        self.log_debug("refused a request: %s", exc)
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response was sent already")
+        if isinstance(exc, LineTooLong):
+            kind, status = "header_too_large", 431
+            text = f"A request or header line is longer than {MAX_FIELD_BYTES} bytes."
+        else:
+            kind = "bad_request"
+            reason = (message or "bad request").split("\n", 1)[0].rstrip(": ")
+            text = f"The request is not valid HTTP: {reason[:120]}."
+        response = web.json_response({"error": {"type": kind, "message": text}}, status=status)
+        return self._json_error(response)
+
+    @staticmethod
+    def _json_error(response: web.StreamResponse) -> web.StreamResponse:
+        if not isinstance(response, web.Response) or response.content_type != "application/json":
+            body = {"error": {"type": "internal_error", "message": "The server failed."}}
+            response = web.json_response(body, status=response.status)
+        response.headers[hdrs.SERVER] = SERVER_NAME
+        response.force_close()
+        return response
+
+
+class _LimitedServer(web.Server):
+    def __call__(self) -> web.RequestHandler:
+        return LimitedRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ServiceRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections are ``LimitedRequestHandler`` protocols."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return _LimitedServer(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
+        )
+
+
+def run_service(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    on_listening: Callable[[], None] | None = None,
+    shutdown_timeout: float = 10.0,
+) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM; then requests in flight get
+    ``shutdown_timeout`` seconds and are cancelled. A client that goes away cancels
+    its request's handler (and so its run)."""
+    asyncio.run(_serve(app, host, port, on_listening, shutdown_timeout))
+
+
+async def _serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    on_listening: Callable[[], None] | None,
+    shutdown_timeout: float,
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    runner = ServiceRunner(
+        app,
+        access_log=None,
+        handler_cancellation=True,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        shutdown_timeout=shutdown_timeout,
+    )
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        if on_listening is not None:
+            on_listening()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
