@@ -32,7 +32,7 @@ from ..runtime import AgentRuntime
 from ..settings import RuntimeSettings
 from .processor import BatchOptions, BatchProcessor, BatchSummary
 from .store import ResultStore
-from .task import RETRYABLE, Task, TaskStatus
+from .task import FINAL, RETRYABLE, Task
 
 EXIT_OK: Final = 0
 EXIT_STOPPED: Final = 3
@@ -104,7 +104,9 @@ async def run_batch(
             started = loop.time()
 
             def on_progress(task: Task) -> None:
-                if task.status in (TaskStatus.FAILED, TaskStatus.TIMED_OUT):
+                if task.status not in FINAL:
+                    return  # the bar counts results in the file; cancelled ones are not
+                if task.status in RETRYABLE:
                     failed["n"] += 1
                 done = progress.tasks[0].completed + 1
                 rate = done / max(loop.time() - started, 1e-9)
@@ -119,7 +121,6 @@ async def run_batch(
             finally:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
-            progress.update(bar, completed=len(tasks))
     return summary, stopped["yes"]
 
 

@@ -210,8 +210,7 @@ class ResultStore:
                 try:
                     await asyncio.to_thread(self._append, b"".join(line for line, _ in batch))
                 except OSError as exc:
-                    self._error = ResultWriteError(self.path, exc)
-                    _logger.error("%s", self._error)
+                    self._error = ResultWriteError(self.path, exc)  # raised by every put
                     for _, waiter in batch + self._pending:
                         if not waiter.done():
                             waiter.set_exception(self._error)
