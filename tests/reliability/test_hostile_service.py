@@ -26,11 +26,12 @@ from aiohttp.test_utils import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from agentwatch.runtime import server
 from agentwatch.runtime.agent import AgentInputError
 from agentwatch.runtime.model import BuiltinModelServer, ModelBehavior
 from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.server import MAX_ID_CHARS, RUNTIME_KEY, create_app
-from agentwatch.runtime.serving import HEAD_TIMEOUT, MAX_HEAD_BYTES
+from agentwatch.runtime.serving import HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_HEAD_BYTES
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
 from agentwatch.telemetry.setup import DEFAULT_ATTRIBUTE_LENGTH, build_telemetry
@@ -170,10 +171,12 @@ async def test_header_flood_is_refused_within_a_memory_ceiling(service: Service)
 
 
 async def test_a_head_sent_slowly_is_cut_off(service: Service) -> None:
-    """A head that trickles in (a header every 0.5 s) gets 408 after HEAD_TIMEOUT
-    (aiohttp's own limit was 75 s of keep-alive)."""
+    """A head that trickles in (a header every 0.5 s) gets 408 after HEAD_TIMEOUT, and a
+    connection that sends nothing is closed after KEEPALIVE_TIMEOUT (aiohttp's own
+    limit for both was 75 s of keep-alive)."""
     async with aiohttp.ClientSession() as session:
         await wait_until_ready(session, f"{service.base}/readyz")
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", service.port)
     reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
     start = time.perf_counter()
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -192,10 +195,21 @@ async def test_a_head_sent_slowly_is_cut_off(service: Service) -> None:
     finally:
         writer.close()
     took = time.perf_counter() - start
-    print(f"FIGURE slow head: cut off after {took:.1f} s (limit {HEAD_TIMEOUT:g} s)")
+    try:
+        idle_answer = await _read_all(idle_reader, KEEPALIVE_TIMEOUT + 8 - took)
+        idle_closed = idle_reader.at_eof()
+    finally:
+        idle_writer.close()
+    idle_took = time.perf_counter() - start
+    print(
+        f"FIGURE slow head: cut off after {took:.1f} s (limit {HEAD_TIMEOUT:g} s); "
+        f"an idle connection closed after {idle_took:.1f} s (limit {KEEPALIVE_TIMEOUT:g} s)"
+    )
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
     assert b'"request_timeout"' in answer
     assert took < HEAD_TIMEOUT + 8
+    assert idle_closed
+    assert idle_answer == b""  # nothing was asked: closed without an answer
 
 
 async def _raw(port: int, data: bytes) -> bytes:
@@ -352,6 +366,30 @@ async def test_a_bearer_token_that_is_not_utf8_is_401(
     )
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
     assert b'"unauthorized"' in answer
+
+
+async def test_a_body_sent_too_slowly_is_408(
+    aiohttp_client: Client, telemetry: Telemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body announced and never finished holds nothing past BODY_TIMEOUT (30 s;
+    0.5 s here)."""
+    monkeypatch.setattr(server, "BODY_TIMEOUT", 0.5)
+    client = await aiohttp_client(create_app(RuntimeSettings(), telemetry))
+    assert client.port is not None
+    head = (
+        b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        writer.write(head + b'{"input": ')  # 10 of the 100 bytes, then nothing
+        await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.readuntil(b"}}")
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b'"request_timeout"' in answer
 
 
 def test_span_attributes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
