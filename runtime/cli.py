@@ -93,12 +93,12 @@ def _report(args: argparse.Namespace) -> int:
         text = fetch_metrics_text(args.url, timeout=args.timeout)
     except (OSError, ValueError) as exc:
         print(f"agentwatch report: cannot read {args.url}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         rows = stats_from_text(text)
     except ValueError:
         print(f"agentwatch report: {args.url} is not a Prometheus metrics page", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     print(format_report(rows, title=f"Performance report ({args.url})"), end="")
     return 0
 
