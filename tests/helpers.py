@@ -7,6 +7,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -74,3 +78,43 @@ def run_cli(*args: str, timeout: float = 180, **env: str) -> subprocess.Complete
         env=cli_env(**env),
         check=False,
     )
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    base: str
+    port: int
+    pid: int
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def serve_process(**env: str) -> Iterator[ServiceProcess]:
+    """``agentwatch serve`` in its own process on a free loopback port, spans not exported.
+    Stopped on exit; when the body passed, its stderr must hold no traceback (stderr goes
+    to a file, so a chatty service never blocks on a full pipe)."""
+    port = free_port()
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agentwatch.runtime.cli", "serve", "--port", str(port)],
+            env=cli_env(OTEL_TRACES_EXPORTER="none", **env),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            yield ServiceProcess(f"http://127.0.0.1:{port}", port, process.pid, process)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+        stderr.seek(0)
+        text = stderr.read()
+    assert b"Traceback" not in text, text.decode(errors="replace")[-3000:]
+
+
+def http_count(registry: CollectorRegistry, status: str, route: str = "/v1/runs") -> float:
+    """How many ``POST route`` requests the service recorded with ``status``."""
+    value = registry.get_sample_value(
+        "http_server_request_duration_seconds_count",
+        {"http_request_method": "POST", "http_route": route, "http_response_status_code": status},
+    )
+    return value or 0.0

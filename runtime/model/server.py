@@ -83,6 +83,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return openai_error(exc.status, exc.reason, kind)
     except _BadRequest as exc:
         return openai_error(400, str(exc), param=exc.param)
+    except ConnectionResetError:  # the client went away (mid-body, mid-stream): normal
+        _logger.debug("builtin model: client disconnected from %s", request.path)
+        return web.Response(status=499, reason="Client Closed Request")  # read by nobody
     except Exception:
         _logger.exception("builtin model: unexpected error")
         return openai_error(500, "The builtin model failed on this request.", "server_error")

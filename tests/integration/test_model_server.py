@@ -140,3 +140,25 @@ async def test_models_route_lists_the_configured_models() -> None:
         models = await client.models.list()
         assert [m.id for m in models.data] == ["a", "b"]
         await client.close()
+
+
+async def test_a_client_gone_mid_body_is_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A caller cancelled while sending its request (a run stopped at shutdown) is normal:
+    no error logged, no traceback (it once logged "unexpected error" for each)."""
+    async with BuiltinModelServer() as server:
+        head = (
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model": '
+        )
+        with caplog.at_level("DEBUG", logger="agentwatch"):
+            _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(head)
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+            for _ in range(100):  # bounded: until the server has seen the disconnect
+                if any("disconnected" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.02)
+    assert any("disconnected" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= 40], caplog.text

@@ -24,6 +24,7 @@ from agentwatch.runtime.server import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.runtime.tools import ToolRegistry
 from agentwatch.telemetry import Telemetry
+from tests.helpers import http_count
 
 pytestmark = pytest.mark.integration
 
@@ -267,18 +268,6 @@ async def test_a_timeout_inside_the_run_is_upstream_timeout_not_run_timeout(
         await client.close()
 
 
-def _http_count(registry: CollectorRegistry, status: str) -> float:
-    value = registry.get_sample_value(
-        "http_server_request_duration_seconds_count",
-        {
-            "http_request_method": "POST",
-            "http_route": "/v1/runs",
-            "http_response_status_code": status,
-        },
-    )
-    return value or 0.0
-
-
 async def test_aborted_json_runs_are_499_and_cancelled_never_500(
     aiohttp_client: Client,
     telemetry: Telemetry,
@@ -305,12 +294,12 @@ async def test_aborted_json_runs_are_499_and_cancelled_never_500(
             writer.close()  # the client goes away mid-run
             await writer.wait_closed()
         for _ in range(1000):  # bounded: until every aborted request is recorded
-            if _http_count(registry, "499") == aborted:
+            if http_count(registry, "499") == aborted:
                 break
             await asyncio.sleep(0.01)
         await client.close()
-    assert _http_count(registry, "499") == aborted
-    assert _http_count(registry, "500") == 0
+    assert http_count(registry, "499") == aborted
+    assert http_count(registry, "500") == 0
     agents = [s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent")]
     assert len(agents) == aborted
     assert all((s.attributes or {})["agentwatch.outcome"] == "cancelled" for s in agents)

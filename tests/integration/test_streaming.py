@@ -24,6 +24,7 @@ from agentwatch.runtime.runtime import AgentRuntime, build_chat_model
 from agentwatch.runtime.server import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
+from tests.helpers import http_count
 
 pytestmark = pytest.mark.integration
 
@@ -175,18 +176,6 @@ async def test_a_failing_model_ends_the_stream_with_an_error_event(
     assert "Traceback" not in json.dumps(data)
 
 
-def _http_count(registry: CollectorRegistry, status: str) -> float:
-    value = registry.get_sample_value(
-        "http_server_request_duration_seconds_count",
-        {
-            "http_request_method": "POST",
-            "http_route": "/v1/runs",
-            "http_response_status_code": status,
-        },
-    )
-    return value or 0.0
-
-
 @pytest.mark.parametrize("handler_cancellation", [True, False])
 async def test_dropped_streams_are_499_and_cancelled_never_500(
     telemetry: Telemetry,
@@ -213,14 +202,14 @@ async def test_dropped_streams_are_499_and_cancelled_never_500(
                             break
                     response.close()  # the client goes away mid-stream
             for _ in range(1000):  # bounded: until every dropped stream is recorded
-                if _http_count(registry, "499") == dropped:
+                if http_count(registry, "499") == dropped:
                     break
                 await asyncio.sleep(0.01)
         finally:
             await runner.cleanup()
-    assert _http_count(registry, "499") == dropped
-    assert _http_count(registry, "500") == 0
-    assert _http_count(registry, "200") == 0
+    assert http_count(registry, "499") == dropped
+    assert http_count(registry, "500") == 0
+    assert http_count(registry, "200") == 0
     agents = [s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent")]
     assert len(agents) == dropped
     assert all((s.attributes or {})["agentwatch.outcome"] == "cancelled" for s in agents)

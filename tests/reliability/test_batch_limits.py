@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Coroutine, Iterator
 from typing import Any
@@ -28,7 +26,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.helpers import cli_env, free_port, rss_kib, time_bound, wait_until_ready
+from tests.helpers import (
+    rss_kib,
+    serve_process,
+    time_bound,
+    wait_until_ready,
+)
 
 HEALTHZ_BOUND = time_bound(strict=0.25, generous=2.0)
 # The flood is a memory case: admitting its two 10,000-task batches means parsing them
@@ -42,18 +45,8 @@ CEILING_MIB = 150  # what the service may grow by under the flood (it grew 507 M
 
 @pytest.fixture
 def service() -> Iterator[tuple[str, int]]:
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "agentwatch.runtime.cli", "serve", "--port", str(port)],
-        env=cli_env(OTEL_TRACES_EXPORTER="none"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}", server.pid
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with serve_process() as running:
+        yield running.base, running.pid
 
 
 def batch_body(prefix: str) -> bytes:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
@@ -35,7 +33,7 @@ from agentwatch.runtime.model import respond
 from agentwatch.runtime.server import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry, monitor_loop_lag
-from tests.helpers import cli_env, free_port, time_bound, wait_until_ready
+from tests.helpers import serve_process, time_bound, wait_until_ready
 
 # 250 ms is the target, enforced in `make soak` only; 2 s is a sanity bound for
 # `make test` on a shared, busy machine (the freezes were 10-23 s).
@@ -45,18 +43,8 @@ LAG = "agentwatch_event_loop_lag_max_seconds"
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[str]:
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "agentwatch.runtime.cli", "serve", "--port", str(port)],
-        env=cli_env(OTEL_TRACES_EXPORTER="none"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with serve_process() as running:
+        yield running.base
 
 
 async def worst_healthz_while(

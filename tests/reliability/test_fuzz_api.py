@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from typing import Any
 
 import aiohttp
@@ -24,7 +22,12 @@ from agentwatch.runtime.openapi import SPEC
 from agentwatch.runtime.server import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
-from tests.helpers import cli_env, free_port, rss_kib, wait_until_ready
+from tests.helpers import (
+    ServiceProcess,
+    rss_kib,
+    serve_process,
+    wait_until_ready,
+)
 
 EXAMPLES = int(os.environ.get("AGENTWATCH_FUZZ_EXAMPLES", "300"))
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
@@ -139,14 +142,12 @@ def test_fuzzed_requests_never_break_the_service() -> None:
     """The service runs in its own process (`agentwatch serve`), so its memory is
     measured apart from the fuzzer's (hypothesis alone grows by ~90 MiB over 5,000
     examples)."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "agentwatch.runtime.cli", "serve", "--port", str(port)],
-        env=cli_env(OTEL_TRACES_EXPORTER="none"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
+    with serve_process() as server:
+        _fuzz(server)
+
+
+def _fuzz(server: ServiceProcess) -> None:
+    base = server.base
     loop = asyncio.new_event_loop()
     session = loop.run_until_complete(_session())
     statuses: dict[int, int] = {}
@@ -186,7 +187,7 @@ def test_fuzzed_requests_never_break_the_service() -> None:
 
         check()
         loop.run_until_complete(send(health))
-        assert server.poll() is None, "the service died"
+        assert server.process.poll() is None, "the service died"
         grown = (rss_kib(server.pid) - before) / 1024
         assert grown < 50, f"the service's memory grew by {grown:.0f} MiB"
         assert sum(statuses.values()) >= EXAMPLES
@@ -198,8 +199,6 @@ def test_fuzzed_requests_never_break_the_service() -> None:
     finally:
         loop.run_until_complete(session.close())
         loop.close()
-        server.terminate()
-        server.wait(timeout=30)
 
 
 async def _session() -> aiohttp.ClientSession:

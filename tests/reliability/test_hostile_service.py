@@ -13,12 +13,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -35,7 +33,13 @@ from agentwatch.runtime.serving import HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_HEAD
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
 from agentwatch.telemetry.setup import DEFAULT_ATTRIBUTE_LENGTH, build_telemetry
-from tests.helpers import cli_env, free_port, rss_kib, time_bound, wait_until_ready
+from tests.helpers import (
+    ServiceProcess,
+    rss_kib,
+    serve_process,
+    time_bound,
+    wait_until_ready,
+)
 
 Client = Callable[..., Awaitable[TestClient]]
 
@@ -51,28 +55,10 @@ FLOOD_HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(
 RSS_CEILING_MIB = 96  # the service's growth while 400 connections flood it with headers
 
 
-@dataclass
-class Service:
-    base: str
-    port: int
-    pid: int
-
-
 @pytest.fixture
-def service() -> Iterator[Service]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agentwatch.runtime.cli", "serve", "--port", str(port)],
-        env=cli_env(OTEL_TRACES_EXPORTER="none"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield Service(f"http://127.0.0.1:{port}", port, process.pid)
-    finally:
-        process.terminate()
-        _, stderr = process.communicate(timeout=30)
-        assert b"Traceback" not in stderr, stderr.decode(errors="replace")[-3000:]
+def service() -> Iterator[ServiceProcess]:
+    with serve_process() as running:
+        yield running
 
 
 class HealthProbe:
@@ -138,7 +124,7 @@ async def _flood(port: int, hold: asyncio.Event) -> tuple[str, bytes]:
             await writer.wait_closed()
 
 
-async def test_header_flood_is_refused_within_a_memory_ceiling(service: Service) -> None:
+async def test_header_flood_is_refused_within_a_memory_ceiling(service: ServiceProcess) -> None:
     async with aiohttp.ClientSession() as session:
         await wait_until_ready(session, f"{service.base}/readyz")
     before = rss_kib(service.pid)
@@ -170,7 +156,7 @@ async def test_header_flood_is_refused_within_a_memory_ceiling(service: Service)
     assert probe.worst < time_bound(strict=0.25, generous=2.0)
 
 
-async def test_a_head_sent_slowly_is_cut_off(service: Service) -> None:
+async def test_a_head_sent_slowly_is_cut_off(service: ServiceProcess) -> None:
     """A head that trickles in (a header every 0.5 s) gets 408 after HEAD_TIMEOUT, and a
     connection that sends nothing is closed after KEEPALIVE_TIMEOUT (aiohttp's own
     limit for both was 75 s of keep-alive)."""
@@ -223,7 +209,7 @@ async def _raw(port: int, data: bytes) -> bytes:
         writer.close()
 
 
-async def test_errors_of_aiohttp_itself_are_json_without_a_banner(service: Service) -> None:
+async def test_errors_of_aiohttp_itself_are_json_without_a_banner(service: ServiceProcess) -> None:
     async with aiohttp.ClientSession() as session:
         await wait_until_ready(session, f"{service.base}/readyz")
         answers = {
