@@ -24,7 +24,7 @@ from agentwatch.runtime.runtime import AgentRuntime, build_chat_model
 from agentwatch.runtime.server import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
-from tests.helpers import http_count
+from tests.helpers import http_count, time_bound
 
 pytestmark = pytest.mark.integration
 
@@ -148,7 +148,7 @@ async def test_client_disconnect_cancels_the_run(
                 break
             await asyncio.sleep(0.01)
         assert agent_span is not None, "the run was not cancelled within a second"
-        assert time.perf_counter() - closed < 1.0
+        assert time.perf_counter() - closed < time_bound(strict=1.0, generous=10.0)
         assert (agent_span.attributes or {})["agentwatch.outcome"] == "cancelled"
         for _ in range(100):  # let the server's handler task finish its teardown
             leftover = asyncio.all_tasks() - before - {asyncio.current_task()}

@@ -16,6 +16,7 @@ from agentwatch.runtime.chat_model import InstrumentedChatModel
 from agentwatch.runtime.model.chat_model import BuiltinChatModel
 from agentwatch.runtime.tools import BUNDLED_CORPUS, SearchIndex, builtin_tools
 from agentwatch.telemetry import Telemetry, TelemetrySettings, build_telemetry
+from tests.helpers import time_bound
 
 from ..integration.conftest import closed_port  # noqa: F401  (fixture)
 
@@ -81,12 +82,15 @@ async def test_runs_do_not_wait_for_the_backend_and_losses_are_counted(
     )
     baseline = await p95_of_runs(tracing_off)
     with_backend = await p95_of_runs(tracing_on)
-    # the same run, one after the other: a loose bound against noise, not a benchmark
-    assert with_backend < baseline * 1.5 + 0.002, (baseline, with_backend)
+    # the same runs, one after the other: the strict ratio in `make soak`, a sanity bound
+    # (nothing blocks on the backend) in `make test`
+    ratio, slack = time_bound(strict=1.5, generous=4.0), time_bound(strict=0.002, generous=0.05)
+    assert with_backend < baseline * ratio + slack, (baseline, with_backend)
 
     start = time.perf_counter()
     await asyncio.to_thread(tracing_on.shutdown, 2.0)
-    assert time.perf_counter() - start < 4.0  # the timeout, plus the exporter's own exit
+    # the timeout, plus the exporter's own exit
+    assert time.perf_counter() - start < time_bound(strict=4.0, generous=15.0)
     lost = dropped(on_registry)
     print(f"FIGURE backend {backend}: p95 of {RUNS} runs {with_backend * 1000:.2f} ms vs "
           f"{baseline * 1000:.2f} ms with tracing off; {lost:.0f} spans counted dropped; "
