@@ -36,7 +36,7 @@ from typing import Any
 from agentwatch.telemetry import Telemetry
 from agentwatch.telemetry.names import AGENTWATCH_BATCH_ID
 
-from .store import RecordTooLarge, ResultStore
+from .store import RecordTooLarge, ResultStore, encode_record
 from .task import FINAL, RETRYABLE, Task, TaskStatus, check_unique
 
 Work = Callable[[Task], Awaitable[Any]]
@@ -252,7 +252,11 @@ class BatchProcessor:
             else:
                 async with asyncio.timeout(self.options.task_timeout):
                     task.result = await self.work(task)
+            if self.store is not None:
+                encode_record(task.record())  # too large to record: failed, here, not later
             status = TaskStatus.COMPLETED
+        except RecordTooLarge as exc:
+            status, error, task.result = TaskStatus.FAILED, exc, None
         except TimeoutError as exc:
             status, error = TaskStatus.TIMED_OUT, exc
         except asyncio.CancelledError as exc:
@@ -285,11 +289,7 @@ class BatchProcessor:
     async def _report(self, task: Task) -> None:
         """Write a finished task's record (when there is a store), then report it."""
         if self.store is not None and task.status in FINAL:
-            try:
-                await self.store.put(task.record())
-            except RecordTooLarge as exc:
-                task.status, task.result, task.error = TaskStatus.FAILED, None, str(exc)
-                await self.store.put(task.record())
+            await self.store.put(task.record())
         if self.on_progress is not None:
             self.on_progress(task)
 

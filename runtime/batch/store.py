@@ -68,6 +68,16 @@ class RecordTooLarge(ValueError):
     """A record longer than ``MAX_LINE_BYTES``: it could not be read back."""
 
 
+def encode_record(record: dict[str, Any]) -> bytes:
+    """``record`` as one JSONL line; ``RecordTooLarge`` if it could not be read back."""
+    line = json.dumps(record, default=str).encode() + b"\n"
+    if len(line) > MAX_LINE_BYTES:
+        raise RecordTooLarge(
+            f"result too large to record ({len(line)} bytes; at most {MAX_LINE_BYTES})"
+        )
+    return line
+
+
 def check_results_path(path: Path) -> None:
     """Raise ``ResultFileError`` unless ``path`` is a regular file or does not exist yet."""
     try:
@@ -135,11 +145,7 @@ class ResultStore:
         previous = self.done.get(task_id)
         if previous is not None and previous.get("status") == TaskStatus.COMPLETED:
             return
-        line = json.dumps(record, default=str).encode() + b"\n"
-        if len(line) > MAX_LINE_BYTES:
-            raise RecordTooLarge(
-                f"result too large to record ({len(line)} bytes; at most {MAX_LINE_BYTES})"
-            )
+        line = encode_record(record)
         loop = asyncio.get_running_loop()
         written: asyncio.Future[None] = loop.create_future()
         self._pending.append((line, written))

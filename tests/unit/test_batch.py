@@ -585,3 +585,28 @@ async def test_a_drain_before_the_batch_starts_leaves_nothing_queued(
     assert (ran, summary.counts) == ([], {"cancelled": 5})
     assert value(registry, "agentwatch_batch_queue_depth") == 0
     assert value(registry, "agentwatch_batch_tasks_total", {"status": "cancelled"}) == 5
+
+
+async def test_a_result_too_large_to_record_is_failed_in_metrics_and_file(
+    telemetry: Telemetry,
+    registry: CollectorRegistry,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The span, the status counter and the results file tell the same story."""
+    monkeypatch.setattr(store_module, "MAX_LINE_BYTES", 300)
+
+    async def work(task: Task) -> str:
+        return "z" * (1000 if task.id == "big" else 10)
+
+    out = tmp_path / "results.jsonl"
+    processor = BatchProcessor(work, telemetry, BatchOptions(workers=2), store=ResultStore(out))
+    summary = await processor.run([Task("big", "q"), Task("small", "q")])
+    assert summary.counts == {"completed": 1, "failed": 1}
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert records["big"]["status"] == "failed"
+    assert records["big"]["result"] is None
+    assert "too large" in records["big"]["error"]
+    total = "agentwatch_batch_tasks_total"
+    assert value(registry, total, {"status": "failed"}) == 1
+    assert value(registry, total, {"status": "completed"}) == 1
