@@ -8,10 +8,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry
@@ -118,3 +120,44 @@ def http_count(registry: CollectorRegistry, status: str, route: str = "/v1/runs"
         {"http_request_method": "POST", "http_route": route, "http_response_status_code": status},
     )
     return value or 0.0
+
+
+class HealthProbe:
+    """Asks ``/healthz`` every 10 ms (at least 3 times) while a case runs; keeps the
+    slowest answer. The figure every freeze and flood test reports."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.worst = 0.0
+        self.answers = 0
+        self._stop = asyncio.Event()
+
+    async def _run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for _ in range(10_000):  # bounded: the cases have their own timeouts
+                if self._stop.is_set() and self.answers >= 3:
+                    return
+                start = time.perf_counter()
+                async with session.get(f"{self.base}/healthz") as response:
+                    assert response.status == 200
+                self.worst = max(self.worst, time.perf_counter() - start)
+                self.answers += 1
+                await asyncio.sleep(0.01)  # pacing the probe, not waiting for anything
+            raise AssertionError("the case under the probe never finished")
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[HealthProbe]:
+        task = asyncio.create_task(self._run())
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            await task
+
+
+async def probed(base: str, load: Coroutine[Any, Any, Any]) -> tuple[Any, HealthProbe]:
+    """Run ``load`` while a ``HealthProbe`` asks ``base``'s /healthz: its result, the probe."""
+    async with HealthProbe(base).running() as probe:
+        result = await load
+    return result, probe

@@ -20,13 +20,13 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Coroutine, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import aiohttp
 import pytest
 
 from tests.helpers import (
+    probed,
     rss_kib,
     serve_process,
     time_bound,
@@ -52,27 +52,6 @@ def service() -> Iterator[tuple[str, int]]:
 def batch_body(prefix: str) -> bytes:
     tasks = [{"id": f"{prefix}-{i}", "query": "hi"} for i in range(TASKS)]
     return json.dumps({"tasks": tasks}).encode()
-
-
-async def worst_healthz_while(
-    session: aiohttp.ClientSession, base: str, load: Coroutine[Any, Any, Any]
-) -> tuple[Any, float]:
-    """Run ``load`` while probing ``/healthz``; its result and the probes' worst latency."""
-    task = asyncio.ensure_future(load)
-    worst, probes = 0.0, 0
-    try:
-        while probes < 3 or not task.done():
-            if probes > 5000:  # bounded: the load has its own timeouts
-                raise AssertionError("the load never finished")
-            start = time.monotonic()
-            async with session.get(f"{base}/healthz") as response:
-                assert response.status == 200
-            worst = max(worst, time.monotonic() - start)
-            probes += 1
-            await asyncio.sleep(0.01)  # pacing the probe, not waiting for anything
-        return await task, worst
-    finally:
-        task.cancel()
 
 
 async def submit(session: aiohttp.ClientSession, base: str, body: bytes) -> aiohttp.ClientResponse:
@@ -113,7 +92,8 @@ async def test_reading_a_10000_task_batch_never_holds_the_loop(
                 answers += await asyncio.gather(*(read(target) for _ in range(CONCURRENT_GETS)))
             return answers
 
-        summaries, worst = await worst_healthz_while(session, base, many_reads(url))
+        summaries, probe = await probed(base, many_reads(url))
+        worst = probe.worst
         summary_size = max(size for _, size in summaries)
         print(
             f"FIGURE batch reads: {len(summaries)} GETs of a {TASKS}-task batch, "
@@ -125,9 +105,8 @@ async def test_reading_a_10000_task_batch_never_holds_the_loop(
         assert worst < HEALTHZ_BOUND, f"/healthz took {worst:.2f} s while the batch was read"
 
         # the results, at the largest page: as many at once, then each page in turn
-        pages, worst = await worst_healthz_while(
-            session, base, many_reads(f"{url}/results?limit=1000")
-        )
+        pages, probe = await probed(base, many_reads(f"{url}/results?limit=1000"))
+        worst = probe.worst
         ids: list[str] = []
         cursor: str | None = ""
         for _ in range(TASKS // 1000 + 2):  # bounded: 10 pages of 1,000
@@ -180,7 +159,8 @@ async def test_a_flood_of_big_batches_is_refused_and_memory_stays_bounded(
                 peak = max(peak, rss_kib(pid))
 
         started = time.monotonic()
-        _, worst = await worst_healthz_while(session, base, flood())
+        _, probe = await probed(base, flood())
+        worst = probe.worst
         elapsed = time.monotonic() - started
     grown = (peak - before) / 1024
     print(

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from agentwatch.telemetry import Telemetry, build_telemetry
 from agentwatch.telemetry._export import CountingBatchSpanProcessor
-from tests.helpers import free_port
+from tests.helpers import free_port, time_bound
 
 
 class BlockedExporter(SpanExporter):
@@ -103,7 +103,8 @@ def test_shutdown_without_an_argument_uses_the_configured_timeout(
     start = time.monotonic()
     telemetry.shutdown()
     elapsed = time.monotonic() - start
-    assert elapsed < 3.0, elapsed  # 0.5 s asked; 5 s when the setting was ignored
+    # 0.5 s asked; 5 s when the setting was ignored
+    assert elapsed < time_bound(strict=1.5, generous=4.5), elapsed
     assert total_dropped(registry) == 50
 
 
