@@ -465,3 +465,65 @@ async def test_model_server_logs_no_error_when_a_client_drops_a_stream(
                 await asyncio.sleep(0.1)
     assert "closed the stream" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+# --- a wide body under the size limit: parsed off the loop, checked at C speed ---
+
+WIDE_BODIES_AT_ONCE = 16
+WIDE_BODY_LIMIT = 1024 * 1024  # RuntimeSettings.max_body_bytes's default
+
+
+def _wide_body() -> bytes:
+    """``{"input": "hi", "x": [{}, {}, ...]}`` just under the body limit: ~349,000 empty
+    objects, each a node a Python walk over the tree would visit on the loop."""
+    head, tail = b'{"input": "hi", "x": [', b"{}]}"
+    count = (WIDE_BODY_LIMIT - len(head) - len(tail)) // 3
+    return head + b"{}," * count + tail
+
+
+async def test_wide_bodies_at_once_do_not_freeze_the_service(service: ServiceProcess) -> None:
+    """Before: the strict parser walked every node in Python on the event loop (0.84 s
+    for one such body); four at once made /healthz take 2.3 s."""
+    body = _wide_body()
+    assert len(body) <= WIDE_BODY_LIMIT
+    headers = {"Content-Type": "application/json"}
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await wait_until_ready(session, f"{service.base}/readyz")
+
+        async def post() -> tuple[int, str]:
+            async with session.post(
+                f"{service.base}/v1/runs", data=body, headers=headers
+            ) as response:
+                return response.status, (await response.json())["error"]["type"]
+
+        async with HealthProbe(service.base).running() as probe:
+            answers = await asyncio.gather(*(post() for _ in range(WIDE_BODIES_AT_ONCE)))
+    print(
+        f"FIGURE {WIDE_BODIES_AT_ONCE} wide 1 MiB bodies at once: {Counter(answers)}, "
+        f"/healthz worst {probe.worst * 1000:.0f} ms over {probe.answers} probes"
+    )
+    assert answers == [(422, "invalid_request")] * WIDE_BODIES_AT_ONCE  # the unknown field
+    assert probe.worst < time_bound(strict=0.25, generous=2.0)
+
+
+@pytest.mark.parametrize(
+    ("body", "accepted"),
+    [
+        ('{"input": ' + "[" * 31 + "]" * 31 + "}", True),  # 32 levels with the object
+        ('{"input": ' + "[" * 32 + "]" * 32 + "}", False),
+        ('{"input": ' + '[{"a": ' * 15 + "[]" + "}]" * 15 + "}", True),  # 32, mixed
+        ('{"input": ' + '[{"a": ' * 15 + "[[]]" + "}]" * 15 + "}", False),
+        ('{"input": "' + "[{" * 100 + '", "stream": [[], [[]], {}]}', True),  # in a string
+        ('{"input": "\\ud83d\\ude00 \\\\ud800"}', True),  # a pair; an escaped backslash
+        ('{"input": "\\ud83d"}', False),
+        ('{"input": "x\\uDE00"}', False),
+    ],
+)
+def test_the_json_policy_at_its_bounds(body: str, accepted: bool) -> None:
+    if accepted:
+        server.parse_json(body.encode(), server.RUN_FIELDS)
+    else:
+        with pytest.raises(server.ApiError) as refused:
+            server.parse_json(body.encode(), server.RUN_FIELDS)
+        assert refused.value.status == 400
