@@ -82,7 +82,9 @@ class LimitedRequestHandler(web.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         body = self._body
-        in_head = self.transport is not None and (body is None or body.is_eof())
+        # aiohttp feeds b"" once a body has been read: that is no new head (timing it
+        # cut off every request that took longer than HEAD_TIMEOUT to answer).
+        in_head = bool(data) and self.transport is not None and (body is None or body.is_eof())
         if in_head:
             end = _head_end(self._head_tail, data)
             self._head_bytes += len(data) if end < 0 else end
