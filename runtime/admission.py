@@ -4,9 +4,9 @@ At most ``limit`` runs hold a slot at once; the rest wait their turn, first come
 served. Runs of batches (``batch=True``) may hold at most ``batch_limit`` of the slots:
 the other ``limit - batch_limit`` (a quarter, at least one, when ``limit`` > 1) stay for
 interactive runs, so a queue of batch tasks never makes a plain run wait behind it for
-more than ``batch_limit`` runs already admitted. The wait for a slot is part of the
-run's time: callers give a deadline, and a run that gets no slot by then fails with
-``TimeoutError``.
+more than ``batch_limit`` runs already admitted. Callers give a deadline for the wait
+(an interactive run's wait is part of its time) or None (a batch's run: its task has
+its own timeout); a run that gets no slot by its deadline fails with ``TimeoutError``.
 """
 
 from __future__ import annotations
@@ -63,12 +63,13 @@ class Admission:
     async def acquire(
         self,
         *,
-        deadline: float,
+        deadline: float | None,
         batch: bool = False,
         on_wait: Callable[[], Awaitable[None]] | None = None,
         interval: float = 10.0,
     ) -> None:
-        """Take a slot by ``deadline`` (the loop's clock), else ``TimeoutError``.
+        """Take a slot by ``deadline`` (the loop's clock; None: no limit), else
+        ``TimeoutError``.
 
         When the run has to wait, ``on_wait()`` is awaited at once and then every
         ``interval`` seconds while it waits (a stream's keep-alive); the run keeps its
@@ -83,7 +84,7 @@ class Admission:
         try:
             while True:
                 await on_wait()
-                remaining = deadline - loop.time()
+                remaining = interval if deadline is None else deadline - loop.time()
                 if remaining <= 0:
                     raise TimeoutError
                 done, _ = await asyncio.wait({waiter}, timeout=min(interval, remaining))

@@ -29,7 +29,7 @@ from opentelemetry.context import Context
 
 from agentwatch.telemetry import AgentwatchError, Invocation, Telemetry
 from agentwatch.telemetry._invocation import instrument_stream
-from agentwatch.telemetry.names import OUTCOME_CANCELLED
+from agentwatch.telemetry.names import OUTCOME_CANCELLED, SHED_CANCELLED, SHED_TIMEOUT
 
 from .admission import Admission
 from .events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
@@ -135,11 +135,17 @@ class Agent:
         """Run one query to its final answer, as one ``invoke_agent`` span.
 
         ``run_timeout`` counts from the call: the wait for a run slot is part of it.
-        ``batch=True`` marks a run of a batch (it may take only part of the slots).
+        ``batch=True`` marks a run of a batch: it may take only part of the slots, and
+        its ``run_timeout`` counts from when it gets one (a batch task waits in line for
+        as long as its batch lets it: the task's own timeout bounds the wait).
         """
         query = self.check_input(query)
-        deadline = self._deadline()
-        await self._admit(deadline, batch)
+        if batch:
+            await self._admit(None, batch=True)
+            deadline = self._deadline()
+        else:
+            deadline = self._deadline()
+            await self._admit(deadline, batch=False)
         try:
             return await self._arun(query, parent, conversation_id, deadline)
         finally:
@@ -150,17 +156,26 @@ class Agent:
 
     async def _admit(
         self,
-        deadline: float,
+        deadline: float | None,
         batch: bool,
         on_wait: Callable[[], Awaitable[None]] | None = None,
         interval: float = 10.0,
     ) -> None:
+        """Wait for a run slot. A run that ends here never started (no ``invoke_agent``
+        span): it is counted in ``agentwatch_admission_shed_total{reason}``."""
         try:
             await self.admission.acquire(
                 deadline=deadline, batch=batch, on_wait=on_wait, interval=interval
             )
         except TimeoutError:
+            self._shed(SHED_TIMEOUT)
             raise RunTimeoutError(self.run_timeout) from None
+        except asyncio.CancelledError:
+            self._shed(SHED_CANCELLED)
+            raise
+
+    def _shed(self, reason: str) -> None:
+        self.telemetry.child(self.telemetry.metrics.admission_shed, reason).inc()
 
     def _run_error(self, exc: BaseException, deadline: asyncio.Timeout) -> AgentRunError | None:
         """What ended the run, when it was the run's own limit (None: ``exc`` as it is).

@@ -16,6 +16,8 @@ from . import names as n
 
 SPAN_DROP_REASONS = ("queue_full", "export_failed", "shutdown")
 BATCH_STATUSES = ("completed", "failed", "timed_out", "cancelled")
+# Why a run never got a run slot: its deadline passed, or its caller went away.
+ADMISSION_SHED_REASONS = (n.SHED_TIMEOUT, n.SHED_CANCELLED)
 
 _GENAI_CALL_LABELS = (
     n.L_GEN_AI_OPERATION_NAME,
@@ -48,6 +50,7 @@ class MetricCatalog:
     spans_dropped: Counter
     event_loop_lag: Histogram
     event_loop_lag_max: Gauge
+    admission_shed: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> MetricCatalog:
@@ -166,6 +169,13 @@ class MetricCatalog:
                 "on included: a freeze shows here even when the lag histogram's p99 does not.",
                 registry=reg,
             ),
+            admission_shed=Counter(
+                n.M_ADMISSION_SHED,
+                "Runs that ended before they got a run slot (no invoke_agent span): "
+                "their deadline passed (timeout) or their caller went away (cancelled).",
+                (n.L_REASON,),
+                registry=reg,
+            ),
         )
         catalog._declare_known_series()
         return catalog
@@ -177,6 +187,8 @@ class MetricCatalog:
             self.spans_dropped.labels(reason)
         for status in BATCH_STATUSES:
             self.batch_tasks.labels(status)
+        for reason in ADMISSION_SHED_REASONS:
+            self.admission_shed.labels(reason)
         for operation in ("chat", "execute_tool"):
             for outcome in (n.RETRY_SUCCESS, n.RETRY_RETRY, n.RETRY_GIVEUP):
                 self.retry_attempts.labels(operation, outcome)

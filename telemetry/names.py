@@ -76,6 +76,10 @@ M_HTTP_SERVER_DURATION: Final = "http_server_request_duration_seconds"
 M_SPANS_DROPPED: Final = "agentwatch_telemetry_spans_dropped"  # counter: ..._total
 M_EVENT_LOOP_LAG: Final = "agentwatch_event_loop_lag_seconds"
 M_EVENT_LOOP_LAG_MAX: Final = "agentwatch_event_loop_lag_max_seconds"
+M_ADMISSION_SHED: Final = "agentwatch_admission_shed"  # counter: ..._total
+# its reasons: a run got no slot before its deadline, or its caller went away waiting
+SHED_TIMEOUT: Final = "timeout"
+SHED_CANCELLED: Final = "cancelled"
 
 # --- label names (Prometheus form of the attribute keys) ---------------------------
 L_OPERATION: Final = "operation"

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from agentwatch.runtime import server
-from agentwatch.runtime.agent import AgentInputError
+from agentwatch.runtime.agent import AgentInputError, RunTimeoutError
 from agentwatch.runtime.model import BuiltinModelServer, ModelBehavior
 from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.server import MAX_ID_CHARS, RUNTIME_KEY, create_app
@@ -527,3 +527,50 @@ def test_the_json_policy_at_its_bounds(body: str, accepted: bool) -> None:
         with pytest.raises(server.ApiError) as refused:
             server.parse_json(body.encode(), server.RUN_FIELDS)
         assert refused.value.status == 400
+
+
+def _shed(registry: CollectorRegistry, reason: str) -> float:
+    return registry.get_sample_value("agentwatch_admission_shed_total", {"reason": reason}) or 0
+
+
+async def test_a_batch_run_waits_in_line_without_its_run_timeout_and_sheds_are_counted(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    """A run of a batch that waits for a slot longer than run_timeout still runs (its
+    task's own timeout bounds the wait; before, it failed "took longer than 0.3 s"
+    without ever running). An interactive run's wait still counts: it fails with
+    RunTimeoutError, and every run that ends before a slot is counted by reason."""
+    settings = replace(RuntimeSettings(), max_concurrent_runs=1, run_timeout=0.3)
+    async with AgentRuntime(settings, telemetry) as runtime:
+        agent = runtime.agent
+        loop = asyncio.get_running_loop()
+        await agent.admission.acquire(deadline=loop.time() + 5)  # a run holding the slot
+        held = True
+        try:
+            batch_run = asyncio.create_task(agent.arun("what is 2 + 2", batch=True))
+            with pytest.raises(RunTimeoutError):
+                await agent.arun("hi")  # waits 0.3 s, then is shed
+            gone = asyncio.create_task(agent.arun("hi"))
+            await asyncio.wait({gone}, timeout=0.05)
+            gone.cancel()  # its caller goes away while it waits
+            with pytest.raises(asyncio.CancelledError):
+                await gone
+            done, _ = await asyncio.wait({batch_run}, timeout=1.0)  # 3 x run_timeout
+            assert not done, batch_run  # still waiting in line, not failed
+            agent.admission.release()
+            held = False
+            async with asyncio.timeout(30):
+                result = await batch_run
+        finally:
+            if held:
+                agent.admission.release()
+    assert "4" in result.output
+    assert _shed(registry, "timeout") == 1
+    assert _shed(registry, "cancelled") == 1
+    failed = [
+        s
+        for family in registry.collect()
+        for s in family.samples
+        if s.name == "gen_ai_invoke_agent_duration_seconds_count" and s.labels.get("error_type")
+    ]
+    assert failed == []  # the shed runs never started: no invoke_agent recorded
