@@ -41,7 +41,7 @@ from .events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCall
 from .model import ModelBehavior, create_model_app
 from .runtime import AgentRuntime
 from .server import create_app
-from .serving import run_service
+from .serving import BindError, run_service
 from .settings import (
     AGENTWATCH_HOST,
     AGENTWATCH_PORT,
@@ -77,7 +77,6 @@ exit codes:
 """
 
 AGENTWATCH_DEBUG: Final = "AGENTWATCH_DEBUG"
-_BIND_ERRNOS: Final = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL})
 
 
 class CliError(AgentwatchError):
@@ -128,23 +127,28 @@ def _origin(flag: str, flag_value: object, variable: str | None) -> str:
 
 @contextmanager
 def _listening(host: str, port: int, *, host_from: str, port_from: str) -> Iterator[None]:
-    """Turn a failure to bind ``host:port`` into one line naming the flag to change."""
+    """Turn a failure to bind ``host:port`` (a ``BindError``, raised by the bind alone)
+    into one line naming the flag to change. Any other error, an ``OSError`` of the
+    app's start-up included, is not the address's fault and passes through."""
     try:
         yield
-    except socket.gaierror as exc:
-        raise CliError(
-            f"cannot listen on {host!r} ({host_from}): {exc.strerror or exc}", EXIT_CANNOT_LISTEN
-        ) from exc
-    except OSError as exc:
-        if exc.errno not in _BIND_ERRNOS:
-            raise
-        origin = host_from if exc.errno == errno.EADDRNOTAVAIL and host_from else port_from
-        reason = os.strerror(exc.errno).lower()
+    except BindError as bind:
+        exc = bind.__cause__
+        if isinstance(exc, socket.gaierror):
+            raise CliError(
+                f"cannot listen on {host!r} ({host_from}): {exc.strerror or exc}",
+                EXIT_CANNOT_LISTEN,
+            ) from exc
+        if isinstance(exc, OverflowError):  # a port outside 0-65535 that got past the parser
+            raise CliError(
+                f"cannot listen on port {port} ({port_from}): {exc}", EXIT_USAGE
+            ) from exc
+        code = exc.errno if isinstance(exc, OSError) else None
+        origin = host_from if code == errno.EADDRNOTAVAIL and host_from else port_from
+        reason = os.strerror(code).lower() if code else str(exc)
         raise CliError(
             f"cannot listen on {host}:{port} ({origin}): {reason}", EXIT_CANNOT_LISTEN
         ) from exc
-    except OverflowError as exc:  # a port outside 0-65535 that got past the parser
-        raise CliError(f"cannot listen on port {port} ({port_from}): {exc}", EXIT_USAGE) from exc
 
 
 async def _freeze_startup_objects(app: web.Application) -> None:
@@ -254,7 +258,7 @@ def _batch(args: argparse.Namespace) -> int:
         error_line(console, f"cannot read {args.tasks}: {exc.strerror or exc}")
         return EXIT_USAGE
     try:
-        check_results_path(out)  # before anything starts: a pipe or device never hangs us
+        check_results_path(out, Path(args.tasks))  # before anything starts: a pipe or device never hangs us
     except ResultFileError as exc:
         error_line(console, f"--out: {exc}")
         return EXIT_RESULTS_FILE
@@ -304,12 +308,11 @@ def _model(args: argparse.Namespace) -> int:
         host_from=_origin("--host", args.host, None),
         port_from=_origin("--port", args.port, None),
     ):
-        web.run_app(
+        run_service(
             create_model_app(behavior),
             host=host,
             port=port,
-            print=lambda _: print(listening, flush=True),  # once it listens
-            access_log=None,
+            on_listening=lambda: print(listening, flush=True),
         )
     return 0
 

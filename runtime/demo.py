@@ -14,7 +14,6 @@ import dataclasses
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -25,6 +24,7 @@ from .model import ModelBehavior
 from .retry import RetryPolicy
 from .runtime import AgentRuntime
 from .server import create_app
+from .serving import make_runner, start_site
 from .settings import RuntimeSettings
 
 RESEARCH = (
@@ -54,11 +54,14 @@ async def main(telemetry: Telemetry, port: int = 0) -> int:
         settings, telemetry, retry_policy=RetryPolicy(base_delay=0.05, max_delay=0.5)
     )
     await runtime.start()
-    runner = web.AppRunner(
-        create_app(settings, telemetry, runtime=runtime), access_log=None, handler_cancellation=True
-    )
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    runner = make_runner(create_app(settings, telemetry, runtime=runtime))
+    try:
+        await runner.setup()
+        await start_site(runner, "127.0.0.1", port)  # BindError: the CLI names --port
+    except BaseException:
+        await runner.cleanup()
+        await runtime.stop()
+        raise
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     model = "the builtin model" if settings.uses_builtin_model else settings.model
     console.rule(f"agentwatch demo: {base} with {model}")

@@ -11,8 +11,21 @@ limits a hostile client meets before any route runs.
   answered with the service's JSON error body, logged at debug level only (a client's
   mistake, not ours), and no response names the server's software or version.
 
-``run_service(app, host=..., port=...)`` serves until SIGINT or SIGTERM, then lets
+These limits belong to the connection, not to the application: ``create_app`` alone
+(served by ``web.run_app`` or a host's own ``AppRunner``) gets aiohttp's defaults. A host
+that embeds the service gets them with ``make_runner(app)`` in place of
+``web.AppRunner(app)`` (then ``await start_site(runner, host, port)``), or serves with
+``run_service(app, host=..., port=...)``, which serves until SIGINT or SIGTERM, then lets
 requests in flight finish for ``shutdown_timeout`` seconds, as ``web.run_app`` does.
+
+A failure to listen (the address in use, not permitted, a host that does not resolve, a
+port out of range) is a ``BindError``, raised by ``start_site`` only: an ``OSError`` the
+application raises while it starts is never mistaken for one.
+
+``LimitedRequestHandler`` builds on aiohttp's protocol internals (``_messages``,
+``_loop``, ``_kwargs``, ``request.writer.output_size``); it is verified with the aiohttp
+versions pyproject.toml allows, and ``tests/reliability/test_hostile_service.py`` fails
+with the aiohttp version named if one of them goes away.
 """
 
 from __future__ import annotations
@@ -27,6 +40,8 @@ from typing import Any, Final
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.streams import StreamReader
+
+from agentwatch.telemetry import AgentwatchError
 
 MAX_LINE_BYTES: Final = 8190  # request line, as aiohttp's default (and nginx's 8k buffers)
 MAX_FIELD_BYTES: Final = 8190  # one header line
@@ -183,6 +198,44 @@ class ServiceRunner(web.AppRunner):
         )
 
 
+class BindError(AgentwatchError):
+    """The service cannot listen on ``host``:``port``; ``__cause__`` is the socket's error
+    (``OSError`` with its errno, ``socket.gaierror`` for a host, ``OverflowError`` for a
+    port out of range)."""
+
+    def __init__(self, host: str, port: int, cause: OSError | OverflowError) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {cause}")
+        self.host = host
+        self.port = port
+        self.__cause__ = cause
+
+
+def make_runner(
+    app: web.Application, *, shutdown_timeout: float = 10.0, **kwargs: Any
+) -> web.AppRunner:
+    """An ``AppRunner`` for ``app`` with this module's connection limits (the head's size
+    and time, the idle timeout, JSON errors without a banner), handlers cancelled when
+    their client goes away, no access log. ``kwargs`` go to ``web.AppRunner``."""
+    options: dict[str, Any] = {
+        "access_log": None,
+        "handler_cancellation": True,
+        "keepalive_timeout": KEEPALIVE_TIMEOUT,
+        "shutdown_timeout": shutdown_timeout,
+    }
+    return ServiceRunner(app, **(options | kwargs))
+
+
+async def start_site(runner: web.BaseRunner, host: str, port: int) -> web.TCPSite:
+    """Listen on ``host``:``port`` with ``runner`` (set up already); ``BindError`` when the
+    address cannot be used."""
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except (OSError, OverflowError) as exc:  # gaierror is an OSError
+        raise BindError(host, port, exc) from exc
+    return site
+
+
 def run_service(
     app: web.Application,
     *,
@@ -193,7 +246,8 @@ def run_service(
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM; then requests in flight get
     ``shutdown_timeout`` seconds and are cancelled. A client that goes away cancels
-    its request's handler (and so its run)."""
+    its request's handler (and so its run). ``BindError`` when it cannot listen;
+    an error of the app's own start-up propagates as it is."""
     asyncio.run(_serve(app, host, port, on_listening, shutdown_timeout))
 
 
@@ -209,16 +263,10 @@ async def _serve(
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    runner = ServiceRunner(
-        app,
-        access_log=None,
-        handler_cancellation=True,
-        keepalive_timeout=KEEPALIVE_TIMEOUT,
-        shutdown_timeout=shutdown_timeout,
-    )
+    runner = make_runner(app, shutdown_timeout=shutdown_timeout)
     try:
         await runner.setup()
-        await web.TCPSite(runner, host, port).start()
+        await start_site(runner, host, port)
         if on_listening is not None:
             on_listening()
         await stop.wait()

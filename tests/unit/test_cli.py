@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 from collections.abc import Iterator
 
 import pytest
@@ -17,8 +18,9 @@ from agentwatch.runtime.cli import (
     main,
 )
 from agentwatch.runtime.settings import RuntimeSettings, SettingError
+from agentwatch.runtime.tools.search import SearchIndex
 from agentwatch.telemetry import Telemetry, start_metrics_server
-from tests.helpers import run_cli
+from tests.helpers import free_port, run_cli
 
 
 async def _observed(telemetry: Telemetry) -> None:
@@ -232,3 +234,23 @@ def test_agentwatch_debug_prints_the_traceback(
         "agentwatch report: unexpected error: RuntimeError: something inside "
         "broke across two lines\n"
     )
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_start_up_error_is_not_blamed_on_the_port(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OSError of the app's own start-up (here the corpus folder not readable:
+    EACCES, which root cannot meet on a real file) is not "cannot listen on ... (--port)":
+    only the bind's own failure is (``BindError``)."""
+
+    def unreadable(folder: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", "/srv/corpus")
+
+    monkeypatch.setattr(SearchIndex, "from_folder", unreadable)
+    monkeypatch.delenv("AGENTWATCH_DEBUG", raising=False)
+    code = main([command, "--port", str(free_port())])
+    err = capsys.readouterr().err
+    assert code != EXIT_CANNOT_LISTEN, err
+    assert "cannot listen" not in err
+    assert "Permission denied: '/srv/corpus'" in err
