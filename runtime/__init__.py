@@ -11,6 +11,7 @@ from .results import RunResult, ToolCallRecord, Usage
 from .retry import Retrier, RetryPolicy
 from .runtime import AgentRuntime
 from .server import create_app
+from .serving import BindError, make_runner, run_service, start_site
 from .settings import RuntimeSettings
 from .tools import ToolRegistry, ToolSpec
 
@@ -22,6 +23,7 @@ __all__ = [
     "AgentwatchCallbackHandler",
     "BatchOptions",
     "BatchProcessor",
+    "BindError",
     "BuiltinChatModel",
     "BuiltinModelServer",
     "InstrumentedChatModel",
@@ -46,4 +48,7 @@ __all__ = [
     "ToolSpec",
     "Usage",
     "create_app",
+    "make_runner",
+    "run_service",
+    "start_site",
 ]

@@ -20,6 +20,8 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.http_writer import StreamWriter
 from aiohttp.test_utils import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
@@ -29,7 +31,13 @@ from agentwatch.runtime.agent import AgentInputError, RunTimeoutError
 from agentwatch.runtime.model import BuiltinModelServer, ModelBehavior
 from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.server import MAX_ID_CHARS, RUNTIME_KEY, create_app
-from agentwatch.runtime.serving import HEAD_TIMEOUT, KEEPALIVE_TIMEOUT, MAX_HEAD_BYTES
+from agentwatch.runtime.serving import (
+    HEAD_TIMEOUT,
+    KEEPALIVE_TIMEOUT,
+    MAX_HEAD_BYTES,
+    make_runner,
+    start_site,
+)
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
 from agentwatch.telemetry.setup import DEFAULT_ATTRIBUTE_LENGTH, build_telemetry
@@ -574,3 +582,47 @@ async def test_a_batch_run_waits_in_line_without_its_run_timeout_and_sheds_are_c
         if s.name == "gen_ai_invoke_agent_duration_seconds_count" and s.labels.get("error_type")
     ]
     assert failed == []  # the shed runs never started: no invoke_agent recorded
+
+
+# --- the connection limits are the runner's: an embedding host gets them too ---
+
+
+async def test_an_embedding_host_gets_the_connection_limits_from_make_runner(
+    telemetry: Telemetry,
+) -> None:
+    """``create_app`` served with ``make_runner``/``start_site`` (what a host embedding the
+    service uses in place of ``web.run_app``) refuses a head over MAX_HEAD_BYTES with 431."""
+    runner = make_runner(create_app(RuntimeSettings(), telemetry))
+    await runner.setup()
+    try:
+        await start_site(runner, "127.0.0.1", 0)
+        port = runner.addresses[0][1]
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(
+            b"X-%d: %s\r\n" % (i, b"a" * 4000) for i in range(MAX_HEAD_BYTES // 4000 + 2)
+        )
+        answer = await _raw(port, head + b"\r\n")
+    finally:
+        await runner.cleanup()
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b'"header_too_large"' in answer
+
+
+async def test_the_aiohttp_internals_the_limits_use_are_there() -> None:
+    """runtime/serving.py's LimitedRequestHandler reads aiohttp internals; a release
+    without them must fail here, by name, not silently lose the limits."""
+    runner = make_runner(web.Application())
+    await runner.setup()
+    try:
+        server = runner.server
+        assert server is not None
+        handler = server()
+        missing = [f"RequestHandler.{a}" for a in ("_messages", "_loop") if not hasattr(handler, a)]
+        missing += [f"Server.{a}" for a in ("_loop", "_kwargs") if not hasattr(server, a)]
+        if not hasattr(StreamWriter, "output_size"):
+            missing.append("StreamWriter.output_size")
+    finally:
+        await runner.cleanup()
+    assert not missing, (
+        f"aiohttp {aiohttp.__version__} no longer has {missing}: runtime/serving.py's "
+        "connection limits depend on them; adapt LimitedRequestHandler or pin aiohttp"
+    )
