@@ -213,7 +213,9 @@ class Agent:
             invocation.end(error)  # the same error.type as a streamed run records
             raise error from exc
         invocation.deactivate()
-        result = result_from_messages(state["messages"], *_trace_of(invocation))
+        result = result_from_messages(
+            state["messages"], *_trace_of(invocation, self.telemetry.exports_spans)
+        )
         invocation.stop()
         return result
 
@@ -278,7 +280,9 @@ class Agent:
                     raise error from exc
                 for event in _events_of(mode, data, messages):
                     yield event
-        yield RunFinished(result_from_messages(messages, *_trace_of(invocation)))
+        yield RunFinished(
+            result_from_messages(messages, *_trace_of(invocation, self.telemetry.exports_spans))
+        )
 
 
 def _encodable(text: str) -> bool:
@@ -289,12 +293,12 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _trace_of(invocation: Invocation) -> tuple[str, bool]:
-    """The run's trace id and whether it was sampled. A trace that was not sampled is
-    exported nowhere: its id is not returned ("" as when tracing is off)."""
+def _trace_of(invocation: Invocation, exported: bool) -> tuple[str, bool]:
+    """The run's trace id and whether it was sampled. A trace no backend will have (not
+    sampled, or ``exported`` False: spans go nowhere) has no id: "", as with tracing off."""
     ctx = invocation.span.get_span_context()
     sampled = ctx.is_valid and ctx.trace_flags.sampled
-    return (format(ctx.trace_id, "032x") if sampled else ""), sampled
+    return (format(ctx.trace_id, "032x") if sampled and exported else ""), sampled
 
 
 def _events_of(mode: str, data: Any, messages: list[BaseMessage]) -> list[RunEvent]:

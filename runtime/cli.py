@@ -39,6 +39,7 @@ from . import demo
 from .agent import AgentRunError, RunTimeoutError
 from .events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from .model import ModelBehavior, create_model_app
+from .results import trace_line
 from .runtime import AgentRuntime
 from .server import create_app
 from .serving import BindError, run_service
@@ -197,8 +198,8 @@ async def _run_once(
         status = "failed" if call.error else "ok"
         print(f"[tool {call.name} {call.arguments} -> {status}]")
     print(result.output)
-    trace = f"trace_id: {result.trace_id}" if result.sampled else "trace not sampled"
-    print(f"{trace}  tokens: {result.usage.input_tokens} in, {result.usage.output_tokens} out")
+    usage = result.usage
+    print(f"{trace_line(result)}  tokens: {usage.input_tokens} in, {usage.output_tokens} out")
     return 0
 
 
@@ -214,8 +215,7 @@ async def _typewriter(events: AsyncGenerator[RunEvent, None]) -> int:
                 status = "failed" if event.error else "ok"
                 print(f"[tool {event.name} -> {status}: {event.result[:80]}]", flush=True)
             elif isinstance(event, RunFinished):
-                usage, done = event.result.usage, event.result
-                trace = f"trace_id: {done.trace_id}" if done.sampled else "trace not sampled"
+                usage, trace = event.result.usage, trace_line(event.result)
                 print()
                 print(f"{trace}  tokens: {usage.input_tokens} in, {usage.output_tokens} out")
     return 0
@@ -258,7 +258,9 @@ def _batch(args: argparse.Namespace) -> int:
         error_line(console, f"cannot read {args.tasks}: {exc.strerror or exc}")
         return EXIT_USAGE
     try:
-        check_results_path(out, Path(args.tasks))  # before anything starts: a pipe or device never hangs us
+        check_results_path(
+            out, Path(args.tasks)
+        )  # before anything starts: a pipe or device never hangs us
     except ResultFileError as exc:
         error_line(console, f"--out: {exc}")
         return EXIT_RESULTS_FILE

@@ -1,8 +1,10 @@
 """What a run returns: the answer, its tool calls, token usage and trace id.
 
 ``trace_id`` is the run's trace in the tracing backend, or "" when no backend will ever
-have it: tracing off, or the trace not sampled (``sampled`` False). It stays a string,
-as before, so clients that read it need no change.
+have it: tracing off, the trace not sampled (``sampled`` False), or spans exported
+nowhere (no exporter: ``OTEL_TRACES_EXPORTER=none``, or neither it nor an OTLP endpoint
+set; ``sampled`` True). It stays a string, as before, so clients that read it need no
+change.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ class RunResult:
     usage: Usage = field(default_factory=Usage)
     trace_id: str = ""
     sampled: bool = False
-    """Whether the run's trace was sampled (recorded and exported): False means no
-    backend has it, and ``trace_id`` is ""."""
+    """Whether the run's trace was sampled: False means no backend has it, and
+    ``trace_id`` is "". True with ``trace_id`` "": sampled, but spans are exported
+    nowhere."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,3 +90,10 @@ def result_from_messages(
             output = message.text
     sampled = bool(trace_id) if sampled is None else sampled
     return RunResult(output, calls, Usage(input_tokens, output_tokens), trace_id, sampled)
+
+
+def trace_line(result: RunResult) -> str:
+    """What a person is told of a run's trace: its id, or why no backend has it."""
+    if result.trace_id:
+        return f"trace_id: {result.trace_id}"
+    return "trace not exported" if result.sampled else "trace not sampled"

@@ -47,6 +47,7 @@ class Telemetry:
         on_shutdown: Callable[[float], None] | None = None,
         catalog: MetricCatalog | None = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        exports_spans: bool = True,
     ) -> None:
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         self.tracer = provider.get_tracer(INSTRUMENTATION_NAME)
@@ -67,6 +68,9 @@ class Telemetry:
         self._on_shutdown = on_shutdown
         self.shutdown_timeout = shutdown_timeout
         self.tracer_provider: trace.TracerProvider | None = tracer_provider
+        # False when no exporter sends spans anywhere (setup's export policy): a trace id
+        # would name a trace no backend has, so runs report none.
+        self.exports_spans = exports_spans
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     @property

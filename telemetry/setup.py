@@ -155,6 +155,7 @@ def build_telemetry(
         on_shutdown=shutdown,
         catalog=catalog,
         shutdown_timeout=s.shutdown_timeout,
+        exports_spans=exporter is not None,
     )
     holder.append(telemetry)
     return telemetry

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 
 from agentwatch.runtime import cli
 from agentwatch.runtime.cli import (
@@ -17,9 +21,12 @@ from agentwatch.runtime.cli import (
     build_parser,
     main,
 )
+from agentwatch.runtime.results import trace_line
+from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.settings import RuntimeSettings, SettingError
 from agentwatch.runtime.tools.search import SearchIndex
-from agentwatch.telemetry import Telemetry, start_metrics_server
+from agentwatch.telemetry import Telemetry, TelemetrySettings, start_metrics_server
+from agentwatch.telemetry.setup import build_telemetry
 from tests.helpers import free_port, run_cli
 
 
@@ -48,11 +55,16 @@ def test_report_from_unreachable_url_is_a_clear_error(capsys: pytest.CaptureFixt
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_run_prints_the_answer_and_trace_id() -> None:
+def test_run_prints_the_answer_and_says_its_trace_is_not_exported() -> None:
+    """By default (no OTLP endpoint) spans are exported nowhere: `run` says so and prints
+    no trace id, which no backend would have (before: "spans are not exported" on
+    stderr, then a trace_id)."""
     out = run_cli("run", "what is 123 + 456", timeout=120)
     assert out.returncode == 0, out.stderr
     assert "579" in out.stdout
-    assert "trace_id: " in out.stdout
+    assert "spans are not exported" in out.stderr
+    assert out.stdout.splitlines()[-1].startswith("trace not exported  tokens: ")
+    assert "trace_id" not in out.stdout
 
 
 def test_run_stream_prints_tool_calls_then_the_answer() -> None:
@@ -62,7 +74,30 @@ def test_run_stream_prints_tool_calls_then_the_answer() -> None:
     assert lines[0] == "[tool calculator {'expression': '6 * 7'}]"
     assert lines[1] == "[tool calculator -> ok: 42]"
     assert lines[2] == "The answer is 42."
-    assert lines[3].startswith("trace_id: ")
+    assert lines[3].startswith("trace not exported  tokens: ")
+
+
+async def test_a_run_reports_its_trace_id_only_when_spans_are_exported() -> None:
+    """`RunResult.trace_id` is "" when no exporter sends spans anywhere (sampled, but no
+    backend will have it); with an exporter it is the exported trace's id."""
+    exporter = InMemorySpanExporter()
+    build = partial(asyncio.to_thread, build_telemetry)
+    exporting = await build(registry=CollectorRegistry(), span_exporter=exporter)
+    # the default policy: no OTLP endpoint and no OTEL_TRACES_EXPORTER, no export
+    nowhere = await build(TelemetrySettings.from_env({}), registry=CollectorRegistry())
+    found = {}
+    try:
+        for name, telemetry in (("exporting", exporting), ("nowhere", nowhere)):
+            async with AgentRuntime(RuntimeSettings(), telemetry) as runtime:
+                found[name] = await runtime.agent.arun("hi")
+    finally:
+        await asyncio.to_thread(exporting.shutdown)
+        await asyncio.to_thread(nowhere.shutdown)
+    exported = {format(s.context.trace_id, "032x") for s in exporter.get_finished_spans()}
+    assert found["exporting"].trace_id in exported
+    assert (found["nowhere"].trace_id, found["nowhere"].sampled) == ("", True)
+    assert trace_line(found["nowhere"]) == "trace not exported"
+    assert trace_line(found["exporting"]) == f"trace_id: {found['exporting'].trace_id}"
 
 
 def test_demo_drives_every_scenario_and_prints_the_report() -> None:
