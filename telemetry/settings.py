@@ -38,6 +38,26 @@ OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: Final = (
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 )
 AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT: Final = "AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT"
+# The SDK's span limits (opentelemetry.sdk.environment_variables): read here, with the
+# rest, so that ``from_env(env)`` decides them (setup.span_limits), not os.environ.
+OTEL_ATTRIBUTE_COUNT_LIMIT: Final = "OTEL_ATTRIBUTE_COUNT_LIMIT"
+OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: Final = "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"
+OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: Final = "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT"
+OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: Final = "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT"
+OTEL_SPAN_EVENT_COUNT_LIMIT: Final = "OTEL_SPAN_EVENT_COUNT_LIMIT"
+OTEL_SPAN_LINK_COUNT_LIMIT: Final = "OTEL_SPAN_LINK_COUNT_LIMIT"
+OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT: Final = "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT"
+OTEL_LINK_ATTRIBUTE_COUNT_LIMIT: Final = "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT"
+SPAN_LIMIT_VARIABLES: Final = (
+    OTEL_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+    OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+    OTEL_SPAN_EVENT_COUNT_LIMIT,
+    OTEL_SPAN_LINK_COUNT_LIMIT,
+    OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_LINK_ATTRIBUTE_COUNT_LIMIT,
+)
 
 DEFAULT_SERVICE_NAME: Final = "agentwatch"
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
@@ -73,6 +93,9 @@ class TelemetrySettings:
     otlp_endpoint: str = ""
     # True when OTEL_TRACES_EXPORTER was unset and the export policy chose the exporter.
     exporter_by_policy: bool = False
+    # The span limit variables that were set (SPAN_LIMIT_VARIABLES): name and value, a
+    # whole number >= 0 or "unset" (no limit), as the SDK reads them.
+    span_limits_env: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.traces_exporter not in _EXPORTERS:
@@ -91,6 +114,13 @@ class TelemetrySettings:
             object.__setattr__(self, "max_export_batch_size", self.max_queue_size)
         if not self.shutdown_timeout > 0:
             raise ConfigurationError(f"{AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT} must be positive")
+        for name, value in self.span_limits_env:
+            if name not in SPAN_LIMIT_VARIABLES:
+                raise ConfigurationError(f"{name} is not a span limit: use {SPAN_LIMIT_VARIABLES}")
+            if value.lower() != "unset" and not (value.isascii() and value.isdigit()):
+                raise ConfigurationError(
+                    f"{name}={value!r}: use a whole number >= 0, or 'unset' for no limit"
+                )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TelemetrySettings:
@@ -121,6 +151,9 @@ class TelemetrySettings:
             ),
             otlp_endpoint=endpoint,
             exporter_by_policy=not chosen,
+            span_limits_env=tuple(
+                (name, e[name].strip()) for name in SPAN_LIMIT_VARIABLES if e.get(name, "").strip()
+            ),
         )
 
     def describe_export(self) -> str:

@@ -13,6 +13,7 @@ OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT says otherwise (the SDK's own default is 
 limit: one 900 KB attribute on 100 spans made an export request the backend refused,
 and the spans of other runs in it were lost). Counts keep the SDK's defaults (128
 attributes, events and links per span; OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT and friends).
+Every limit is read from ``TelemetrySettings`` (``from_env(env)``), not os.environ.
 """
 
 from __future__ import annotations
@@ -23,10 +24,6 @@ import threading
 from typing import Final
 
 from opentelemetry import trace
-from opentelemetry.sdk.environment_variables import (
-    OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
-    OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
-)
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
@@ -38,13 +35,22 @@ from .core import Telemetry
 from .errors import ConfigurationError
 from .settings import (
     DEFAULT_SERVICE_NAME,
+    OTEL_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+    OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_LINK_ATTRIBUTE_COUNT_LIMIT,
     OTEL_RESOURCE_ATTRIBUTES,
     OTEL_SERVICE_NAME,
+    OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT,
+    OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
+    OTEL_SPAN_EVENT_COUNT_LIMIT,
+    OTEL_SPAN_LINK_COUNT_LIMIT,
     TelemetrySettings,
 )
 
 _logger = logging.getLogger("agentwatch.telemetry")
 DEFAULT_ATTRIBUTE_LENGTH: Final = 8192  # characters of one attribute value
+SDK_DEFAULT_COUNT: Final = 128  # the SDK's default for each count limit (the spec's)
 _lock = threading.Lock()
 _telemetry: Telemetry | None = None
 _configured = False  # False while _telemetry is get_telemetry()'s unconfigured default
@@ -125,7 +131,7 @@ def build_telemetry(
             capture_content=s.capture_content,
             catalog=catalog,
         )
-    provider = TracerProvider(resource=_resource(), span_limits=span_limits())
+    provider = TracerProvider(resource=_resource(), span_limits=span_limits(s))
     exporter = span_exporter if span_exporter is not None else _exporter(s)
     processor: CountingBatchSpanProcessor | None = None
     holder: list[Telemetry] = []
@@ -161,17 +167,41 @@ def build_telemetry(
     return telemetry
 
 
-def span_limits() -> SpanLimits:
-    """The SDK's limits from the OTEL_* variables, with DEFAULT_ATTRIBUTE_LENGTH for an
-    attribute value's length when neither length variable is set."""
-    named = any(os.environ.get(name, "").strip() for name in _LENGTH_VARIABLES)
-    return SpanLimits(max_attribute_length=None if named else DEFAULT_ATTRIBUTE_LENGTH)
+def span_limits(settings: TelemetrySettings | None = None) -> SpanLimits:
+    """The SDK's limits from the settings' OTEL_*_LIMIT variables (``from_env(env)``
+    decides, never os.environ), with the SDK's precedence and defaults, and
+    DEFAULT_ATTRIBUTE_LENGTH for an attribute value's length when neither length
+    variable is set. Every limit is passed explicitly, so the SDK reads no variable."""
+    s = settings if settings is not None else TelemetrySettings.from_env()
+    given: dict[str, int | None] = {
+        name: None if value.lower() == "unset" else int(value) for name, value in s.span_limits_env
+    }
 
+    def limit(value: int | None) -> int:
+        return SpanLimits.UNSET if value is None else value
 
-_LENGTH_VARIABLES: Final = (
-    OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT,
-    OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
-)
+    def count(name: str, default: int) -> int:
+        return limit(given[name]) if name in given else default
+
+    shared = given.get(OTEL_ATTRIBUTE_COUNT_LIMIT)
+    attributes = SDK_DEFAULT_COUNT if shared is None else shared
+    if OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT in given:
+        length = given[OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT]
+    elif OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT in given:
+        length = None  # the span's own variable decides
+    else:
+        length = DEFAULT_ATTRIBUTE_LENGTH
+    span_length = given.get(OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT, length)
+    return SpanLimits(
+        max_attributes=attributes,
+        max_events=count(OTEL_SPAN_EVENT_COUNT_LIMIT, SDK_DEFAULT_COUNT),
+        max_links=count(OTEL_SPAN_LINK_COUNT_LIMIT, SDK_DEFAULT_COUNT),
+        max_span_attributes=count(OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT, attributes),
+        max_event_attributes=count(OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT, attributes),
+        max_link_attributes=count(OTEL_LINK_ATTRIBUTE_COUNT_LIMIT, attributes),
+        max_attribute_length=limit(length),
+        max_span_attribute_length=limit(span_length),
+    )
 
 
 def _resource() -> Resource:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from agentwatch.telemetry import TelemetrySettings, build_telemetry
+from agentwatch.telemetry import ConfigurationError, TelemetrySettings, build_telemetry
+from agentwatch.telemetry.setup import DEFAULT_ATTRIBUTE_LENGTH, span_limits
 from tests.helpers import free_port
 
 
@@ -107,3 +110,39 @@ def test_an_endpoint_turns_export_on() -> None:
     out = run_fresh(EXPORT_SCRIPT, {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
     assert out.stdout == "1.0"
     assert "agentwatch: spans are not exported" not in out.stderr
+
+
+def test_span_limits_come_from_the_settings_not_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``TelemetrySettings.from_env(env)`` decides the span limits (STYLE rule 11): the
+    process's own OTEL_*_LIMIT variables are not read behind the settings' back."""
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "7")
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "1")
+    defaults = span_limits(TelemetrySettings.from_env({}))
+    assert defaults.max_span_attribute_length == DEFAULT_ATTRIBUTE_LENGTH
+    assert (defaults.max_events, defaults.max_span_attributes) == (128, 128)
+    injected = TelemetrySettings.from_env(
+        {
+            "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "50",
+            "OTEL_ATTRIBUTE_COUNT_LIMIT": "9",
+            "OTEL_SPAN_LINK_COUNT_LIMIT": "unset",
+        }
+    )
+    limits = span_limits(injected)
+    assert limits.max_span_attribute_length == 50
+    assert limits.max_attribute_length is None  # only the span's own length was set
+    assert (limits.max_span_attributes, limits.max_event_attributes) == (9, 9)
+    assert (limits.max_events, limits.max_links) == (128, None)
+    exporter = InMemorySpanExporter()
+    telemetry = build_telemetry(injected, registry=CollectorRegistry(), span_exporter=exporter)
+    assert telemetry.tracer_provider is not None
+    telemetry.tracer_provider.get_tracer("t").start_span("s", attributes={"a": "x" * 99}).end()
+    telemetry.shutdown()
+    (span,) = exporter.get_finished_spans()
+    assert (span.attributes or {})["a"] == "x" * 50
+
+
+def test_a_bad_span_limit_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match="OTEL_SPAN_EVENT_COUNT_LIMIT='-1'"):
+        TelemetrySettings.from_env({"OTEL_SPAN_EVENT_COUNT_LIMIT": "-1"})
