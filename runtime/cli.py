@@ -258,9 +258,8 @@ def _batch(args: argparse.Namespace) -> int:
         error_line(console, f"cannot read {args.tasks}: {exc.strerror or exc}")
         return EXIT_USAGE
     try:
-        check_results_path(
-            out, Path(args.tasks)
-        )  # before anything starts: a pipe or device never hangs us
+        # before anything starts: a pipe or device never hangs us, the tasks stay intact
+        check_results_path(out, Path(args.tasks))
     except ResultFileError as exc:
         error_line(console, f"--out: {exc}")
         return EXIT_RESULTS_FILE

@@ -3,8 +3,8 @@
 Exit codes (the table of ``agentwatch --help``): 0 every task completed; 2 the tasks file
 cannot be used; 3 stopped early by SIGINT/SIGTERM (finished results kept, rerun to
 resume); 4 finished, but some tasks failed or timed out (``--retry-failed`` runs them
-again); 7 the results file cannot be used (not a regular file, in use by another batch,
-a write failed).
+again); 7 the results file cannot be used (not a regular file, its directory missing,
+the tasks file itself, in use by another batch, a write failed).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from agentwatch.telemetry import Telemetry
 
 from ..runtime import AgentRuntime
 from ..settings import RuntimeSettings
-from .processor import BatchOptions, BatchProcessor, BatchSummary
+from .processor import MAX_WORKERS, BatchOptions, BatchProcessor, BatchSummary
 from .store import ResultStore
 from .task import FINAL, RETRYABLE, Task
 
@@ -39,7 +39,14 @@ EXIT_STOPPED: Final = 3
 EXIT_TASKS_FAILED: Final = 4
 EXIT_RESULTS_FILE: Final = 7
 
-BATCH_EPILOG: Final = """\
+BATCH_EPILOG: Final = f"""\
+tasks: one JSON object a line, {{"id": "a", "query": "...", "priority": 5}}; "input" may
+stand for "query" (not both); priority is optional (lower runs first); other fields are
+refused, and every bad line is reported before anything starts.
+
+--out: a regular file in a directory that must exist (none is created), never the tasks
+file itself (nor a link to it); --workers at most {MAX_WORKERS}, --concurrency at most --workers.
+
 results: each finished task's record is on disk (fsynced) before it counts as done;
 a rerun skips the tasks already in --out, so the file ends with each task's result
 exactly once. Execution is at-least-once: a task running when the process died runs
@@ -52,8 +59,9 @@ exit codes:
   2  the tasks file cannot be used (nothing started)
   3  stopped early by SIGINT/SIGTERM; finished results kept, rerun to resume
   4  finished, but some tasks failed or timed out (--retry-failed runs them again)
-  7  --out cannot be used: not a regular file, in use by another batch, or a write
-     failed (e.g. disk full); what was written is kept
+  7  --out cannot be used: not a regular file, its directory missing, the tasks file
+     itself, in use by another batch, or a write failed (e.g. disk full); what was
+     written is kept
 """
 
 

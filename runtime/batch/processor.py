@@ -43,18 +43,28 @@ Work = Callable[[Task], Awaitable[Any]]
 Progress = Callable[[Task], None]
 
 
+MAX_WORKERS = 10_000  # a worker is an asyncio task: more would only cost memory
+
+
 @dataclass(frozen=True, slots=True)
 class BatchOptions:
+    """How a batch runs. At most ``min(workers, tasks to run)`` workers are started."""
+
     workers: int = 5
     concurrency: int | None = None  # at most this many tasks at once (default: workers)
     task_timeout: float | None = None
     retry_failed: bool = False  # run failed / timed-out tasks of the results file again
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ValueError("workers must be at least 1")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(
+                f"workers must be at most {MAX_WORKERS} (and at least 1), got {self.workers}"
+            )
+        if self.concurrency is not None and not 1 <= self.concurrency <= self.workers:
+            raise ValueError(
+                f"concurrency must be 1 to workers ({self.workers}), got {self.concurrency}: "
+                "no more tasks run at once than workers take"
+            )
         if self.task_timeout is not None and not self.task_timeout > 0:
             raise ValueError("task_timeout must be positive")
 
@@ -158,9 +168,9 @@ class BatchProcessor:
         self._enqueue(todo, summary)
         batch_span = self.telemetry.start_operation("batch", {AGENTWATCH_BATCH_ID: self.batch_id})
         context = batch_span.context
-        workers = [
+        workers = [  # none when every task is already done
             asyncio.create_task(self._worker(context, summary), name=f"batch-worker-{i}")
-            for i in range(self.options.workers)
+            for i in range(min(self.options.workers, self._queue.qsize()))
         ]
         try:
             await asyncio.gather(*workers)

@@ -7,7 +7,8 @@
   disk, and the partial bytes are cut off again.
 - The file is opened with an exclusive, non-blocking ``flock``: a second batch on the
   same file is refused (``ResultFileLocked``) instead of interleaving its lines. Only a
-  regular file will do (not a directory, pipe, terminal or device).
+  regular file will do (not a directory, pipe, terminal or device), in a directory that
+  exists (none is created), and never the tasks file itself.
 - On open the file is read back, each line bounded to ``MAX_LINE_BYTES``. Every valid
   record is kept (the last one wins when an id appears twice: a task run again with
   ``retry_failed``). Lines that are not valid records are moved to ``<out>.corrupt``
@@ -78,23 +79,54 @@ def encode_record(record: dict[str, Any]) -> bytes:
     return line
 
 
-def check_results_path(path: Path) -> None:
-    """Raise ``ResultFileError`` unless ``path`` is a regular file or does not exist yet."""
+def check_results_path(path: Path, tasks: Path | None = None) -> None:
+    """Raise ``ResultFileError`` unless ``path`` is a regular file or does not exist yet
+    in a directory that does (no directory is created: a typo must not make a tree), and
+    is not the ``tasks`` file itself (through a symlink or hard link too)."""
     try:
-        mode = path.stat().st_mode
+        named = path.stat()
     except FileNotFoundError:
+        _check_directory(path)
         return
     except OSError as exc:
         raise ResultFileError(f"cannot use {path}: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(mode):
+    if stat.S_ISDIR(named.st_mode):
         raise ResultFileError(
             f"{path} is a directory; results go to a file (e.g. {path}/out.jsonl)"
         )
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(named.st_mode):
         raise ResultFileError(
             f"{path} is not a regular file (a device, pipe or terminal); results go to a "
             "regular file that a rerun can read back"
         )
+    if tasks is not None and _is_file(tasks, named):
+        raise ResultFileError(
+            f"{path} is the tasks file {tasks}; results would overwrite the tasks. "
+            "Choose another --out (nothing was touched)"
+        )
+
+
+def _check_directory(path: Path) -> None:
+    parent = path.parent
+    try:
+        mode = parent.stat().st_mode
+    except FileNotFoundError:
+        raise ResultFileError(
+            f"the directory {parent} does not exist; create it first "
+            "(the batch creates no directories)"
+        ) from None
+    except OSError as exc:
+        raise ResultFileError(f"cannot use {parent}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(mode):
+        raise ResultFileError(f"{parent} is not a directory")
+
+
+def _is_file(path: Path, named: os.stat_result) -> bool:
+    try:
+        other = path.stat()
+    except OSError:
+        return False
+    return (other.st_dev, other.st_ino) == (named.st_dev, named.st_ino)
 
 
 def load_results(path: Path) -> dict[str, dict[str, Any]]:
@@ -169,7 +201,6 @@ class ResultStore:
     def _open(self) -> tuple[int, dict[str, dict[str, Any]]]:
         check_results_path(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = _open_locked(self.path)
         except OSError as exc:
             raise ResultFileError(f"cannot open {self.path}: {exc.strerror or exc}") from None

@@ -13,6 +13,7 @@ from typing import Any
 from agentwatch.telemetry import AgentwatchError
 
 MAX_QUERY_CHARS = 32_000
+TASK_FIELDS = frozenset({"id", "query", "input", "priority"})  # "input": query's other name
 
 
 class TaskStatus(StrEnum):
@@ -62,9 +63,16 @@ class Task:
 
 
 def task_from(value: Any) -> Task:
-    """A task from a JSON object ``{"id", "query" (or "input"), "priority"?}``."""
+    """A task from a JSON object ``{"id", "query" (or "input"), "priority"?}``; any other
+    field, or both "query" and "input", is refused (a typo must not pass silently)."""
     if not isinstance(value, dict):
         raise ValueError("a task must be a JSON object")
+    unknown = sorted(str(key) for key in value if key not in TASK_FIELDS)
+    if unknown:
+        names = ", ".join(repr(name[:64]) for name in unknown[:5])
+        raise ValueError(f"unknown field(s) {names}; a task has id, query (or input), priority")
+    if "query" in value and "input" in value:
+        raise ValueError("give 'query' or 'input', not both")
     task_id = value.get("id")
     if not isinstance(task_id, str | int) or isinstance(task_id, bool) or str(task_id) == "":
         raise ValueError("'id' must be a non-empty string or integer")

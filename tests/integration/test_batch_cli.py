@@ -16,6 +16,7 @@ from tests.helpers import cli_env, run_cli
 
 pytestmark = pytest.mark.integration
 
+EXIT_USAGE = 2
 EXIT_TASKS_FAILED = 4
 EXIT_RESULTS_FILE = 7
 
@@ -147,3 +148,57 @@ def test_a_corrupt_middle_line_resumes_without_rerunning_finished_tasks(tmp_path
         assert line in after
     assert sorted(json.loads(x)["id"] for x in after) == sorted(ids)
     assert (tmp_path / "results.jsonl.corrupt").read_bytes() == lines[5]
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "hard link"])
+def test_out_that_is_the_tasks_file_is_refused_and_nothing_is_touched(
+    tmp_path: Path, how: str
+) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    write_tasks(tasks, 3)
+    content = tasks.read_bytes()
+    out = tasks
+    if how == "symlink":
+        out = tmp_path / "link.jsonl"
+        out.symlink_to(tasks)
+    elif how == "hard link":
+        out = tmp_path / "hard.jsonl"
+        out.hardlink_to(tasks)
+    done = run_cli("batch", str(tasks), "--out", str(out), timeout=60)
+    assert done.returncode == EXIT_RESULTS_FILE, done.stderr
+    [line] = errors(done.stderr)
+    assert "is the tasks file" in line
+    assert "Traceback" not in done.stderr
+    assert tasks.read_bytes() == content  # the old code rewrote it with results
+    assert not (tmp_path / "tasks.jsonl.corrupt").exists()
+    assert not (tmp_path / f"{out.name}.corrupt").exists()
+
+
+def test_out_in_a_directory_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    write_tasks(tasks, 3)
+    out = tmp_path / "no" / "such" / "results.jsonl"
+    done = run_cli("batch", str(tasks), "--out", str(out), timeout=60)
+    assert done.returncode == EXIT_RESULTS_FILE, done.stderr
+    [line] = errors(done.stderr)
+    assert f"{tmp_path / 'no' / 'such'} does not exist" in line
+    assert not (tmp_path / "no").exists()  # the old code created the whole tree
+
+
+def test_too_many_workers_is_one_line(tmp_path: Path) -> None:
+    tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
+    write_tasks(tasks, 3)
+    done = run_cli("batch", str(tasks), "--out", str(out), "--workers", "100000000", timeout=60)
+    assert done.returncode == EXIT_USAGE, done.stderr
+    [line] = errors(done.stderr)
+    assert "workers must be at most 10000" in line
+    assert not out.exists()
+
+
+def test_help_says_where_out_may_be_and_what_a_task_has() -> None:
+    done = run_cli("batch", "--help", timeout=60)
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "must exist" in text
+    assert "never the tasks file" in text
+    assert "other fields are refused" in text

@@ -6,9 +6,11 @@ import asyncio
 import json
 import logging
 import os
+import re
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -610,3 +612,66 @@ async def test_a_result_too_large_to_record_is_failed_in_metrics_and_file(
     total = "agentwatch_batch_tasks_total"
     assert value(registry, total, {"status": "failed"}) == 1
     assert value(registry, total, {"status": "completed"}) == 1
+
+
+async def test_no_more_workers_start_than_there_are_tasks_to_run(
+    telemetry: Telemetry, tmp_path: Path
+) -> None:
+    seen: list[int] = []
+
+    async def work(task: Task) -> str:
+        workers = [t for t in asyncio.all_tasks() if t.get_name().startswith("batch-worker-")]
+        seen.append(len(workers))
+        return task.id
+
+    options = BatchOptions(workers=10_000)
+    out = tmp_path / "results.jsonl"
+    tasks = [Task(str(i), "q") for i in range(3)]
+    summary = await BatchProcessor(work, telemetry, options, store=ResultStore(out)).run(tasks)
+    assert summary.counts == {"completed": 3}
+    assert seen
+    assert max(seen) <= 3  # the old code started 10,000 (100,000,000: OOM)
+
+    started: list[str] = []
+    original = asyncio.create_task
+
+    def counting(coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        started.append(str(kwargs.get("name", "")))
+        return original(coro, **kwargs)
+
+    again = BatchProcessor(work, telemetry, options, store=ResultStore(out))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(asyncio, "create_task", counting)
+        summary = await again.run(tasks)
+    assert summary.skipped == 3
+    assert not [name for name in started if name.startswith("batch-worker-")]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"workers": 10_001}, "workers must be at most 10000"),
+        ({"workers": 0}, "workers must be at most 10000 (and at least 1), got 0"),
+        ({"workers": 4, "concurrency": 5}, "concurrency must be 1 to workers (4), got 5"),
+        ({"workers": 4, "concurrency": 0}, "concurrency must be 1 to workers (4), got 0"),
+    ],
+)
+def test_options_have_bounds_named_in_the_message(options: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        BatchOptions(**options)
+
+
+def test_tasks_have_only_their_fields_and_one_query(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(
+        '{"id": "a", "input": "x", "zzz": 1}\n'
+        '{"id": "b", "query": "x", "input": "y"}\n'
+        '{"id": "c", "input": "x", "priority": 1}\n'
+    )
+    with pytest.raises(BatchInputError) as bad:
+        read_tasks(path)
+    text = str(bad.value)
+    assert "line 1: unknown field(s) 'zzz'; a task has id, query (or input), priority" in text
+    assert "line 2: give 'query' or 'input', not both" in text
+    assert "line 3" not in text
+    assert "2 problem(s)" in text
