@@ -18,6 +18,10 @@ _ERRORS: Final = {
     str(code): _ERROR for code in (400, 401, 404, 405, 408, 413, 415, 422, 431, 500, 502, 504, 508)
 }
 _ID_CHARS: Final = 256  # runtime/server.py MAX_ID_CHARS
+_QUERY_CHARS: Final = 32000  # runtime/batch/task.py MAX_QUERY_CHARS
+_NO_OTHER_PARAMETERS: Final = (
+    " Query parameters other than those listed, or one given twice, are refused (422)."
+)
 
 
 def _json(schema_ref: str) -> dict[str, Any]:
@@ -73,7 +77,11 @@ SPEC: Final[dict[str, Any]] = {
             },
             "Task": {
                 "type": "object",
-                "required": ["id", "query"],
+                "description": "A task: its query as 'query' or as 'input' (one of them, "
+                "not both); any other field is refused.",
+                "required": ["id"],
+                "oneOf": [{"required": ["query"]}, {"required": ["input"]}],
+                "additionalProperties": False,
                 "properties": {
                     "id": {
                         "oneOf": [
@@ -81,8 +89,9 @@ SPEC: Final[dict[str, Any]] = {
                             {"type": "integer"},
                         ]
                     },
-                    "query": {"type": "string", "minLength": 1},
-                    "priority": {"type": "integer"},
+                    "query": {"type": "string", "minLength": 1, "maxLength": _QUERY_CHARS},
+                    "input": {"type": "string", "minLength": 1, "maxLength": _QUERY_CHARS},
+                    "priority": {"type": "integer", "description": "Lower runs first."},
                 },
             },
             "BatchRequest": {
@@ -163,6 +172,7 @@ SPEC: Final[dict[str, Any]] = {
             ],
             "get": {
                 "summary": "A summary: state, counts by status, times (never the tasks).",
+                "description": "Takes no query parameters." + _NO_OTHER_PARAMETERS,
                 "security": [{"bearer": []}],
                 "responses": {
                     "200": {"description": "The batch.", **_json("BatchSummary")},
@@ -171,8 +181,17 @@ SPEC: Final[dict[str, Any]] = {
             },
             "delete": {
                 "summary": "Cancel the batch.",
+                "description": "Takes no query parameters." + _NO_OTHER_PARAMETERS,
                 "security": [{"bearer": []}],
-                "responses": {"202": {"description": "Cancelling.", **_json("Batch")}, **_ERRORS},
+                "responses": {
+                    "202": {"description": "Running: cancelling ('cancelling').", **_json("Batch")},
+                    "200": {
+                        "description": "Already ended: nothing to cancel; its summary, with "
+                        "its final state (finished, cancelled or failed).",
+                        **_json("BatchSummary"),
+                    },
+                    **_ERRORS,
+                },
             },
         },
         "/v1/batches/{batch_id}/results": {
@@ -181,6 +200,8 @@ SPEC: Final[dict[str, Any]] = {
             ],
             "get": {
                 "summary": "The tasks that ended, in the order they ended, a page at a time.",
+                "description": "'limit' (default 100) and 'cursor' (a next_cursor)."
+                + _NO_OTHER_PARAMETERS,
                 "security": [{"bearer": []}],
                 "parameters": [
                     {

@@ -54,8 +54,11 @@ from .batch.http import (
     BatchRecord,
     admit_batch,
     batches_ctx,
+    cancel_response,
     parse_batch,
+    results_response,
     start_batch,
+    summary_response,
 )
 from .batch.task import Task
 from .events import event_data
@@ -422,17 +425,15 @@ def _batch(request: web.Request) -> BatchRecord:
 
 
 async def get_batch(request: web.Request) -> web.Response:
-    return web.json_response(_batch(request).view())
+    return summary_response(request, _batch(request), ApiError)
 
 
 async def get_batch_results(request: web.Request) -> web.Response:
-    return web.json_response(_batch(request).results(request.query, ApiError))
+    return await results_response(request, _batch(request), ApiError)
 
 
 async def delete_batch(request: web.Request) -> web.Response:
-    record = _batch(request)
-    record.processor.cancel()
-    return web.json_response({"id": record.processor.batch_id, "state": "cancelling"}, status=202)
+    return cancel_response(request, _batch(request), ApiError)
 
 
 async def get_openapi(request: web.Request) -> web.Response:

@@ -102,6 +102,8 @@ async def test_delete_cancels_a_running_batch(aiohttp_client: Client, telemetry:
     [
         ({"tasks": []}, 422, "invalid_request"),
         ({"tasks": [{"id": "a"}]}, 422, "invalid_tasks"),
+        ({"tasks": [{"id": "a", "input": "x", "zzz": 1}]}, 422, "invalid_tasks"),
+        ({"tasks": [{"id": "a", "query": "x", "input": "y"}]}, 422, "invalid_tasks"),
         ({"tasks": [{"id": "a", "query": "x"}, {"id": "a", "query": "y"}]}, 422, "invalid_tasks"),
         ({"tasks": [{"id": "a", "query": "x"}], "workers": 0}, 422, "invalid_request"),
         ({"tasks": [{"id": "a", "query": "x"}], "timeout": -1}, 422, "invalid_request"),
@@ -208,3 +210,61 @@ def test_the_batch_limits_come_from_the_environment() -> None:
     assert (defaults.max_running_batches, defaults.max_batch_queued_tasks) == (8, 20_000)
     with pytest.raises(SettingError, match="AGENTWATCH_MAX_RUNNING_BATCHES must be at least 1"):
         RuntimeSettings.from_env({"AGENTWATCH_MAX_RUNNING_BATCHES": "0"})
+
+
+async def test_delete_of_an_ended_batch_answers_its_real_state(
+    aiohttp_client: Client, telemetry: Telemetry
+) -> None:
+    client = await aiohttp_client(create_app(RuntimeSettings(), telemetry))
+    tasks = [{"id": i, "query": "hello"} for i in range(3)]
+    created = await (await client.post("/v1/batches", json={"tasks": tasks})).json()
+    await follow(client, created["url"], {"finished"})
+    response = await client.delete(created["url"])
+    assert response.status == 200  # the old code: 202 "cancelling", for nothing to cancel
+    body = await response.json()
+    assert body["state"] == "finished"
+    assert body["counts"] == {"completed": 3}
+    again = await (await client.get(created["url"])).json()
+    assert again["counts"] == {"completed": 3}
+
+
+async def test_one_query_policy_for_the_batch_routes(
+    aiohttp_client: Client, telemetry: Telemetry
+) -> None:
+    client = await aiohttp_client(create_app(RuntimeSettings(), telemetry))
+    tasks = [{"id": i, "query": "hello"} for i in range(3)]
+    url = (await (await client.post("/v1/batches", json={"tasks": tasks})).json())["url"]
+    await follow(client, url, {"finished"})
+    for method, target, message in [
+        ("GET", f"{url}?zzz=1", "Unknown parameters: zzz."),
+        ("GET", f"{url}?limit=5", "Unknown parameters: limit."),
+        ("GET", f"{url}/results?page=2", "Unknown parameters: page."),
+        ("GET", f"{url}/results?limit=5&limit=6", "more than once: limit."),
+        ("GET", f"{url}/results?cursor=a&cursor=b", "more than once: cursor."),
+        ("DELETE", f"{url}?force=1", "Unknown parameters: force."),
+    ]:
+        response = await client.request(method, target)
+        assert response.status == 422, target
+        error = (await response.json())["error"]
+        assert error["type"] == "invalid_request", target
+        assert message in error["message"], target
+    page = await (await client.get(f"{url}/results?limit=2")).json()
+    assert len(page["results"]) == 2
+    assert (await client.get(url)).status == 200
+
+
+async def test_a_big_page_is_the_same_json_however_it_is_encoded(
+    aiohttp_client: Client, telemetry: Telemetry
+) -> None:
+    client = await aiohttp_client(create_app(RuntimeSettings(), telemetry))
+    tasks = [{"id": i, "query": f"what is {i} + 1"} for i in range(60)]
+    url = (await (await client.post("/v1/batches", json={"tasks": tasks})).json())["url"]
+    await follow(client, url, {"finished"})
+    big = await client.get(f"{url}/results?limit=1000")  # over INLINE_PAGE_RESULTS
+    assert big.status == 200
+    assert big.content_type == "application/json"
+    page = await big.json()
+    small, _ = await all_results(client, f"{url}/results", limit=7)
+    assert page["results"] == small
+    assert page["next_cursor"] is None
+    assert len(page["results"]) == 60
