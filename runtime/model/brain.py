@@ -8,6 +8,11 @@
 
 Messages use the OpenAI wire shape (dicts with ``role``, ``content``, ``tool_calls``).
 The HTTP server and the in-process fake model of the benchmarks both use this module.
+
+The work is bounded whatever the input (it runs on the service's event loop): the
+brain reads the first ``SCAN_CHARS`` characters of the message it answers, counts
+tokens exactly in the first ``COUNT_CHARS`` characters of the conversation (the rest
+estimated at ``CHARS_PER_TOKEN``), and quotes at most ``QUOTE_CHARS`` of a tool result.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+SCAN_CHARS: Final = 32_000  # of the message answered (the service's max_input_chars)
+COUNT_CHARS: Final = 64_000  # of the conversation, counted token by token
+CHARS_PER_TOKEN: Final = 4  # the estimate beyond COUNT_CHARS
+QUOTE_CHARS: Final = 4_000  # of each tool result quoted in an answer
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 PIECE = re.compile(r"\s*\S+")  # how answers are streamed: one word with its leading space
 _EXPLICIT_CALC = re.compile(r"\b(?:calculate|compute|evaluate)\s+(.+)", re.IGNORECASE | re.DOTALL)
@@ -72,12 +81,25 @@ def text_of(content: Any) -> str:
 
 
 def respond(messages: Sequence[Mapping[str, Any]], tools: Sequence[str]) -> Reply:
-    prompt_tokens = sum(count_tokens(text_of(m.get("content"))) for m in messages)
+    prompt_tokens = _prompt_tokens(messages)
     reply = _decide(messages, set(tools))
     completion = count_tokens(reply.content) + sum(
         count_tokens(c.name) + count_tokens(c.arguments) for c in reply.tool_calls
     )
     return Reply(reply.content, reply.tool_calls, prompt_tokens, completion)
+
+
+def _prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """Tokens of the conversation: counted in its first COUNT_CHARS characters, estimated
+    (CHARS_PER_TOKEN) beyond, so that a huge prompt costs no more than a large one."""
+    budget = COUNT_CHARS
+    tokens = 0
+    for message in messages:
+        text = text_of(message.get("content"))
+        counted = text[:budget]
+        budget -= len(counted)
+        tokens += count_tokens(counted) + -(-(len(text) - len(counted)) // CHARS_PER_TOKEN)
+    return tokens
 
 
 def _decide(messages: Sequence[Mapping[str, Any]], tools: set[str]) -> Reply:
@@ -86,7 +108,7 @@ def _decide(messages: Sequence[Mapping[str, Any]], tools: set[str]) -> Reply:
     last = messages[-1]
     if last.get("role") == "tool":
         return Reply(_answer_from_tools(messages))
-    text = text_of(last.get("content")).strip()
+    text = text_of(last.get("content"))[:SCAN_CHARS].strip()
     if "calculator" in tools:
         expression = _expression_in(text)
         if expression:
@@ -131,6 +153,13 @@ def _call(messages: Sequence[Mapping[str, Any]], name: str, arguments: dict[str,
     return Reply("", (ToolCall(f"call_{digest}", name, payload),))
 
 
+def _quote(result: str) -> str:
+    result = result.strip()
+    if len(result) <= QUOTE_CHARS:
+        return result
+    return result[:QUOTE_CHARS].rstrip() + " ..."
+
+
 def _answer_from_tools(messages: Sequence[Mapping[str, Any]]) -> str:
     results: list[tuple[str, str]] = []
     names: dict[str, str] = {}
@@ -143,7 +172,7 @@ def _answer_from_tools(messages: Sequence[Mapping[str, Any]]) -> str:
         if message.get("role") != "tool":
             break
         tool = names.get(str(message.get("tool_call_id")), "tool")
-        results.append((tool, text_of(message.get("content")).strip()))
+        results.append((tool, _quote(text_of(message.get("content")))))
     parts = []
     for tool, result in reversed(results):
         if result.startswith("Error"):

@@ -2,8 +2,24 @@
 
 OpenAI's wire format, non-streamed and streamed (SSE with tool-call deltas and
 ``stream_options.include_usage``), so that ``openai`` and LangChain's ``ChatOpenAI``
-talk to it unchanged. Malformed requests get OpenAI-style JSON errors, never a
-traceback. Latency, streaming pace and faults come from ``ModelBehavior``.
+talk to it unchanged. Latency, streaming pace and faults come from ``ModelBehavior``.
+
+It runs on the service's event loop (``agentwatch serve``) on an unauthenticated
+loopback port, so it meets hostile input as the service does, with the same defences:
+
+- every error is OpenAI's JSON (``{"error": {"message", "type", "param", "code"}}``),
+  never a traceback or plain text; no response names the server's software;
+- served with the service's connection limits (``serving.make_runner``: head size and
+  time, idle timeout, parser errors as JSON), aiohttp's per-line limits
+  (``serving.handler_limits``);
+- the body is at most ``MAX_BODY_BYTES`` and parsed by the service's strict JSON policy
+  (``server.read_json``: no NaN/Infinity, duplicate keys, huge integers, deep nesting,
+  lone surrogates; only OpenAI's request parameters), in a worker thread when large;
+- a compressed body (``Content-Encoding`` other than identity) is refused with 415,
+  never inflated (``auto_decompress`` is off: a gzip bomb costs nothing);
+- every field the brain reads is type-checked (400, never 500), counts are bounded
+  (``MAX_MESSAGES``, ``MAX_ITEMS``), and the brain reads a bounded part of the text
+  (``brain.SCAN_CHARS``), so no request holds the loop.
 """
 
 from __future__ import annotations
@@ -14,19 +30,29 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
+from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 
+from ..serving import SERVER_NAME, handler_limits, make_runner, start_site
 from .behavior import ModelBehavior
 from .brain import PIECE, Reply, respond
 
 _logger = logging.getLogger("agentwatch.model")
 
-MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+MAX_BODY_BYTES: Final = 4 * 1024 * 1024  # a Chat Completions request (the agent's: ~10 KiB)
+MAX_MESSAGES: Final = 2048  # messages in one request
+MAX_ITEMS: Final = 128  # tools, tool calls in a message, content parts in a message
+MAX_NAME_CHARS: Final = 256  # the model's name, a tool's name, ids
+INLINE_BYTES: Final = 64 * 1024  # larger requests are checked and answered in a worker thread
 _ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool"})
+# OpenAI's request parameters, as the openai client knows them: any other is refused, as
+# OpenAI itself refuses it ("Unrecognized request argument").
+CHAT_FIELDS: Final = frozenset(CompletionCreateParamsBase.__annotations__) | {"stream"}
+_IDENTITY: Final = frozenset({"", "identity"})
 
 
 class ModelState:
@@ -67,9 +93,10 @@ def openai_error(
 
 
 class _BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
         super().__init__(message)
         self.param = param
+        self.status = status
 
 
 @web.middleware
@@ -80,68 +107,147 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
-        return openai_error(exc.status, exc.reason, kind)
+        message = exc.reason
+        if exc.status == 413:
+            message = f"The request body is larger than {MAX_BODY_BYTES} bytes."
+        return openai_error(exc.status, message, kind)
     except _BadRequest as exc:
-        return openai_error(400, str(exc), param=exc.param)
+        return openai_error(exc.status, str(exc), param=exc.param)
     except ConnectionResetError:  # the client went away (mid-body, mid-stream): normal
         _logger.debug("builtin model: client disconnected from %s", request.path)
         return web.Response(status=499, reason="Client Closed Request")  # read by nobody
+    except asyncio.CancelledError:  # the same, seen by the runner (handler_cancellation)
+        _logger.debug("builtin model: client disconnected (or server stopping): %s", request.path)
+        raise
     except Exception:
         _logger.exception("builtin model: unexpected error")
         return openai_error(500, "The builtin model failed on this request.", "server_error")
 
 
-def _validate(body: Any) -> tuple[str, list[Mapping[str, Any]], list[str], bool, bool]:
-    if not isinstance(body, dict):
-        raise _BadRequest("The request body must be a JSON object.")
+@dataclass(frozen=True, slots=True)
+class _Chat:
+    """A checked request and the brain's answer to it."""
+
+    model: str
+    stream: bool
+    include_usage: bool
+    reply: Reply
+
+
+def _answer(body: dict[str, Any]) -> _Chat:
+    """Check ``body`` (``_BadRequest`` for what the brain cannot read) and answer it."""
     model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _BadRequest("'model' must be a non-empty string.", "model")
+    if not isinstance(model, str) or not model or len(model) > MAX_NAME_CHARS:
+        raise _BadRequest(f"'model' must be a string of 1-{MAX_NAME_CHARS} characters.", "model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _BadRequest("'messages' must be a non-empty array.", "messages")
+    if len(messages) > MAX_MESSAGES:
+        raise _BadRequest(f"'messages' holds more than {MAX_MESSAGES} messages.", "messages")
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES:
-            raise _BadRequest(
-                f"messages[{index}] must be an object with a role in {sorted(_ROLES)}.",
-                f"messages[{index}]",
-            )
-        content = message.get("content")
-        if content is not None and not isinstance(content, str | list):
-            raise _BadRequest(
-                f"messages[{index}].content must be a string or an array of parts.",
-                f"messages[{index}].content",
-            )
-    tools = body.get("tools") or []
-    if not isinstance(tools, list):
-        raise _BadRequest("'tools' must be an array.", "tools")
-    names = []
-    for tool in tools:
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise _BadRequest("each tool must be {'type': 'function', 'function': {'name': ...}}.")
-        names.append(function["name"])
+        _check_message(index, message)
+    names = _tool_names(body.get("tools"))
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _BadRequest("'stream' must be a boolean.", "stream")
-    options = body.get("stream_options") or {}
-    include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
-    return model, messages, names, stream, include_usage
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise _BadRequest("'stream_options' must be an object.", "stream_options")
+    include_usage = (options or {}).get("include_usage", False)
+    if not isinstance(include_usage, bool):
+        raise _BadRequest(
+            "'stream_options.include_usage' must be a boolean.", "stream_options.include_usage"
+        )
+    return _Chat(model, stream, include_usage, respond(messages, names))
+
+
+def _array(value: Any, param: str, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_ITEMS:
+        raise _BadRequest(f"{param} must be an array of at most {MAX_ITEMS} {what}.", param)
+    return value
+
+
+def _string(value: Any, param: str, *, bounded: bool = True) -> None:
+    if not isinstance(value, str) or (bounded and len(value) > MAX_NAME_CHARS):
+        limit = f" of at most {MAX_NAME_CHARS} characters" if bounded else ""
+        raise _BadRequest(f"{param} must be a string{limit}.", param)
+
+
+def _check_message(index: int, message: Any) -> None:
+    at = f"messages[{index}]"
+    if not isinstance(message, dict) or message.get("role") not in _ROLES:
+        raise _BadRequest(f"{at} must be an object with a role in {sorted(_ROLES)}.", at)
+    content = message.get("content")
+    if isinstance(content, list):
+        for number, part in enumerate(_array(content, f"{at}.content", "parts")):
+            where = f"{at}.content[{number}]"
+            if not isinstance(part, dict):
+                raise _BadRequest(f"{where} must be an object.", where)
+            if "text" in part:
+                _string(part["text"], f"{where}.text", bounded=False)
+    elif content is not None and not isinstance(content, str):
+        raise _BadRequest(f"{at}.content must be a string or an array of parts.", f"{at}.content")
+    for name in ("tool_call_id", "name"):
+        if message.get(name) is not None:
+            _string(message[name], f"{at}.{name}")
+    for number, call in enumerate(_array(message.get("tool_calls"), f"{at}.tool_calls", "calls")):
+        where = f"{at}.tool_calls[{number}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise _BadRequest(
+                f"{where} must be {{'id': ..., 'type': 'function', 'function': {{...}}}}.", where
+            )
+        _string(call.get("id"), f"{where}.id")
+        _string(function.get("name"), f"{where}.function.name")
+        if function.get("arguments") is not None:
+            _string(function["arguments"], f"{where}.function.arguments", bounded=False)
+
+
+def _tool_names(tools: Any) -> list[str]:
+    names = []
+    for number, tool in enumerate(_array(tools, "tools", "tools")):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+            raise _BadRequest(
+                "each tool must be {'type': 'function', 'function': {'name': ...}}.",
+                f"tools[{number}]",
+            )
+        names.append(name)
+    return names
+
+
+async def _read(request: web.Request) -> _Chat:
+    """The request, read and parsed by the service's strict policy, checked and answered:
+    in a worker thread (one at a time) when large, so that no request holds the loop."""
+    # Imported here: runtime/server.py imports the runtime, which imports this package.
+    from ..server import PARSING_KEY, ApiError, read_json
+
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    if encoding not in _IDENTITY:
+        raise _BadRequest(
+            f"Content-Encoding {encoding[:40]!r} is not accepted: send the body uncompressed.",
+            status=415,
+        )
+    try:
+        body = await read_json(request, MAX_BODY_BYTES, CHAT_FIELDS)
+    except ApiError as exc:  # the service's error: OpenAI's shape, 400 for a bad shape
+        raise _BadRequest(exc.message, status=400 if exc.status == 422 else exc.status) from None
+    size = request.content_length
+    if size is not None and size <= INLINE_BYTES:
+        return _answer(body)
+    async with request.app[PARSING_KEY]:
+        return await asyncio.to_thread(_answer, body)
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     state.requests += 1
     number = state.requests
-    if request.content_type != "application/json":
-        return openai_error(415, "Send the request body as application/json.")
-    try:
-        body = await request.json()
-    except json.JSONDecodeError as exc:
-        raise _BadRequest(f"The body is not valid JSON: {exc.msg} at position {exc.pos}.") from None
-    except UnicodeDecodeError:
-        raise _BadRequest("The body is not valid UTF-8.") from None
-    model, messages, tools, stream, include_usage = _validate(body)
+    chat = await _read(request)
+    model, reply = chat.model, chat.reply
 
     behavior = state.behavior
     fault = state.fault(number)
@@ -151,11 +257,16 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(behavior.hang_for)  # the injected fault: an upstream that hangs
         return openai_error(504, "The builtin model timed out (injected hang).", "timeout")
 
-    reply = respond(messages, tools)
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-    if stream:
+    if chat.stream:
         return await _stream(
-            request, behavior, reply, model, completion_id, include_usage, fault == "disconnect"
+            request,
+            behavior,
+            reply,
+            model,
+            completion_id,
+            chat.include_usage,
+            fault == "disconnect",
         )
     if behavior.latency:
         await asyncio.sleep(behavior.latency)  # configured model latency
@@ -276,11 +387,31 @@ async def _models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[hdrs.SERVER] = SERVER_NAME  # not aiohttp's name and version
+
+
 def create_model_app(behavior: ModelBehavior | None = None) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+    """The builtin model as an aiohttp application. Serve it with ``serving.make_runner``
+    (as ``BuiltinModelServer`` and ``agentwatch model`` do) for the connection limits."""
+    from ..server import PARSING_KEY  # see _read
+
+    app = web.Application(
+        middlewares=[_errors],
+        client_max_size=MAX_BODY_BYTES,
+        # aiohttp's per-line limits, and no inflating of compressed bodies (refused: 415)
+        handler_args=handler_limits() | {"auto_decompress": False},
+    )
+    app.on_response_prepare.append(_server_header)
     app[STATE_KEY] = ModelState(behavior or ModelBehavior())
+    app[PARSING_KEY] = asyncio.Semaphore(1)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_get("/v1/models", _models)
+    app.router.add_get("/healthz", _healthz)
     return app
 
 
@@ -293,7 +424,7 @@ class BuiltinModelServer:
         self.app = create_model_app(behavior)
         self._host = host
         self._port = port
-        self._runner: web.AppRunner | None = None
+        self._runner: web.BaseRunner | None = None
         self.port = 0
 
     @property
@@ -312,11 +443,16 @@ class BuiltinModelServer:
         return f"http://{self._host}:{self.port}/v1"
 
     async def start(self) -> BuiltinModelServer:
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        """Listen (``serving.BindError`` when it cannot), with the service's limits."""
+        runner = make_runner(self.app, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            await start_site(runner, self._host, self._port)
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
         return self
 
     async def stop(self) -> None:
