@@ -9,6 +9,7 @@ min/max are the bounds of the lowest and highest occupied buckets, shown as ``<=
 from __future__ import annotations
 
 import math
+import time
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -117,13 +118,32 @@ def stats_from_text(text: str) -> list[OperationStats]:
     return collect_stats(text_string_to_metric_families(text))
 
 
-def fetch_metrics_text(url: str, timeout: float = 10.0) -> str:
+MAX_METRICS_BYTES = 64 * 1024 * 1024  # a /metrics page is kilobytes; this is plenty
+_READ_CHUNK = 1 << 16
+
+
+def fetch_metrics_text(url: str, timeout: float = 10.0, max_bytes: int = MAX_METRICS_BYTES) -> str:
+    """The text of a ``/metrics`` page. Never holds more than ``max_bytes`` (64 MiB) nor
+    takes much more than ``timeout`` seconds in all: a page that never ends, or that
+    trickles, is a ``ValueError`` with one line saying which."""
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"not an http(s) URL: {url!r}")
     request = urllib.request.Request(url, headers={"Accept": "text/plain"})
+    deadline = time.monotonic() + timeout
+    chunks: list[bytes] = []
+    size = 0
     with urllib.request.urlopen(request, timeout=timeout) as response:
-        body: bytes = response.read()
-    return body.decode("utf-8")
+        while chunk := response.read1(_READ_CHUNK):  # bounded by max_bytes and the deadline
+            size += len(chunk)
+            if size > max_bytes:
+                limit = (
+                    f"{max_bytes >> 20} MiB" if max_bytes % (1 << 20) == 0 else f"{max_bytes} bytes"
+                )
+                raise ValueError(f"the page is larger than {limit}; a metrics page is far smaller")
+            if time.monotonic() > deadline:
+                raise ValueError(f"the page did not arrive within {timeout:g} s")
+            chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8")
 
 
 def _seconds(value: float, bound: bool = False) -> str:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+from typing import Any
 
 import pytest
+from aiohttp import ClientConnectionResetError, web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agentwatch.runtime.cli import main
 from agentwatch.telemetry import (
     Telemetry,
+    fetch_metrics_text,
     format_report,
     start_metrics_server,
     stats_from_registry,
     stats_from_text,
 )
+from agentwatch.telemetry.report import MAX_METRICS_BYTES
 
 
 async def test_report_from_registry_and_from_text_agree(registry: CollectorRegistry) -> None:
@@ -57,3 +62,52 @@ def test_report_on_a_page_that_is_not_metrics_says_so_in_one_line(
         server.stop()
     err = capsys.readouterr().err
     assert err == f"agentwatch report: {url} is not a Prometheus metrics page\n"
+
+
+def _endless(pause: float, chunk: bytes, sent: list[int]) -> web.Application:
+    """A page that never ends: ``chunk`` after ``chunk`` (at most 256 MiB, or 40 s)."""
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        for _ in range(min((256 << 20) // len(chunk), int(40 / max(pause, 1e-3)))):  # bounded
+            if request.transport is None or request.transport.is_closing():
+                break  # the reader gave up: what the test wants
+            try:
+                await response.write(chunk)
+            except (ConnectionResetError, ClientConnectionResetError):
+                break  # the reader gave up: what the test wants
+            sent[0] += len(chunk)
+            if pause:
+                await asyncio.sleep(pause)  # the trickle being simulated
+        return response
+
+    app = web.Application()
+    app.router.add_get("/metrics", page)
+    return app
+
+
+async def test_report_on_a_page_that_never_ends_stops_at_64_mib(
+    aiohttp_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent = [0]
+    server = await aiohttp_server(_endless(0.0, b"# " + b"x" * 65_000 + b"\n", sent))
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    code = await asyncio.to_thread(main, ["report", "--url", url, "--timeout", "60"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"agentwatch report: cannot read {url}: the page is larger than 64 MiB; "
+        "a metrics page is far smaller\n"
+    )  # the old code read on (12.9 GB in 30 s), here until the server's 256 MiB bound
+    assert sent[0] < MAX_METRICS_BYTES + (16 << 20)  # the reader stopped soon after 64 MiB
+
+
+async def test_a_page_that_trickles_stops_at_the_timeout(aiohttp_server: Any) -> None:
+    sent = [0]
+    server = await aiohttp_server(_endless(0.05, b"# x\n", sent))
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    with pytest.raises(ValueError, match=r"did not arrive within 0\.5 s"):
+        await asyncio.to_thread(fetch_metrics_text, url, 0.5)
+    with pytest.raises(ValueError, match="larger than 100 bytes"):
+        await asyncio.to_thread(fetch_metrics_text, url, 30, 100)
