@@ -9,14 +9,16 @@ plus ``/metrics``, ``/healthz``, ``/readyz``. Every error is a JSON body
 ``{"error": {"type": ..., "message": ...}}`` with the right status, never a traceback;
 no response names the server's software (``Server: agentwatch``).
 
-Every JSON body goes through one strict parser (``parse_json``): UTF-8, an object with
-only the route's fields, no duplicate keys, no NaN/Infinity, integers of at most
-``MAX_INT_DIGITS`` digits, nesting at most ``MAX_JSON_DEPTH`` deep, no lone surrogate
-(I-JSON, RFC 7493). A body over ``INLINE_PARSE_BYTES`` is parsed in a worker thread, one
-at a time, and the checks run at C speed: no body holds the event loop. Identifiers a
+Every JSON body is read by ``read_json`` (runtime/jsonpolicy.py, re-exported here): one
+strict parser (``parse_json``: UTF-8, an object with only the route's fields, no
+duplicate keys, no NaN/Infinity, integers of at most ``MAX_INT_DIGITS`` digits, nesting at
+most ``MAX_JSON_DEPTH`` deep, no lone surrogate), large bodies parsed in a worker thread;
+a compressed body is refused (415) and never inflated; the bodies being received at once
+are bounded (``MAX_BODY_BYTES_IN_FLIGHT``, then 503 with Retry-After). Identifiers a
 client gives (``conversation_id``, task ids) are at most ``MAX_ID_CHARS`` characters:
 they go on spans.
-A W3C ``traceparent`` on the request makes the run part of the caller's trace. With
+A W3C ``traceparent`` on the request makes the run part of the caller's trace (with the
+configured propagators; a ``baggage`` header is not read: nothing here uses it). With
 ``AGENTWATCH_API_TOKEN`` set, every ``/v1/*`` route needs ``Authorization: Bearer
 <token>`` (compared in constant time); ``/metrics`` and the health routes stay open.
 """
@@ -26,13 +28,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
-import re
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import openai
 from aiohttp import hdrs, web
@@ -62,37 +62,36 @@ from .batch.http import (
 )
 from .batch.task import Task
 from .events import event_data
+from .jsonpolicy import BODY_BUDGET_KEY as BODY_BUDGET_KEY
+from .jsonpolicy import BODY_TIMEOUT as BODY_TIMEOUT
+from .jsonpolicy import INLINE_PARSE_BYTES as INLINE_PARSE_BYTES
+from .jsonpolicy import MAX_BODY_BYTES_IN_FLIGHT as MAX_BODY_BYTES_IN_FLIGHT
+from .jsonpolicy import MAX_INT_DIGITS as MAX_INT_DIGITS
+from .jsonpolicy import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+from .jsonpolicy import PARSING_KEY as PARSING_KEY
+from .jsonpolicy import ApiError as ApiError
+from .jsonpolicy import BodyBudget as BodyBudget
+from .jsonpolicy import JsonPolicyError as JsonPolicyError
+from .jsonpolicy import decode_json as decode_json
+from .jsonpolicy import parse_json as parse_json
+from .jsonpolicy import parse_json_async as parse_json_async
+from .jsonpolicy import read_json as read_json
 from .openapi import SPEC
 from .runtime import AgentRuntime
 from .serving import SERVER_NAME, handler_limits
 from .settings import RuntimeSettings
 
+if TYPE_CHECKING:
+    from multidict import CIMultiDict, CIMultiDictProxy  # aiohttp's headers
+
 _logger = logging.getLogger("agentwatch.server")
 
 RUNTIME_KEY: Final = web.AppKey("agentwatch_runtime", AgentRuntime)
 SETTINGS_KEY: Final = web.AppKey("agentwatch_settings", RuntimeSettings)
-PARSING_KEY: Final = web.AppKey("agentwatch_parsing", asyncio.Semaphore)  # parse_json_async
-
-MAX_JSON_DEPTH: Final = 32  # objects and arrays inside one another
-MAX_INT_DIGITS: Final = 19  # an integer literal (int64 has 19 digits)
 MAX_ID_CHARS: Final = 256  # conversation_id, a task's id
-BODY_TIMEOUT: Final = 30.0  # seconds to receive a request body
 SSE_KEEPALIVE: Final = 10.0  # seconds between ": waiting for a run slot" comments
 RUN_FIELDS: Final = frozenset({"input", "stream", "conversation_id"})
 BATCH_FIELDS: Final = frozenset({"tasks", "workers", "timeout"})
-
-
-class ApiError(Exception):
-    """An error answered as JSON with ``status``."""
-
-    def __init__(
-        self, status: int, kind: str, message: str, *, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-        self.message = message
-        self.headers = dict(headers or {})  # e.g. Retry-After with a 429
 
 
 def error_response(status: int, kind: str, message: str) -> web.Response:
@@ -140,145 +139,6 @@ def bearer_auth(token: str | None) -> Middleware | None:
         return await handler(request)
 
     return auth
-
-
-async def read_json(
-    request: web.Request, max_bytes: int, fields: Collection[str]
-) -> dict[str, Any]:
-    """The request's JSON object (``parse_json``), or an ApiError: 413 before reading a
-    body too large, 408 when it does not arrive within ``BODY_TIMEOUT``."""
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise ApiError(413, "payload_too_large", f"The body is larger than {max_bytes} bytes.")
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
-    try:
-        async with asyncio.timeout(BODY_TIMEOUT):
-            raw = await request.read()  # aiohttp stops at client_max_size with 413
-    except TimeoutError:
-        raise ApiError(
-            408, "request_timeout", f"The body did not arrive within {BODY_TIMEOUT:g} s."
-        ) from None
-    return await parse_json_async(raw, fields, request.app[PARSING_KEY])
-
-
-class _JsonPolicyError(ValueError):
-    """The body is JSON that the API does not accept (its message says why)."""
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _JsonPolicyError(f"duplicate key {key[:40]!r}")
-            seen.add(key)
-    return obj
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise _JsonPolicyError(f"an integer has more than {MAX_INT_DIGITS} digits")
-    return int(text)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _JsonPolicyError(f"a number is out of range ({text[:20]})")
-    return value
-
-
-def _no_constant(name: str) -> Any:
-    raise _JsonPolicyError(f"{name} is not a JSON number")
-
-
-_DECODER: Final = json.JSONDecoder(
-    object_pairs_hook=_no_duplicates,
-    parse_int=_bounded_int,
-    parse_float=_finite_float,
-    parse_constant=_no_constant,
-)
-
-
-_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
-_TO_SQUARE: Final = bytes.maketrans(b"{}", b"[]")
-_SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
-INLINE_PARSE_BYTES: Final = 64 * 1024  # larger bodies are parsed in a worker thread
-
-
-def _check_depth(raw: bytes) -> None:
-    """Nesting within MAX_JSON_DEPTH, at C speed, of well-formed JSON: the brackets
-    outside strings, then one level of innermost pairs removed per pass (one
-    ``bytes.replace``); whatever is left after MAX_JSON_DEPTH passes is deeper."""
-    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
-        return
-    brackets = _STRING.sub(b"", raw).translate(_TO_SQUARE, _NOT_BRACKETS)
-    for _ in range(MAX_JSON_DEPTH):
-        brackets = brackets.replace(b"[]", b"")
-        if not brackets:
-            return
-    raise _JsonPolicyError(f"nested deeper than {MAX_JSON_DEPTH} levels")
-
-
-def _check_surrogates(raw: bytes, body: Any) -> None:
-    """No lone surrogate in any string. UTF-8 text cannot hold one: only a ``\\uD8xx``
-    style escape can, so the tree is checked (by the C encoder) only when the raw
-    text has such an escape."""
-    if _SURROGATE_ESCAPE.search(raw) is None:
-        return
-    try:
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise _JsonPolicyError("a string holds a lone surrogate") from None
-
-
-def _decode(raw: bytes) -> Any:
-    # Decoded first: the checks below read well-formed JSON only (the decoder's own
-    # recursion limit stops a body thousands deep: RecursionError).
-    body = _DECODER.decode(raw.decode("utf-8"))
-    _check_depth(raw)
-    _check_surrogates(raw, body)
-    return body
-
-
-async def parse_json_async(
-    raw: bytes, fields: Collection[str], one_at_a_time: asyncio.Semaphore
-) -> dict[str, Any]:
-    """``parse_json``, in a worker thread for a body over INLINE_PARSE_BYTES: a 1 MiB
-    body of 349,000 empty objects takes ~0.1 s to decode, which the event loop (every
-    other request, /healthz included) must not wait for. One such parse at a time: the
-    decoder holds the GIL between its callbacks, and each more thread wanting it makes
-    the loop wait longer for its turn (5 ms, the switch interval, per thread)."""
-    if len(raw) <= INLINE_PARSE_BYTES:
-        return parse_json(raw, fields)
-    async with one_at_a_time:
-        return await asyncio.to_thread(parse_json, raw, fields)
-
-
-def parse_json(raw: bytes, fields: Collection[str]) -> dict[str, Any]:
-    """The API's one JSON policy: a UTF-8 object with only ``fields`` at its top, no
-    duplicate key, no NaN or Infinity, integers of at most MAX_INT_DIGITS digits,
-    at most MAX_JSON_DEPTH deep, no lone surrogate. 400 (or 422 for the shape)."""
-    try:
-        body = _decode(raw)
-    except UnicodeDecodeError:
-        raise ApiError(400, "invalid_json", "The body is not UTF-8 text.") from None
-    except json.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", f"The body is not valid JSON: {exc}") from None
-    except RecursionError:
-        message = f"The body is not accepted: nested deeper than {MAX_JSON_DEPTH} levels."
-        raise ApiError(400, "invalid_json", message) from None
-    except _JsonPolicyError as exc:
-        raise ApiError(400, "invalid_json", f"The body is not accepted: {exc}.") from None
-    if not isinstance(body, dict):
-        raise ApiError(422, "invalid_request", "The body must be a JSON object.")
-    unknown = set(body) - set(fields)
-    if unknown:
-        names = ", ".join(sorted(name[:40] for name in unknown)[:10])
-        raise ApiError(422, "invalid_request", f"Unknown fields: {names}.")
-    return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,7 +193,7 @@ async def post_run(request: web.Request) -> web.StreamResponse:
     agent = request.app[RUNTIME_KEY].agent
     body = await read_json(request, settings.max_body_bytes, RUN_FIELDS)
     run = _run_request(body, request.headers.get(hdrs.ACCEPT, ""))
-    parent = propagate.extract(request.headers)
+    parent = propagate.extract(_without_baggage(request.headers))
     try:
         agent.check_input(run.input)
         if run.stream:
@@ -345,6 +205,15 @@ async def post_run(request: web.Request) -> web.StreamResponse:
             raise
         raise mapped from None
     return web.json_response(result.to_dict())
+
+
+def _without_baggage(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The headers a propagator may read, without ``baggage``: the service uses none, and
+    OpenTelemetry's baggage propagator logs a warning for every request whose header is
+    over its size limit (any client could fill the log)."""
+    kept = headers.copy()
+    kept.popall("baggage", None)
+    return kept
 
 
 def sse(event: str, data: Any) -> bytes:
@@ -440,8 +309,30 @@ async def get_openapi(request: web.Request) -> web.Response:
     return web.json_response(SPEC)
 
 
+_HTTP_KINDS_PREPARED: Final = _HTTP_KINDS | {417: "expectation_failed"}
+
+
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
     response.headers[hdrs.SERVER] = SERVER_NAME  # not aiohttp's name and version
+    if (
+        response.status >= 400
+        and isinstance(response, web.Response)
+        and response.content_type != "application/json"
+    ):
+        # An error aiohttp answered before any middleware ran (an Expect header it does
+        # not know: 417 "Unknown Expect: ..." as text): the JSON error body all the same.
+        # The hook runs once Content-Length is set: it is set again for the new body.
+        kind = _HTTP_KINDS_PREPARED.get(response.status, "http_error")
+        message = response.reason if response.status != 417 else _EXPECT_MESSAGE
+        data = json.dumps({"error": {"type": kind, "message": message}}).encode()
+        response.body = data
+        response.content_type = "application/json"
+        response.charset = "utf-8"
+        if hdrs.CONTENT_LENGTH in response.headers:
+            response.headers[hdrs.CONTENT_LENGTH] = str(len(data))
+
+
+_EXPECT_MESSAGE: Final = "The Expect header is not supported (only 100-continue)."
 
 
 def create_app(
@@ -459,6 +350,7 @@ def create_app(
     app.on_response_prepare.append(_server_header)
     app[SETTINGS_KEY] = settings
     app[PARSING_KEY] = asyncio.Semaphore(1)
+    app[BODY_BUDGET_KEY] = BodyBudget(MAX_BODY_BYTES_IN_FLIGHT)
     app[RUNTIME_KEY] = runtime if runtime is not None else AgentRuntime(settings, telemetry)
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -7,8 +7,13 @@ limits a hostile client meets before any route runs.
   the number of headers (``MAX_HEADERS``) but not their total: 400 connections that
   each sent 126 headers of 8,000 bytes and never finished held 800 MiB for 75 s.
 - A connection that sends nothing is closed after ``KEEPALIVE_TIMEOUT`` seconds.
+- A request body is never inflated (``handler_limits``: aiohttp's ``auto_decompress``
+  off): a ``Content-Encoding`` body is refused by ``read_json`` (415) as it came. Inflated,
+  a 1 MiB gzip bomb held the loop for 2.9 s before the body limit refused it, and aiohttp
+  went on inflating what followed to discard it.
 - A request aiohttp's parser refuses (not HTTP, a line too long, too many headers) is
-  answered with the service's JSON error body, logged at debug level only (a client's
+  answered with a JSON error body (the service's ``{"error": {"type", "message"}}``, or
+  what ``make_runner(error_body=...)`` builds), logged at debug level only (a client's
   mistake, not ours), and no response names the server's software or version.
 
 These limits belong to the connection, not to the application: ``create_app`` alone
@@ -51,19 +56,31 @@ HEAD_TIMEOUT: Final = 10.0  # seconds from a head's first byte to its end
 KEEPALIVE_TIMEOUT: Final = 15.0  # an idle connection (none sent, or between requests)
 SERVER_NAME: Final = "agentwatch"
 
+ErrorBody = Callable[[str, str], dict[str, Any]]
+"""``(kind, message) -> the JSON body`` of an error the connection answers itself."""
+
+
+def service_error_body(kind: str, message: str) -> dict[str, Any]:
+    """The service's error body: ``{"error": {"type": kind, "message": message}}``."""
+    return {"error": {"type": kind, "message": message}}
+
 
 def handler_limits() -> dict[str, Any]:
-    """aiohttp's per-line and per-count limits (``web.Application(handler_args=...)``)."""
+    """aiohttp's per-line and per-count limits, and request bodies never inflated
+    (``web.Application(handler_args=...)``: every runner of the app gets them)."""
     return {
         "max_line_size": MAX_LINE_BYTES,
         "max_field_size": MAX_FIELD_BYTES,
         "max_headers": MAX_HEADERS,
+        "auto_decompress": False,
     }
 
 
-def raw_error(status: int, kind: str, message: str) -> bytes:
+def raw_error(
+    status: int, kind: str, message: str, error_body: ErrorBody = service_error_body
+) -> bytes:
     """A whole HTTP/1.1 response with the JSON error body, for a connection about to close."""
-    body = json.dumps({"error": {"type": kind, "message": message}}).encode()
+    body = json.dumps(error_body(kind, message)).encode()
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
         f"Content-Type: application/json; charset=utf-8\r\n"
@@ -86,10 +103,13 @@ class LimitedRequestHandler(web.RequestHandler):
     """aiohttp's protocol, plus the total size and the time limit of a request head,
     and JSON bodies for the errors its parser answers."""
 
-    __slots__ = ("_body", "_head_bytes", "_head_tail", "_head_timer")
+    __slots__ = ("_body", "_head_bytes", "_head_tail", "_head_timer", "error_body")
 
-    def __init__(self, manager: web.Server, **kwargs: Any) -> None:
+    def __init__(
+        self, manager: web.Server, *, error_body: ErrorBody = service_error_body, **kwargs: Any
+    ) -> None:
         super().__init__(manager, **kwargs)
+        self.error_body = error_body
         self._body: StreamReader | None = None  # the last request's body, while it comes
         self._head_bytes = 0
         self._head_tail = b""
@@ -137,7 +157,7 @@ class LimitedRequestHandler(web.RequestHandler):
         self.log_debug("refused a request head: %s", message)
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(raw_error(status, kind, message))
+            transport.write(raw_error(status, kind, message, self.error_body))
         self._head_done()
         self.force_close()
 
@@ -166,13 +186,12 @@ class LimitedRequestHandler(web.RequestHandler):
             kind = "bad_request"
             reason = (message or "bad request").split("\n", 1)[0].rstrip(": ")
             text = f"The request is not valid HTTP: {reason[:120]}."
-        response = web.json_response({"error": {"type": kind, "message": text}}, status=status)
+        response = web.json_response(self.error_body(kind, text), status=status)
         return self._json_error(response)
 
-    @staticmethod
-    def _json_error(response: web.StreamResponse) -> web.StreamResponse:
+    def _json_error(self, response: web.StreamResponse) -> web.StreamResponse:
         if not isinstance(response, web.Response) or response.content_type != "application/json":
-            body = {"error": {"type": "internal_error", "message": "The server failed."}}
+            body = self.error_body("internal_error", "The server failed.")
             response = web.json_response(body, status=response.status)
         response.headers[hdrs.SERVER] = SERVER_NAME
         response.force_close()
@@ -180,12 +199,25 @@ class LimitedRequestHandler(web.RequestHandler):
 
 
 class _LimitedServer(web.Server):
+    def __init__(self, *args: Any, error_body: ErrorBody, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._error_body = error_body
+
     def __call__(self) -> web.RequestHandler:
-        return LimitedRequestHandler(self, loop=self._loop, **self._kwargs)
+        return LimitedRequestHandler(
+            self, loop=self._loop, error_body=self._error_body, **self._kwargs
+        )
 
 
 class ServiceRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections are ``LimitedRequestHandler`` protocols."""
+    """``web.AppRunner`` whose connections are ``LimitedRequestHandler`` protocols;
+    ``error_body`` builds the JSON body of the errors they answer themselves."""
+
+    def __init__(
+        self, app: web.Application, *, error_body: ErrorBody = service_error_body, **kwargs: Any
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self._error_body = error_body
 
     async def _make_server(self) -> web.Server:
         made = await super()._make_server()
@@ -194,6 +226,7 @@ class ServiceRunner(web.AppRunner):
             request_factory=made.request_factory,
             handler_cancellation=made.handler_cancellation,
             loop=made._loop,
+            error_body=self._error_body,
             **made._kwargs,
         )
 
@@ -211,12 +244,19 @@ class BindError(AgentwatchError):
 
 
 def make_runner(
-    app: web.Application, *, shutdown_timeout: float = 10.0, **kwargs: Any
+    app: web.Application,
+    *,
+    shutdown_timeout: float = 10.0,
+    error_body: ErrorBody = service_error_body,
+    **kwargs: Any,
 ) -> web.AppRunner:
     """An ``AppRunner`` for ``app`` with this module's connection limits (the head's size
     and time, the idle timeout, JSON errors without a banner), handlers cancelled when
-    their client goes away, no access log. ``kwargs`` go to ``web.AppRunner``."""
+    their client goes away, no access log. ``error_body(kind, message)`` builds the body
+    of the errors the connection answers itself (408, 431, 400 from the parser, 500);
+    the service's shape by default. ``kwargs`` go to ``web.AppRunner``."""
     options: dict[str, Any] = {
+        "error_body": error_body,
         "access_log": None,
         "handler_cancellation": True,
         "keepalive_timeout": KEEPALIVE_TIMEOUT,

@@ -14,6 +14,9 @@ limit: one 900 KB attribute on 100 spans made an export request the backend refu
 and the spans of other runs in it were lost). Counts keep the SDK's defaults (128
 attributes, events and links per span; OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT and friends).
 Every limit is read from ``TelemetrySettings`` (``from_env(env)``), not os.environ.
+Cutting a value is the limit working, not a fault: the SDK's warning for each value cut
+("String attribute value exceeds max length", once per value, e.g. the stack trace of
+every failed run) is dropped by a filter on its logger, installed by ``build_telemetry``.
 """
 
 from __future__ import annotations
@@ -131,6 +134,7 @@ def build_telemetry(
             capture_content=s.capture_content,
             catalog=catalog,
         )
+    quiet_truncation_warnings()
     provider = TracerProvider(resource=_resource(), span_limits=span_limits(s))
     exporter = span_exporter if span_exporter is not None else _exporter(s)
     processor: CountingBatchSpanProcessor | None = None
@@ -165,6 +169,24 @@ def build_telemetry(
     )
     holder.append(telemetry)
     return telemetry
+
+
+class _NoTruncationWarning(logging.Filter):
+    """Drops the SDK's warning that an attribute value was cut to the length limit."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_TRUNCATION_WARNING)
+
+
+_TRUNCATION_WARNING: Final = "String attribute value exceeds max length"
+_ATTRIBUTES_LOGGER: Final = "opentelemetry.attributes"  # where the SDK says it
+
+
+def quiet_truncation_warnings() -> None:
+    """Install the filter for the SDK's "value exceeds max length" warning (once)."""
+    logger = logging.getLogger(_ATTRIBUTES_LOGGER)
+    if not any(isinstance(f, _NoTruncationWarning) for f in logger.filters):
+        logger.addFilter(_NoTruncationWarning())
 
 
 def span_limits(settings: TelemetrySettings | None = None) -> SpanLimits:

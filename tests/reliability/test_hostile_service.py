@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
 import time
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -26,8 +28,9 @@ from aiohttp.test_utils import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from agentwatch.runtime import server
+from agentwatch.runtime import jsonpolicy, server
 from agentwatch.runtime.agent import AgentInputError, RunTimeoutError
+from agentwatch.runtime.jsonpolicy import MAX_BODY_BYTES_IN_FLIGHT
 from agentwatch.runtime.model import BuiltinModelServer, ModelBehavior
 from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.server import MAX_ID_CHARS, RUNTIME_KEY, create_app
@@ -44,6 +47,7 @@ from agentwatch.telemetry.setup import DEFAULT_ATTRIBUTE_LENGTH, build_telemetry
 from tests.helpers import (
     HealthProbe,
     ServiceProcess,
+    http_count,
     rss_kib,
     serve_process,
     time_bound,
@@ -336,7 +340,7 @@ async def test_a_body_sent_too_slowly_is_408(
 ) -> None:
     """A body announced and never finished holds nothing past BODY_TIMEOUT (30 s;
     0.5 s here)."""
-    monkeypatch.setattr(server, "BODY_TIMEOUT", 0.5)
+    monkeypatch.setattr(jsonpolicy, "BODY_TIMEOUT", 0.5)
     client = await aiohttp_client(create_app(RuntimeSettings(), telemetry))
     assert client.port is not None
     head = (
@@ -355,9 +359,14 @@ async def test_a_body_sent_too_slowly_is_408(
     assert b'"request_timeout"' in answer
 
 
-def test_span_attributes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_span_attributes_are_bounded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """A 900 KB attribute is cut to DEFAULT_ATTRIBUTE_LENGTH (the SDK's default is no
-    limit); OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT still decides when set."""
+    limit); OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT still decides when set. Cutting is the
+    limit working: no warning (the SDK logged one per value cut, which `agentwatch run`
+    printed before its one-line error: the failed run's stack trace on its span)."""
+    caplog.set_level(logging.WARNING)
     for env, expected in ((None, DEFAULT_ATTRIBUTE_LENGTH), ("100", 100)):
         if env is None:
             monkeypatch.delenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", raising=False)
@@ -372,6 +381,7 @@ def test_span_attributes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         telemetry.shutdown()
         (finished,) = exporter.get_finished_spans()
         assert len(str((finished.attributes or {})["big"])) == expected
+    assert "exceeds max length" not in caplog.text
 
 
 # --- admission: interactive runs keep a share; the wait is part of the run's time ---
@@ -626,3 +636,183 @@ async def test_the_aiohttp_internals_the_limits_use_are_there() -> None:
         f"aiohttp {aiohttp.__version__} no longer has {missing}: runtime/serving.py's "
         "connection limits depend on them; adapt LimitedRequestHandler or pin aiohttp"
     )
+
+
+# --- round two of the hostile tester: compressed bodies, bodies held at once, Expect,
+# --- log noise a client can cause
+
+
+def _gzip_bomb(inflated: int) -> bytes:
+    """``inflated`` bytes of spaces, gzipped (about a thousandth of the size)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
+    chunk = b" " * (1024 * 1024)
+    parts = [packer.compress(chunk) for _ in range(inflated // len(chunk))]
+    return b"".join([*parts, packer.flush()])
+
+
+async def test_compressed_bodies_are_refused_never_inflated(
+    aiohttp_client: Client,
+    telemetry: Telemetry,
+    registry: CollectorRegistry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: invalid gzip was a 500 `internal_error` with a traceback (a client's
+    mistake counted as a server failure), and a gzip bomb was inflated on the loop
+    before the 1 MiB limit refused it (a 1 MiB bomb: 2.9 s, /healthz 1.56 s)."""
+    client = await aiohttp_client(create_app(RuntimeSettings(), telemetry))
+    bomb = _gzip_bomb(256 * 1024 * 1024)
+    cases = {
+        "invalid gzip (runs)": ("/v1/runs", "gzip", b"abcd"),
+        "invalid gzip (batches)": ("/v1/batches", "gzip", b"abcd"),
+        "valid gzip": ("/v1/runs", "gzip", gzip.compress(b'{"input": "hi"}')),
+        "deflate": ("/v1/runs", "deflate", zlib.compress(b'{"input": "hi"}')),
+        "a gzip bomb (256 MiB inflated)": ("/v1/runs", "gzip", bomb),
+    }
+    with caplog.at_level(logging.WARNING):
+        async with HealthProbe(str(client.make_url(""))).running() as probe:
+            for name, (path, encoding, data) in cases.items():
+                response = await client.post(
+                    path,
+                    data=data,
+                    headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+                )
+                error = (await response.json())["error"]
+                assert (response.status, error["type"]) == (415, "unsupported_media_type"), (
+                    name,
+                    error,
+                )
+                assert "uncompressed" in error["message"]
+        plain = await client.post("/v1/runs", json={"input": "hi"}, headers={})
+        assert plain.status == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert http_count(registry, "500") == 0
+    assert http_count(registry, "500", "/v1/batches") == 0
+    print(
+        f"FIGURE compressed bodies: {len(cases)} cases all 415 (a {len(bomb) // 1024} KiB "
+        f"bomb never inflated), /healthz worst {probe.worst * 1000:.0f} ms"
+    )
+    assert probe.worst < time_bound(strict=0.25, generous=2.0)
+
+
+async def test_an_unknown_expect_is_a_json_417(
+    aiohttp_client: Client, telemetry: Telemetry
+) -> None:
+    """aiohttp answers an Expect it does not know before any middleware runs; it was
+    text/plain "Unknown Expect: 999-weird"."""
+    client = await aiohttp_client(create_app(RuntimeSettings(), telemetry))
+    assert client.port is not None
+    answer = await _raw(
+        client.port,
+        b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nExpect: 999-weird\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 417 "), answer[:300]
+    assert b"application/json" in head
+    assert b"Server: agentwatch" in head
+    error = json.loads(body)["error"]
+    assert error["type"] == "expectation_failed"
+    assert "100-continue" in error["message"]
+    continued = await client.post(
+        "/v1/runs", json={"input": "hi"}, headers={"Expect": "100-continue"}
+    )
+    assert continued.status == 200  # the one Expect there is still works
+
+
+async def test_a_large_baggage_header_logs_nothing_and_traceparent_still_counts(
+    aiohttp_client: Client,
+    telemetry: Telemetry,
+    exporter: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """OpenTelemetry's baggage propagator warned on every request whose `baggage` was
+    over 8,192 bytes: any client could fill the log. The service reads no baggage."""
+    client = await aiohttp_client(create_app(RuntimeSettings(), telemetry))
+    trace_id, parent_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    headers = {
+        "baggage": ",".join(f"k{i}={'v' * 80}" for i in range(90)),  # ~7.6 KB, 90 entries
+        "Baggage-Too": "x",
+        "Traceparent": f"00-{trace_id}-{parent_id}-01",  # any case, as HTTP allows
+    }
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            response = await client.post("/v1/runs", json={"input": "hi"}, headers=headers)
+            assert response.status == 200
+            assert (await response.json())["trace_id"] == trace_id
+    assert not [r for r in caplog.records if r.name.startswith("opentelemetry")], caplog.text
+    agent = exporter.get_finished_spans()[-1]
+    assert agent.parent is not None
+    assert format(agent.parent.span_id, "016x") == parent_id
+
+
+BODY_CONNECTIONS = 300
+BODY_LIMIT = 1024 * 1024  # RuntimeSettings.max_body_bytes's default
+BODY_RSS_CEILING_MIB = 160  # MAX_BODY_BYTES_IN_FLIGHT (64 MiB) and what reading them costs
+
+
+async def _stalled_body(port: int, hold: asyncio.Event) -> bytes:
+    """One connection: a 1 MiB body announced, all but its last 100 bytes sent, then
+    nothing until ``hold`` is set. What it read by then (a 503, or nothing)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST /v1/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % BODY_LIMIT
+        )
+        writer.write(b" " * (BODY_LIMIT - 100))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        await hold.wait()
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(0.5):
+                return await reader.readuntil(b"}}")
+        return b""
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_bodies_held_at_once_have_a_ceiling(service: ServiceProcess) -> None:
+    """300 connections each send 1 MiB - 100 bytes of a 1 MiB body and stall. Before:
+    all 300 were read into memory (RSS +378 MiB for the 30 s body timeout, still +228
+    MiB after they closed). Now the bodies in flight are bounded
+    (MAX_BODY_BYTES_IN_FLIGHT): past it a body gets 503 + Retry-After before a byte of
+    it is read, and the budget is free again once its connections are gone."""
+    async with aiohttp.ClientSession() as session:
+        await wait_until_ready(session, f"{service.base}/readyz")
+    before = rss_kib(service.pid)
+    peak = before
+    hold = asyncio.Event()
+    async with HealthProbe(service.base).running() as probe:
+        bodies = [
+            asyncio.create_task(_stalled_body(service.port, hold)) for _ in range(BODY_CONNECTIONS)
+        ]
+        for _ in range(40):  # 4 s of the bodies held, RSS sampled
+            await asyncio.sleep(0.1)
+            peak = max(peak, rss_kib(service.pid))
+        hold.set()
+        answers = await asyncio.gather(*bodies)
+    grown_mib = (peak - before) / 1024
+    refused = [a for a in answers if a.startswith(b"HTTP/1.1 503 ")]
+    admitted = MAX_BODY_BYTES_IN_FLIGHT // BODY_LIMIT
+    print(
+        f"FIGURE {BODY_CONNECTIONS} stalled 1 MiB bodies: service RSS +{grown_mib:.1f} MiB "
+        f"(ceiling {BODY_RSS_CEILING_MIB}), {len(refused)} refused with 503, "
+        f"/healthz worst {probe.worst * 1000:.0f} ms over {probe.answers} probes"
+    )
+    assert len(refused) >= BODY_CONNECTIONS - admitted
+    for answer in refused:
+        assert b"Retry-After: " in answer
+        assert b'"too_many_bodies"' in answer
+    assert grown_mib < BODY_RSS_CEILING_MIB
+    # The loop receives ~300 MiB in these seconds (a refused body is read and dropped so
+    # that its client can read the 503): ~0.4 s here with or without the ceiling.
+    assert probe.worst < time_bound(strict=1.0, generous=2.0)
+    async with aiohttp.ClientSession() as session:  # the stalled bodies' share is free again
+        for _ in range(100):  # bounded: 10 s for the server to see the connections gone
+            async with session.post(f"{service.base}/v1/runs", json={"input": "hi"}) as r:
+                if r.status != 503:
+                    break
+            await asyncio.sleep(0.1)
+        assert r.status == 200

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 import aiohttp
 import pytest
@@ -38,3 +40,41 @@ async def test_a_request_slower_than_the_head_timeout_is_answered(
                     assert await r.json() == {"ok": True}
     finally:
         await runner.cleanup()
+
+
+async def test_make_runner_builds_error_bodies_with_the_hook_it_is_given() -> None:
+    """A server with another error shape (the builtin model answers OpenAI's) gets its
+    own body for the errors the connection answers itself; the service's by default."""
+
+    def openai_shape(kind: str, message: str) -> dict[str, Any]:
+        return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+    head = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"X-%d: %s\r\n" % (i, b"a" * 4000) for i in range(serving.MAX_HEAD_BYTES // 4000 + 2)
+    )
+    bodies = []
+    for hook in (openai_shape, None):
+        options = {} if hook is None else {"error_body": hook}
+        runner = serving.make_runner(web.Application(), **options)
+        await runner.setup()
+        try:
+            await serving.start_site(runner, "127.0.0.1", 0)
+            reader, writer = await asyncio.open_connection("127.0.0.1", runner.addresses[0][1])
+            writer.write(head + b"\r\n")
+            async with asyncio.timeout(10):
+                answer = await reader.read(-1)
+            writer.close()
+        finally:
+            await runner.cleanup()
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        bodies.append(json.loads(answer.partition(b"\r\n\r\n")[2]))
+    assert bodies[0]["error"]["param"] is None
+    assert bodies[0]["error"]["type"] == "header_too_large"
+    assert bodies[1] == serving.service_error_body(
+        "header_too_large", bodies[1]["error"]["message"]
+    )
+
+
+def test_request_bodies_are_never_inflated() -> None:
+    """Every runner of an app built with ``handler_limits()`` leaves bodies as sent."""
+    assert serving.handler_limits()["auto_decompress"] is False
