@@ -153,6 +153,20 @@ def build() -> dict[str, Any]:
         "s",
         "Agent run latency; exemplar dots open the trace of a run in that bucket.",
     )
+    d.panel(
+        "Runs shed before a run slot",
+        [
+            target(
+                rate("agentwatch_admission_shed_total", by="reason"),
+                "{{reason}}",
+                "A",
+            )
+        ],
+        "reqps",
+        "Runs that ended waiting for a run slot (AGENTWATCH_MAX_CONCURRENT_RUNS), by reason: "
+        "their deadline passed (timeout) or their caller went away (cancelled). They never "
+        "started, so they are not in the runs panels; 0 while there is room.",
+    )
 
     d.row("LLM calls")
     d.panel(
@@ -263,6 +277,19 @@ def build() -> dict[str, Any]:
         [target(rate("agentwatch_batch_tasks_total", by="status"), "{{status}}", "A")],
         "ops",
         "Finished tasks per second by status.",
+    )
+    d.panel(
+        "Task duration p95 by status",
+        [
+            target(
+                quantile(0.95, "agentwatch_batch_task_duration_seconds", "status"),
+                "{{status}}",
+                "A",
+                True,
+            )
+        ],
+        "s",
+        "Work time of a task (its queue wait not included), by how it ended.",
     )
 
     d.row("Retries")
