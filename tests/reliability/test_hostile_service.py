@@ -465,6 +465,11 @@ async def test_a_stream_waiting_for_a_slot_says_so(
 # --- the builtin model: a client that drops a stream is normal, not an error ---
 
 
+def _noticed_the_client_leave(log: str) -> bool:
+    """The model's debug line: its handler cancelled, or its write refused."""
+    return "client disconnected" in log or "closed the stream" in log
+
+
 async def test_model_server_logs_no_error_when_a_client_drops_a_stream(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -478,10 +483,10 @@ async def test_model_server_logs_no_error_when_a_client_drops_a_stream(
                 await response.content.readline()  # the first chunk, then hang up
                 response.close()
             for _ in range(100):  # bounded: up to 10 s for the server to notice
-                if "closed the stream" in caplog.text:
+                if _noticed_the_client_leave(caplog.text):
                     break
                 await asyncio.sleep(0.1)
-    assert "closed the stream" in caplog.text
+    assert _noticed_the_client_leave(caplog.text), caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
