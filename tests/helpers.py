@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,14 +91,14 @@ class ServiceProcess:
 
 
 @contextmanager
-def serve_process(**env: str) -> Iterator[ServiceProcess]:
-    """``agentwatch serve`` in its own process on a free loopback port, spans not exported.
-    Stopped on exit; when the body passed, its stderr must hold no traceback (stderr goes
-    to a file, so a chatty service never blocks on a full pipe)."""
+def cli_process(command: str, **env: str) -> Iterator[ServiceProcess]:
+    """``agentwatch COMMAND --port P`` (``serve`` or ``model``) in its own process on a free
+    loopback port, spans not exported. Stopped on exit; when the body passed, its stderr
+    must hold no traceback (stderr goes to a file: a chatty server never blocks on a pipe)."""
     port = free_port()
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "agentwatch.runtime.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "agentwatch.runtime.cli", command, "--port", str(port)],
             env=cli_env(OTEL_TRACES_EXPORTER="none", **env),
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -111,6 +111,11 @@ def serve_process(**env: str) -> Iterator[ServiceProcess]:
         stderr.seek(0)
         text = stderr.read()
     assert b"Traceback" not in text, text.decode(errors="replace")[-3000:]
+
+
+def serve_process(**env: str) -> AbstractContextManager[ServiceProcess]:
+    """``agentwatch serve`` in its own process: see ``cli_process``."""
+    return cli_process("serve", **env)
 
 
 def http_count(registry: CollectorRegistry, status: str, route: str = "/v1/runs") -> float:

@@ -37,6 +37,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 
+from ..jsonpolicy import PARSING_KEY, ApiError, read_json
 from ..serving import SERVER_NAME, handler_limits, make_runner, start_site
 from .behavior import ModelBehavior
 from .brain import PIECE, Reply, respond
@@ -222,9 +223,6 @@ def _tool_names(tools: Any) -> list[str]:
 async def _read(request: web.Request) -> _Chat:
     """The request, read and parsed by the service's strict policy, checked and answered:
     in a worker thread (one at a time) when large, so that no request holds the loop."""
-    # Imported here: runtime/server.py imports the runtime, which imports this package.
-    from ..server import PARSING_KEY, ApiError, read_json
-
     encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
     if encoding not in _IDENTITY:
         raise _BadRequest(
@@ -398,8 +396,6 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
 def create_model_app(behavior: ModelBehavior | None = None) -> web.Application:
     """The builtin model as an aiohttp application. Serve it with ``serving.make_runner``
     (as ``BuiltinModelServer`` and ``agentwatch model`` do) for the connection limits."""
-    from ..server import PARSING_KEY  # see _read
-
     app = web.Application(
         middlewares=[_errors],
         client_max_size=MAX_BODY_BYTES,

@@ -13,11 +13,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import subprocess
-import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -31,7 +27,7 @@ from agentwatch.runtime.model.brain import (
     respond,
 )
 from agentwatch.runtime.model.server import MAX_BODY_BYTES, MAX_MESSAGES
-from tests.helpers import cli_env, free_port, probed, time_bound, wait_until_ready
+from tests.helpers import cli_process, probed, time_bound, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -226,27 +222,6 @@ async def test_the_demo_conversation_still_works(model: str) -> None:
     assert answer["choices"][0]["message"]["content"] == "The answer is 3."
 
 
-@contextmanager
-def _model_process() -> Iterator[str]:
-    """`agentwatch model` in its own process on a free loopback port; no traceback."""
-    port = free_port()
-    with tempfile.TemporaryFile() as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "agentwatch.runtime.cli", "model", "--port", str(port)],
-            env=cli_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-        stderr.seek(0)
-        text = stderr.read()
-    assert b"Traceback" not in text, text.decode(errors="replace")[-3000:]
-
-
 # One message just under the body limit. The tester's was 8 MB of "1 " (/healthz stalled
 # 1.5 s for one, 3.5 s for four: the brain scanned it all on the loop); "1+" costs the
 # old brain the most per byte (1.3 s per 4 MiB here; 16 at once: /healthz 2.5 s).
@@ -262,7 +237,8 @@ async def test_large_messages_do_not_freeze_the_loop() -> None:
         {"model": "m", "messages": [{"role": "user", "content": BIG_MESSAGE}]}
     ).encode()
     assert len(body) < MAX_BODY_BYTES
-    with _model_process() as base:
+    with cli_process("model") as model:
+        base = model.base
         async with aiohttp.ClientSession() as session:
             await wait_until_ready(session, f"{base}/healthz")
 

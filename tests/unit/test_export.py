@@ -40,9 +40,10 @@ def dropped(registry: CollectorRegistry, reason: str) -> float:
     return value or 0.0
 
 
-def test_every_lost_span_is_counted(caplog: pytest.LogCaptureFixture) -> None:
-    registry = CollectorRegistry()
-    backend = BlockedExporter()
+def counted(
+    backend: SpanExporter, registry: CollectorRegistry
+) -> tuple[Telemetry, CountingBatchSpanProcessor]:
+    """Telemetry whose spans go to ``backend`` through a small counting processor."""
     holder: list[Telemetry] = []
     processor = CountingBatchSpanProcessor(
         backend,
@@ -53,8 +54,14 @@ def test_every_lost_span_is_counted(caplog: pytest.LogCaptureFixture) -> None:
     )
     provider = TracerProvider()
     provider.add_span_processor(processor)
-    telemetry = Telemetry(tracer_provider=provider, registry=registry)
-    holder.append(telemetry)
+    holder.append(Telemetry(tracer_provider=provider, registry=registry))
+    return holder[0], processor
+
+
+def test_every_lost_span_is_counted(caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    backend = BlockedExporter()
+    telemetry, processor = counted(backend, registry)
     tracer = telemetry.tracer
     with caplog.at_level(logging.WARNING):
         for i in range(1000):
@@ -129,19 +136,9 @@ class StuckExporter(SpanExporter):
 def test_a_batch_still_on_the_wire_at_the_deadline_is_counted_once() -> None:
     registry = CollectorRegistry()
     backend = StuckExporter()
-    holder: list[Telemetry] = []
-    processor = CountingBatchSpanProcessor(
-        backend,
-        lambda reason, n: holder[0].count_dropped_spans(reason, n),
-        max_queue_size=100,
-        max_export_batch_size=10,
-        schedule_delay_millis=1,
-    )
-    provider = TracerProvider()
-    provider.add_span_processor(processor)
-    holder.append(Telemetry(tracer_provider=provider, registry=registry))
+    telemetry, processor = counted(backend, registry)
     for i in range(40):
-        holder[0].tracer.start_span(f"s{i}").end()
+        telemetry.tracer.start_span(f"s{i}").end()
     assert backend.entered.wait(10)
     processor.shutdown_within(300)
     assert total_dropped(registry) == 40  # the stuck batch and the queued ones
