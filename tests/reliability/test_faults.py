@@ -90,7 +90,14 @@ async def test_every_run_ends_and_every_attempt_is_counted(
     assert ok + failed == CONCURRENT
     assert ok > CONCURRENT // 2, (name, ok, failed)
     counted = attempts(registry)
-    assert sum(counted.values()) == requests, (name, counted, requests)
+    if behavior.hang_rate == 0:
+        assert sum(counted.values()) == requests, (name, counted, requests)
+    else:
+        # A request timed out by the client (0.3 s) before the model's handler began (the
+        # loop is shared and busy) is an attempt the model never counted: such attempts
+        # can only be failed ones.
+        unseen = sum(counted.values()) - requests
+        assert 0 <= unseen <= counted["retry"] + counted["giveup"], (name, counted, requests)
     if behavior.disconnect_rate == 0:
         assert counted["retry"] > 0
         assert failed == counted["giveup"]  # a run fails only when a call gave up
