@@ -8,7 +8,9 @@ loopback port, and the agent talks to it over real HTTP like it would to OpenAI.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import openai
 from pydantic import SecretStr
 
 from agentwatch.telemetry import Telemetry
@@ -27,8 +29,13 @@ def build_chat_model(
     base_url: str | None,
     retry_policy: RetryPolicy | None = None,
 ) -> InstrumentedChatOpenAI:
+    """The agent's chat model, with an HTTP connection pool of its own: langchain-openai
+    otherwise shares one cached pool per (base URL, timeout) across the process, and a
+    pool that outlived its event loop (a builtin model restarted on the same port, in
+    another loop) fails with "Event loop is closed". The owner closes it (``aclose``)."""
     return InstrumentedChatOpenAI(
         model=settings.model,
+        http_async_client=openai.DefaultAsyncHttpxClient(),
         base_url=base_url,
         api_key=SecretStr(settings.api_key or "agentwatch-builtin"),
         timeout=settings.model_timeout,
@@ -59,6 +66,7 @@ class AgentRuntime:
         self._behavior = model_behavior
         self.model_server: BuiltinModelServer | None = None
         self._agent: Agent | None = None
+        self._http: Any = None  # the chat model's connection pool, closed by stop()
 
     @property
     def agent(self) -> Agent:
@@ -101,6 +109,7 @@ class AgentRuntime:
         model = await asyncio.to_thread(
             build_chat_model, settings, self.telemetry, base_url, self.retry_policy
         )
+        self._http = model.http_async_client
         self._agent = Agent(
             model,
             tools,
@@ -115,6 +124,9 @@ class AgentRuntime:
 
     async def stop(self) -> None:
         self._agent = None
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.aclose()
         if self.model_server is not None:
             server, self.model_server = self.model_server, None
             await server.stop()

@@ -34,6 +34,7 @@ from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.runtime.tools import ToolRegistry, ToolSpec
 from agentwatch.runtime.tools.search import SearchError
 from agentwatch.telemetry import Telemetry
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -339,3 +340,29 @@ async def test_a_failed_start_stops_the_builtin_model_it_started(
     assert runtime.model_server is None
     assert not runtime.started
     assert await asyncio.to_thread(_open_sockets) == before  # no listener left behind
+
+
+def test_runtimes_in_successive_event_loops_share_no_connection_pool(
+    telemetry: Telemetry,
+) -> None:
+    """Each runtime owns its model client's connection pool and closes it. langchain-openai
+    caches one pool per (base URL, timeout) for the whole process: a runtime in a new
+    event loop, talking to a model on the same URL, once got that pool's connections from
+    the closed loop ("Event loop is closed", a 500 for the user)."""
+    port = free_port()
+    settings = replace(
+        RuntimeSettings(),
+        api_key="unused-by-the-builtin-model",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        model="agentwatch-builtin",
+    )
+
+    async def one_run() -> str:
+        async with (
+            BuiltinModelServer(port=port),
+            AgentRuntime(settings, telemetry) as runtime,
+        ):
+            return (await runtime.agent.arun("what is 2 + 3")).output
+
+    answers = [asyncio.run(one_run()) for _ in range(3)]  # three loops, one after another
+    assert all("5" in answer for answer in answers), answers
