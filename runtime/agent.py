@@ -27,8 +27,7 @@ from langgraph.errors import GraphRecursionError
 from langgraph.types import StreamMode
 from opentelemetry.context import Context
 
-from agentwatch.telemetry import AgentwatchError, Invocation, Telemetry
-from agentwatch.telemetry._invocation import instrument_stream
+from agentwatch.telemetry import AgentwatchError, Invocation, Telemetry, instrument_stream
 from agentwatch.telemetry.names import OUTCOME_CANCELLED, SHED_CANCELLED, SHED_TIMEOUT
 
 from .admission import Admission

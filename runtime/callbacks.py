@@ -24,8 +24,7 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from agentwatch.telemetry import Invocation, Telemetry, get_telemetry
-from agentwatch.telemetry._llm_call import LlmCallInvocation
+from agentwatch.telemetry import Invocation, LlmCallInvocation, Telemetry, get_telemetry
 
 from .chat_model import messages_json, response_fields
 

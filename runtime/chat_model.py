@@ -22,10 +22,8 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_openai import ChatOpenAI
 from pydantic import Field
 
-from agentwatch.telemetry import Telemetry, get_telemetry
-from agentwatch.telemetry._invocation import instrument_stream
-from agentwatch.telemetry._llm_call import OPERATION, LlmCallInvocation
-from agentwatch.telemetry.names import OUTCOME_CANCELLED
+from agentwatch.telemetry import LlmCallInvocation, Telemetry, get_telemetry, instrument_stream
+from agentwatch.telemetry.names import OP_CHAT, OUTCOME_CANCELLED
 
 from .retry import Retrier
 
@@ -119,7 +117,7 @@ class InstrumentedChatModel(BaseChatModel):
                 result = await generate(messages, stop, run_manager, **kwargs)
             else:
                 result = await Retrier(self.retry_policy, self._telemetry()).call(
-                    OPERATION, lambda: generate(messages, stop, run_manager, **kwargs)
+                    OP_CHAT, lambda: generate(messages, stop, run_manager, **kwargs)
                 )
         except BaseException as exc:
             invocation.deactivate()
@@ -193,7 +191,7 @@ async def _retried_until_first_chunk(
                 await close()
             raise
 
-    first, stream = await retrier.call(OPERATION, first_chunk)
+    first, stream = await retrier.call(OP_CHAT, first_chunk)
     try:
         if first is None:
             return

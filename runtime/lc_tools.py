@@ -16,9 +16,8 @@ from typing import Any
 from langchain_core.tools import StructuredTool, ToolException
 from pydantic import Field, ValidationError
 
-from agentwatch.telemetry import AgentwatchError, Telemetry
-from agentwatch.telemetry._tool_call import OPERATION as TOOL_OPERATION
-from agentwatch.telemetry._tool_call import ToolCallInvocation
+from agentwatch.telemetry import AgentwatchError, Telemetry, ToolCallInvocation
+from agentwatch.telemetry.names import OP_EXECUTE_TOOL
 
 from .retry import Retrier, RetryPolicy
 from .tools.registry import ToolRegistry, ToolSpec
@@ -87,7 +86,7 @@ def _coroutine(spec: ToolSpec, retrier: Retrier | None) -> Any:
         try:
             if retrier is None:
                 return await attempt(kwargs)
-            return await retrier.call(TOOL_OPERATION, lambda: attempt(kwargs))
+            return await retrier.call(OP_EXECUTE_TOOL, lambda: attempt(kwargs))
         except TimeoutError as exc:
             raise ToolException(f"{spec.name} timed out after {spec.timeout:g} s") from exc
         except AgentwatchError as exc:

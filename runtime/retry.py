@@ -30,9 +30,12 @@ import aiohttp
 import backoff
 import openai
 
-from agentwatch.telemetry import ConfigurationError, Telemetry
-from agentwatch.telemetry._invocation import is_cancellation
-from agentwatch.telemetry._retry_attempt import RetryAttemptInvocation
+from agentwatch.telemetry import (
+    ConfigurationError,
+    RetryAttemptInvocation,
+    Telemetry,
+    is_cancellation,
+)
 from agentwatch.telemetry.names import RETRY_GIVEUP, RETRY_RETRY, RETRY_SUCCESS
 
 T = TypeVar("T")

@@ -1,6 +1,9 @@
 """agentwatch.telemetry: spans, metrics and their exposition. Knows nothing of the runtime."""
 
-from ._invocation import Invocation
+from ._invocation import Invocation, instrument_stream, is_cancellation
+from ._llm_call import LlmCallInvocation
+from ._retry_attempt import RetryAttemptInvocation
+from ._tool_call import ToolCallInvocation
 from .catalog import MetricCatalog
 from .core import Telemetry
 from .errors import AgentwatchError, ConfigurationError
@@ -24,11 +27,14 @@ __all__ = [
     "BoundedLabel",
     "ConfigurationError",
     "Invocation",
+    "LlmCallInvocation",
     "MetricCatalog",
     "MetricsServer",
     "Observation",
+    "RetryAttemptInvocation",
     "Telemetry",
     "TelemetrySettings",
+    "ToolCallInvocation",
     "add_telemetry_routes",
     "bearer_matches",
     "build_telemetry",
@@ -37,6 +43,8 @@ __all__ = [
     "format_report",
     "get_telemetry",
     "http_metrics_middleware",
+    "instrument_stream",
+    "is_cancellation",
     "loop_lag_ctx",
     "monitor_loop_lag",
     "observe",

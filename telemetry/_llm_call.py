@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from .core import Telemetry
 
-OPERATION = "chat"
+OPERATION = n.OP_CHAT
 FIRST_CHUNK_EVENT = "gen_ai.first_chunk"
 
 

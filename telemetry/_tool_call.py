@@ -13,7 +13,7 @@ from ._invocation import Exemplar, Invocation
 if TYPE_CHECKING:
     from .core import Telemetry
 
-OPERATION = "execute_tool"
+OPERATION = n.OP_EXECUTE_TOOL
 
 
 class ToolCallInvocation(Invocation):

@@ -189,6 +189,6 @@ class MetricCatalog:
             self.batch_tasks.labels(status)
         for reason in ADMISSION_SHED_REASONS:
             self.admission_shed.labels(reason)
-        for operation in ("chat", "execute_tool"):
+        for operation in (n.OP_CHAT, n.OP_EXECUTE_TOOL):
             for outcome in (n.RETRY_SUCCESS, n.RETRY_RETRY, n.RETRY_GIVEUP):
                 self.retry_attempts.labels(operation, outcome)

@@ -12,6 +12,10 @@ from typing import Final
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as _gen_ai
 from opentelemetry.semconv.attributes import error_attributes as _error
 
+# --- operation names (semconv: gen_ai.operation.name) -------------------------------
+OP_CHAT: Final = _gen_ai.GenAiOperationNameValues.CHAT.value
+OP_EXECUTE_TOOL: Final = _gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
+
 # --- span attribute keys (semconv first) -------------------------------------------
 ERROR_TYPE: Final = _error.ERROR_TYPE
 GEN_AI_OPERATION_NAME: Final = _gen_ai.GEN_AI_OPERATION_NAME

@@ -25,7 +25,7 @@ from ._invocation import CANCELLED
 _SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (n.M_GEN_AI_INVOKE_AGENT_DURATION, "invoke_agent", (n.L_GEN_AI_AGENT_NAME,)),
     (n.M_GEN_AI_OPERATION_DURATION, "", (n.L_GEN_AI_OPERATION_NAME, n.L_GEN_AI_REQUEST_MODEL)),
-    (n.M_GEN_AI_EXECUTE_TOOL_DURATION, "execute_tool", (n.L_GEN_AI_TOOL_NAME,)),
+    (n.M_GEN_AI_EXECUTE_TOOL_DURATION, n.OP_EXECUTE_TOOL, (n.L_GEN_AI_TOOL_NAME,)),
     (n.M_BATCH_TASK_DURATION, "batch_task", ()),
     (n.M_OPERATION_DURATION, "", (n.L_OPERATION,)),
 )
