@@ -78,7 +78,7 @@ from .jsonpolicy import parse_json_async as parse_json_async
 from .jsonpolicy import read_json as read_json
 from .openapi import SPEC
 from .runtime import AgentRuntime
-from .serving import SERVER_NAME, handler_limits
+from .serving import SERVER_NAME, handler_limits, service_error_body
 from .settings import RuntimeSettings
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ BATCH_FIELDS: Final = frozenset({"tasks", "workers", "timeout"})
 
 
 def error_response(status: int, kind: str, message: str) -> web.Response:
-    response = web.json_response({"error": {"type": kind, "message": message}}, status=status)
+    response = web.json_response(service_error_body(kind, message), status=status)
     if status == 401:
         response.headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
     return response
@@ -324,7 +324,7 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
         # The hook runs once Content-Length is set: it is set again for the new body.
         kind = _HTTP_KINDS_PREPARED.get(response.status, "http_error")
         message = response.reason if response.status != 417 else _EXPECT_MESSAGE
-        data = json.dumps({"error": {"type": kind, "message": message}}).encode()
+        data = json.dumps(service_error_body(kind, message)).encode()
         response.body = data
         response.content_type = "application/json"
         response.charset = "utf-8"

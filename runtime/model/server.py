@@ -53,7 +53,6 @@ _ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool"})
 # OpenAI's request parameters, as the openai client knows them: any other is refused, as
 # OpenAI itself refuses it ("Unrecognized request argument").
 CHAT_FIELDS: Final = frozenset(CompletionCreateParamsBase.__annotations__) | {"stream"}
-_IDENTITY: Final = frozenset({"", "identity"})
 
 
 class ModelState:
@@ -223,12 +222,6 @@ def _tool_names(tools: Any) -> list[str]:
 async def _read(request: web.Request) -> _Chat:
     """The request, read and parsed by the service's strict policy, checked and answered:
     in a worker thread (one at a time) when large, so that no request holds the loop."""
-    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
-    if encoding not in _IDENTITY:
-        raise _BadRequest(
-            f"Content-Encoding {encoding[:40]!r} is not accepted: send the body uncompressed.",
-            status=415,
-        )
     try:
         body = await read_json(request, MAX_BODY_BYTES, CHAT_FIELDS)
     except ApiError as exc:  # the service's error: OpenAI's shape, 400 for a bad shape
@@ -400,7 +393,7 @@ def create_model_app(behavior: ModelBehavior | None = None) -> web.Application:
         middlewares=[_errors],
         client_max_size=MAX_BODY_BYTES,
         # aiohttp's per-line limits, and no inflating of compressed bodies (refused: 415)
-        handler_args=handler_limits() | {"auto_decompress": False},
+        handler_args=handler_limits(),
     )
     app.on_response_prepare.append(_server_header)
     app[STATE_KEY] = ModelState(behavior or ModelBehavior())
