@@ -19,6 +19,7 @@ import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
+from typing import TypeVar
 
 import aiohttp
 import pytest
@@ -55,6 +56,7 @@ from tests.helpers import (
 )
 
 Client = Callable[..., Awaitable[TestClient]]
+T = TypeVar("T")
 
 # The issue's flood was 400 connections x 126 headers x 8,000 bytes; 126 headers now
 # pass the count limit (MAX_HEADERS = 64), so the flood stays just under it and meets
@@ -105,23 +107,29 @@ async def _flood(port: int, hold: asyncio.Event) -> tuple[str, bytes]:
             await writer.wait_closed()
 
 
-async def test_header_flood_is_refused_within_a_memory_ceiling(service: ServiceProcess) -> None:
+async def _held_open(
+    service: ServiceProcess, connect: Callable[[int, asyncio.Event], Awaitable[T]], count: int
+) -> tuple[list[T], float, HealthProbe]:
+    """``count`` connections made by ``connect`` held open for 4 s while a probe asks
+    /healthz and the service's RSS is sampled: their answers, its growth at the peak
+    (MiB), the probe."""
     async with aiohttp.ClientSession() as session:
         await wait_until_ready(session, f"{service.base}/readyz")
-    before = rss_kib(service.pid)
-    peak = before
+    before = peak = rss_kib(service.pid)
     hold = asyncio.Event()
     async with HealthProbe(service.base).running() as probe:
-        floods = [
-            asyncio.create_task(_flood(service.port, hold)) for _ in range(HEADER_CONNECTIONS)
-        ]
-        for _ in range(40):  # 4 s of the flood held open, RSS sampled
+        held = [asyncio.create_task(connect(service.port, hold)) for _ in range(count)]
+        for _ in range(40):  # 4 s held open, RSS sampled
             await asyncio.sleep(0.1)
             peak = max(peak, rss_kib(service.pid))
         hold.set()
-        answers = await asyncio.gather(*floods)
+        answers = await asyncio.gather(*held)
+    return list(answers), (peak - before) / 1024, probe
+
+
+async def test_header_flood_is_refused_within_a_memory_ceiling(service: ServiceProcess) -> None:
+    answers, grown_mib, probe = await _held_open(service, _flood, HEADER_CONNECTIONS)
     ends = Counter(end for end, _ in answers)
-    grown_mib = (peak - before) / 1024
     print(
         f"FIGURE header flood: {HEADER_CONNECTIONS} connections x {HEADERS_EACH} headers x "
         f"{HEADER_BYTES} B: service RSS +{grown_mib:.1f} MiB (ceiling {RSS_CEILING_MIB}), "
@@ -787,21 +795,7 @@ async def test_bodies_held_at_once_have_a_ceiling(service: ServiceProcess) -> No
     MiB after they closed). Now the bodies in flight are bounded
     (MAX_BODY_BYTES_IN_FLIGHT): past it a body gets 503 + Retry-After before a byte of
     it is read, and the budget is free again once its connections are gone."""
-    async with aiohttp.ClientSession() as session:
-        await wait_until_ready(session, f"{service.base}/readyz")
-    before = rss_kib(service.pid)
-    peak = before
-    hold = asyncio.Event()
-    async with HealthProbe(service.base).running() as probe:
-        bodies = [
-            asyncio.create_task(_stalled_body(service.port, hold)) for _ in range(BODY_CONNECTIONS)
-        ]
-        for _ in range(40):  # 4 s of the bodies held, RSS sampled
-            await asyncio.sleep(0.1)
-            peak = max(peak, rss_kib(service.pid))
-        hold.set()
-        answers = await asyncio.gather(*bodies)
-    grown_mib = (peak - before) / 1024
+    answers, grown_mib, probe = await _held_open(service, _stalled_body, BODY_CONNECTIONS)
     refused = [a for a in answers if a.startswith(b"HTTP/1.1 503 ")]
     admitted = MAX_BODY_BYTES_IN_FLIGHT // BODY_LIMIT
     print(
