@@ -25,15 +25,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry
 
-from agentwatch.runtime.agent import (
+from agentwatch.runtime.agents.agent import (
     DEFAULT_AGENT_NAME,
     DEFAULT_SYSTEM_PROMPT,
     RECURSION_LIMIT,
     Agent,
 )
-from agentwatch.runtime.chat_model import InstrumentedChatModel, InstrumentedChatOpenAI
-from agentwatch.runtime.model import BuiltinModelServer
-from agentwatch.runtime.model.chat_model import BuiltinChatModel
+from agentwatch.runtime.builtin_model import BuiltinModelServer
+from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel
+from agentwatch.runtime.langchain.chat_model import InstrumentedChatModel, InstrumentedChatOpenAI
 from agentwatch.runtime.tools import BUNDLED_CORPUS, SearchIndex, ToolRegistry, builtin_tools
 from agentwatch.telemetry import Telemetry
 

@@ -41,7 +41,7 @@ class CountingExporter(SpanExporter):
 
 
 async def worker(variant: str, runs: int) -> dict[str, float]:
-    from agentwatch.runtime.model.chat_model import BuiltinChatModel
+    from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel
     from agentwatch.runtime.tools import BUNDLED_CORPUS, SearchIndex, builtin_tools
     from agentwatch.telemetry import Telemetry
 

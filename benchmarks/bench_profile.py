@@ -23,7 +23,7 @@ RUNS = 300
 GROUPS = (
     (
         "the workload: in-process model and tools",
-        ("/runtime/model/", "/runtime/tools/", "rank_bm25", "simpleeval"),
+        ("/runtime/builtin_model/", "/runtime/tools/", "rank_bm25", "simpleeval"),
     ),
     ("OpenTelemetry SDK/API (spans, context)", ("opentelemetry/",)),
     ("prometheus_client (metrics, exemplars)", ("prometheus_client/",)),

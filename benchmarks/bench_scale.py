@@ -28,9 +28,9 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 
-from agentwatch.runtime.agent import Agent
-from agentwatch.runtime.model import ModelBehavior
-from agentwatch.runtime.runtime import AgentRuntime
+from agentwatch.runtime.agents.agent import Agent
+from agentwatch.runtime.agents.agent_runtime import AgentRuntime
+from agentwatch.runtime.builtin_model import ModelBehavior
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry, create_metrics_app
 
@@ -188,7 +188,7 @@ def _rss_kib() -> int:
 async def memory_worker(closed_port: int) -> dict[str, int]:
     os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{closed_port}"
     os.environ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "0.5"
-    from agentwatch.runtime.model.chat_model import BuiltinChatModel  # noqa: F401
+    from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel  # noqa: F401
     from agentwatch.runtime.tools import BUNDLED_CORPUS, SearchIndex, builtin_tools
     from agentwatch.telemetry import TelemetrySettings, build_telemetry
 

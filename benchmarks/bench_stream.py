@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry
 
-from agentwatch.runtime.chat_model import InstrumentedChatModel
-from agentwatch.runtime.model.chat_model import BuiltinChatModel
+from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel
+from agentwatch.runtime.langchain.chat_model import InstrumentedChatModel
 from agentwatch.telemetry import Telemetry
 
 from .common import DiscardingExporter, Measured

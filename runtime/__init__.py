@@ -1,17 +1,17 @@
 """agentwatch.runtime: LangChain agents, tools, retries, batches and the service, observed."""
 
-from .agent import Agent, AgentInputError, AgentRunError, RunTimeoutError, StepLimitError
+from .agents.agent import Agent, AgentInputError, AgentRunError, RunTimeoutError, StepLimitError
+from .agents.agent_runtime import AgentRuntime
 from .batch import BatchOptions, BatchProcessor, ResultStore, Task, TaskStatus
-from .callbacks import AgentwatchCallbackHandler
-from .chat_model import InstrumentedChatModel, InstrumentedChatOpenAI
+from .builtin_model import BuiltinModelServer, ModelBehavior
+from .builtin_model.in_process import BuiltinChatModel
 from .events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
-from .model import BuiltinModelServer, ModelBehavior
-from .model.chat_model import BuiltinChatModel
+from .http.serving import BindError, make_runner, run_service, start_site
+from .langchain.callbacks import AgentwatchCallbackHandler
+from .langchain.chat_model import InstrumentedChatModel, InstrumentedChatOpenAI
 from .results import RunResult, ToolCallRecord, Usage
 from .retry import Retrier, RetryPolicy
-from .runtime import AgentRuntime
-from .server import create_app
-from .serving import BindError, make_runner, run_service, start_site
+from .service.app import create_app
 from .settings import RuntimeSettings
 from .tools import ToolRegistry, ToolSpec
 

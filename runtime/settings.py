@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from agentwatch.telemetry import ConfigurationError
 
-from .model.behavior import DEFAULT_MODEL
+from .builtin_model.behavior import DEFAULT_MODEL
 
 OPENAI_API_KEY: Final = "OPENAI_API_KEY"
 OPENAI_BASE_URL: Final = "OPENAI_BASE_URL"

@@ -18,7 +18,7 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, SecretStr
 
-from agentwatch.runtime.agent import (
+from agentwatch.runtime.agents.agent import (
     RECURSION_LIMIT,
     Agent,
     AgentInputError,
@@ -26,10 +26,10 @@ from agentwatch.runtime.agent import (
     RunTimeoutError,
     StepLimitError,
 )
-from agentwatch.runtime.chat_model import InstrumentedChatOpenAI
+from agentwatch.runtime.agents.agent_runtime import AgentRuntime
+from agentwatch.runtime.builtin_model import BuiltinModelServer, ModelBehavior
 from agentwatch.runtime.events import RunEvent
-from agentwatch.runtime.model import BuiltinModelServer, ModelBehavior
-from agentwatch.runtime.runtime import AgentRuntime
+from agentwatch.runtime.langchain.chat_model import InstrumentedChatOpenAI
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.runtime.tools import ToolRegistry, ToolSpec
 from agentwatch.runtime.tools.search import SearchError

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from agentwatch.runtime.batch.http import BATCHES_KEY
-from agentwatch.runtime.server import create_app
+from agentwatch.runtime.service.app import create_app
+from agentwatch.runtime.service.batches import BATCHES_KEY
 from agentwatch.runtime.settings import RuntimeSettings, SettingError
 from agentwatch.telemetry import Telemetry
 

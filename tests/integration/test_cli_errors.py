@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agentwatch.runtime.cli import EXIT_CANNOT_LISTEN, EXIT_MODEL_FAILED, EXIT_USAGE
+from agentwatch.runtime.cli.main import EXIT_CANNOT_LISTEN, EXIT_MODEL_FAILED, EXIT_USAGE
 from tests.helpers import cli_env, free_port
 
 pytestmark = pytest.mark.integration

@@ -25,10 +25,10 @@ from aiohttp import web
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from agentwatch.runtime.model import ModelBehavior
+from agentwatch.runtime.agents.agent_runtime import AgentRuntime
+from agentwatch.runtime.builtin_model import ModelBehavior
 from agentwatch.runtime.retry import RetryPolicy
-from agentwatch.runtime.runtime import AgentRuntime
-from agentwatch.runtime.server import create_app
+from agentwatch.runtime.service.app import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
 from agentwatch.telemetry.catalog import MetricCatalog

@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
-from agentwatch.runtime.model import BuiltinModelServer, ModelBehavior
+from agentwatch.runtime.builtin_model import BuiltinModelServer, ModelBehavior
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from agentwatch.runtime.model import ModelBehavior
+from agentwatch.runtime.agents.agent_runtime import AgentRuntime
+from agentwatch.runtime.builtin_model import ModelBehavior
 from agentwatch.runtime.retry import RetryPolicy
-from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.runtime.tools import ToolRegistry, ToolSpec
 from agentwatch.telemetry import Telemetry

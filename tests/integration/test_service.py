@@ -16,11 +16,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from agentwatch.runtime.agent import Agent
+from agentwatch.runtime.agents.agent import Agent
+from agentwatch.runtime.agents.agent_runtime import AgentRuntime
+from agentwatch.runtime.builtin_model import ModelBehavior
 from agentwatch.runtime.events import read_sse
-from agentwatch.runtime.model import ModelBehavior
-from agentwatch.runtime.runtime import AgentRuntime
-from agentwatch.runtime.server import create_app
+from agentwatch.runtime.service.app import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.runtime.tools import ToolRegistry
 from agentwatch.telemetry import Telemetry

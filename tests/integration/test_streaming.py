@@ -17,11 +17,11 @@ from langchain_core.messages import HumanMessage
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from agentwatch.runtime.agents.agent_runtime import AgentRuntime, build_chat_model
+from agentwatch.runtime.builtin_model import BuiltinModelServer, ModelBehavior
 from agentwatch.runtime.events import read_sse
-from agentwatch.runtime.model import BuiltinModelServer, ModelBehavior
 from agentwatch.runtime.retry import RetryPolicy
-from agentwatch.runtime.runtime import AgentRuntime, build_chat_model
-from agentwatch.runtime.server import create_app
+from agentwatch.runtime.service.app import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
 from tests.helpers import http_count, time_bound

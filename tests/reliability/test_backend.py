@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from agentwatch.runtime.agent import Agent
-from agentwatch.runtime.chat_model import InstrumentedChatModel
-from agentwatch.runtime.model.chat_model import BuiltinChatModel
+from agentwatch.runtime.agents.agent import Agent
+from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel
+from agentwatch.runtime.langchain.chat_model import InstrumentedChatModel
 from agentwatch.runtime.tools import BUNDLED_CORPUS, SearchIndex, builtin_tools
 from agentwatch.telemetry import Telemetry, TelemetrySettings, build_telemetry
 from tests.helpers import time_bound

@@ -9,7 +9,7 @@ import uuid
 from langchain_core.messages import AIMessage
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agentwatch.runtime.callbacks import AgentwatchCallbackHandler
+from agentwatch.runtime.langchain.callbacks import AgentwatchCallbackHandler
 from agentwatch.telemetry import Telemetry
 
 RUNS = 10_000

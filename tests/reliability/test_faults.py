@@ -10,10 +10,10 @@ import openai
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agentwatch.runtime.agent import AgentRunError
-from agentwatch.runtime.model import ModelBehavior
+from agentwatch.runtime.agents.agent import AgentRunError
+from agentwatch.runtime.agents.agent_runtime import AgentRuntime
+from agentwatch.runtime.builtin_model import ModelBehavior
 from agentwatch.runtime.retry import RetryPolicy
-from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
 from tests.helpers import retry_attempts

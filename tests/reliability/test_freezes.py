@@ -29,8 +29,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from agentwatch.runtime.model import respond
-from agentwatch.runtime.server import create_app
+from agentwatch.runtime.builtin_model import respond
+from agentwatch.runtime.service.app import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry, monitor_loop_lag
 from tests.helpers import probed, serve_process, time_bound, wait_until_ready

@@ -18,8 +18,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentwatch.runtime.openapi import SPEC
-from agentwatch.runtime.server import create_app
+from agentwatch.runtime.service.app import create_app
+from agentwatch.runtime.service.openapi import SPEC
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
 from tests.helpers import (

@@ -18,15 +18,15 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from agentwatch.runtime.model import BuiltinModelServer
-from agentwatch.runtime.model.brain import (
+from agentwatch.runtime.builtin_model import BuiltinModelServer
+from agentwatch.runtime.builtin_model.brain import (
     CHARS_PER_TOKEN,
     COUNT_CHARS,
     QUOTE_CHARS,
     SCAN_CHARS,
     respond,
 )
-from agentwatch.runtime.model.server import MAX_BODY_BYTES, MAX_MESSAGES
+from agentwatch.runtime.builtin_model.server import MAX_BODY_BYTES, MAX_MESSAGES
 from tests.helpers import cli_process, probed, time_bound, wait_until_ready
 
 pytestmark = pytest.mark.integration

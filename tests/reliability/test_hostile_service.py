@@ -2,7 +2,7 @@
 stall or mislabel it.
 
 Connection-level cases run `agentwatch serve` in its own process (its memory measured
-apart from this one's, with the connection limits of runtime/serving.py); request-level
+apart from this one's, with the connection limits of runtime/http/serving.py); request-level
 cases use the application in-process. While a memory case runs, /healthz keeps
 answering within `time_bound(0.25, 2.0)` (strict under `make soak`).
 """
@@ -29,19 +29,20 @@ from aiohttp.test_utils import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from agentwatch.runtime import jsonpolicy, server
-from agentwatch.runtime.agent import AgentInputError, RunTimeoutError
-from agentwatch.runtime.jsonpolicy import MAX_BODY_BYTES_IN_FLIGHT
-from agentwatch.runtime.model import BuiltinModelServer, ModelBehavior
-from agentwatch.runtime.runtime import AgentRuntime
-from agentwatch.runtime.server import MAX_ID_CHARS, RUNTIME_KEY, create_app
-from agentwatch.runtime.serving import (
+from agentwatch.runtime.agents.agent import AgentInputError, RunTimeoutError
+from agentwatch.runtime.agents.agent_runtime import AgentRuntime
+from agentwatch.runtime.builtin_model import BuiltinModelServer, ModelBehavior
+from agentwatch.runtime.http import jsonpolicy
+from agentwatch.runtime.http.jsonpolicy import MAX_BODY_BYTES_IN_FLIGHT
+from agentwatch.runtime.http.serving import (
     HEAD_TIMEOUT,
     KEEPALIVE_TIMEOUT,
     MAX_HEAD_BYTES,
     make_runner,
     start_site,
 )
+from agentwatch.runtime.service import app as server
+from agentwatch.runtime.service.app import MAX_ID_CHARS, RUNTIME_KEY, create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
 from agentwatch.telemetry.setup import DEFAULT_ATTRIBUTE_LENGTH, build_telemetry
@@ -631,7 +632,7 @@ async def test_an_embedding_host_gets_the_connection_limits_from_make_runner(
 
 
 async def test_the_aiohttp_internals_the_limits_use_are_there() -> None:
-    """runtime/serving.py's LimitedRequestHandler reads aiohttp internals; a release
+    """runtime/http/serving.py's LimitedRequestHandler reads aiohttp internals; a release
     without them must fail here, by name, not silently lose the limits."""
     runner = make_runner(web.Application())
     await runner.setup()
@@ -646,7 +647,7 @@ async def test_the_aiohttp_internals_the_limits_use_are_there() -> None:
     finally:
         await runner.cleanup()
     assert not missing, (
-        f"aiohttp {aiohttp.__version__} no longer has {missing}: runtime/serving.py's "
+        f"aiohttp {aiohttp.__version__} no longer has {missing}: runtime/http/serving.py's "
         "connection limits depend on them; adapt LimitedRequestHandler or pin aiohttp"
     )
 

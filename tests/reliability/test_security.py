@@ -10,8 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agentwatch.runtime.model import BuiltinModelServer, ModelBehavior
-from agentwatch.runtime.server import create_app
+from agentwatch.runtime.builtin_model import BuiltinModelServer, ModelBehavior
+from agentwatch.runtime.service.app import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
 

@@ -12,8 +12,9 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from agentwatch.runtime import cli
-from agentwatch.runtime.cli import (
+from agentwatch.runtime.agents.agent_runtime import AgentRuntime
+from agentwatch.runtime.cli import main as cli
+from agentwatch.runtime.cli.main import (
     EXIT_CANNOT_LISTEN,
     EXIT_MODEL_FAILED,
     EXIT_UNEXPECTED,
@@ -22,7 +23,6 @@ from agentwatch.runtime.cli import (
     main,
 )
 from agentwatch.runtime.results import trace_line
-from agentwatch.runtime.runtime import AgentRuntime
 from agentwatch.runtime.settings import RuntimeSettings, SettingError
 from agentwatch.runtime.tools.search import SearchIndex
 from agentwatch.telemetry import Telemetry, TelemetrySettings, start_metrics_server

@@ -9,10 +9,10 @@ from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from prometheus_client import CollectorRegistry
 
-from agentwatch.runtime.agent import Agent
-from agentwatch.runtime.callbacks import AgentwatchCallbackHandler
-from agentwatch.runtime.chat_model import InstrumentedChatModel
-from agentwatch.runtime.model.chat_model import BuiltinChatModel
+from agentwatch.runtime.agents.agent import Agent
+from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel
+from agentwatch.runtime.langchain.callbacks import AgentwatchCallbackHandler
+from agentwatch.runtime.langchain.chat_model import InstrumentedChatModel
 from agentwatch.runtime.tools import BUNDLED_CORPUS, SearchIndex, builtin_tools
 from agentwatch.telemetry import Telemetry
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import ClientConnectionResetError, web
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agentwatch.runtime.cli import main
+from agentwatch.runtime.cli.main import main
 from agentwatch.telemetry import (
     Telemetry,
     fetch_metrics_text,

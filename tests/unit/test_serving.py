@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from agentwatch.runtime import serving
+from agentwatch.runtime.http import serving
 from tests.helpers import free_port
 
 

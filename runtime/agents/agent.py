@@ -30,12 +30,12 @@ from opentelemetry.context import Context
 from agentwatch.telemetry import AgentwatchError, Invocation, Telemetry, instrument_stream
 from agentwatch.telemetry.names import OUTCOME_CANCELLED, SHED_CANCELLED, SHED_TIMEOUT
 
+from ..events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
+from ..langchain.tools import langchain_tools
+from ..results import RunResult, result_from_messages
+from ..retry import RetryPolicy
+from ..tools.registry import ToolRegistry
 from .admission import Admission
-from .events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
-from .lc_tools import langchain_tools
-from .results import RunResult, result_from_messages
-from .retry import RetryPolicy
-from .tools.registry import ToolRegistry
 
 DEFAULT_AGENT_NAME: Final = "research_agent"
 DEFAULT_SYSTEM_PROMPT: Final = (

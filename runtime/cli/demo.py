@@ -19,13 +19,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agentwatch.telemetry import Telemetry, format_report, setup_telemetry, stats_from_text
 
-from .events import read_sse
-from .model import ModelBehavior
-from .retry import RetryPolicy
-from .runtime import AgentRuntime
-from .server import create_app
-from .serving import make_runner, start_site
-from .settings import RuntimeSettings
+from ..agents.agent_runtime import AgentRuntime
+from ..builtin_model import ModelBehavior
+from ..events import read_sse
+from ..http.serving import make_runner, start_site
+from ..retry import RetryPolicy
+from ..service.app import create_app
+from ..settings import RuntimeSettings
 
 RESEARCH = (
     "what is 123 + 456",

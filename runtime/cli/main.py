@@ -35,15 +35,14 @@ from agentwatch.telemetry import (
     stats_from_text,
 )
 
-from . import demo
-from .agent import AgentRunError, RunTimeoutError
-from .events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
-from .model import ModelBehavior, create_model_app
-from .results import trace_line
-from .runtime import AgentRuntime
-from .server import create_app
-from .serving import BindError, run_service
-from .settings import (
+from ..agents.agent import AgentRunError, RunTimeoutError
+from ..agents.agent_runtime import AgentRuntime
+from ..builtin_model import ModelBehavior, create_model_app
+from ..events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
+from ..http.serving import BindError, run_service
+from ..results import trace_line
+from ..service.app import create_app
+from ..settings import (
     AGENTWATCH_HOST,
     AGENTWATCH_PORT,
     AGENTWATCH_RUN_TIMEOUT,
@@ -51,6 +50,7 @@ from .settings import (
     OPENAI_BASE_URL,
     RuntimeSettings,
 )
+from . import demo
 
 # Exit codes: documented in `agentwatch --help` (EXIT_CODES) and the README.
 EXIT_OK: Final = 0
@@ -231,14 +231,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from .batch import (
+    from ..batch import (
         BatchInputError,
         BatchOptions,
         ResultFileError,
         check_results_path,
         read_tasks,
     )
-    from .batch.cli import (
+    from .batch import (
         EXIT_RESULTS_FILE,
         error_line,
         exit_code,
@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stream", action="store_true", help="print the answer as it arrives")
     run.set_defaults(func=_run)
 
-    from .batch.cli import BATCH_EPILOG
+    from .batch import BATCH_EPILOG
 
     batch = commands.add_parser(
         "batch",

@@ -38,9 +38,9 @@ from multidict import MultiMapping
 
 from agentwatch.telemetry import Telemetry
 
+from ..batch.processor import BatchOptions, BatchProcessor
+from ..batch.task import BatchInputError, Task, TaskStatus, check_unique, task_from
 from ..settings import RuntimeSettings
-from .processor import BatchOptions, BatchProcessor
-from .task import BatchInputError, Task, TaskStatus, check_unique, task_from
 
 MAX_TASKS: Final = 10_000
 MAX_WORKERS: Final = 64

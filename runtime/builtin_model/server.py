@@ -37,8 +37,8 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 
-from ..jsonpolicy import PARSING_KEY, ApiError, read_json
-from ..serving import SERVER_NAME, handler_limits, make_runner, start_site
+from ..http.jsonpolicy import PARSING_KEY, ApiError, read_json
+from ..http.serving import SERVER_NAME, handler_limits, make_runner, start_site
 from .behavior import ModelBehavior
 from .brain import PIECE, Reply, respond
 

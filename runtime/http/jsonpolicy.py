@@ -15,7 +15,7 @@ bodies being received at once, ``MAX_BODY_BYTES_IN_FLIGHT``) past its ceiling (5
 
 This module imports only aiohttp and the standard library: the builtin model's server
 (imported while ``agentwatch.runtime`` is still being initialised) uses it at its top.
-``agentwatch.runtime.server`` re-exports every name here.
+``agentwatch.runtime.service.app`` re-exports every name here.
 """
 
 from __future__ import annotations

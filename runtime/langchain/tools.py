@@ -19,8 +19,8 @@ from pydantic import Field, ValidationError
 from agentwatch.telemetry import AgentwatchError, Telemetry, ToolCallInvocation
 from agentwatch.telemetry.names import OP_EXECUTE_TOOL
 
-from .retry import Retrier, RetryPolicy
-from .tools.registry import ToolRegistry, ToolSpec
+from ..retry import Retrier, RetryPolicy
+from ..tools.registry import ToolRegistry, ToolSpec
 
 _current: ContextVar[ToolCallInvocation | None] = ContextVar("agentwatch_tool", default=None)
 

@@ -48,8 +48,27 @@ from agentwatch.telemetry import (
     loop_lag_ctx,
 )
 
-from .agent import Agent, AgentInputError, AgentRunError, RunTimeoutError, StepLimitError
-from .batch.http import (
+from ..agents.agent import Agent, AgentInputError, AgentRunError, RunTimeoutError, StepLimitError
+from ..agents.agent_runtime import AgentRuntime
+from ..batch.task import Task
+from ..events import event_data
+from ..http.jsonpolicy import BODY_BUDGET_KEY as BODY_BUDGET_KEY
+from ..http.jsonpolicy import BODY_TIMEOUT as BODY_TIMEOUT
+from ..http.jsonpolicy import INLINE_PARSE_BYTES as INLINE_PARSE_BYTES
+from ..http.jsonpolicy import MAX_BODY_BYTES_IN_FLIGHT as MAX_BODY_BYTES_IN_FLIGHT
+from ..http.jsonpolicy import MAX_INT_DIGITS as MAX_INT_DIGITS
+from ..http.jsonpolicy import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+from ..http.jsonpolicy import PARSING_KEY as PARSING_KEY
+from ..http.jsonpolicy import ApiError as ApiError
+from ..http.jsonpolicy import BodyBudget as BodyBudget
+from ..http.jsonpolicy import JsonPolicyError as JsonPolicyError
+from ..http.jsonpolicy import decode_json as decode_json
+from ..http.jsonpolicy import parse_json as parse_json
+from ..http.jsonpolicy import parse_json_async as parse_json_async
+from ..http.jsonpolicy import read_json as read_json
+from ..http.serving import SERVER_NAME, handler_limits, service_error_body
+from ..settings import RuntimeSettings
+from .batches import (
     BATCHES_KEY,
     BatchRecord,
     admit_batch,
@@ -60,26 +79,7 @@ from .batch.http import (
     start_batch,
     summary_response,
 )
-from .batch.task import Task
-from .events import event_data
-from .jsonpolicy import BODY_BUDGET_KEY as BODY_BUDGET_KEY
-from .jsonpolicy import BODY_TIMEOUT as BODY_TIMEOUT
-from .jsonpolicy import INLINE_PARSE_BYTES as INLINE_PARSE_BYTES
-from .jsonpolicy import MAX_BODY_BYTES_IN_FLIGHT as MAX_BODY_BYTES_IN_FLIGHT
-from .jsonpolicy import MAX_INT_DIGITS as MAX_INT_DIGITS
-from .jsonpolicy import MAX_JSON_DEPTH as MAX_JSON_DEPTH
-from .jsonpolicy import PARSING_KEY as PARSING_KEY
-from .jsonpolicy import ApiError as ApiError
-from .jsonpolicy import BodyBudget as BodyBudget
-from .jsonpolicy import JsonPolicyError as JsonPolicyError
-from .jsonpolicy import decode_json as decode_json
-from .jsonpolicy import parse_json as parse_json
-from .jsonpolicy import parse_json_async as parse_json_async
-from .jsonpolicy import read_json as read_json
 from .openapi import SPEC
-from .runtime import AgentRuntime
-from .serving import SERVER_NAME, handler_limits, service_error_body
-from .settings import RuntimeSettings
 
 if TYPE_CHECKING:
     from multidict import CIMultiDict, CIMultiDictProxy  # aiohttp's headers

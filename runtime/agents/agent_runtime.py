@@ -15,12 +15,12 @@ from pydantic import SecretStr
 
 from agentwatch.telemetry import Telemetry
 
+from ..builtin_model import BuiltinModelServer, ModelBehavior
+from ..langchain.chat_model import InstrumentedChatOpenAI
+from ..retry import RetryPolicy
+from ..settings import RuntimeSettings
+from ..tools import BUNDLED_CORPUS, SearchIndex, ToolRegistry, builtin_tools
 from .agent import Agent
-from .chat_model import InstrumentedChatOpenAI
-from .model import BuiltinModelServer, ModelBehavior
-from .retry import RetryPolicy
-from .settings import RuntimeSettings
-from .tools import BUNDLED_CORPUS, SearchIndex, ToolRegistry, builtin_tools
 
 
 def build_chat_model(

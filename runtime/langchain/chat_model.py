@@ -25,7 +25,7 @@ from pydantic import Field
 from agentwatch.telemetry import LlmCallInvocation, Telemetry, get_telemetry, instrument_stream
 from agentwatch.telemetry.names import OP_CHAT, OUTCOME_CANCELLED
 
-from .retry import Retrier
+from ..retry import Retrier
 
 
 def response_fields(

@@ -28,11 +28,11 @@ from rich.progress import (
 
 from agentwatch.telemetry import Telemetry
 
-from ..runtime import AgentRuntime
+from ..agents.agent_runtime import AgentRuntime
+from ..batch.processor import MAX_WORKERS, BatchOptions, BatchProcessor, BatchSummary
+from ..batch.store import ResultStore
+from ..batch.task import FINAL, RETRYABLE, Task
 from ..settings import RuntimeSettings
-from .processor import MAX_WORKERS, BatchOptions, BatchProcessor, BatchSummary
-from .store import ResultStore
-from .task import FINAL, RETRYABLE, Task
 
 EXIT_OK: Final = 0
 EXIT_STOPPED: Final = 3
