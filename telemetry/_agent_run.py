@@ -1,27 +1,27 @@
-"""``invoke_agent {name}``: one agent run, from query to final answer."""
+"""``invoke_agent {name}``: one agent run, from query to final answer.
+
+A run that never got a run slot (shed by admission control) has no span; it is counted
+by ``AgentRunMeter.shed`` in ``agentwatch_admission_shed_total{reason}``.
+"""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from . import names as n
 from ._invocation import Exemplar, Invocation
+from ._recorder import Recorder
 
-if TYPE_CHECKING:
-    from .core import Telemetry
-
-OPERATION = "invoke_agent"
+OPERATION = n.OP_INVOKE_AGENT
 
 
 class AgentRunInvocation(Invocation):
-    __slots__ = ("_agent", "_model", "_telemetry")
+    __slots__ = ("_agent", "_model", "_recorder")
 
     def __init__(
         self,
-        telemetry: Telemetry,
+        recorder: Recorder,
         agent_name: str,
         request_model: str,
         *,
@@ -36,22 +36,36 @@ class AgentRunInvocation(Invocation):
         if conversation_id:
             attributes[n.GEN_AI_CONVERSATION_ID] = conversation_id
         super().__init__(
-            telemetry.tracer,
-            telemetry.clock,
+            recorder.tracer,
+            recorder.clock,
             f"{OPERATION} {agent_name}",
             attributes,
             kind=SpanKind.INTERNAL,
             parent=parent,
         )
-        self._telemetry = telemetry
-        self._agent = telemetry.agents(agent_name)
-        self._model = telemetry.models(request_model)
+        self._recorder = recorder
+        self._agent = recorder.agents(agent_name)
+        self._model = recorder.models(request_model)
 
     def _record(self, duration: float, error_type: str, exemplar: Exemplar) -> None:
-        t = self._telemetry
-        t.child(
-            t.metrics.gen_ai_invoke_agent_duration,
+        r = self._recorder
+        r.child(
+            r.metrics.gen_ai_invoke_agent_duration,
             self._agent,
             self._model,
-            t.error_label(error_type),
+            r.error_label(error_type),
         ).observe(duration, exemplar)
+
+
+class AgentRunMeter:
+    """What agent runs record outside a run's span: ``telemetry.agent_runs``."""
+
+    __slots__ = ("_recorder",)
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    def shed(self, reason: str) -> None:
+        """A run that ended before it got a run slot: ``n.SHED_TIMEOUT`` or ``n.SHED_CANCELLED``."""
+        r = self._recorder
+        r.child(r.metrics.admission_shed, reason).inc()

@@ -1,38 +1,36 @@
-"""``batch_task``: one task of a batch, from a worker taking it to its end.
+"""``batch_task``: one task of a batch, from a worker taking it to its end; and the
+batch metrics no one task's span owns (``BatchMeter``: queue depth, tasks in progress,
+tasks that ended unstarted).
 
 A task that ends before any worker starts it (cancelled in the queue, or while waiting
 for a concurrency slot) has no span and no work time, but is counted all the same:
-``count_unstarted`` keeps ``agentwatch_batch_tasks_total`` equal to the tasks that ended.
+``BatchMeter.unstarted`` keeps ``agentwatch_batch_tasks_total`` equal to the tasks that
+ended.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from opentelemetry.context import Context
 
 from . import names as n
 from ._invocation import Exemplar, Invocation
+from ._recorder import Recorder
 
-if TYPE_CHECKING:
-    from .core import Telemetry
-
-SPAN_NAME = "batch_task"
 PRIORITIES = frozenset(str(p) for p in range(10))  # the closed set of priority labels
 
 
 class BatchTaskInvocation(Invocation):
     """Records ``agentwatch_batch_tasks_total{status}`` and the task duration by status.
 
-    The status (completed, failed, timed_out, cancelled) is the processor's to decide:
-    call ``finish(status, error)`` rather than ``stop()``/``fail()``.
+    The status (``n.BATCH_STATUSES``) is the processor's to decide: call
+    ``finish(status, error)`` rather than ``stop()``/``fail()``.
     """
 
-    __slots__ = ("_status", "_telemetry")
+    __slots__ = ("_recorder", "_status")
 
     def __init__(
         self,
-        telemetry: Telemetry,
+        recorder: Recorder,
         batch_id: str,
         task_id: str,
         priority: int,
@@ -41,9 +39,9 @@ class BatchTaskInvocation(Invocation):
         parent: Context | None = None,
     ) -> None:
         super().__init__(
-            telemetry.tracer,
-            telemetry.clock,
-            SPAN_NAME,
+            recorder.tracer,
+            recorder.clock,
+            n.SPAN_BATCH_TASK,
             {
                 n.AGENTWATCH_BATCH_ID: batch_id,
                 n.AGENTWATCH_TASK_ID: task_id,
@@ -52,10 +50,10 @@ class BatchTaskInvocation(Invocation):
             },
             parent=parent,
         )
-        self._telemetry = telemetry
-        self._status = "completed"
+        self._recorder = recorder
+        self._status = n.STATUS_COMPLETED
         label = str(priority) if str(priority) in PRIORITIES else n.OTHER
-        telemetry.child(telemetry.metrics.batch_queue_wait, label).observe(
+        recorder.child(recorder.metrics.batch_queue_wait, label).observe(
             queue_wait, self.exemplar()
         )
 
@@ -66,11 +64,42 @@ class BatchTaskInvocation(Invocation):
         self.end(error)
 
     def _record(self, duration: float, error_type: str, exemplar: Exemplar) -> None:
-        t = self._telemetry
-        t.child(t.metrics.batch_tasks, self._status).inc()
-        t.child(t.metrics.batch_task_duration, self._status).observe(duration, exemplar)
+        r = self._recorder
+        r.child(r.metrics.batch_tasks, self._status).inc()
+        r.child(r.metrics.batch_task_duration, self._status).observe(duration, exemplar)
 
 
-def count_unstarted(telemetry: Telemetry, status: str, count: int = 1) -> None:
-    """Count ``count`` tasks that ended with ``status`` before a worker started them."""
-    telemetry.child(telemetry.metrics.batch_tasks, status).inc(count)
+class BatchMeter:
+    """The batch gauges and the count of unstarted tasks: ``telemetry.batches``.
+
+    Both gauges are shared by every batch of the process: each batch adds and takes
+    out only its own tasks.
+    """
+
+    __slots__ = ("_in_progress", "_queue_depth", "_recorder")
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+        self._queue_depth = recorder.metrics.batch_queue_depth
+        self._in_progress = recorder.metrics.batch_in_progress
+
+    def queued(self, count: int) -> None:
+        """``count`` tasks were put in the queue (``agentwatch_batch_queue_depth``)."""
+        self._queue_depth.inc(count)
+
+    def dequeued(self, count: int = 1) -> None:
+        """``count`` tasks left the queue: taken by a worker, or removed unstarted."""
+        self._queue_depth.dec(count)
+
+    def started(self) -> None:
+        """A worker started a task (``agentwatch_batch_tasks_in_progress``)."""
+        self._in_progress.inc()
+
+    def finished(self) -> None:
+        """A started task ended, however it ended."""
+        self._in_progress.dec()
+
+    def unstarted(self, status: str = n.STATUS_CANCELLED, count: int = 1) -> None:
+        """``count`` tasks ended with ``status`` before a worker started them (no span)."""
+        r = self._recorder
+        r.child(r.metrics.batch_tasks, status).inc(count)

@@ -13,23 +13,26 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Self, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from .names import AGENTWATCH_OUTCOME, ERROR_TYPE, OUTCOME_CANCELLED, OUTCOME_ERROR, OUTCOME_OK
+from .names import (
+    AGENTWATCH_OUTCOME,
+    CANCELLED,
+    ERROR_TYPE,
+    OUTCOME_CANCELLED,
+    OUTCOME_ERROR,
+    OUTCOME_OK,
+)
 
 _logger = logging.getLogger("agentwatch.telemetry")
 
 Exemplar = dict[str, str] | None
 Clock = Callable[[], float]
-
-# Metric label value for a cancelled operation: not empty (it did not succeed) and
-# not a class name (it did not fail). Error-ratio queries exclude it.
-CANCELLED = "cancelled"
 
 
 def error_type_of(exc: BaseException) -> str:
@@ -123,7 +126,7 @@ class Invocation:
         self._finish(error_type, OUTCOME_ERROR)
 
     def cancel(self) -> None:
-        """End as cancelled: not a success, not a failure."""
+        """End as cancelled: not a success, not a failure (``error_type="cancelled"``)."""
         self._finish(CANCELLED, OUTCOME_CANCELLED)
 
     def end(self, exc: BaseException | None) -> None:
@@ -146,10 +149,23 @@ class Invocation:
                 self.span.set_attribute(AGENTWATCH_OUTCOME, outcome)
             self.span.end()
 
-    # -- async with ------------------------------------------------------------------
-    async def __aenter__(self) -> Invocation:
+    # -- with / async with: the one span lifecycle -----------------------------------
+    def __enter__(self) -> Self:
+        """Current in this task until the block ends; then ended by how it ended."""
         self.activate()
         return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.deactivate()
+        self.end(exc)  # returns None: the caller's exception goes on unchanged
+
+    async def __aenter__(self) -> Self:
+        return self.__enter__()
 
     async def __aexit__(
         self,
@@ -157,16 +173,7 @@ class Invocation:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.deactivate()
-        self.end(exc)
-
-    def __enter__(self) -> Invocation:
-        self.activate()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.deactivate()
-        self.end(exc_info[1])
+        self.__exit__(exc_type, exc, tb)
 
 
 T = TypeVar("T")

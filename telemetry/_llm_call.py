@@ -11,11 +11,10 @@ from opentelemetry.util.types import AttributeValue
 
 from . import names as n
 from ._invocation import Exemplar, Invocation
+from ._recorder import Recorder
 
 if TYPE_CHECKING:
     from prometheus_client.metrics import Histogram
-
-    from .core import Telemetry
 
 OPERATION = n.OP_CHAT
 FIRST_CHUNK_EVENT = "gen_ai.first_chunk"
@@ -27,7 +26,7 @@ class LlmCallInvocation(Invocation):
         "_last_chunk",
         "_model",
         "_provider",
-        "_telemetry",
+        "_recorder",
         "input_tokens",
         "output_tokens",
         "time_to_first_chunk",
@@ -35,7 +34,7 @@ class LlmCallInvocation(Invocation):
 
     def __init__(
         self,
-        telemetry: Telemetry,
+        recorder: Recorder,
         request_model: str,
         provider: str,
         *,
@@ -50,16 +49,16 @@ class LlmCallInvocation(Invocation):
         if stream:
             attributes["gen_ai.request.stream"] = True
         super().__init__(
-            telemetry.tracer,
-            telemetry.clock,
+            recorder.tracer,
+            recorder.clock,
             f"{OPERATION} {request_model}",
             attributes,
             kind=SpanKind.CLIENT,
             parent=parent,
         )
-        self._telemetry = telemetry
-        self._model = telemetry.models(request_model)
-        self._provider = telemetry.providers(provider)
+        self._recorder = recorder
+        self._model = recorder.models(request_model)
+        self._provider = recorder.providers(provider)
         self._last_chunk: float | None = None
         self._chunk_gap: Histogram | None = None
         self.input_tokens: int | None = None
@@ -100,7 +99,7 @@ class LlmCallInvocation(Invocation):
         self, input_messages: str | None = None, output_messages: str | None = None
     ) -> None:
         """Message content (JSON) on the span, only when content capture is opted in."""
-        if self._telemetry.capture_content == "none" or not self.span.is_recording():
+        if not self._recorder.capturing or not self.span.is_recording():
             return
         if input_messages is not None:
             self.span.set_attribute(n.GEN_AI_INPUT_MESSAGES, input_messages)
@@ -114,11 +113,11 @@ class LlmCallInvocation(Invocation):
         self._last_chunk = now
         if last is None:
             ttfc = self.time_to_first_chunk = now - self._start
-            t = self._telemetry
-            t.child(t.metrics.gen_ai_time_to_first_chunk, *self._labels("")).observe(
+            r = self._recorder
+            r.child(r.metrics.gen_ai_time_to_first_chunk, *self._labels("")).observe(
                 ttfc, self.exemplar()
             )
-            self._chunk_gap = t.child(t.metrics.gen_ai_time_per_output_chunk, *self._labels(""))
+            self._chunk_gap = r.child(r.metrics.gen_ai_time_per_output_chunk, *self._labels(""))
             if self.span.is_recording():
                 self.span.set_attribute(n.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, ttfc)
                 self.span.add_event(FIRST_CHUNK_EVENT)
@@ -128,19 +127,19 @@ class LlmCallInvocation(Invocation):
             gap.observe(now - last)
 
     def _labels(self, error_type: str) -> tuple[str, str, str, str]:
-        return (OPERATION, self._provider, self._model, self._telemetry.error_label(error_type))
+        return (OPERATION, self._provider, self._model, self._recorder.error_label(error_type))
 
     def _record(self, duration: float, error_type: str, exemplar: Exemplar) -> None:
-        t = self._telemetry
-        t.child(t.metrics.gen_ai_operation_duration, *self._labels(error_type)).observe(
+        r = self._recorder
+        r.child(r.metrics.gen_ai_operation_duration, *self._labels(error_type)).observe(
             duration, exemplar
         )
-        usage = t.metrics.gen_ai_token_usage
+        usage = r.metrics.gen_ai_token_usage
         if self.input_tokens is not None:
-            t.child(usage, "input", OPERATION, self._provider, self._model).observe(
+            r.child(usage, n.TOKEN_INPUT, OPERATION, self._provider, self._model).observe(
                 self.input_tokens, exemplar
             )
         if self.output_tokens is not None:
-            t.child(usage, "output", OPERATION, self._provider, self._model).observe(
+            r.child(usage, n.TOKEN_OUTPUT, OPERATION, self._provider, self._model).observe(
                 self.output_tokens, exemplar
             )

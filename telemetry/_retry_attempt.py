@@ -1,24 +1,20 @@
-"""``retry_attempt {operation}``: one attempt of a retried call.
+"""``retry_attempt {operation}``: one attempt of a retried call, and the retry counts.
 
 The counts (``agentwatch_retry_attempts_total{outcome}``) and waits
-(``agentwatch_retry_backoff_seconds``) are recorded by ``Telemetry.count_retry``, once per
-attempt, by the retry loop that knows the outcome; this span shows the attempt in the
-trace with its number, the wait before it and the error it ended with.
+(``agentwatch_retry_backoff_seconds``) are recorded by ``RetryMeter.count``
+(``telemetry.retries``), once per attempt, by the retry loop that knows the outcome;
+every attempt is counted, the first one too, which has a span only when it failed.
+The span shows the attempt in the trace with its number, the wait before it and the
+error it ended with.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from opentelemetry.context import Context
 
 from . import names as n
 from ._invocation import Invocation
-
-if TYPE_CHECKING:
-    from .core import Telemetry
-
-SPAN_PREFIX = "retry_attempt"
+from ._recorder import Recorder
 
 
 class RetryAttemptInvocation(Invocation):
@@ -26,7 +22,7 @@ class RetryAttemptInvocation(Invocation):
 
     def __init__(
         self,
-        telemetry: Telemetry,
+        recorder: Recorder,
         operation: str,
         attempt: int,
         wait_before: float,
@@ -36,9 +32,9 @@ class RetryAttemptInvocation(Invocation):
         started_at: float | None = None,
     ) -> None:
         super().__init__(
-            telemetry.tracer,
-            telemetry.clock,
-            f"{SPAN_PREFIX} {operation}",
+            recorder.tracer,
+            recorder.clock,
+            f"{n.SPAN_RETRY_ATTEMPT} {operation}",
             {
                 n.AGENTWATCH_OPERATION: operation,
                 n.AGENTWATCH_RETRY_ATTEMPT: attempt,
@@ -52,3 +48,21 @@ class RetryAttemptInvocation(Invocation):
     def set_outcome(self, outcome: str) -> None:
         if self.span.is_recording():
             self.span.set_attribute(n.AGENTWATCH_RETRY_OUTCOME, outcome)
+
+
+class RetryMeter:
+    """The counts of every attempt of a retried call: ``telemetry.retries``."""
+
+    __slots__ = ("_recorder",)
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    def count(self, operation: str, outcome: str, wait: float | None = None) -> None:
+        """One attempt of ``operation`` ended with ``outcome`` (``n.RETRY_SUCCESS``,
+        ``n.RETRY_RETRY``, ``n.RETRY_GIVEUP``); ``wait``: the backoff before the next."""
+        r = self._recorder
+        op = r.operations(operation)
+        r.child(r.metrics.retry_attempts, op, outcome).inc()
+        if wait is not None:
+            r.child(r.metrics.retry_backoff, op).observe(wait)

@@ -15,9 +15,6 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from . import names as n
 
 SPAN_DROP_REASONS = ("queue_full", "export_failed", "shutdown")
-BATCH_STATUSES = ("completed", "failed", "timed_out", "cancelled")
-# Why a run never got a run slot: its deadline passed, or its caller went away.
-ADMISSION_SHED_REASONS = (n.SHED_TIMEOUT, n.SHED_CANCELLED)
 
 _GENAI_CALL_LABELS = (
     n.L_GEN_AI_OPERATION_NAME,
@@ -185,9 +182,9 @@ class MetricCatalog:
         (at 0), so rate() and alert expressions have series before the first event."""
         for reason in SPAN_DROP_REASONS:
             self.spans_dropped.labels(reason)
-        for status in BATCH_STATUSES:
+        for status in n.BATCH_STATUSES:
             self.batch_tasks.labels(status)
-        for reason in ADMISSION_SHED_REASONS:
+        for reason in n.ADMISSION_SHED_REASONS:
             self.admission_shed.labels(reason)
         for operation in (n.OP_CHAT, n.OP_EXECUTE_TOOL):
             for outcome in (n.RETRY_SUCCESS, n.RETRY_RETRY, n.RETRY_GIVEUP):

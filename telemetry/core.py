@@ -1,41 +1,42 @@
-"""``Telemetry``: the tracer, the metric catalog and the clock, injected once.
+"""``Telemetry``: the factory that names every operation, over the ``Recorder`` they use.
 
 Everything that records goes through one ``Telemetry`` object. Tests build their own
 with an in-memory exporter and a fresh registry; a service gets one from
 ``setup_telemetry()``. It never sets globals itself.
+
+The operation modules depend on ``Recorder`` (tracer, catalog, clock, labels) only;
+this module sits above them and imports them, never the other way round.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.util.types import AttributeValue
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics import MetricWrapperBase
 
-from ._invocation import Clock, Exemplar, Invocation
+from ._agent_run import AgentRunInvocation, AgentRunMeter
+from ._batch_task import BatchMeter, BatchTaskInvocation
+from ._invocation import Clock
+from ._llm_call import LlmCallInvocation
+from ._operation import Observation, OperationInvocation
+from ._recorder import Recorder
+from ._retry_attempt import RetryAttemptInvocation, RetryMeter
+from ._tool_call import ToolCallInvocation
 from .catalog import MetricCatalog
-from .labels import BoundedLabel
 from .settings import DEFAULT_SHUTDOWN_TIMEOUT, ContentCapture
 
-if TYPE_CHECKING:
-    from opentelemetry.context import Context
-    from prometheus_client.metrics import Histogram
 
-    from .observe import Observation
+class Telemetry(Recorder):
+    """What records: spans through ``tracer``, samples into ``metrics``.
 
-M = TypeVar("M", bound=MetricWrapperBase)
-
-INSTRUMENTATION_NAME = "agentwatch"
-
-_Observer = Callable[..., None]
-
-
-class Telemetry:
-    """What records: spans through ``tracer``, samples into ``metrics``."""
+    One factory per operation (``agent_run``, ``llm_call``, ``tool_call``,
+    ``batch_task``, ``retry_attempt``, ``observe`` / ``start_operation``), and each
+    operation's metrics outside a span: ``agent_runs``, ``batches``, ``retries``.
+    """
 
     def __init__(
         self,
@@ -49,38 +50,22 @@ class Telemetry:
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         exports_spans: bool = True,
     ) -> None:
-        provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
-        self.tracer = provider.get_tracer(INSTRUMENTATION_NAME)
-        # A catalog is registered once per registry; pass one to share it.
-        self.metrics = catalog if catalog is not None else MetricCatalog.create(registry)
-        self.clock = clock
-        self.capture_content = capture_content
-        # Closed label sets, one per label. The runtime declares what it registers
-        # (agents, models, tools): declared names always pass; any other value is
-        # admitted while there is room (the first `limit`), the rest become _OTHER.
-        # Declaring only adds, so the order of calls never changes a label.
-        self.operations = BoundedLabel()
-        self.error_types = BoundedLabel()
-        self.agents = BoundedLabel(limit=16)
-        self.models = BoundedLabel(limit=16)
-        self.providers = BoundedLabel(limit=8)
-        self.tools = BoundedLabel(limit=64)
+        super().__init__(
+            tracer_provider=tracer_provider,
+            registry=registry,
+            clock=clock,
+            capture_content=capture_content,
+            catalog=catalog,
+        )
         self._on_shutdown = on_shutdown
         self.shutdown_timeout = shutdown_timeout
         self.tracer_provider: trace.TracerProvider | None = tracer_provider
         # False when no exporter sends spans anywhere (setup's export policy): a trace id
         # would name a trace no backend has, so runs report none.
         self.exports_spans = exports_spans
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-
-    @property
-    def capturing(self) -> bool:
-        """Whether message content goes on spans (opt-in): check before serializing it."""
-        return self.capture_content != "none"
-
-    @property
-    def registry(self) -> CollectorRegistry:
-        return self.metrics.registry
+        self.agent_runs = AgentRunMeter(self)
+        self.batches = BatchMeter(self)
+        self.retries = RetryMeter(self)
 
     def count_dropped_spans(self, reason: str, count: int) -> None:
         self.metrics.spans_dropped.labels(reason).inc(count)
@@ -88,36 +73,12 @@ class Telemetry:
     # -- observe() -------------------------------------------------------------------
     def observe(self, operation: str, **attributes: AttributeValue) -> Observation:
         """Time ``operation``: ``async with``, or a decorator for async functions/generators."""
-        from .observe import Observation
-
-        return Observation(operation, attributes, self)
+        return Observation(operation, attributes, self.start_operation)
 
     def start_operation(
         self, operation: str, attributes: Mapping[str, AttributeValue] | None = None
     ) -> OperationInvocation:
         return OperationInvocation(self, operation, attributes)
-
-    def child(self, metric: M, *labels: str) -> M:
-        """``metric.labels(*labels)``, bound once per label set and reused.
-
-        Callers pass values already mapped onto their closed sets, so the cache is
-        bounded by the product of those sets.
-        """
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return cast(M, child)
-
-    def error_label(self, error_type: str) -> str:
-        return self.error_types(error_type) if error_type else ""
-
-    def operation_histogram(self, operation: str, error_type: str) -> Histogram:
-        return self.child(
-            self.metrics.operation_duration,
-            self.operations(operation),
-            self.error_label(error_type),
-        )
 
     # -- the operation factories ---------------------------------------------------
     def agent_run(
@@ -190,16 +151,14 @@ class Telemetry:
         """A ``batch_task`` span; records the queue wait now and the outcome at the end."""
         return BatchTaskInvocation(self, batch_id, task_id, priority, queue_wait, parent=parent)
 
+    # -- forwards kept while the runtime moves to the meters above -----------------
     def count_unstarted_batch_tasks(self, status: str, count: int = 1) -> None:
-        """Batch tasks that ended (cancelled) before a worker started them: no span."""
-        count_unstarted(self, status, count)
+        """Use ``batches.unstarted(status, count)``."""
+        self.batches.unstarted(status, count)
 
     def count_retry(self, operation: str, outcome: str, wait: float | None = None) -> None:
-        """``agentwatch_retry_attempts_total`` (and, before a retry, the backoff wait)."""
-        op = self.operations(operation)
-        self.child(self.metrics.retry_attempts, op, outcome).inc()
-        if wait is not None:
-            self.child(self.metrics.retry_backoff, op).observe(wait)
+        """Use ``retries.count(operation, outcome, wait)``."""
+        self.retries.count(operation, outcome, wait)
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush queued spans and stop exporting, within ``timeout`` seconds (default:
@@ -207,30 +166,3 @@ class Telemetry:
         ``agentwatch_telemetry_spans_dropped_total`` counts every span that was lost."""
         if self._on_shutdown is not None:
             self._on_shutdown(self.shutdown_timeout if timeout is None else timeout)
-
-
-class OperationInvocation(Invocation):
-    """An operation under ``observe()``: records ``agentwatch_operation_duration_seconds``."""
-
-    __slots__ = ("_operation", "_telemetry")
-
-    def __init__(
-        self,
-        telemetry: Telemetry,
-        operation: str,
-        attributes: Mapping[str, AttributeValue] | None,
-    ) -> None:
-        super().__init__(telemetry.tracer, telemetry.clock, operation, attributes)
-        self._telemetry = telemetry
-        self._operation = operation
-
-    def _record(self, duration: float, error_type: str, exemplar: Exemplar) -> None:
-        self._telemetry.operation_histogram(self._operation, error_type).observe(duration, exemplar)
-
-
-# The operation modules import Telemetry for typing only; bound here, after it exists.
-from ._agent_run import AgentRunInvocation  # noqa: E402
-from ._batch_task import BatchTaskInvocation, count_unstarted  # noqa: E402
-from ._llm_call import LlmCallInvocation  # noqa: E402
-from ._retry_attempt import RetryAttemptInvocation  # noqa: E402
-from ._tool_call import ToolCallInvocation  # noqa: E402

@@ -15,6 +15,14 @@ from opentelemetry.semconv.attributes import error_attributes as _error
 # --- operation names (semconv: gen_ai.operation.name) -------------------------------
 OP_CHAT: Final = _gen_ai.GenAiOperationNameValues.CHAT.value
 OP_EXECUTE_TOOL: Final = _gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
+OP_INVOKE_AGENT: Final = _gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value
+# our own operations' span names (a retry attempt's is followed by the operation retried)
+SPAN_BATCH_TASK: Final = "batch_task"
+SPAN_RETRY_ATTEMPT: Final = "retry_attempt"
+
+# gen_ai_client_token_usage{gen_ai_token_type}
+TOKEN_INPUT: Final = _gen_ai.GenAiTokenTypeValues.INPUT.value
+TOKEN_OUTPUT: Final = _gen_ai.GenAiTokenTypeValues.COMPLETION.value
 
 # --- span attribute keys (semconv first) -------------------------------------------
 ERROR_TYPE: Final = _error.ERROR_TYPE
@@ -53,10 +61,24 @@ RETRY_SUCCESS: Final = "success"
 RETRY_RETRY: Final = "retry"
 RETRY_GIVEUP: Final = "giveup"
 
-# Outcomes: span attribute values, and the metric label value of a cancellation.
+# A cancelled operation, one word everywhere: the span's outcome, its error_type label
+# (not empty: it did not succeed; not a class name: it did not fail; error ratios
+# exclude it), a batch task's status, the reason a run was shed.
+CANCELLED: Final = "cancelled"
+
+# Outcomes: span attribute values (agentwatch.outcome).
 OUTCOME_OK: Final = "ok"
 OUTCOME_ERROR: Final = "error"
-OUTCOME_CANCELLED: Final = "cancelled"
+OUTCOME_CANCELLED: Final = CANCELLED
+
+# How a batch task ended: agentwatch_batch_tasks_total{status}, the agentwatch.task.status
+# attribute, the status in a result file and in the HTTP API.
+STATUS_COMPLETED: Final = "completed"
+STATUS_FAILED: Final = "failed"
+STATUS_TIMED_OUT: Final = "timed_out"
+STATUS_CANCELLED: Final = CANCELLED
+BATCH_STATUSES: Final = (STATUS_COMPLETED, STATUS_FAILED, STATUS_TIMED_OUT, STATUS_CANCELLED)
+BATCH_FAILED_STATUSES: Final = (STATUS_FAILED, STATUS_TIMED_OUT)  # what counts as an error
 
 # The conventions' fallback for a label value outside its allowlist.
 OTHER: Final = "_OTHER"
@@ -83,7 +105,8 @@ M_EVENT_LOOP_LAG_MAX: Final = "agentwatch_event_loop_lag_max_seconds"
 M_ADMISSION_SHED: Final = "agentwatch_admission_shed"  # counter: ..._total
 # its reasons: a run got no slot before its deadline, or its caller went away waiting
 SHED_TIMEOUT: Final = "timeout"
-SHED_CANCELLED: Final = "cancelled"
+SHED_CANCELLED: Final = CANCELLED
+ADMISSION_SHED_REASONS: Final = (SHED_TIMEOUT, SHED_CANCELLED)
 
 # --- label names (Prometheus form of the attribute keys) ---------------------------
 L_OPERATION: Final = "operation"

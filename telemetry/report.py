@@ -19,17 +19,16 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from . import names as n
-from ._invocation import CANCELLED
 
 # (family, row title prefix, labels that name the row); failures are told by _is_failure.
 _SOURCES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    (n.M_GEN_AI_INVOKE_AGENT_DURATION, "invoke_agent", (n.L_GEN_AI_AGENT_NAME,)),
+    (n.M_GEN_AI_INVOKE_AGENT_DURATION, n.OP_INVOKE_AGENT, (n.L_GEN_AI_AGENT_NAME,)),
     (n.M_GEN_AI_OPERATION_DURATION, "", (n.L_GEN_AI_OPERATION_NAME, n.L_GEN_AI_REQUEST_MODEL)),
     (n.M_GEN_AI_EXECUTE_TOOL_DURATION, n.OP_EXECUTE_TOOL, (n.L_GEN_AI_TOOL_NAME,)),
-    (n.M_BATCH_TASK_DURATION, "batch_task", ()),
+    (n.M_BATCH_TASK_DURATION, n.SPAN_BATCH_TASK, ()),
     (n.M_OPERATION_DURATION, "", (n.L_OPERATION,)),
 )
-_FAILED_STATUSES = frozenset({"failed", "timed_out"})
+_FAILED_STATUSES = frozenset(n.BATCH_FAILED_STATUSES)
 
 
 @dataclass
@@ -105,7 +104,7 @@ def collect_stats(families: Iterable[Metric]) -> list[OperationStats]:
 
 def _is_failure(labels: dict[str, str]) -> bool:
     error_type = labels.get(n.L_ERROR_TYPE, "")
-    if error_type and error_type != CANCELLED:
+    if error_type and error_type != n.CANCELLED:
         return True
     return labels.get(n.L_STATUS, "") in _FAILED_STATUSES
 
