@@ -11,10 +11,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agentwatch.telemetry import names as n
+
 OUT = Path(__file__).with_name("agentwatch.json")
 SEL = 'job=~"$job", instance=~"$instance"'
 RI = "$__rate_interval"
-NOT_ERROR = 'error_type!~"|cancelled"'  # errors: a class name; "" is ok, "cancelled" is not
+# errors: a class name; "" is ok, "cancelled" is not
+NOT_ERROR = f'{n.L_ERROR_TYPE}!~"|{n.CANCELLED}"'
+TOTAL = "_total"  # a counter's exposed name: its family name + _total
+
+
+def legend(*labels: str) -> str:
+    return " ".join(f"{{{{{label}}}}}" for label in labels)
 
 
 def rate(metric: str, extra: str = "", by: str = "") -> str:
@@ -103,7 +111,7 @@ class Layout:
 
 
 # A series every agentwatch process exposes from its first scrape (declared at 0).
-ALWAYS_THERE = "agentwatch_telemetry_spans_dropped_total"
+ALWAYS_THERE = n.M_SPANS_DROPPED + TOTAL
 
 
 def datasource_variable(name: str, label: str, kind: str) -> dict[str, Any]:
@@ -127,14 +135,20 @@ def query_variable(name: str, definition: str) -> dict[str, Any]:
 
 def build() -> dict[str, Any]:
     d = Layout()
-    agent = "gen_ai_invoke_agent_duration_seconds"
-    chat = "gen_ai_client_operation_duration_seconds"
-    tool = "gen_ai_execute_tool_duration_seconds"
+    agent = n.M_GEN_AI_INVOKE_AGENT_DURATION
+    chat = n.M_GEN_AI_OPERATION_DURATION
+    tool = n.M_GEN_AI_EXECUTE_TOOL_DURATION
 
     d.row("Agent runs")
     d.panel(
         "Runs per second",
-        [target(rate(f"{agent}_count", by="gen_ai_agent_name"), "{{gen_ai_agent_name}}", "A")],
+        [
+            target(
+                rate(f"{agent}_count", by=n.L_GEN_AI_AGENT_NAME),
+                legend(n.L_GEN_AI_AGENT_NAME),
+                "A",
+            )
+        ],
         "reqps",
         "Finished agent runs by agent.",
     )
@@ -157,8 +171,8 @@ def build() -> dict[str, Any]:
         "Runs shed before a run slot",
         [
             target(
-                rate("agentwatch_admission_shed_total", by="reason"),
-                "{{reason}}",
+                rate(n.M_ADMISSION_SHED + TOTAL, by=n.L_REASON),
+                legend(n.L_REASON),
                 "A",
             )
         ],
@@ -173,7 +187,10 @@ def build() -> dict[str, Any]:
         "Latency p95 by model",
         [
             target(
-                quantile(0.95, chat, "gen_ai_request_model"), "{{gen_ai_request_model}}", "A", True
+                quantile(0.95, chat, n.L_GEN_AI_REQUEST_MODEL),
+                legend(n.L_GEN_AI_REQUEST_MODEL),
+                "A",
+                True,
             )
         ],
         "s",
@@ -183,8 +200,8 @@ def build() -> dict[str, Any]:
         "Tokens per second",
         [
             target(
-                rate("gen_ai_client_token_usage_sum", by="gen_ai_token_type"),
-                "{{gen_ai_token_type}}",
+                rate(f"{n.M_GEN_AI_TOKEN_USAGE}_sum", by=n.L_GEN_AI_TOKEN_TYPE),
+                legend(n.L_GEN_AI_TOKEN_TYPE),
                 "A",
             )
         ],
@@ -195,9 +212,9 @@ def build() -> dict[str, Any]:
         "LLM errors by type",
         [
             target(
-                f"{rate(f'{chat}_count', NOT_ERROR, by='error_type')} or 0 * "
+                f"{rate(f'{chat}_count', NOT_ERROR, by=n.L_ERROR_TYPE)} or 0 * "
                 f"{rate(f'{chat}_count')}",
-                "{{error_type}}",
+                legend(n.L_ERROR_TYPE),
                 "A",
             )
         ],
@@ -208,7 +225,7 @@ def build() -> dict[str, Any]:
         "Time to first token p50 / p95",
         [
             target(
-                quantile(q, "gen_ai_client_operation_time_to_first_chunk_seconds"),
+                quantile(q, n.M_GEN_AI_TIME_TO_FIRST_CHUNK),
                 f"p{int(q * 100)}",
                 ref,
                 True,
@@ -220,11 +237,7 @@ def build() -> dict[str, Any]:
     )
     d.panel(
         "Time per output chunk p50",
-        [
-            target(
-                quantile(0.5, "gen_ai_client_operation_time_per_output_chunk_seconds"), "p50", "A"
-            )
-        ],
+        [target(quantile(0.5, n.M_GEN_AI_TIME_PER_OUTPUT_CHUNK), "p50", "A")],
         "s",
         "Streaming: each gap between chunks after the first.",
     )
@@ -232,19 +245,23 @@ def build() -> dict[str, Any]:
     d.row("Tools")
     d.panel(
         "Calls by tool",
-        [target(rate(f"{tool}_count", by="gen_ai_tool_name"), "{{gen_ai_tool_name}}", "A")],
+        [target(rate(f"{tool}_count", by=n.L_GEN_AI_TOOL_NAME), legend(n.L_GEN_AI_TOOL_NAME), "A")],
         "reqps",
         "Tool calls per second.",
     )
     d.panel(
         "Error ratio by tool",
-        [target(error_ratio(tool, "gen_ai_tool_name"), "{{gen_ai_tool_name}}", "A")],
+        [target(error_ratio(tool, n.L_GEN_AI_TOOL_NAME), legend(n.L_GEN_AI_TOOL_NAME), "A")],
         "percentunit",
         "Share of tool calls that failed (the run goes on: the model sees the error).",
     )
     d.panel(
         "Duration p95 by tool",
-        [target(quantile(0.95, tool, "gen_ai_tool_name"), "{{gen_ai_tool_name}}", "A", True)],
+        [
+            target(
+                quantile(0.95, tool, n.L_GEN_AI_TOOL_NAME), legend(n.L_GEN_AI_TOOL_NAME), "A", True
+            )
+        ],
         "s",
         "Tool call latency.",
     )
@@ -253,8 +270,8 @@ def build() -> dict[str, Any]:
     d.panel(
         "Queue depth and in progress",
         [
-            target(f"sum(agentwatch_batch_queue_depth{{{SEL}}})", "queued", "A"),
-            target(f"sum(agentwatch_batch_tasks_in_progress{{{SEL}}})", "in progress", "B"),
+            target(f"sum({n.M_BATCH_QUEUE_DEPTH}{{{SEL}}})", "queued", "A"),
+            target(f"sum({n.M_BATCH_IN_PROGRESS}{{{SEL}}})", "in progress", "B"),
         ],
         "short",
         "Tasks waiting and tasks being worked.",
@@ -263,8 +280,8 @@ def build() -> dict[str, Any]:
         "Queue wait p95 by priority",
         [
             target(
-                quantile(0.95, "agentwatch_batch_queue_wait_seconds", "priority"),
-                "priority {{priority}}",
+                quantile(0.95, n.M_BATCH_QUEUE_WAIT, n.L_PRIORITY),
+                f"priority {legend(n.L_PRIORITY)}",
                 "A",
                 True,
             )
@@ -274,7 +291,7 @@ def build() -> dict[str, Any]:
     )
     d.panel(
         "Outcomes",
-        [target(rate("agentwatch_batch_tasks_total", by="status"), "{{status}}", "A")],
+        [target(rate(n.M_BATCH_TASKS + TOTAL, by=n.L_STATUS), legend(n.L_STATUS), "A")],
         "ops",
         "Finished tasks per second by status.",
     )
@@ -282,8 +299,8 @@ def build() -> dict[str, Any]:
         "Task duration p95 by status",
         [
             target(
-                quantile(0.95, "agentwatch_batch_task_duration_seconds", "status"),
-                "{{status}}",
+                quantile(0.95, n.M_BATCH_TASK_DURATION, n.L_STATUS),
+                legend(n.L_STATUS),
                 "A",
                 True,
             )
@@ -297,8 +314,8 @@ def build() -> dict[str, Any]:
         "Attempts by outcome",
         [
             target(
-                rate("agentwatch_retry_attempts_total", by="operation, outcome"),
-                "{{operation}} {{outcome}}",
+                rate(n.M_RETRY_ATTEMPTS + TOTAL, by=f"{n.L_OPERATION}, {n.L_OUTCOME}"),
+                legend(n.L_OPERATION, n.L_OUTCOME),
                 "A",
             )
         ],
@@ -307,11 +324,7 @@ def build() -> dict[str, Any]:
     )
     d.panel(
         "Time spent backing off",
-        [
-            target(
-                rate("agentwatch_retry_backoff_seconds_sum", by="operation"), "{{operation}}", "A"
-            )
-        ],
+        [target(rate(f"{n.M_RETRY_BACKOFF}_sum", by=n.L_OPERATION), legend(n.L_OPERATION), "A")],
         "s",
         "Seconds of waiting per second, by operation.",
     )
@@ -322,10 +335,10 @@ def build() -> dict[str, Any]:
         [
             target(
                 rate(
-                    "http_server_request_duration_seconds_count",
-                    by="http_route, http_response_status_code",
+                    f"{n.M_HTTP_SERVER_DURATION}_count",
+                    by=f"{n.L_HTTP_ROUTE}, {n.L_HTTP_STATUS}",
                 ),
-                "{{http_route}} {{http_response_status_code}}",
+                legend(n.L_HTTP_ROUTE, n.L_HTTP_STATUS),
                 "A",
             )
         ],
@@ -336,8 +349,8 @@ def build() -> dict[str, Any]:
         "Latency p95 by route",
         [
             target(
-                quantile(0.95, "http_server_request_duration_seconds", "http_route"),
-                "{{http_route}}",
+                quantile(0.95, n.M_HTTP_SERVER_DURATION, n.L_HTTP_ROUTE),
+                legend(n.L_HTTP_ROUTE),
                 "A",
             )
         ],
@@ -348,16 +361,16 @@ def build() -> dict[str, Any]:
     d.row("Telemetry health")
     d.panel(
         "Spans dropped",
-        [target(rate("agentwatch_telemetry_spans_dropped_total", by="reason"), "{{reason}}", "A")],
+        [target(rate(n.M_SPANS_DROPPED + TOTAL, by=n.L_REASON), legend(n.L_REASON), "A")],
         "short",
         "Spans lost because the trace backend was slow or down; requests are unaffected.",
     )
-    lag_max = f"max_over_time(agentwatch_event_loop_lag_max_seconds{{{SEL}}}[{RI}])"
+    lag_max = f"max_over_time({n.M_EVENT_LOOP_LAG_MAX}{{{SEL}}}[{RI}])"
     d.panel(
         "Event loop lag",
         [
             target(f"max by (instance) ({lag_max})", "max {{instance}}", "A"),
-            target(quantile(0.99, "agentwatch_event_loop_lag_seconds"), "p99", "B"),
+            target(quantile(0.99, n.M_EVENT_LOOP_LAG), "p99", "B"),
         ],
         "s",
         "How late the service's event loop runs a timer; every run and request waits as "
@@ -365,7 +378,7 @@ def build() -> dict[str, Any]:
     )
     d.panel(
         "Event loop time stalled",
-        [target(rate("agentwatch_event_loop_lag_seconds_sum", by="instance"), "{{instance}}", "A")],
+        [target(rate(f"{n.M_EVENT_LOOP_LAG}_sum", by="instance"), "{{instance}}", "A")],
         "percentunit",
         "Share of wall time the event loop ran late: the lag weighted by time.",
     )
