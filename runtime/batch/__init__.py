@@ -1,9 +1,9 @@
-"""Batches of tasks: priority queue, workers, timeouts, resumable JSONL results."""
+"""Batches of tasks: priority queue, workers, timeouts; results to a ``ResultSink``
+(a resumable JSONL file, or memory)."""
 
-from .processor import BatchOptions, BatchProcessor, BatchSummary
-from .store import (
+from .jsonl_sink import (
     MAX_LINE_BYTES,
-    RecordTooLarge,
+    JsonlResultSink,
     ResultFileError,
     ResultFileLocked,
     ResultStore,
@@ -11,6 +11,9 @@ from .store import (
     check_results_path,
     load_results,
 )
+from .memory_sink import MemoryResultSink
+from .processor import BatchOptions, BatchProcessor, BatchSummary
+from .sink import RecordTooLarge, ResultSink
 from .task import BatchInputError, Task, TaskStatus, read_tasks, task_from
 
 __all__ = [
@@ -19,9 +22,12 @@ __all__ = [
     "BatchOptions",
     "BatchProcessor",
     "BatchSummary",
+    "JsonlResultSink",
+    "MemoryResultSink",
     "RecordTooLarge",
     "ResultFileError",
     "ResultFileLocked",
+    "ResultSink",
     "ResultStore",
     "ResultWriteError",
     "Task",

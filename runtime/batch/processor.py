@@ -6,15 +6,16 @@ worker starts is a ``batch_task`` span under one ``batch`` span, and the
 queue wait by priority, outcomes and work time by status (a task cancelled before it
 started is counted, with no span and no work time).
 
-With a ``ResultStore`` every finished task's record is on disk before the task is
-reported done (``on_progress``), and tasks already in the file are skipped: a batch
-killed part-way and started again ends with each task's result exactly once in the
-file. Execution is at-least-once: a task whose record had not reached the file when the
-process died runs again on resume; that is at most the tasks the workers held (running,
-or finished and waiting for their record's sync), because a worker takes its next task
-only once its record is on disk. With ``retry_failed`` the failed and timed-out tasks of
-the file run again too, and their new record supersedes the old. A write that fails
-stops the batch (``ResultWriteError``).
+Results go to a ``ResultSink`` (sink.py; by default a ``MemoryResultSink``): a task
+is reported done (``on_progress``) only once the sink's ``add`` of its record returned,
+and tasks whose record the sink already holds with a final status are skipped. With the
+JSONL file (``JsonlResultSink``) a batch killed part-way and started again ends with
+each task's result exactly once in the file. Execution is at-least-once: a task whose
+record had not reached the file when the process died runs again on resume; that is at
+most the tasks the workers held (running, or finished and waiting for their record's
+sync), because a worker takes its next task only once its record is durable. With
+``retry_failed`` the failed and timed-out tasks of the sink run again too, and their new
+record supersedes the old. An ``add`` that fails stops the batch (``run()`` raises it).
 
 ``drain()`` (wired to SIGTERM/SIGINT by the CLI) stops taking tasks and lets the running
 ones finish or time out; ``cancel()`` stops one task or all of them, whether queued,
@@ -28,7 +29,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +37,8 @@ from typing import Any
 from agentwatch.telemetry import Telemetry
 from agentwatch.telemetry.names import AGENTWATCH_BATCH_ID
 
-from .store import RecordTooLarge, ResultStore, encode_record
+from .memory_sink import MemoryResultSink
+from .sink import Record, RecordTooLarge, ResultSink
 from .task import FINAL, RETRYABLE, Task, TaskStatus, check_unique
 
 Work = Callable[[Task], Awaitable[Any]]
@@ -92,15 +94,22 @@ class BatchProcessor:
         telemetry: Telemetry,
         options: BatchOptions | None = None,
         *,
-        store: ResultStore | None = None,
+        sink: ResultSink | None = None,
+        store: ResultSink | None = None,
         on_progress: Progress | None = None,
         clock: Callable[[], float] = time.monotonic,
         batch_id: str | None = None,
     ) -> None:
+        """``sink``: where the results go (default: a new ``MemoryResultSink``);
+        ``store`` is its first name, still accepted."""
+        if sink is not None and store is not None:
+            raise TypeError("give sink or store (its first name), not both")
         self.work = work
         self.telemetry = telemetry
         self.options = options or BatchOptions()
-        self.store = store
+        self.sink: ResultSink = (
+            sink if sink is not None else store if store is not None else MemoryResultSink()
+        )
         self.on_progress = on_progress
         self.clock = clock
         self.batch_id = batch_id or uuid.uuid4().hex[:16]
@@ -110,6 +119,7 @@ class BatchProcessor:
         self._waiting: dict[str, asyncio.Task[Any]] = {}
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._cancelled: set[str] = set()
+        self._added: set[str] = set()  # ids whose record went to the sink in this run
         self._draining = False
         self._torn_down = False  # set when run() itself is cancelled or fails
         self._semaphore = asyncio.Semaphore(self.options.concurrency or self.options.workers)
@@ -153,44 +163,42 @@ class BatchProcessor:
         """Run ``tasks`` (ids unique, else nothing starts) and return the summary."""
         todo = check_unique(tasks)
         started = self.clock()
-        if self.store is not None:
-            await self.store.open()
+        done = await self.sink.open()
         try:
-            summary = await self._run(todo)
+            summary = await self._run(todo, done)
         finally:
-            if self.store is not None:
-                await self.store.close()
+            await self.sink.close()
         summary.wall_time = self.clock() - started
         return summary
 
-    async def _run(self, todo: list[Task]) -> BatchSummary:
+    async def _run(self, todo: list[Task], done: Mapping[str, Record]) -> BatchSummary:
         summary = BatchSummary(self.batch_id)
-        self._enqueue(todo, summary)
-        batch_span = self.telemetry.start_operation("batch", {AGENTWATCH_BATCH_ID: self.batch_id})
-        context = batch_span.context
-        workers = [  # none when every task is already done
-            asyncio.create_task(self._worker(context, summary), name=f"batch-worker-{i}")
-            for i in range(min(self.options.workers, self._queue.qsize()))
-        ]
-        try:
-            await asyncio.gather(*workers)
-        except BaseException as exc:
-            self._torn_down = True  # cancelled from outside, or a result could not be written
-            for worker in workers:
-                worker.cancel()
-            with suppress(BaseException):
-                await asyncio.gather(*workers, return_exceptions=True)
-            self._cancel_queued()
-            batch_span.end(exc)
-            raise
-        self._cancel_queued()  # drained before the workers started: nothing left waiting
-        batch_span.stop()
+        self._enqueue(todo, done, summary)
+        attributes = {AGENTWATCH_BATCH_ID: self.batch_id}
+        with self.telemetry.start_operation("batch", attributes) as batch:
+            workers = [  # none when every task is already done
+                asyncio.create_task(self._worker(batch.context, summary), name=f"batch-worker-{i}")
+                for i in range(min(self.options.workers, self._queue.qsize()))
+            ]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:
+                self._torn_down = True  # cancelled from outside, or a result could not be added
+                for worker in workers:
+                    worker.cancel()
+                with suppress(BaseException):
+                    await asyncio.gather(*workers, return_exceptions=True)
+                self._cancel_queued()
+                with suppress(Exception):  # the batch failed already: run() raises that
+                    await self._add_ended_without_a_worker()
+                raise
+            self._cancel_queued()  # drained before the workers started: nothing left waiting
+            await self._add_ended_without_a_worker()
         for task in self.tasks.values():
             summary.counts[str(task.status)] = summary.counts.get(str(task.status), 0) + 1
         return summary
 
-    def _enqueue(self, todo: list[Task], summary: BatchSummary) -> None:
-        done = self.store.done if self.store is not None else {}
+    def _enqueue(self, todo: list[Task], done: Mapping[str, Record], summary: BatchSummary) -> None:
         now = self.clock()
         for task in todo:
             self.tasks[task.id] = task
@@ -244,44 +252,49 @@ class BatchProcessor:
         await self._report(task)  # outside the slot: the next task need not wait for a sync
 
     async def _one(self, task: Task, wait: float, context: Any, summary: BatchSummary) -> None:
-        metrics = self.telemetry.metrics
+        """Run one task in its ``batch_task`` span, current while the work runs; the
+        status is the processor's to decide, so the span ends with ``finish``."""
+        task.status = TaskStatus.PROCESSING
+        worker = _current()
+        self._running[task.id] = worker  # cancel(task_id) cancels this worker's await
+        in_progress = self.telemetry.metrics.batch_in_progress
+        in_progress.inc()
+        started = self.clock()
         invocation = self.telemetry.batch_task(
             self.batch_id, task.id, task.priority, wait, parent=context
         )
-        task.status = TaskStatus.PROCESSING
-        metrics.batch_in_progress.inc()
-        started = self.clock()
-        worker = _current()
-        self._running[task.id] = worker  # cancel(task_id) cancels this worker's await
-        status: TaskStatus = TaskStatus.CANCELLED  # whatever escapes below did not complete
-        error: BaseException | None = None
-        invocation.activate()
+        with invocation:
+            status, error = await self._attempt(task)  # never raises
+            invocation.finish(status, error)  # before the with's own end, which is then a no-op
+        in_progress.dec()
+        self._running.pop(task.id, None)
+        summary.durations.append(self.clock() - started)
+        self._settle(task, status, error)
+        if error is None or isinstance(error, Exception):
+            return
+        if isinstance(error, asyncio.CancelledError) and self._own_cancel(task, worker):
+            return
+        raise error  # the whole batch is being torn down (or the process is ending)
+
+    async def _attempt(self, task: Task) -> tuple[TaskStatus, BaseException | None]:
+        """Run the work under the task timeout; how it ended, with what. Never raises."""
         try:
             if self.options.task_timeout is None:
                 task.result = await self.work(task)
             else:
                 async with asyncio.timeout(self.options.task_timeout):
                     task.result = await self.work(task)
-            if self.store is not None:
-                encode_record(task.record())  # too large to record: failed, here, not later
-            status = TaskStatus.COMPLETED
+            self.sink.check(task.record())  # too large to record: failed, here, not later
         except RecordTooLarge as exc:
-            status, error, task.result = TaskStatus.FAILED, exc, None
+            task.result = None
+            return TaskStatus.FAILED, exc
         except TimeoutError as exc:
-            status, error = TaskStatus.TIMED_OUT, exc
-        except asyncio.CancelledError as exc:
-            error = exc
-            if not self._own_cancel(task, worker):
-                raise  # the whole batch is being torn down: ended below, as cancelled
+            return TaskStatus.TIMED_OUT, exc
         except Exception as exc:
-            status, error = TaskStatus.FAILED, exc
-        finally:
-            invocation.deactivate()
-            self._running.pop(task.id, None)
-            metrics.batch_in_progress.dec()
-            summary.durations.append(self.clock() - started)
-            invocation.finish(status, error)
-            self._settle(task, status, error)
+            return TaskStatus.FAILED, exc
+        except BaseException as exc:  # cancelled: this task alone, or the whole batch
+            return TaskStatus.CANCELLED, exc
+        return TaskStatus.COMPLETED, None
 
     def _own_cancel(self, task: Task, worker: asyncio.Task[Any]) -> bool:
         """True when the cancellation is ``cancel(task.id)`` alone: the worker goes on."""
@@ -297,14 +310,23 @@ class BatchProcessor:
             task.error = f"timed out after {self.options.task_timeout:g} s"
 
     async def _report(self, task: Task) -> None:
-        """Write a finished task's record (when there is a store), then report it."""
-        if self.store is not None and task.status in FINAL:
-            await self.store.put(task.record())
+        """Add a task's record to the sink (durable once that returns), then report it."""
+        self._added.add(task.id)
+        await self.sink.add(task.record())
         if self.on_progress is not None:
             self.on_progress(task)
 
+    async def _add_ended_without_a_worker(self) -> None:
+        """Tasks that ended outside a worker's report (cancelled before they started, or
+        when the batch was torn down) go to the sink last, in batch order."""
+        for task in self.tasks.values():  # bounded: each task once
+            if task.status is TaskStatus.CANCELLED and task.id not in self._added:
+                self._added.add(task.id)
+                await self.sink.add(task.record())
+
     def _end_unstarted(self, task: Task) -> None:
-        """A task that ends before a worker starts it: cancelled, counted, reported."""
+        """A task that ends before a worker starts it: cancelled, counted, reported (its
+        record goes to the sink when the run ends)."""
         task.status = TaskStatus.CANCELLED
         self.telemetry.count_unstarted_batch_tasks(str(TaskStatus.CANCELLED))
         if self.on_progress is not None:

@@ -29,8 +29,8 @@ from rich.progress import (
 from agentwatch.telemetry import Telemetry
 
 from ..agents.agent_runtime import AgentRuntime
+from ..batch.jsonl_sink import JsonlResultSink
 from ..batch.processor import MAX_WORKERS, BatchOptions, BatchProcessor, BatchSummary
-from ..batch.store import ResultStore
 from ..batch.task import FINAL, RETRYABLE, Task
 from ..settings import RuntimeSettings
 
@@ -121,7 +121,7 @@ async def run_batch(
                 progress.update(bar, advance=1, failed=failed["n"], rate=rate)
 
             processor = BatchProcessor(
-                work, telemetry, options, store=ResultStore(out), on_progress=on_progress
+                work, telemetry, options, sink=JsonlResultSink(out), on_progress=on_progress
             )
             stopped = _install_signals(loop, processor, console)
             try:

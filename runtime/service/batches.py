@@ -38,6 +38,7 @@ from multidict import MultiMapping
 
 from agentwatch.telemetry import Telemetry
 
+from ..batch.memory_sink import MemoryResultSink
 from ..batch.processor import BatchOptions, BatchProcessor
 from ..batch.task import BatchInputError, Task, TaskStatus, check_unique, task_from
 from ..settings import RuntimeSettings
@@ -50,10 +51,6 @@ PAGE_MAX: Final = 1_000
 INLINE_PAGE_RESULTS: Final = 50  # a longer page is encoded in a worker thread
 RETRY_AFTER_SECONDS: Final = 5  # a hint: batches take seconds to minutes to free room
 
-_ENDED: Final = frozenset(
-    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMED_OUT, TaskStatus.CANCELLED}
-)
-
 
 class ApiErrorFactory(Protocol):
     """Makes the exception the service answers as a JSON error (the server's ApiError)."""
@@ -63,31 +60,12 @@ class ApiErrorFactory(Protocol):
     ) -> Exception: ...
 
 
-class ResultLog:
-    """The tasks of one batch that ended, in the order they ended (append only)."""
-
-    def __init__(self) -> None:
-        self.ended: list[Task] = []
-        self._seen: set[str] | None = set()  # None once the batch is over
-
-    def add(self, task: Task) -> None:
-        if self._seen is not None and task.status in _ENDED and task.id not in self._seen:
-            self._seen.add(task.id)
-            self.ended.append(task)
-
-    def close(self, tasks: Mapping[str, Task]) -> None:
-        """The batch is over: any ended task not reported yet goes last, in batch order."""
-        seen, self._seen = self._seen, None
-        if seen is not None:
-            self.ended.extend(t for t in tasks.values() if t.status in _ENDED and t.id not in seen)
-
-
 @dataclass(eq=False)
 class BatchRecord:
     processor: BatchProcessor
     runner: asyncio.Task[Any]
     total: int
-    log: ResultLog = field(default_factory=ResultLog)
+    sink: MemoryResultSink  # the records of the tasks that ended, in the order they ended
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None  # set when the runner is done (its done callback)
     _final_counts: dict[str, int] | None = None
@@ -103,7 +81,7 @@ class BatchRecord:
     @property
     def unfinished(self) -> int:
         """Tasks waiting or running (what counts against ``max_batch_queued_tasks``)."""
-        return self.total - len(self.log.ended) if self.running else 0
+        return self.total - len(self.sink.records) if self.running else 0
 
     @property
     def state(self) -> str:
@@ -124,7 +102,6 @@ class BatchRecord:
 
     def finish(self) -> None:
         self.finished_at = time.time()
-        self.log.close(self.processor.tasks)
         self._final_counts = self.counts()
 
     def view(self) -> dict[str, Any]:
@@ -133,7 +110,7 @@ class BatchRecord:
             "id": self.batch_id,
             "state": self.state,
             "total": self.total,
-            "done": len(self.log.ended),
+            "done": len(self.sink.records),
             "counts": self.counts(),
             "created_at": _timestamp(self.created_at),
             "finished_at": None if self.finished_at is None else _timestamp(self.finished_at),
@@ -143,15 +120,15 @@ class BatchRecord:
     def results(self, query: Mapping[str, str], error: ApiErrorFactory) -> dict[str, Any]:
         """One page of the results from ``?cursor=`` (default: the first), ``?limit=``."""
         limit = _limit(query.get("limit"), error)
-        ended = self.log.ended
+        ended = self.sink.records
         start = 0 if query.get("cursor") is None else self._offset(query["cursor"], error)
-        page = ended[start : start + limit]
+        page = list(ended[start : start + limit])
         end = start + len(page)
         more = end < len(ended) or self.running
         return {
             "id": self.batch_id,
             "state": self.state,
-            "results": [task.record() for task in page],
+            "results": page,
             "next_cursor": _cursor(self.batch_id, end) if more else None,
         }
 
@@ -162,7 +139,7 @@ class BatchRecord:
             if (
                 batch_id == self.batch_id
                 and offset.isdigit()
-                and int(offset) <= len(self.log.ended)
+                and int(offset) <= len(self.sink.records)
             ):
                 return int(offset)
         except (ValueError, binascii.Error):
@@ -319,12 +296,12 @@ def start_batch(
     """Admit (``admit_batch``) and start a batch; drop the oldest finished ones."""
     admit_batch(app, settings, error, len(tasks))
     batches = app[BATCHES_KEY]
-    log = ResultLog()
-    processor = BatchProcessor(work, telemetry, options, on_progress=log.add)
+    sink = MemoryResultSink()
+    processor = BatchProcessor(work, telemetry, options, sink=sink)
     runner = asyncio.get_running_loop().create_task(
         processor.run(tasks), name=f"batch-{processor.batch_id}"
     )
-    record = batches[processor.batch_id] = BatchRecord(processor, runner, len(tasks), log)
+    record = batches[processor.batch_id] = BatchRecord(processor, runner, len(tasks), sink)
     keep = settings.max_batch_kept_tasks
 
     def finished(task: asyncio.Task[Any]) -> None:

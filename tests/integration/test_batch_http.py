@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from agentwatch.runtime.batch import MemoryResultSink
 from agentwatch.runtime.service.app import create_app
 from agentwatch.runtime.service.batches import BATCHES_KEY
 from agentwatch.runtime.settings import RuntimeSettings, SettingError
@@ -65,6 +66,22 @@ async def test_submit_follow_and_read_results(aiohttp_client: Client, telemetry:
     outputs = {r["id"]: r["result"]["output"] for r in results}
     assert len(results) == len(outputs) == 12
     assert outputs["t7"] == "The answer is 21."
+
+
+async def test_results_are_read_through_the_batch_memory_sink(
+    aiohttp_client: Client, telemetry: Telemetry
+) -> None:
+    app = create_app(RuntimeSettings(), telemetry)
+    client = await aiohttp_client(app)
+    tasks = [{"id": i, "query": f"what is {i} + 2"} for i in range(7)]
+    created = await (await client.post("/v1/batches", json={"tasks": tasks, "workers": 2})).json()
+    await follow(client, created["url"], {"finished"})
+    record = app[BATCHES_KEY][created["id"]]
+    assert isinstance(record.sink, MemoryResultSink)
+    assert record.processor.sink is record.sink  # the processor adds to it, the pages read it
+    results, _ = await all_results(client, f"{created['url']}/results", limit=3)
+    assert results == list(record.sink.records)
+    assert len(results) == 7
 
 
 async def test_following_the_cursor_while_it_runs_gives_each_result_once(

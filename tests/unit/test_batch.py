@@ -20,16 +20,16 @@ from agentwatch.runtime.batch import (
     BatchInputError,
     BatchOptions,
     BatchProcessor,
+    JsonlResultSink,
     ResultFileError,
     ResultFileLocked,
-    ResultStore,
     ResultWriteError,
     Task,
     TaskStatus,
+    jsonl_sink,
     load_results,
     read_tasks,
 )
-from agentwatch.runtime.batch import store as store_module
 from agentwatch.telemetry import Telemetry
 
 
@@ -285,8 +285,8 @@ async def test_cancelling_run_from_outside_ends_every_span_and_task(
         await asyncio.Event().wait()  # never finishes by itself
         return "never"
 
-    store = ResultStore(tmp_path / "results.jsonl")
-    processor = BatchProcessor(work, telemetry, BatchOptions(workers=4, concurrency=2), store=store)
+    store = JsonlResultSink(tmp_path / "results.jsonl")
+    processor = BatchProcessor(work, telemetry, BatchOptions(workers=4, concurrency=2), sink=store)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.2):  # a caller's deadline around the whole batch
             await processor.run([Task(str(i), "q") for i in range(10)])
@@ -299,7 +299,7 @@ async def test_cancelling_run_from_outside_ends_every_span_and_task(
     assert value(registry, "agentwatch_batch_tasks_total", {"status": "cancelled"}) == 10
     assert value(registry, "agentwatch_batch_tasks_in_progress") == 0
     assert value(registry, "agentwatch_batch_queue_depth") == 0
-    await ResultStore(tmp_path / "results.jsonl").open()  # the lock was released
+    await JsonlResultSink(tmp_path / "results.jsonl").open()  # the lock was released
 
 
 async def test_resume_skips_finished_tasks_and_each_result_is_in_the_file_once(
@@ -313,8 +313,8 @@ async def test_resume_skips_finished_tasks_and_each_result_is_in_the_file_once(
         return task.query.upper()
 
     first = [Task(str(i), f"q{i}") for i in range(10)]
-    await BatchProcessor(work, telemetry, store=ResultStore(out)).run(first[:6])
-    summary = await BatchProcessor(work, telemetry, store=ResultStore(out)).run(first)
+    await BatchProcessor(work, telemetry, sink=JsonlResultSink(out)).run(first[:6])
+    summary = await BatchProcessor(work, telemetry, sink=JsonlResultSink(out)).run(first)
     assert summary.skipped == 6
     assert sorted(calls) == sorted(str(i) for i in range(10))  # nothing ran twice
     lines = out.read_text().splitlines()
@@ -325,9 +325,10 @@ async def test_a_torn_last_line_is_cut_off(tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
     good = json.dumps({"id": "a", "status": "completed"}) + "\n"
     out.write_text(good + '{"id": "b", "stat')
-    store = await ResultStore(out).open()
+    store = JsonlResultSink(out)
+    done = await store.open()
     await store.close()
-    assert list(store.done) == ["a"]
+    assert list(done) == ["a"]
     assert out.read_text() == good
     assert not (tmp_path / "results.jsonl.corrupt").exists()  # a crash artefact, not data
 
@@ -380,7 +381,7 @@ async def test_a_task_is_reported_done_only_once_its_record_is_on_disk(
         work,
         telemetry,
         BatchOptions(workers=1),
-        store=ResultStore(out),
+        sink=JsonlResultSink(out),
         on_progress=lambda t: reported.append(t.id),
     )
     summary = await processor.run([Task(str(i), "q") for i in range(20)])
@@ -397,8 +398,8 @@ async def test_records_that_finish_together_share_one_sync(
         await release.wait()
         return task.id
 
-    store = ResultStore(tmp_path / "results.jsonl")
-    processor = BatchProcessor(work, telemetry, BatchOptions(workers=8), store=store)
+    store = JsonlResultSink(tmp_path / "results.jsonl")
+    processor = BatchProcessor(work, telemetry, BatchOptions(workers=8), sink=store)
     run = asyncio.create_task(processor.run([Task(str(i), "q") for i in range(8)]))
     await _until(lambda: value(registry, "agentwatch_batch_tasks_in_progress") == 8, "8 running")
     release.set()  # all eight finish in the same loop turn
@@ -414,7 +415,7 @@ async def test_a_failed_write_stops_the_batch_and_reports_nothing_unwritten(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "results.jsonl"
-    store = ResultStore(out)
+    store = JsonlResultSink(out)
     reported: list[Task] = []
     started: list[str] = []
 
@@ -428,7 +429,7 @@ async def test_a_failed_write_stops_the_batch_and_reports_nothing_unwritten(
         return task.id
 
     processor = BatchProcessor(
-        work, telemetry, BatchOptions(workers=2), store=store, on_progress=reported.append
+        work, telemetry, BatchOptions(workers=2), sink=store, on_progress=reported.append
     )
     with pytest.raises(ResultWriteError) as failed:
         await asyncio.wait_for(processor.run([Task(str(i), "q") for i in range(50)]), 30)
@@ -458,7 +459,7 @@ async def test_a_corrupt_middle_line_keeps_every_valid_record(
         return task.id
 
     with caplog.at_level(logging.WARNING, logger="agentwatch.batch"):
-        summary = await BatchProcessor(work, telemetry, store=ResultStore(out)).run(
+        summary = await BatchProcessor(work, telemetry, sink=JsonlResultSink(out)).run(
             [Task(x, "q") for x in "abcdefg"]
         )
     assert sorted(ran) == ["c", "g"]  # only the damaged one and the new one
@@ -473,32 +474,35 @@ async def test_a_corrupt_middle_line_keeps_every_valid_record(
 
 
 async def test_lines_read_back_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "MAX_LINE_BYTES", 200)
+    monkeypatch.setattr(jsonl_sink, "MAX_LINE_BYTES", 200)
     out = tmp_path / "results.jsonl"
     huge = record_line("big", pad="x" * 1000)
     out.write_text(record_line("a") + huge + record_line("b") + '{"id": "c", "pad": "' + "y" * 500)
-    store = await ResultStore(out).open()
+    store = JsonlResultSink(out)
+    done = await store.open()
     await store.close()
-    assert sorted(store.done) == ["a", "b"]
+    assert sorted(done) == ["a", "b"]
     assert out.read_text() == record_line("a") + record_line("b")
     assert (tmp_path / "results.jsonl.corrupt").read_text() == huge
-    store = await ResultStore(out).open()
+    await store.open()
     try:
         with pytest.raises(ValueError, match="too large"):  # it could not be read back
-            await store.put({"id": "d", "status": "completed", "result": "z" * 500})
+            await store.add({"id": "d", "status": "completed", "result": "z" * 500})
     finally:
         await store.close()
 
 
 async def test_a_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
-    first = await ResultStore(out).open()
+    first = JsonlResultSink(out)
+    await first.open()
     try:
         with pytest.raises(ResultFileLocked, match="in use by another batch"):
-            await ResultStore(out).open()
+            await JsonlResultSink(out).open()
     finally:
         await first.close()
-    second = await ResultStore(out).open()  # free again once the first closed
+    second = JsonlResultSink(out)
+    await second.open()  # free again once the first closed
     await second.close()
 
 
@@ -506,43 +510,15 @@ async def test_a_second_writer_on_the_same_file_is_refused(tmp_path: Path) -> No
 async def test_results_go_to_a_regular_file_only(tmp_path: Path, where: str) -> None:
     path = tmp_path if where == "directory" else Path(where)
     with pytest.raises(ResultFileError, match=r"directory|not a regular file"):
-        await ResultStore(path).open()
-
-
-async def test_retry_failed_runs_failed_tasks_again_and_keeps_one_record_each(
-    telemetry: Telemetry, tmp_path: Path
-) -> None:
-    out = tmp_path / "results.jsonl"
-    broken = {"b", "d"}
-    ran: list[str] = []
-
-    async def work(task: Task) -> str:
-        ran.append(task.id)
-        if task.id in broken:
-            raise RuntimeError("model down")
-        return task.id.upper()
-
-    tasks = [Task(x, "q") for x in "abcde"]
-    first = await BatchProcessor(work, telemetry, store=ResultStore(out)).run(tasks)
-    assert first.counts == {"completed": 3, "failed": 2}
-    again = await BatchProcessor(work, telemetry, store=ResultStore(out)).run(tasks)
-    assert again.skipped == 5  # without the option, a failure is a final result
-    broken.clear()  # the model is fixed
-    ran.clear()
-    options = BatchOptions(retry_failed=True)
-    fixed = await BatchProcessor(work, telemetry, options, store=ResultStore(out)).run(tasks)
-    assert sorted(ran) == ["b", "d"]
-    assert (fixed.skipped, fixed.retried, fixed.counts) == (3, 2, {"completed": 5})
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted(r["id"] for r in records) == list("abcde")  # each id once
-    assert {r["status"] for r in records} == {"completed"}
+        await JsonlResultSink(path).open()
 
 
 async def test_the_last_record_of_an_id_wins_and_the_file_is_compacted(tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"  # a crash after a retry's record, before compaction
     out.write_text(record_line("a", "failed") + record_line("b") + record_line("a"))
     assert (await asyncio.to_thread(load_results, out))["a"]["status"] == "completed"
-    store = await ResultStore(out).open()
+    store = JsonlResultSink(out)
+    await store.open()
     await store.close()
     assert out.read_text() == record_line("b") + record_line("a")
     assert not (tmp_path / "results.jsonl.corrupt").exists()
@@ -567,7 +543,8 @@ async def test_a_results_file_behind_a_symlink_stays_behind_it(tmp_path: Path) -
     real, link = tmp_path / "real.jsonl", tmp_path / "link.jsonl"
     real.write_text(record_line("a") + "garbage\n" + record_line("b"))
     link.symlink_to(real)
-    store = await ResultStore(link).open()
+    store = JsonlResultSink(link)
+    await store.open()
     await store.close()
     assert link.is_symlink()
     assert real.read_text() == record_line("a") + record_line("b")
@@ -581,7 +558,7 @@ async def test_a_drain_before_the_batch_starts_leaves_nothing_queued(
     async def work(task: Task) -> None:
         ran.append(task.id)
 
-    processor = BatchProcessor(work, telemetry, store=ResultStore(tmp_path / "out.jsonl"))
+    processor = BatchProcessor(work, telemetry, sink=JsonlResultSink(tmp_path / "out.jsonl"))
     processor.drain()  # a SIGTERM while the results file is still being read
     summary = await processor.run([Task(str(i), "q") for i in range(5)])
     assert (ran, summary.counts) == ([], {"cancelled": 5})
@@ -596,13 +573,13 @@ async def test_a_result_too_large_to_record_is_failed_in_metrics_and_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The span, the status counter and the results file tell the same story."""
-    monkeypatch.setattr(store_module, "MAX_LINE_BYTES", 300)
+    monkeypatch.setattr(jsonl_sink, "MAX_LINE_BYTES", 300)
 
     async def work(task: Task) -> str:
         return "z" * (1000 if task.id == "big" else 10)
 
     out = tmp_path / "results.jsonl"
-    processor = BatchProcessor(work, telemetry, BatchOptions(workers=2), store=ResultStore(out))
+    processor = BatchProcessor(work, telemetry, BatchOptions(workers=2), sink=JsonlResultSink(out))
     summary = await processor.run([Task("big", "q"), Task("small", "q")])
     assert summary.counts == {"completed": 1, "failed": 1}
     records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
@@ -627,7 +604,7 @@ async def test_no_more_workers_start_than_there_are_tasks_to_run(
     options = BatchOptions(workers=10_000)
     out = tmp_path / "results.jsonl"
     tasks = [Task(str(i), "q") for i in range(3)]
-    summary = await BatchProcessor(work, telemetry, options, store=ResultStore(out)).run(tasks)
+    summary = await BatchProcessor(work, telemetry, options, sink=JsonlResultSink(out)).run(tasks)
     assert summary.counts == {"completed": 3}
     assert seen
     assert max(seen) <= 3  # the old code started 10,000 (100,000,000: OOM)
@@ -639,7 +616,7 @@ async def test_no_more_workers_start_than_there_are_tasks_to_run(
         started.append(str(kwargs.get("name", "")))
         return original(coro, **kwargs)
 
-    again = BatchProcessor(work, telemetry, options, store=ResultStore(out))
+    again = BatchProcessor(work, telemetry, options, sink=JsonlResultSink(out))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(asyncio, "create_task", counting)
         summary = await again.run(tasks)

@@ -1,10 +1,12 @@
-"""Results of a batch in a JSONL file: on disk before reported, resumable, one writer.
+"""``JsonlResultSink``: a batch's results in a JSONL file, on disk before reported,
+resumable, one writer (a ``ResultSink``, sink.py).
 
-- ``put(record)`` returns once the record's line is written and ``fdatasync``-ed. Records
+- ``add(record)`` returns once the record's line is written and ``fdatasync``-ed. Records
   that arrive while a sync is running are written together by the next one (group
-  commit), off the event loop. A failed write (disk full, I/O error) fails that ``put``
+  commit), off the event loop. A failed write (disk full, I/O error) fails that ``add``
   and every later one with ``ResultWriteError``: nothing is reported done that is not on
-  disk, and the partial bytes are cut off again.
+  disk, and the partial bytes are cut off again. A ``cancelled`` record is not written
+  (its task has no result: it runs again on resume).
 - The file is opened with an exclusive, non-blocking ``flock``: a second batch on the
   same file is refused (``ResultFileLocked``) instead of interleaving its lines. Only a
   regular file will do (not a directory, pipe, terminal or device), in a directory that
@@ -30,13 +32,14 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from agentwatch.telemetry import AgentwatchError
 
+from .sink import Record, RecordTooLarge
 from .task import FINAL, TaskStatus
 
 _logger = logging.getLogger("agentwatch.batch")
@@ -65,11 +68,7 @@ class ResultWriteError(ResultFileError):
         super().__init__(f"cannot write results to {path}: [Errno {exc.errno}] {reason}")
 
 
-class RecordTooLarge(ValueError):
-    """A record longer than ``MAX_LINE_BYTES``: it could not be read back."""
-
-
-def encode_record(record: dict[str, Any]) -> bytes:
+def encode_record(record: Record) -> bytes:
     """``record`` as one JSONL line; ``RecordTooLarge`` if it could not be read back."""
     line = json.dumps(record, default=str).encode() + b"\n"
     if len(line) > MAX_LINE_BYTES:
@@ -129,7 +128,7 @@ def _is_file(path: Path, named: os.stat_result) -> bool:
     return (other.st_dev, other.st_ino) == (named.st_dev, named.st_ino)
 
 
-def load_results(path: Path) -> dict[str, dict[str, Any]]:
+def load_results(path: Path) -> dict[str, Record]:
     """The valid records in ``path`` by id, last one winning (reads only; blocking)."""
     check_results_path(path)
     if not path.exists():
@@ -141,12 +140,12 @@ def load_results(path: Path) -> dict[str, dict[str, Any]]:
         os.close(fd)
 
 
-class ResultStore:
+class JsonlResultSink:
     """Append-only JSONL results, one writer per file; disk work happens in a thread."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.done: dict[str, dict[str, Any]] = {}  # id -> its record on disk
+        self.done: dict[str, Record] = {}  # id -> its record on disk
         self.commits = 0  # syncs done (each writes every record that was waiting)
         self.written = 0  # records written
         self._fd: int | None = None
@@ -155,20 +154,28 @@ class ResultStore:
         self._error: ResultWriteError | None = None
         self._superseded = 0
 
-    async def open(self) -> ResultStore:
-        """Lock the file, read back its records (repairing it), open it for appends."""
+    async def open(self) -> Mapping[str, Record]:
+        """Lock the file, read back its records (repairing it), open it for appends;
+        the records on disk by id (``done``)."""
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already open")
         self._fd, self.done = await asyncio.to_thread(self._open)
         self._error, self._superseded = None, 0
-        return self
+        return self.done
 
-    async def put(self, record: dict[str, Any]) -> None:
+    def check(self, record: Record) -> None:
+        """``RecordTooLarge`` if ``record``'s line would pass ``MAX_LINE_BYTES``."""
+        encode_record(record)
+
+    async def add(self, record: Record) -> None:
         """Append ``record``; returns once it is on disk. Raises ``ResultWriteError``.
 
         A completed record is final. A failed or timed-out one is superseded by a later
         record of the same id (the file is compacted on close, and on the next open).
+        A cancelled one is not written.
         """
+        if record.get("status") not in _FINAL_STATUSES:
+            return
         if self._error is not None:
             raise self._error
         if self._fd is None:
@@ -191,14 +198,14 @@ class ResultStore:
     async def close(self) -> None:
         """Write what is waiting, compact superseded records, release the file."""
         if self._writer is not None:
-            await asyncio.wait([self._writer])  # never raises: outcomes went to the puts
+            await asyncio.wait([self._writer])  # never raises: outcomes went to the adds
         fd, self._fd = self._fd, None
         if fd is not None:
             compact = self._superseded > 0 and self._error is None
             await asyncio.to_thread(self._release, fd, compact)
 
     # -- in threads ----------------------------------------------------------------
-    def _open(self) -> tuple[int, dict[str, dict[str, Any]]]:
+    def _open(self) -> tuple[int, dict[str, Record]]:
         check_results_path(self.path)
         try:
             fd = _open_locked(self.path)
@@ -247,7 +254,7 @@ class ResultStore:
                 try:
                     await asyncio.to_thread(self._append, b"".join(line for line, _ in batch))
                 except OSError as exc:
-                    self._error = ResultWriteError(self.path, exc)  # raised by every put
+                    self._error = ResultWriteError(self.path, exc)  # raised by every add
                     for _, waiter in batch + self._pending:
                         if not waiter.done():
                             waiter.set_exception(self._error)
@@ -265,9 +272,12 @@ class ResultStore:
             self._writer = None
 
 
+ResultStore = JsonlResultSink  # its first name, public in agentwatch.runtime
+
+
 @dataclass(slots=True)
 class _Scan:
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: dict[str, Record] = field(default_factory=dict)
     kept: dict[str, bytes] = field(default_factory=dict)  # id -> its last valid line
     bad: list[tuple[int, int, int, str]] = field(default_factory=list)  # line, start, end, why
     superseded: int = 0
