@@ -138,55 +138,54 @@ class Agent:
         its ``run_timeout`` counts from when it gets one (a batch task waits in line for
         as long as its batch lets it: the task's own timeout bounds the wait).
         """
-        query = self.check_input(query)
-        if batch:
-            await self._admit(None, batch=True)
-            deadline = self._deadline()
-        else:
-            deadline = self._deadline()
-            await self._admit(deadline, batch=False)
+        query, deadline = await self._admitted(query, batch)
         try:
             return await self._arun(query, parent, conversation_id, deadline)
         finally:
             self.admission.release(batch=batch)
 
-    def _deadline(self) -> float:
-        return asyncio.get_running_loop().time() + self.run_timeout
-
-    async def _admit(
+    async def _admitted(
         self,
-        deadline: float | None,
+        query: object,
         batch: bool,
         on_wait: Callable[[], Awaitable[None]] | None = None,
         interval: float = 10.0,
-    ) -> None:
-        """Wait for a run slot. A run that ends here never started (no ``invoke_agent``
-        span): it is counted in ``agentwatch_admission_shed_total{reason}``."""
+    ) -> tuple[str, float]:
+        """Check the query and wait for a run slot: the query and the run's deadline.
+
+        An interactive run's deadline counts from the call, the wait included; a batch's
+        run waits without one and its deadline starts with its slot. A run that ends
+        waiting never started (no ``invoke_agent`` span): it is counted in
+        ``agentwatch_admission_shed_total{reason}``.
+        """
+        query = self.check_input(query)
+        deadline = None if batch else self._deadline()
         try:
             await self.admission.acquire(
                 deadline=deadline, batch=batch, on_wait=on_wait, interval=interval
             )
         except TimeoutError:
-            self._shed(SHED_TIMEOUT)
+            self.telemetry.agent_runs.shed(SHED_TIMEOUT)
             raise RunTimeoutError(self.run_timeout) from None
         except asyncio.CancelledError:
-            self._shed(SHED_CANCELLED)
+            self.telemetry.agent_runs.shed(SHED_CANCELLED)
             raise
+        return query, self._deadline() if deadline is None else deadline
 
-    def _shed(self, reason: str) -> None:
-        self.telemetry.child(self.telemetry.metrics.admission_shed, reason).inc()
+    def _deadline(self) -> float:
+        return asyncio.get_running_loop().time() + self.run_timeout
 
-    def _run_error(self, exc: BaseException, deadline: asyncio.Timeout) -> AgentRunError | None:
-        """What ended the run, when it was the run's own limit (None: ``exc`` as it is).
+    def _raise_run_limit(self, exc: BaseException, deadline: asyncio.Timeout) -> None:
+        """Raise the run's own error when ``exc`` is the run's own limit; otherwise return
+        (the caller re-raises ``exc`` as it is).
 
         Only the run's own deadline is the run timeout: a ``TimeoutError`` raised inside
         the run (a model client's or a tool's own deadline) stays what it is.
         """
         if isinstance(exc, TimeoutError) and deadline.expired():
-            return RunTimeoutError(self.run_timeout)
+            raise RunTimeoutError(self.run_timeout) from exc
         if isinstance(exc, GraphRecursionError):
-            return StepLimitError(self.max_steps)
-        return None
+            raise StepLimitError(self.max_steps) from exc
 
     async def _arun(
         self, query: str, parent: Context | None, conversation_id: str | None, at: float
@@ -194,29 +193,20 @@ class Agent:
         invocation = self.telemetry.agent_run(
             self.name, self.model_name, conversation_id=conversation_id, parent=parent
         )
-        deadline = asyncio.timeout_at(at)
-        invocation.activate()
-        try:
-            async with deadline:
-                state = await self.graph.ainvoke(
-                    {"messages": [{"role": "user", "content": query}]},
-                    {"recursion_limit": self.max_steps},
-                )
-        except BaseException as exc:
-            invocation.deactivate()
-            error = self._run_error(exc, deadline)
-            if error is None:
-                invocation.end(exc)
+        with invocation:  # ends as the run's own error when a limit ended it, as a stream does
+            deadline = asyncio.timeout_at(at)
+            try:
+                async with deadline:
+                    state = await self.graph.ainvoke(
+                        {"messages": [{"role": "user", "content": query}]},
+                        {"recursion_limit": self.max_steps},
+                    )
+            except BaseException as exc:
+                self._raise_run_limit(exc, deadline)
                 raise
-            error.__cause__ = exc
-            invocation.end(error)  # the same error.type as a streamed run records
-            raise error from exc
-        invocation.deactivate()
-        result = result_from_messages(
-            state["messages"], *_trace_of(invocation, self.telemetry.exports_spans)
-        )
-        invocation.stop()
-        return result
+            return result_from_messages(
+                state["messages"], *_trace_of(invocation, self.telemetry.exports_spans)
+            )
 
     async def astream(
         self,
@@ -235,9 +225,7 @@ class Agent:
         ``wait_interval`` seconds (the server sends an SSE keep-alive comment); the wait
         counts against ``run_timeout``.
         """
-        query = self.check_input(query)
-        deadline = self._deadline()
-        await self._admit(deadline, False, on_wait, wait_interval)
+        query, deadline = await self._admitted(query, False, on_wait, wait_interval)
         try:
             invocation = self.telemetry.agent_run(
                 self.name, self.model_name, conversation_id=conversation_id, parent=parent
@@ -273,10 +261,8 @@ class Agent:
                 except StopAsyncIteration:
                     break
                 except BaseException as exc:
-                    error = self._run_error(exc, scope)
-                    if error is None:
-                        raise
-                    raise error from exc
+                    self._raise_run_limit(exc, scope)
+                    raise
                 for event in _events_of(mode, data, messages):
                     yield event
         yield RunFinished(

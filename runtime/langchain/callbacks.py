@@ -24,9 +24,16 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from agentwatch.telemetry import Invocation, LlmCallInvocation, Telemetry, get_telemetry
+from agentwatch.telemetry import (
+    Invocation,
+    LlmCallInvocation,
+    Telemetry,
+    ToolCallInvocation,
+    get_telemetry,
+)
 
-from .chat_model import messages_json, response_fields
+from .chat_model import record_result, start_llm_call
+from .tools import tool_result
 
 
 class AgentwatchCallbackHandler(BaseCallbackHandler):
@@ -105,15 +112,14 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
         meta = metadata or {}
         model = params.get("model") or params.get("model_name") or meta.get("ls_model_name") or ""
         provider = meta.get("ls_provider") or "unknown"
-        invocation = self.telemetry.llm_call(
+        self._open[run_id] = start_llm_call(
+            self.telemetry,
             str(model),
             str(provider),
+            messages[0] if messages else [],
             stream=bool(params.get("stream")),
             parent=self._parent(parent_run_id),
         )
-        if self.telemetry.capturing and messages:
-            invocation.capture(input_messages=messages_json(messages[0]))
-        self._open[run_id] = invocation
 
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
         invocation = self._open.get(run_id)
@@ -124,7 +130,7 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
         invocation = self._open.get(run_id)
         if isinstance(invocation, LlmCallInvocation) and response.generations:
             generations = [g for g in response.generations[0] if isinstance(g, ChatGeneration)]
-            invocation.set_response(**response_fields(generations, response.llm_output))
+            record_result(invocation, generations, response.llm_output, self.telemetry.capturing)
         self._end(run_id)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -152,8 +158,11 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
         self._open[run_id] = invocation
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        invocation = self._open.get(run_id)
+        if isinstance(invocation, ToolCallInvocation) and self.telemetry.capturing:
+            invocation.capture(result=tool_result(output))
         if getattr(output, "status", None) == "error":
-            self._end(run_id, ToolReportedError(str(getattr(output, "content", ""))))
+            self._end(run_id, ToolReportedError(tool_result(output)))
         else:
             self._end(run_id)
 

@@ -20,6 +20,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
+from opentelemetry.context import Context
 from pydantic import Field
 
 from agentwatch.telemetry import LlmCallInvocation, Telemetry, get_telemetry, instrument_stream
@@ -69,10 +70,33 @@ def messages_json(messages: Sequence[BaseMessage]) -> str:
     return json.dumps(entries, default=str)
 
 
-def record_result(invocation: LlmCallInvocation, result: ChatResult, capturing: bool) -> None:
-    invocation.set_response(**response_fields(result.generations, result.llm_output))
+def start_llm_call(
+    telemetry: Telemetry,
+    request_model: str,
+    provider: str,
+    messages: Sequence[BaseMessage],
+    *,
+    stream: bool,
+    parent: Context | None = None,
+) -> LlmCallInvocation:
+    """An LLM call's invocation, with its input messages when content capture is on."""
+    invocation = telemetry.llm_call(request_model, provider, stream=stream, parent=parent)
+    if telemetry.capturing and messages:
+        invocation.capture(input_messages=messages_json(messages))
+    return invocation
+
+
+def record_result(
+    invocation: LlmCallInvocation,
+    generations: Sequence[ChatGeneration],
+    llm_output: Mapping[str, Any] | None,
+    capturing: bool,
+) -> None:
+    """What the model answered, on the call's span and metrics (its messages only when
+    content capture is on)."""
+    invocation.set_response(**response_fields(generations, llm_output))
     if capturing:
-        invocation.capture(output_messages=messages_json([g.message for g in result.generations]))
+        invocation.capture(output_messages=messages_json([g.message for g in generations]))
 
 
 class InstrumentedChatModel(BaseChatModel):
@@ -96,11 +120,9 @@ class InstrumentedChatModel(BaseChatModel):
         return str(getattr(self, "model_name", None) or getattr(self, "model", "") or "unknown")
 
     def _start(self, messages: list[BaseMessage], *, stream: bool) -> LlmCallInvocation:
-        telemetry = self._telemetry()
-        invocation = telemetry.llm_call(self._request_model(), self.provider_name, stream=stream)
-        if telemetry.capturing:
-            invocation.capture(input_messages=messages_json(messages))
-        return invocation
+        return start_llm_call(
+            self._telemetry(), self._request_model(), self.provider_name, messages, stream=stream
+        )
 
     async def _agenerate(
         self,
@@ -111,21 +133,16 @@ class InstrumentedChatModel(BaseChatModel):
     ) -> ChatResult:
         invocation = self._start(messages, stream=False)
         generate = super()._agenerate
-        invocation.activate()
-        try:
+        with invocation:
             if self.retry_policy is None:
                 result = await generate(messages, stop, run_manager, **kwargs)
             else:
                 result = await Retrier(self.retry_policy, self._telemetry()).call(
                     OP_CHAT, lambda: generate(messages, stop, run_manager, **kwargs)
                 )
-        except BaseException as exc:
-            invocation.deactivate()
-            invocation.end(exc)
-            raise
-        invocation.deactivate()
-        record_result(invocation, result, self._telemetry().capturing)
-        invocation.stop()
+            record_result(
+                invocation, result.generations, result.llm_output, self._telemetry().capturing
+            )
         return result
 
     async def _astream(

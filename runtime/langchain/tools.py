@@ -25,11 +25,16 @@ from ..tools.registry import ToolRegistry, ToolSpec
 _current: ContextVar[ToolCallInvocation | None] = ContextVar("agentwatch_tool", default=None)
 
 
+def tool_result(output: Any) -> str:
+    """A tool's result as the model sees it (a ``ToolMessage``'s content), for spans."""
+    return str(getattr(output, "content", output))
+
+
 def _failed(exc: BaseException, message: str) -> str:
     invocation = _current.get()
     if invocation is not None:
+        invocation.capture(result=message)  # before it ends: an ended span takes nothing
         invocation.fail(exc)
-        invocation.capture(result=message)
     return message
 
 
@@ -61,19 +66,13 @@ class InstrumentedTool(StructuredTool):
         if capturing:
             invocation.capture(arguments=json.dumps(tool_input, default=str))
         token = _current.set(invocation)
-        invocation.activate()
         try:
-            output = await super().arun(tool_input, *args, **kwargs)
-        except BaseException as exc:
-            invocation.deactivate()
+            with invocation:
+                output = await super().arun(tool_input, *args, **kwargs)
+                if capturing:  # a no-op when the tool already failed
+                    invocation.capture(result=tool_result(output))
+        finally:
             _current.reset(token)
-            invocation.end(exc)
-            raise
-        invocation.deactivate()
-        _current.reset(token)
-        if capturing:
-            invocation.capture(result=str(getattr(output, "content", output)))
-        invocation.stop()  # a no-op when the tool already failed
         return output
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
@@ -220,21 +220,43 @@ async def test_bad_queries_are_refused_before_any_request(runtime: AgentRuntime)
     assert runtime.model_server.requests == 0
 
 
-async def test_content_capture_is_opt_in(
-    tracer_provider: object, exporter: InMemorySpanExporter
-) -> None:
-    telemetry = Telemetry(
-        tracer_provider=tracer_provider,  # type: ignore[arg-type]
-        registry=CollectorRegistry(),
-        capture_content="span",
+@pytest.fixture
+def capturing(tracer_provider: TracerProvider) -> Telemetry:
+    """Telemetry with content capture on (spans only)."""
+    return Telemetry(
+        tracer_provider=tracer_provider, registry=CollectorRegistry(), capture_content="span"
     )
-    async with AgentRuntime(replace(RuntimeSettings(), run_timeout=30), telemetry) as rt:
+
+
+async def test_content_capture_is_opt_in(
+    capturing: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    async with AgentRuntime(replace(RuntimeSettings(), run_timeout=30), capturing) as rt:
         await rt.agent.arun("what is 123 + 456")
     spans = exporter.get_finished_spans()
     chat = spans[0].attributes or {}
     assert "what is 123 + 456" in str(chat["gen_ai.input.messages"])
     tool = spans[1].attributes or {}
     assert tool["gen_ai.tool.call.result"] == "579"
+
+
+async def test_a_failed_tools_captured_result_is_the_error_the_model_saw(
+    capturing: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    async def broken(expression: str) -> str:
+        raise RuntimeError("disk on fire")
+
+    from agentwatch.runtime.tools.calculator import CalculatorArgs
+
+    tools = ToolRegistry([ToolSpec("calculator", "calc", broken, CalculatorArgs)])
+    async with AgentRuntime(RuntimeSettings(), capturing, tools=tools) as rt:
+        result = await rt.agent.arun("what is 2 + 2")
+    call = result.tool_calls[0]
+    assert call.error
+    tool = next(s for s in exporter.get_finished_spans() if s.name.startswith("execute_tool"))
+    assert tool.status.status_code is StatusCode.ERROR
+    assert (tool.attributes or {})["gen_ai.tool.call.result"] == call.result
+    assert "disk on fire" in call.result
 
 
 async def drain(events: AsyncGenerator[RunEvent, None]) -> None:
