@@ -204,9 +204,7 @@ class Agent:
             except BaseException as exc:
                 self._raise_run_limit(exc, deadline)
                 raise
-            return result_from_messages(
-                state["messages"], *_trace_of(invocation, self.telemetry.exports_spans)
-            )
+            return self._result(state["messages"], invocation)
 
     async def astream(
         self,
@@ -265,9 +263,10 @@ class Agent:
                     raise
                 for event in _events_of(mode, data, messages):
                     yield event
-        yield RunFinished(
-            result_from_messages(messages, *_trace_of(invocation, self.telemetry.exports_spans))
-        )
+        yield RunFinished(self._result(messages, invocation))
+
+    def _result(self, messages: list[BaseMessage], invocation: Invocation) -> RunResult:
+        return result_from_messages(messages, *_trace_of(invocation, self.telemetry.exports_spans))
 
 
 def _encodable(text: str) -> bool:

@@ -4,8 +4,9 @@
 to the model — in an LLM-call invocation, so every request is a ``chat {model}`` span
 with token usage and, for streams, time to first chunk and per-chunk timing. It uses
 neither LangChain callbacks nor agent middleware (measured: a do-nothing middleware
-alone made a zero-latency run ~1.7x slower). ``response_fields`` reads a LangChain
-result once for this wrapper and for the callback handler alike.
+alone made a zero-latency run ~1.7x slower). ``start_llm_call`` and ``record_result``
+(with ``response_fields``, which reads a LangChain result once) record a call for this
+wrapper and for the callback handler alike.
 """
 
 from __future__ import annotations
