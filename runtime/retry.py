@@ -4,8 +4,9 @@ Strategies come from the ``backoff`` package (``backoff.expo``, ``backoff.full_j
 the loop is ours so that sleep, clock and jitter are injectable (tests never sleep) and
 so that each attempt can be recorded where it happens:
 
-- only transient errors are retried: HTTP 408/409/429 and 5xx, connection errors and
-  timeouts. Never 400/401/403/404/422, and never a bug in our code;
+- only transient errors are retried, as ``provider_errors.classify`` says (for any
+  provider: HTTP 408/409/429 and 5xx, connection errors and timeouts). Never
+  400/401/403/404/422, and never a bug in our code;
 - a ``Retry-After`` (or ``retry-after-ms``) from the server sets the wait, capped;
 - ``max_tries`` attempts at most, and no wait that would end past ``max_time``;
 - every attempt counts in ``agentwatch_retry_attempts_total{operation,outcome}`` and
@@ -19,31 +20,25 @@ so that each attempt can be recorded where it happens:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar, cast
 
-import aiohttp
 import backoff
-import openai
 
-from agentwatch.telemetry import (
-    ConfigurationError,
-    RetryAttemptInvocation,
-    Telemetry,
-    is_cancellation,
-)
+from agentwatch.telemetry import ConfigurationError, Telemetry
 from agentwatch.telemetry.names import RETRY_GIVEUP, RETRY_RETRY, RETRY_SUCCESS
+
+from .provider_errors import ProviderFailure, classify
+from .provider_errors import is_transient as is_transient
+from .provider_errors import retry_after as retry_after
 
 T = TypeVar("T")
 
 AGENTWATCH_RETRY_MAX_TRIES: Final = "AGENTWATCH_RETRY_MAX_TRIES"
 AGENTWATCH_RETRY_MAX_TIME: Final = "AGENTWATCH_RETRY_MAX_TIME"
-
-_TRANSIENT_STATUS: Final = frozenset({408, 409, 429})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,43 +77,46 @@ class RetryPolicy:
             ) from None
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Worth another attempt: rate limits, server errors, lost connections, timeouts."""
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in _TRANSIENT_STATUS or exc.status_code >= 500
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return True
-    return isinstance(exc, TimeoutError | ConnectionError | aiohttp.ClientConnectionError)
+class _Schedule:
+    """When to try one call again: decided once per failed attempt, remembered in ``wait``."""
 
+    __slots__ = ("_delays", "_retrier", "_start", "wait")
 
-def retry_after(exc: BaseException) -> float | None:
-    """Seconds the server asked us to wait (Retry-After / retry-after-ms), if any."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    def __init__(self, retrier: Retrier) -> None:
+        self._retrier = retrier
+        self._start = retrier._clock()
+        self._delays: Iterator[float] | None = None  # built only once a call has failed
+        self.wait: float | None = None
+
+    def after(self, exc: Exception, number: int) -> float | None:
+        """The wait before attempt ``number + 1`` after ``exc``; None: give up."""
+        retrier, policy = self._retrier, self._retrier.policy
+        self.wait = None
+        failure = retrier._classify(exc)
+        if failure is None or not failure.transient or number >= policy.max_tries:
+            return None
+        if failure.retry_after is not None:
+            wait = min(failure.retry_after, policy.retry_after_cap)
+        else:
+            if self._delays is None:
+                delays = backoff.expo(factor=policy.base_delay, max_value=policy.max_delay)
+                next(delays)  # advance past the generator's priming yield
+                self._delays = cast(Iterator[float], delays)
+            wait = retrier._jitter(next(self._delays))
+        if retrier._clock() - self._start + wait > policy.max_time:
+            return None
+        self.wait = wait
+        return wait
+
+    def elapsed(self) -> float:
+        return self._retrier._clock() - self._start
 
 
 class Retrier:
-    """Runs one call under a ``RetryPolicy``, recording every attempt."""
+    """Runs one call under a ``RetryPolicy``, recording every attempt.
+
+    Which errors are transient, and how long a server asked us to wait, comes from
+    ``classify`` (``runtime/provider_errors.py``; a new provider registers there)."""
 
     def __init__(
         self,
@@ -128,76 +126,72 @@ class Retrier:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[float], float] = backoff.full_jitter,
+        classify: Callable[[BaseException], ProviderFailure | None] = classify,
     ) -> None:
         self.policy = policy
         self.telemetry = telemetry
         self._sleep = sleep
         self._clock = clock
         self._jitter = jitter
-
-    def _wait(self, exc: BaseException, delays: Iterator[float]) -> float:
-        asked = retry_after(exc)
-        if asked is not None:
-            return min(asked, self.policy.retry_after_cap)
-        return self._jitter(next(delays))
-
-    def _delays(self) -> Iterator[float]:
-        """The exponential schedule; built only once a call has failed."""
-        policy = self.policy
-        delays = backoff.expo(factor=policy.base_delay, max_value=policy.max_delay)
-        next(delays)  # advance past the generator's priming yield
-        return cast(Iterator[float], delays)
+        self._classify = classify
 
     async def call(self, operation: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        policy, telemetry = self.policy, self.telemetry
-        delays: Iterator[float] | None = None
-        start = self._clock()
-        number, wait_before = 0, 0.0
+        count = self.telemetry.count_retry
+        schedule = _Schedule(self)
+        number, wait = 1, 0.0
         while True:
-            number += 1
-            started_at, start_ns = telemetry.clock(), time.time_ns()
-            span: RetryAttemptInvocation | None = None
-            if number > 1:
-                span = telemetry.retry_attempt(operation, number, wait_before)
-                span.activate()
             try:
-                result = await attempt()
-            except BaseException as exc:
-                if span is not None:
-                    span.deactivate()
-                if is_cancellation(exc) or not isinstance(exc, Exception):
-                    if span is not None:
-                        span.end(exc)
-                    raise
-                elapsed = self._clock() - start
-                wait = None
-                if is_transient(exc):
-                    delays = delays or self._delays()
-                    wait = self._wait(exc, delays)
-                give_up = (
-                    wait is None or number >= policy.max_tries or elapsed + wait > policy.max_time
-                )
-                if span is None and not give_up:  # the first attempt, seen to matter now
-                    span = telemetry.retry_attempt(
-                        operation, 1, 0.0, start_time_ns=start_ns, started_at=started_at
-                    )
-                if span is not None:
-                    span.set_outcome(RETRY_GIVEUP if give_up else RETRY_RETRY)
-                    span.fail(exc)
-                if give_up or wait is None:
-                    telemetry.count_retry(operation, RETRY_GIVEUP)
+                result = await self._attempt(operation, number, wait, attempt, schedule)
+            except Exception as exc:
+                if schedule.wait is None:
+                    count(operation, RETRY_GIVEUP)
                     if number > 1:
+                        elapsed = schedule.elapsed()
                         exc.add_note(
                             f"agentwatch: gave up after {number} attempts in {elapsed:.2f} s"
                         )
                     raise
-                telemetry.count_retry(operation, RETRY_RETRY, wait)
+                wait = schedule.wait
+                count(operation, RETRY_RETRY, wait)
                 await self._sleep(wait)
-                wait_before = wait
+                number += 1
                 continue
-            if span is not None:
-                span.deactivate()
-                span.set_outcome(RETRY_SUCCESS)
-                span.stop()
-            telemetry.count_retry(operation, RETRY_SUCCESS)
+            count(operation, RETRY_SUCCESS)
+            return result
+
+    async def _attempt(
+        self,
+        operation: str,
+        number: int,
+        wait_before: float,
+        attempt: Callable[[], Awaitable[T]],
+        schedule: _Schedule,
+    ) -> T:
+        """One attempt; a failure decides the schedule's next wait (None: give up).
+
+        The first attempt has no span while it runs (a call that succeeds at once costs
+        none); when a retry follows it, it is recorded after the fact with its real start.
+        Every later attempt runs inside its own ``retry_attempt`` span."""
+        telemetry = self.telemetry
+        if number == 1:
+            started_at, start_ns = telemetry.clock(), time.time_ns()
+            try:
+                return await attempt()
+            except Exception as exc:
+                if schedule.after(exc, number) is not None:  # the first attempt matters now
+                    first = telemetry.retry_attempt(
+                        operation, 1, 0.0, start_time_ns=start_ns, started_at=started_at
+                    )
+                    first.set_outcome(RETRY_RETRY)
+                    first.fail(exc)
+                raise
+        span = telemetry.retry_attempt(operation, number, wait_before)
+        with span:
+            try:
+                result = await attempt()
+            except Exception as exc:
+                retrying = schedule.after(exc, number) is not None
+                span.set_outcome(RETRY_RETRY if retrying else RETRY_GIVEUP)
+                raise
+            span.set_outcome(RETRY_SUCCESS)
             return result

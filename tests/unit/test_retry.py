@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import time
 
+import aiohttp
 import httpx
 import openai
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 
+from agentwatch.runtime.provider_errors import FailureKind, ProviderFailure, register
 from agentwatch.runtime.retry import Retrier, RetryPolicy, is_transient, retry_after
 from agentwatch.telemetry import ConfigurationError, Telemetry
 from tests.helpers import retry_attempts
@@ -179,3 +185,109 @@ def test_classification_and_settings() -> None:
         RetryPolicy.from_env({"AGENTWATCH_RETRY_MAX_TRIES": "0"})
     with pytest.raises(ConfigurationError, match="whole number"):
         RetryPolicy.from_env({"AGENTWATCH_RETRY_MAX_TRIES": "many"})
+
+
+def httpx_status(status: int, headers: dict[str, str]) -> httpx.HTTPStatusError:
+    request = httpx.Request("POST", "http://127.0.0.1/v1/messages")
+    response = httpx.Response(status, headers=headers, request=request)
+    return httpx.HTTPStatusError(f"HTTP {status}", request=request, response=response)
+
+
+async def test_any_clients_transient_errors_are_retried_with_the_wait_asked_for(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    """Not only OpenAI's SDK: a raw httpx 503 with Retry-After, aiohttp's 429 with
+    retry-after-ms, an HTTP-date an hour away (capped), an httpx timeout (backoff)."""
+    fake = FakeTime()
+    in_an_hour = email.utils.formatdate(time.time() + 3600, usegmt=True)
+    limited = aiohttp.ClientResponseError(
+        None, (), status=429, headers=CIMultiDictProxy(CIMultiDict({"retry-after-ms": "250"}))
+    )
+    calls, attempt = failing(
+        httpx_status(503, {"Retry-After": "2"}),
+        limited,
+        httpx_status(502, {"Retry-After": in_an_hour}),
+        httpx.ReadTimeout("slow", request=httpx.Request("GET", "http://127.0.0.1/")),
+    )
+    retrier_ = retrier(telemetry, fake, max_tries=5, retry_after_cap=10, base_delay=0.5)
+    assert await retrier_.call("chat", attempt) == "ok"  # type: ignore[arg-type]
+    assert calls == [1, 2, 3, 4, 5]
+    assert fake.sleeps == [2.0, 0.25, 10.0, 0.5]
+    assert (retry_attempts(registry, "retry"), retry_attempts(registry, "success")) == (4, 1)
+
+
+async def test_a_client_error_of_any_client_is_not_retried(telemetry: Telemetry) -> None:
+    error = httpx_status(404, {"Retry-After": "1"})
+    calls, attempt = failing(error)
+    with pytest.raises(httpx.HTTPStatusError):
+        await retrier(telemetry, FakeTime()).call("chat", attempt)  # type: ignore[arg-type]
+    assert calls == [1]
+
+
+class Overloaded(Exception):
+    """A made-up provider's error, retried once its classifier is registered."""
+
+
+async def test_a_registered_providers_error_is_retried(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    fake = FakeTime()
+    _, attempt = failing(Overloaded())
+    with pytest.raises(Overloaded):
+        await retrier(telemetry, fake).call("chat", attempt)  # type: ignore[arg-type]
+    unregister = register(
+        Overloaded, lambda exc: ProviderFailure.of(FailureKind.SERVER_ERROR, retry_after=1.5)
+    )
+    try:
+        calls, attempt = failing(Overloaded(), Overloaded())
+        assert await retrier(telemetry, fake).call("chat", attempt) == "ok"  # type: ignore[arg-type]
+    finally:
+        unregister()
+    assert calls == [1, 2, 3]
+    assert fake.sleeps == [1.5, 1.5]
+
+
+async def test_the_classifier_is_injectable(telemetry: Telemetry) -> None:
+    fake = FakeTime()
+    calls, attempt = failing(KeyError("flaky"))
+    retrier_ = Retrier(
+        RetryPolicy(),
+        telemetry,
+        sleep=fake.sleep,
+        clock=fake.clock,
+        classify=lambda exc: ProviderFailure.of(FailureKind.CONNECTION, retry_after=0.1),
+    )
+    assert await retrier_.call("chat", attempt) == "ok"  # type: ignore[arg-type]
+    assert (calls, fake.sleeps) == ([1, 2], [0.1])
+
+
+async def test_a_retried_attempt_is_current_while_it_runs_and_its_span_ends(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    """Work an attempt does is a child of its retry_attempt span (the first attempt's
+    span is recorded after the fact: its work has none); a cancelled attempt's span
+    ends as cancelled and nothing stays current after the call."""
+    parents: list[str] = []
+
+    async def attempt() -> str:
+        current = trace.get_current_span()
+        parents.append(getattr(current, "name", ""))
+        with telemetry.tracer.start_as_current_span("work"):
+            pass
+        if len(parents) == 1:
+            raise status_error(503)
+        raise asyncio.CancelledError
+
+    before = trace.get_current_span()
+    with pytest.raises(asyncio.CancelledError):
+        await retrier(telemetry, FakeTime()).call("chat", attempt)
+    assert trace.get_current_span() is before
+    assert parents == ["", "retry_attempt chat"]
+    spans = {s.name + str((s.attributes or {}).get("agentwatch.retry.attempt", "")): s
+             for s in exporter.get_finished_spans()}  # fmt: skip
+    second = spans["retry_attempt chat2"]
+    assert (second.attributes or {})["agentwatch.outcome"] == "cancelled"
+    works = [s for s in exporter.get_finished_spans() if s.name == "work"]
+    assert [w.parent.span_id if w.parent else None for w in works] == [
+        None, second.context.span_id
+    ]  # fmt: skip
