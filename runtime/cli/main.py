@@ -23,7 +23,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Final, NoReturn
 
-import openai
 from aiohttp import web
 
 from agentwatch.telemetry import (
@@ -40,6 +39,7 @@ from ..agents.agent_runtime import AgentRuntime
 from ..builtin_model import ModelBehavior, create_model_app
 from ..events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ..http.serving import BindError, run_service
+from ..provider_errors import PYTHON, FailureKind, ProviderFailure, classify
 from ..results import trace_line
 from ..service.app import create_app
 from ..settings import (
@@ -531,7 +531,14 @@ def _server_message(body: object) -> str:
     return ""
 
 
-def _model_error(exc: openai.APIError) -> str:
+def _said(exc: BaseException) -> str:
+    """What the provider said, from an OpenAI-style body or the error's own message."""
+    message = getattr(exc, "message", None)
+    said = _server_message(getattr(exc, "body", None))
+    return _one_line(said or (message if isinstance(message, str) else "") or str(exc))
+
+
+def _model_error(exc: BaseException, failure: ProviderFailure) -> str:
     """What went wrong talking to the model, naming the variable that chose it."""
     if os.environ.get(OPENAI_BASE_URL, "").strip():
         where = f"{os.environ[OPENAI_BASE_URL].strip()} ({OPENAI_BASE_URL})"
@@ -542,18 +549,18 @@ def _model_error(exc: openai.APIError) -> str:
     # the retry's note: "agentwatch: gave up after 4 attempts in 2.1 s"
     notes = [n.removeprefix("agentwatch: ") for n in getattr(exc, "__notes__", ()) or ()]
     tried = "".join(f"; {note}" for note in notes if note.startswith("gave up"))
-    if isinstance(exc, openai.APITimeoutError):
-        return f"the model at {where} did not answer in time{tried}"
-    if isinstance(exc, openai.APIConnectionError):
-        return f"cannot reach the model at {where}: {_root_cause(exc)}{tried}"
-    if isinstance(exc, openai.APIStatusError):
+    if failure.status is not None:
         hint = {401: f"; check {OPENAI_API_KEY}", 403: f"; check {OPENAI_API_KEY}"}
         hint[404] = "; check AGENTWATCH_MODEL and the URL"
-        said = _one_line(_server_message(exc.body) or exc.message).rstrip(".")
+        said = _said(exc).rstrip(".")
         return (
-            f"the model at {where} answered HTTP {exc.status_code}: "
-            f"{said}{hint.get(exc.status_code, '')}"
+            f"the model at {where} answered HTTP {failure.status}: "
+            f"{said}{hint.get(failure.status, '')}"
         )
+    if failure.kind is FailureKind.TIMEOUT:
+        return f"the model at {where} did not answer in time{tried}"
+    if failure.kind is FailureKind.CONNECTION:
+        return f"cannot reach the model at {where}: {_root_cause(exc)}{tried}"
     return f"the model at {where} failed: {_one_line(str(exc))}"
 
 
@@ -563,8 +570,11 @@ def _explain(exc: BaseException) -> tuple[int, str]:
         return _explain(exc.exceptions[0])
     if isinstance(exc, CliError):
         return exc.code, str(exc)
-    if isinstance(exc, openai.APIError):
-        return EXIT_MODEL_FAILED, _model_error(exc)
+    failure = classify(exc)
+    # Python's own TimeoutError / ConnectionError say nothing of who failed (a closed
+    # stdout is a BrokenPipeError): only a provider client's error blames the model.
+    if failure is not None and failure.source != PYTHON:
+        return EXIT_MODEL_FAILED, _model_error(exc, failure)
     if isinstance(exc, RunTimeoutError):
         return EXIT_MODEL_FAILED, f"{exc} (the limit is {AGENTWATCH_RUN_TIMEOUT})"
     if isinstance(exc, AgentRunError):  # the step limit (StepLimitError) and the like

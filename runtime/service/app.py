@@ -28,13 +28,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
-import openai
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry import propagate
@@ -67,6 +66,7 @@ from ..http.jsonpolicy import parse_json as parse_json
 from ..http.jsonpolicy import parse_json_async as parse_json_async
 from ..http.jsonpolicy import read_json as read_json
 from ..http.serving import SERVER_NAME, handler_limits, service_error_body
+from ..provider_errors import FailureKind, classify
 from ..settings import RuntimeSettings
 from .batches import (
     BATCHES_KEY,
@@ -164,6 +164,20 @@ def _run_request(body: dict[str, Any], accept: str) -> RunRequest:
     return RunRequest(query, stream or "text/event-stream" in accept, conversation)
 
 
+# The HTTP answer to a run a provider's failure ended, by the failure's kind: a timeout
+# of a model client (any provider's, or a TimeoutError of its own deadline) is 504
+# upstream_timeout, not the run's own limit; every other failure is 502 model_error.
+_PROVIDER_FAILURES: Final[Mapping[FailureKind, tuple[int, str, str]]] = {
+    kind: (502, "model_error", "The model failed: {error}.") for kind in FailureKind
+} | {
+    FailureKind.TIMEOUT: (
+        504,
+        "upstream_timeout",
+        "A call the run made timed out (not the run's own limit).",
+    ),
+}
+
+
 def _as_api_error(exc: Exception) -> ApiError | None:
     """The HTTP meaning of an error a run can end with (None: a bug, answered as 500)."""
     if isinstance(exc, ApiError):
@@ -178,14 +192,12 @@ def _as_api_error(exc: Exception) -> ApiError | None:
         return ApiError(508, "step_limit_exceeded", str(exc))
     if isinstance(exc, AgentRunError):
         return ApiError(500, "run_failed", str(exc))
-    if isinstance(exc, openai.APIError):
-        notes = "".join(f" {note}." for note in getattr(exc, "__notes__", ()))
-        return ApiError(502, "model_error", f"The model failed: {type(exc).__name__}.{notes}")
-    if isinstance(exc, TimeoutError):  # a model client's or a tool's own deadline
-        return ApiError(
-            504, "upstream_timeout", "A call the run made timed out (not the run's own limit)."
-        )
-    return None
+    failure = classify(exc)
+    if failure is None:
+        return None
+    status, kind, message = _PROVIDER_FAILURES[failure.kind]
+    notes = "".join(f" {note}." for note in getattr(exc, "__notes__", ()))  # the retry's
+    return ApiError(status, kind, message.format(error=type(exc).__name__) + notes)
 
 
 async def post_run(request: web.Request) -> web.StreamResponse:

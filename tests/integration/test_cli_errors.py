@@ -1,7 +1,8 @@
 """The `agentwatch` console script meets ordinary mistakes as a new user makes them: a
 port in use, a port out of range, a model that cannot be reached. Each is one line on
 stderr naming the problem and the flag or variable the user used, a documented exit
-code, and never a traceback. Real processes, real sockets, loopback only."""
+code, and never a traceback. Real processes, real sockets, loopback only; a provider
+client's failure, in process, as each kind is told."""
 
 from __future__ import annotations
 
@@ -12,9 +13,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
+import httpx
 import pytest
 
-from agentwatch.runtime.cli.main import EXIT_CANNOT_LISTEN, EXIT_MODEL_FAILED, EXIT_USAGE
+from agentwatch.runtime.cli import main as cli
+from agentwatch.runtime.cli.main import (
+    EXIT_CANNOT_LISTEN,
+    EXIT_MODEL_FAILED,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+)
+from agentwatch.runtime.provider_errors import FailureKind, ProviderFailure, register
 from tests.helpers import cli_env, free_port
 
 pytestmark = pytest.mark.integration
@@ -163,3 +173,68 @@ def test_version_comes_from_the_installed_distribution() -> None:
     out = agentwatch("--version", timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"agentwatch {version('agentwatch')}\n"
+
+
+class QuotaExhausted(Exception):
+    """A made-up provider's error, a model failure once its classifier is registered."""
+
+
+def _httpx_status(status: int) -> httpx.HTTPStatusError:
+    request = httpx.Request("POST", "http://127.0.0.1/v1/messages")
+    response = httpx.Response(status, request=request)
+    return httpx.HTTPStatusError("Service Unavailable", request=request, response=response)
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (
+            _httpx_status(503),
+            EXIT_MODEL_FAILED,
+            "the model at the builtin model answered HTTP 503: Service Unavailable",
+        ),
+        (
+            httpx.ConnectError("All connection attempts failed"),
+            EXIT_MODEL_FAILED,
+            "cannot reach the model at the builtin model: All connection attempts failed",
+        ),
+        (
+            aiohttp.ServerTimeoutError("slow"),
+            EXIT_MODEL_FAILED,
+            "the model at the builtin model did not answer in time",
+        ),
+        (
+            QuotaExhausted("quota exhausted"),
+            EXIT_MODEL_FAILED,
+            "the model at the builtin model failed: quota exhausted",
+        ),
+        # Python's own errors blame nobody: a closed stdout is not the model's fault.
+        (BrokenPipeError(32, "Broken pipe"), EXIT_UNEXPECTED, "unexpected error: BrokenPipeError"),
+        (TimeoutError(), EXIT_UNEXPECTED, "unexpected error: TimeoutError"),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else None,
+)
+def test_any_providers_failure_is_a_model_error_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: Exception,
+    code: int,
+    line: str,
+) -> None:
+    """Every provider client's failure (not only OpenAI's SDK) is exit 6 with the line
+    its classification calls for (runtime/provider_errors.py)."""
+    for variable in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "AGENTWATCH_DEBUG"):
+        monkeypatch.delenv(variable, raising=False)
+
+    def failing_run(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "_run", failing_run)  # what `run` calls, looked up by main()
+    unregister = register(QuotaExhausted, lambda e: ProviderFailure.of(FailureKind.OTHER))
+    try:
+        assert cli.main(["run", "what is 1 + 1"]) == code
+    finally:
+        unregister()
+    stderr = capsys.readouterr().err
+    assert stderr.startswith(f"agentwatch run: {line}"), stderr
+    assert len(stderr.splitlines()) == 1, stderr

@@ -7,8 +7,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import aiohttp
+import httpx
+import openai
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from langchain_core.language_models import BaseChatModel
+from langchain_core.outputs import ChatResult
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,6 +25,7 @@ from agentwatch.runtime.agents.agent import Agent
 from agentwatch.runtime.agents.agent_runtime import AgentRuntime
 from agentwatch.runtime.builtin_model import ModelBehavior
 from agentwatch.runtime.events import read_sse
+from agentwatch.runtime.provider_errors import FailureKind, ProviderFailure, register
 from agentwatch.runtime.service.app import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.runtime.tools import ToolRegistry
@@ -331,3 +337,72 @@ async def test_a_run_that_was_not_sampled_returns_no_trace_id(
     assert (kind, result["trace_id"], result["sampled"]) == ("result", "", False)
     assert exporter.get_finished_spans() == ()  # indeed, no backend has it
     provider.shutdown()
+
+
+class RaisingChat(BaseChatModel):
+    """A user's chat model on some provider's client, failing with ``error``."""
+
+    error: Exception
+
+    @property
+    def _llm_type(self) -> str:
+        return "raising"
+
+    def _generate(self, messages: Any, stop: Any = None, **kwargs: Any) -> ChatResult:
+        raise self.error
+
+    async def _agenerate(self, messages: Any, stop: Any = None, **kwargs: Any) -> ChatResult:
+        raise self.error
+
+
+class QuotaExhausted(Exception):
+    """A made-up provider's error, classified once registered."""
+
+
+def _httpx_status(status: int) -> httpx.HTTPStatusError:
+    request = httpx.Request("POST", "http://127.0.0.1/v1/messages")
+    response = httpx.Response(status, request=request)
+    return httpx.HTTPStatusError(f"HTTP {status}", request=request, response=response)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind"),
+    [
+        (_httpx_status(503), 502, "model_error"),
+        (httpx.ConnectError("refused"), 502, "model_error"),
+        (aiohttp.ServerDisconnectedError(), 502, "model_error"),
+        (httpx.ReadTimeout("slow"), 504, "upstream_timeout"),
+        (
+            openai.APITimeoutError(request=httpx.Request("POST", "http://x")),
+            504,
+            "upstream_timeout",
+        ),
+        (TimeoutError(), 504, "upstream_timeout"),
+        (QuotaExhausted("quota"), 502, "model_error"),
+        (KeyError("a bug"), 500, "internal_error"),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else None,
+)
+async def test_a_providers_failure_is_answered_by_its_kind_in_json_and_sse(
+    aiohttp_client: Client, telemetry: Telemetry, error: Exception, status: int, kind: str
+) -> None:
+    """Any provider client's failure, classified once (runtime/provider_errors.py): a
+    timeout is 504 upstream_timeout, every other failure 502 model_error; an error no
+    classifier knows is a bug (500)."""
+    runtime = AgentRuntime(RuntimeSettings(), telemetry)
+    runtime._agent = Agent(
+        RaisingChat(error=error), ToolRegistry(), telemetry=telemetry, model_name="raising"
+    )
+    unregister = register(QuotaExhausted, lambda e: ProviderFailure.of(FailureKind.RATE_LIMITED))
+    try:
+        client = await aiohttp_client(create_app(RuntimeSettings(), telemetry, runtime=runtime))
+        response = await client.post("/v1/runs", json={"input": "hello"})
+        assert response.status == status
+        body = await response.json()
+        assert body["error"]["type"] == kind
+        if kind == "model_error":
+            assert body["error"]["message"].startswith(f"The model failed: {type(error).__name__}.")
+        stream_kind, data = await _stream_error(client, "hello")
+        assert (stream_kind, data["type"]) == ("error", kind)
+    finally:
+        unregister()
