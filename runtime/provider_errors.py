@@ -11,18 +11,21 @@ Its callers decide from the classification alone: the retry loop (``transient``,
 ``retry_after``), the HTTP service (one table from ``kind`` to status and error code)
 and the command line (its model-error line).
 
-Known out of the box: the openai SDK's errors (and langchain-openai's subclasses of
-them), httpx's (``HTTPStatusError`` by status, timeouts, lost connections), aiohttp's
-(``ClientResponseError`` by status, timeouts, connection errors, a cut-off body), and
-Python's own ``TimeoutError`` / ``ConnectionError``, which any code may raise
-(``source == PYTHON``). A new provider is one call, once, at start-up::
+Known out of the box (the table ``_classifiers``): the openai SDK's errors (and
+langchain-openai's subclasses of them), httpx's (``HTTPStatusError`` by status, timeouts,
+lost connections), aiohttp's (``ClientResponseError`` by status, timeouts, connection
+errors, a cut-off body), and Python's own ``TimeoutError`` / ``ConnectionError``, which
+any code may raise (``source == PYTHON``). A new provider is one call per class of its
+errors, once, at start-up (or one row in that table, for a client we ship)::
 
-    def anthropic_failure(exc: anthropic.APIStatusError) -> ProviderFailure:
+    def anthropic_status(exc: anthropic.APIStatusError) -> ProviderFailure:
         return from_status(exc.status_code, exc.response.headers, source="anthropic")
 
-    register(anthropic.APIStatusError, anthropic_failure)
+    register(anthropic.APIStatusError, anthropic_status)
+    register(anthropic.APITimeoutError, by_class(FailureKind.TIMEOUT, source="anthropic"))
 
-The classifiers registered last are asked first; the first that returns a failure wins.
+A classifier registered later is asked before those registered earlier and the built-in
+ones; the first that returns a failure wins, ``None`` passes the question on.
 """
 
 from __future__ import annotations
@@ -153,50 +156,48 @@ def _number(text: str | None) -> float | None:
     return max(0.0, value) if math.isfinite(value) else None
 
 
+def by_class(kind: FailureKind, *, source: str = "") -> Classifier[BaseException]:
+    """A classifier for errors whose class alone says what failed."""
+    failure = ProviderFailure.of(kind, source=source)
+    return lambda exc: failure
+
+
 # -- the classifiers known out of the box ----------------------------------------------
 
 
-def _openai(exc: openai.APIError) -> ProviderFailure:
-    if isinstance(exc, openai.APIStatusError):
-        return from_status(exc.status_code, exc.response.headers, source="openai")
-    if isinstance(exc, openai.APITimeoutError):
-        return ProviderFailure.of(FailureKind.TIMEOUT, source="openai")
-    if isinstance(exc, openai.APIConnectionError):
-        return ProviderFailure.of(FailureKind.CONNECTION, source="openai")
-    return ProviderFailure.of(FailureKind.OTHER, source="openai")  # e.g. an error event
+def _openai_status(exc: openai.APIStatusError) -> ProviderFailure:
+    return from_status(exc.status_code, exc.response.headers, source="openai")
 
 
-def _httpx(exc: httpx.HTTPError) -> ProviderFailure:
-    if isinstance(exc, httpx.HTTPStatusError):
-        response = exc.response
-        return from_status(response.status_code, response.headers, source="httpx")
-    if isinstance(exc, httpx.TimeoutException):
-        return ProviderFailure.of(FailureKind.TIMEOUT, source="httpx")
-    if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
-        return ProviderFailure.of(FailureKind.CONNECTION, source="httpx")
-    return ProviderFailure.of(FailureKind.OTHER, source="httpx")
+def _httpx_status(exc: httpx.HTTPStatusError) -> ProviderFailure:
+    return from_status(exc.response.status_code, exc.response.headers, source="httpx")
 
 
-def _aiohttp(exc: aiohttp.ClientError) -> ProviderFailure:
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return from_status(exc.status, exc.headers, source="aiohttp")
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return ProviderFailure.of(FailureKind.TIMEOUT, source="aiohttp")
-    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
-        return ProviderFailure.of(FailureKind.CONNECTION, source="aiohttp")
-    return ProviderFailure.of(FailureKind.OTHER, source="aiohttp")
-
-
-def _python(exc: OSError) -> ProviderFailure | None:
-    if isinstance(exc, TimeoutError):
-        return ProviderFailure.of(FailureKind.TIMEOUT, source=PYTHON)
-    if isinstance(exc, ConnectionError):
-        return ProviderFailure.of(FailureKind.CONNECTION, source=PYTHON)
-    return None  # another OSError: a file, a permission; not a provider's failure
+def _aiohttp_status(exc: aiohttp.ClientResponseError) -> ProviderFailure:
+    return from_status(exc.status, exc.headers, source="aiohttp")
 
 
 # (exception class, classifier), asked in order: the first that returns a failure wins.
-_classifiers: list[tuple[type[BaseException], Classifier[Any]]] = []
+# A client's most specific classes first; Python's own errors after the clients' (aiohttp's
+# timeouts are TimeoutErrors too); a client's base class last (its errors of no known kind).
+_classifiers: list[tuple[type[BaseException], Classifier[Any]]] = [
+    (openai.APIStatusError, _openai_status),
+    (openai.APITimeoutError, by_class(FailureKind.TIMEOUT, source="openai")),
+    (openai.APIConnectionError, by_class(FailureKind.CONNECTION, source="openai")),
+    (httpx.HTTPStatusError, _httpx_status),
+    (httpx.TimeoutException, by_class(FailureKind.TIMEOUT, source="httpx")),
+    (httpx.NetworkError, by_class(FailureKind.CONNECTION, source="httpx")),
+    (httpx.RemoteProtocolError, by_class(FailureKind.CONNECTION, source="httpx")),
+    (aiohttp.ClientResponseError, _aiohttp_status),
+    (aiohttp.ServerTimeoutError, by_class(FailureKind.TIMEOUT, source="aiohttp")),
+    (aiohttp.ClientConnectionError, by_class(FailureKind.CONNECTION, source="aiohttp")),
+    (aiohttp.ClientPayloadError, by_class(FailureKind.CONNECTION, source="aiohttp")),  # cut off
+    (TimeoutError, by_class(FailureKind.TIMEOUT, source=PYTHON)),
+    (ConnectionError, by_class(FailureKind.CONNECTION, source=PYTHON)),
+    (openai.APIError, by_class(FailureKind.OTHER, source="openai")),  # e.g. a stream's error
+    (httpx.HTTPError, by_class(FailureKind.OTHER, source="httpx")),
+    (aiohttp.ClientError, by_class(FailureKind.OTHER, source="aiohttp")),
+]
 
 
 def register(exc_type: type[E], classifier: Classifier[E]) -> Callable[[], None]:
@@ -210,13 +211,6 @@ def register(exc_type: type[E], classifier: Classifier[E]) -> Callable[[], None]
             _classifiers.remove(entry)
 
     return unregister
-
-
-# The built-in ones; Python's own errors last (aiohttp's timeouts are TimeoutErrors too).
-register(OSError, _python)
-register(aiohttp.ClientError, _aiohttp)
-register(httpx.HTTPError, _httpx)
-register(openai.APIError, _openai)
 
 
 def classify(exc: BaseException) -> ProviderFailure | None:

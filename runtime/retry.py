@@ -80,19 +80,28 @@ class RetryPolicy:
 class _Schedule:
     """When to try one call again: decided once per failed attempt, remembered in ``wait``."""
 
-    __slots__ = ("_delays", "_retrier", "_start", "wait")
+    __slots__ = ("_classify", "_clock", "_delays", "_jitter", "_policy", "_start", "wait")
 
-    def __init__(self, retrier: Retrier) -> None:
-        self._retrier = retrier
-        self._start = retrier._clock()
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        classify: Callable[[BaseException], ProviderFailure | None],
+        clock: Callable[[], float],
+        jitter: Callable[[float], float],
+    ) -> None:
+        self._policy = policy
+        self._classify = classify
+        self._clock = clock
+        self._jitter = jitter
+        self._start = clock()
         self._delays: Iterator[float] | None = None  # built only once a call has failed
         self.wait: float | None = None
 
     def after(self, exc: Exception, number: int) -> float | None:
         """The wait before attempt ``number + 1`` after ``exc``; None: give up."""
-        retrier, policy = self._retrier, self._retrier.policy
+        policy = self._policy
         self.wait = None
-        failure = retrier._classify(exc)
+        failure = self._classify(exc)
         if failure is None or not failure.transient or number >= policy.max_tries:
             return None
         if failure.retry_after is not None:
@@ -102,14 +111,14 @@ class _Schedule:
                 delays = backoff.expo(factor=policy.base_delay, max_value=policy.max_delay)
                 next(delays)  # advance past the generator's priming yield
                 self._delays = cast(Iterator[float], delays)
-            wait = retrier._jitter(next(self._delays))
-        if retrier._clock() - self._start + wait > policy.max_time:
+            wait = self._jitter(next(self._delays))
+        if self.elapsed() + wait > policy.max_time:
             return None
         self.wait = wait
         return wait
 
     def elapsed(self) -> float:
-        return self._retrier._clock() - self._start
+        return self._clock() - self._start
 
 
 class Retrier:
@@ -136,8 +145,8 @@ class Retrier:
         self._classify = classify
 
     async def call(self, operation: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        count = self.telemetry.count_retry
-        schedule = _Schedule(self)
+        count = self.telemetry.retries.count  # every attempt, the first one too
+        schedule = _Schedule(self.policy, self._classify, self._clock, self._jitter)
         number, wait = 1, 0.0
         while True:
             try:
@@ -185,8 +194,7 @@ class Retrier:
                     first.set_outcome(RETRY_RETRY)
                     first.fail(exc)
                 raise
-        span = telemetry.retry_attempt(operation, number, wait_before)
-        with span:
+        with telemetry.retry_attempt(operation, number, wait_before) as span:
             try:
                 result = await attempt()
             except Exception as exc:

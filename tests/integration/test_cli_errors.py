@@ -26,6 +26,7 @@ from agentwatch.runtime.cli.main import (
 )
 from agentwatch.runtime.provider_errors import FailureKind, ProviderFailure, register
 from tests.helpers import cli_env, free_port
+from tests.unit.test_provider_errors import httpx_status
 
 pytestmark = pytest.mark.integration
 
@@ -179,19 +180,13 @@ class QuotaExhausted(Exception):
     """A made-up provider's error, a model failure once its classifier is registered."""
 
 
-def _httpx_status(status: int) -> httpx.HTTPStatusError:
-    request = httpx.Request("POST", "http://127.0.0.1/v1/messages")
-    response = httpx.Response(status, request=request)
-    return httpx.HTTPStatusError("Service Unavailable", request=request, response=response)
-
-
 @pytest.mark.parametrize(
     ("error", "code", "line"),
     [
         (
-            _httpx_status(503),
+            httpx_status(503),
             EXIT_MODEL_FAILED,
-            "the model at the builtin model answered HTTP 503: Service Unavailable",
+            "the model at the builtin model answered HTTP 503: HTTP 503",
         ),
         (
             httpx.ConnectError("All connection attempts failed"),

@@ -31,6 +31,7 @@ from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.runtime.tools import ToolRegistry
 from agentwatch.telemetry import Telemetry
 from tests.helpers import http_count
+from tests.unit.test_provider_errors import httpx_status
 
 pytestmark = pytest.mark.integration
 
@@ -359,16 +360,10 @@ class QuotaExhausted(Exception):
     """A made-up provider's error, classified once registered."""
 
 
-def _httpx_status(status: int) -> httpx.HTTPStatusError:
-    request = httpx.Request("POST", "http://127.0.0.1/v1/messages")
-    response = httpx.Response(status, request=request)
-    return httpx.HTTPStatusError(f"HTTP {status}", request=request, response=response)
-
-
 @pytest.mark.parametrize(
     ("error", "status", "kind"),
     [
-        (_httpx_status(503), 502, "model_error"),
+        (httpx_status(503), 502, "model_error"),
         (httpx.ConnectError("refused"), 502, "model_error"),
         (aiohttp.ServerDisconnectedError(), 502, "model_error"),
         (httpx.ReadTimeout("slow"), 504, "upstream_timeout"),

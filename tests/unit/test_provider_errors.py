@@ -16,6 +16,7 @@ from agentwatch.runtime.provider_errors import (
     TRANSIENT_KINDS,
     FailureKind,
     ProviderFailure,
+    by_class,
     classify,
     from_status,
     is_transient,
@@ -158,8 +159,8 @@ def test_a_registration_is_asked_first_and_can_be_taken_back() -> None:
     subclass_of_openai = type("GatewayTimeout", (openai.APITimeoutError,), {})
     exc = subclass_of_openai(request=REQUEST)
     assert classify(exc) == ProviderFailure.of(K.TIMEOUT, source="openai")
-    unregister = register(subclass_of_openai, lambda e: ProviderFailure.of(K.SERVER_ERROR))
-    assert classify(exc) == ProviderFailure.of(K.SERVER_ERROR)  # before openai's own
+    unregister = register(subclass_of_openai, by_class(K.SERVER_ERROR, source="gateway"))
+    assert classify(exc) == ProviderFailure.of(K.SERVER_ERROR, source="gateway")  # first
     unregister()
     unregister()  # twice is harmless
     assert classify(exc) == ProviderFailure.of(K.TIMEOUT, source="openai")

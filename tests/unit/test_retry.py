@@ -20,6 +20,7 @@ from agentwatch.runtime.provider_errors import FailureKind, ProviderFailure, reg
 from agentwatch.runtime.retry import Retrier, RetryPolicy, is_transient, retry_after
 from agentwatch.telemetry import ConfigurationError, Telemetry
 from tests.helpers import retry_attempts
+from tests.unit.test_provider_errors import httpx_status
 
 
 def status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
@@ -185,12 +186,6 @@ def test_classification_and_settings() -> None:
         RetryPolicy.from_env({"AGENTWATCH_RETRY_MAX_TRIES": "0"})
     with pytest.raises(ConfigurationError, match="whole number"):
         RetryPolicy.from_env({"AGENTWATCH_RETRY_MAX_TRIES": "many"})
-
-
-def httpx_status(status: int, headers: dict[str, str]) -> httpx.HTTPStatusError:
-    request = httpx.Request("POST", "http://127.0.0.1/v1/messages")
-    response = httpx.Response(status, headers=headers, request=request)
-    return httpx.HTTPStatusError(f"HTTP {status}", request=request, response=response)
 
 
 async def test_any_clients_transient_errors_are_retried_with_the_wait_asked_for(
