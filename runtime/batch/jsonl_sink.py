@@ -46,7 +46,6 @@ _logger = logging.getLogger("agentwatch.batch")
 
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one record, newline included
 _CHUNK = 1 << 16
-_FINAL_STATUSES = frozenset(str(s) for s in FINAL)
 _SHOWN_LINES = 20
 
 
@@ -174,8 +173,8 @@ class JsonlResultSink:
         record of the same id (the file is compacted on close, and on the next open).
         A cancelled one is not written.
         """
-        if record.get("status") not in _FINAL_STATUSES:
-            return
+        if not _is_final(record):
+            return  # cancelled: no result
         if self._error is not None:
             raise self._error
         if self._fd is None:
@@ -322,7 +321,7 @@ def _take_line(scan: _Scan, raw: bytes, number: int, start: int, end: int) -> No
     if not isinstance(task_id, str | int) or isinstance(task_id, bool) or str(task_id) == "":
         scan.bad.append((number, start, end, "not a record with an id"))
         return
-    if record.get("status") not in _FINAL_STATUSES:
+    if not _is_final(record):
         scan.bad.append((number, start, end, "no final status"))
         return
     key = str(task_id)
@@ -331,6 +330,11 @@ def _take_line(scan: _Scan, raw: bytes, number: int, start: int, end: int) -> No
         del scan.kept[key]  # the later record wins, at its own place in the file
     scan.kept[key] = raw
     scan.records[key] = record
+
+
+def _is_final(record: Record) -> bool:
+    status = record.get("status")
+    return isinstance(status, str) and status in FINAL  # a list or object is no status
 
 
 def _repair(path: Path, fd: int, scan: _Scan) -> int:

@@ -473,6 +473,17 @@ async def test_a_corrupt_middle_line_keeps_every_valid_record(
     assert "line 3 (not JSON), 5 (not JSON)" in caplog.text
 
 
+async def test_a_status_that_is_not_a_string_is_a_corrupt_line(tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    bad = '{"id": "x", "status": []}\n{"id": "y", "status": {"a": 1}}\n'
+    out.write_text(record_line("a") + bad)
+    store = JsonlResultSink(out)
+    done = await store.open()  # the old code: TypeError (unhashable), nothing could run
+    await store.close()
+    assert list(done) == ["a"]
+    assert (tmp_path / "results.jsonl.corrupt").read_text() == bad
+
+
 async def test_lines_read_back_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(jsonl_sink, "MAX_LINE_BYTES", 200)
     out = tmp_path / "results.jsonl"
