@@ -155,8 +155,7 @@ class BatchProcessor:
             self._queue.task_done()
             removed += 1
             self._end_unstarted(task)
-        # The gauge is shared by every batch of the process: take out only ours.
-        self.telemetry.metrics.batch_queue_depth.dec(removed)
+        self.telemetry.batches.dequeued(removed)  # the gauge is shared: only ours go
 
     # -- running -----------------------------------------------------------------------
     async def run(self, tasks: Iterable[Task]) -> BatchSummary:
@@ -214,16 +213,15 @@ class BatchProcessor:
                         self.on_progress(task)
                     continue
             self._queue.put_nowait((task.priority, next(self._order), now, task))
-        self.telemetry.metrics.batch_queue_depth.inc(self._queue.qsize())
+        self.telemetry.batches.queued(self._queue.qsize())
 
     async def _worker(self, context: Any, summary: BatchSummary) -> None:
-        depth = self.telemetry.metrics.batch_queue_depth
         while not self._draining:
             try:
                 _, _, enqueued_at, task = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            depth.dec()
+            self.telemetry.batches.dequeued()
             try:
                 await self._take(task, enqueued_at, context, summary)
             finally:
@@ -257,8 +255,7 @@ class BatchProcessor:
         task.status = TaskStatus.PROCESSING
         worker = _current()
         self._running[task.id] = worker  # cancel(task_id) cancels this worker's await
-        in_progress = self.telemetry.metrics.batch_in_progress
-        in_progress.inc()
+        self.telemetry.batches.started()
         started = self.clock()
         invocation = self.telemetry.batch_task(
             self.batch_id, task.id, task.priority, wait, parent=context
@@ -266,7 +263,7 @@ class BatchProcessor:
         with invocation:
             status, error = await self._attempt(task)  # never raises
             invocation.finish(status, error)  # before the with's own end, which is then a no-op
-        in_progress.dec()
+        self.telemetry.batches.finished()
         self._running.pop(task.id, None)
         summary.durations.append(self.clock() - started)
         self._settle(task, status, error)
@@ -328,7 +325,7 @@ class BatchProcessor:
         """A task that ends before a worker starts it: cancelled, counted, reported (its
         record goes to the sink when the run ends)."""
         task.status = TaskStatus.CANCELLED
-        self.telemetry.count_unstarted_batch_tasks(str(TaskStatus.CANCELLED))
+        self.telemetry.batches.unstarted(TaskStatus.CANCELLED)
         if self.on_progress is not None:
             self.on_progress(task)
 

@@ -11,24 +11,29 @@ from pathlib import Path
 from typing import Any
 
 from agentwatch.telemetry import AgentwatchError
+from agentwatch.telemetry import names as n
 
 MAX_QUERY_CHARS = 32_000
 TASK_FIELDS = frozenset({"id", "query", "input", "priority"})  # "input": query's other name
 
 
 class TaskStatus(StrEnum):
+    """Where a task is; how it ended is one of telemetry's ``BATCH_STATUSES`` (the
+    ``status`` label of the batch metrics), spelled there once."""
+
     PENDING = "pending"
     PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
+    COMPLETED = n.STATUS_COMPLETED
+    FAILED = n.STATUS_FAILED
+    TIMED_OUT = n.STATUS_TIMED_OUT
+    CANCELLED = n.STATUS_CANCELLED
 
 
-# What a result file records: a task with one of these statuses is done (skipped on
+ENDED = frozenset(TaskStatus(status) for status in n.BATCH_STATUSES)
+# What a result sink keeps: a task with one of these statuses is done (skipped on
 # resume); the RETRYABLE ones run again when asked (``--retry-failed``).
-FINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.TIMED_OUT})
-RETRYABLE = frozenset({TaskStatus.FAILED, TaskStatus.TIMED_OUT})
+FINAL = ENDED - {TaskStatus.CANCELLED}
+RETRYABLE = frozenset(TaskStatus(status) for status in n.BATCH_FAILED_STATUSES)
 
 
 class BatchInputError(AgentwatchError, ValueError):

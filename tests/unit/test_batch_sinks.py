@@ -1,5 +1,6 @@
 """The result-sink seam: the processor works with any ``ResultSink`` (open / check / add /
-close), the memory sink resumes like the file does, and each sink keeps its contract."""
+close), the memory sink resumes like the file does, and each sink keeps its contract; the
+batch statuses come from telemetry's one vocabulary."""
 
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ from agentwatch.runtime.batch import (
     ResultSink,
     ResultStore,
     Task,
+    TaskStatus,
 )
 from agentwatch.runtime.batch.sink import Record
 from agentwatch.telemetry import Telemetry
+from agentwatch.telemetry import names as n
+from tests.unit.test_vocabulary import ROOT, literals
 
 
 class ListSink:
@@ -241,3 +245,16 @@ async def test_store_is_the_first_name_of_sink(telemetry: Telemetry, tmp_path: P
     with pytest.raises(TypeError, match="not both"):
         BatchProcessor(work, telemetry, sink=sink, store=MemoryResultSink())
     assert isinstance(BatchProcessor(work, telemetry).sink, MemoryResultSink)
+
+
+def test_the_batch_statuses_are_spelled_once_in_telemetry_names() -> None:
+    batch = [*sorted((ROOT / "runtime" / "batch").glob("*.py")), ROOT / "runtime/cli/batch.py"]
+    spelled = [
+        f"{path.name}:{line}: {text!r}"
+        for path in batch
+        for line, text in literals(path)
+        if text in n.BATCH_STATUSES
+    ]
+    assert spelled == []
+    ended = {str(status) for status in TaskStatus} - {"pending", "processing"}
+    assert ended == set(n.BATCH_STATUSES)
