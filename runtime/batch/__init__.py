@@ -13,7 +13,7 @@ from .jsonl_sink import (
 )
 from .memory_sink import MemoryResultSink
 from .processor import BatchOptions, BatchProcessor, BatchSummary
-from .sink import RecordTooLarge, ResultSink
+from .sink import PagedResultSink, RecordTooLarge, ResultSink
 from .task import BatchInputError, Task, TaskStatus, read_tasks, task_from
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "BatchSummary",
     "JsonlResultSink",
     "MemoryResultSink",
+    "PagedResultSink",
     "RecordTooLarge",
     "ResultFileError",
     "ResultFileLocked",

@@ -1,10 +1,10 @@
-"""``MemoryResultSink``: a batch's results in memory (a ``ResultSink``, sink.py).
+"""``MemoryResultSink``: a batch's results in memory (a ``PagedResultSink``, sink.py).
 
 Durable for the life of the process only: ``add`` returns at once, a crash loses every
 record and leaves nothing to resume from. Every record is kept, cancelled ones too, in
 the order they were added (``records``, append only): ``/v1/batches/{id}/results``
-pages through them, so that following its cursor gives each record exactly once even
-while the batch runs.
+pages through them (``page``), so that following its cursor gives each record exactly
+once even while the batch runs.
 """
 
 from __future__ import annotations
@@ -38,3 +38,9 @@ class MemoryResultSink:
 
     async def close(self) -> None:
         """Nothing to release: the records stay readable."""
+
+    def count(self) -> int:
+        return len(self._records)
+
+    async def page(self, start: int, limit: int) -> list[Record]:
+        return self._records[start : start + limit]

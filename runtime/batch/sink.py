@@ -28,8 +28,12 @@ Durability is each sink's own, stated in its docstring:
 - ``MemoryResultSink`` (memory_sink.py): durable for the life of the process only; a
   crash loses every record, and there is nothing to resume from.
 
-A new sink (e.g. Redis) is one module implementing these four methods, plus the line
-that constructs it where a batch is started (the CLI or the HTTP service).
+A sink that ``/v1/batches`` pages read is a ``PagedResultSink``: its records read back
+in the order they were added (``count``, ``page``), append only, so that an offset into
+them (the cursor) stays valid.
+
+A new sink (e.g. Redis) is one module implementing these methods, plus the line that
+constructs it where a batch is started (runtime/cli/batch.py, runtime/service/batches.py).
 """
 
 from __future__ import annotations
@@ -61,4 +65,16 @@ class ResultSink(Protocol):
 
     async def close(self) -> None:
         """Release the sink (every ``add`` has returned)."""
+        ...
+
+
+class PagedResultSink(ResultSink, Protocol):
+    """A ``ResultSink`` whose records read back in the order they were added."""
+
+    def count(self) -> int:
+        """How many records were added so far."""
+        ...
+
+    async def page(self, start: int, limit: int) -> list[Record]:
+        """At most ``limit`` records from the ``start``-th (0-based), in the order added."""
         ...

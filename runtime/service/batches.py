@@ -6,6 +6,8 @@ gives the tasks that ended, in the order they ended, ``limit`` a page (default 1
 most 1,000). Results only ever append, so following ``next_cursor`` (opaque) yields each
 task's result exactly once, even while the batch runs (a page may then be empty: ask
 again later); ``next_cursor`` is null once the batch has ended and every result was given.
+The pages read the batch's result sink (a ``PagedResultSink``: ``MemoryResultSink``),
+to which the processor adds each task's record as it ends.
 A page of more than ``INLINE_PAGE_RESULTS`` results is encoded in a worker thread.
 ``DELETE /v1/batches/{id}`` answers 202 ``cancelling`` while the batch runs, and 200 with
 its summary (its real state) once it has ended. Query parameters: only the route's, each
@@ -40,6 +42,7 @@ from agentwatch.telemetry import Telemetry
 
 from ..batch.memory_sink import MemoryResultSink
 from ..batch.processor import BatchOptions, BatchProcessor
+from ..batch.sink import PagedResultSink
 from ..batch.task import BatchInputError, Task, TaskStatus, check_unique, task_from
 from ..settings import RuntimeSettings
 
@@ -65,7 +68,7 @@ class BatchRecord:
     processor: BatchProcessor
     runner: asyncio.Task[Any]
     total: int
-    sink: MemoryResultSink  # the records of the tasks that ended, in the order they ended
+    sink: PagedResultSink  # the records of the tasks that ended, in the order they ended
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None  # set when the runner is done (its done callback)
     _final_counts: dict[str, int] | None = None
@@ -81,7 +84,7 @@ class BatchRecord:
     @property
     def unfinished(self) -> int:
         """Tasks waiting or running (what counts against ``max_batch_queued_tasks``)."""
-        return self.total - len(self.sink.records) if self.running else 0
+        return self.total - self.sink.count() if self.running else 0
 
     @property
     def state(self) -> str:
@@ -110,21 +113,20 @@ class BatchRecord:
             "id": self.batch_id,
             "state": self.state,
             "total": self.total,
-            "done": len(self.sink.records),
+            "done": self.sink.count(),
             "counts": self.counts(),
             "created_at": _timestamp(self.created_at),
             "finished_at": None if self.finished_at is None else _timestamp(self.finished_at),
             "results_url": f"/v1/batches/{self.batch_id}/results",
         }
 
-    def results(self, query: Mapping[str, str], error: ApiErrorFactory) -> dict[str, Any]:
+    async def results(self, query: Mapping[str, str], error: ApiErrorFactory) -> dict[str, Any]:
         """One page of the results from ``?cursor=`` (default: the first), ``?limit=``."""
         limit = _limit(query.get("limit"), error)
-        ended = self.sink.records
         start = 0 if query.get("cursor") is None else self._offset(query["cursor"], error)
-        page = list(ended[start : start + limit])
+        page = await self.sink.page(start, limit)
         end = start + len(page)
-        more = end < len(ended) or self.running
+        more = end < self.sink.count() or self.running  # read after the page: never short
         return {
             "id": self.batch_id,
             "state": self.state,
@@ -136,11 +138,7 @@ class BatchRecord:
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
             offset, batch_id = raw.split(":", 1)
-            if (
-                batch_id == self.batch_id
-                and offset.isdigit()
-                and int(offset) <= len(self.sink.records)
-            ):
+            if batch_id == self.batch_id and offset.isdigit() and int(offset) <= self.sink.count():
                 return int(offset)
         except (ValueError, binascii.Error):
             pass
@@ -182,7 +180,7 @@ async def results_response(
     """``GET /v1/batches/{id}/results``: one page. A page of more than INLINE_PAGE_RESULTS
     results is encoded in a worker thread, one page at a time, so that many readers of
     big pages never hold the event loop (40 pages of 1,000 held /healthz 0.5 s)."""
-    page = record.results(query_params(request.query, _PAGE, error), error)
+    page = await record.results(query_params(request.query, _PAGE, error), error)
     if len(page["results"]) <= INLINE_PAGE_RESULTS:
         return web.json_response(page)
     async with request.app[ENCODING_KEY]:

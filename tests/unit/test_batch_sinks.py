@@ -18,6 +18,7 @@ from agentwatch.runtime.batch import (
     BatchProcessor,
     JsonlResultSink,
     MemoryResultSink,
+    PagedResultSink,
     RecordTooLarge,
     ResultSink,
     ResultStore,
@@ -214,6 +215,18 @@ async def test_a_sink_whose_add_fails_stops_the_batch(telemetry: Telemetry) -> N
     assert sink.records == []
     assert sink.calls[-1] == "close"
     assert len([c for c in sink.calls if c.startswith("add")]) <= 10
+
+
+async def test_the_memory_sink_reads_back_in_pages() -> None:
+    sink: PagedResultSink = MemoryResultSink()
+    assert await sink.open() == {}
+    for i in range(5):
+        await sink.add({"id": i, "status": "cancelled" if i == 2 else "completed"})
+    assert sink.count() == 5
+    assert [r["id"] for r in await sink.page(0, 2)] == [0, 1]
+    assert [r["id"] for r in await sink.page(2, 10)] == [2, 3, 4]  # cancelled ones too
+    assert await sink.page(5, 10) == []
+    assert sorted(await sink.open()) == ["0", "1", "2", "3", "4"]
 
 
 async def test_the_jsonl_sink_writes_no_cancelled_record(tmp_path: Path) -> None:
