@@ -4,13 +4,28 @@ Nothing is created at import time: ``MetricCatalog(registry)`` registers the fam
 in the registry it is given (a fresh ``CollectorRegistry`` per test, the default
 registry in a service). Names, help texts, labels and buckets are part of the contract
 in docs/architecture.md.
+
+No ``_created`` series, however the telemetry is built (``setup_telemetry``,
+``build_telemetry`` or ``Telemetry(...)``: each creates its catalog here). One
+``_created`` series per counter and histogram child doubles what Prometheus stores for
+nothing the dashboards use. prometheus_client has one switch for it, process-wide and
+read at exposition (``disable_created_metrics``); creating a catalog turns it off, so
+other metrics of the process lose their ``_created`` series too (as they did when only
+``setup_telemetry`` did this).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 from . import names as n
 
@@ -52,6 +67,7 @@ class MetricCatalog:
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> MetricCatalog:
         reg = REGISTRY if registry is None else registry
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # see the module docstring
 
         def histogram(
             name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]

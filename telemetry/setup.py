@@ -17,6 +17,14 @@ Every limit is read from ``TelemetrySettings`` (``from_env(env)``), not os.envir
 Cutting a value is the limit working, not a fault: the SDK's warning for each value cut
 ("String attribute value exceeds max length", once per value, e.g. the stack trace of
 every failed run) is dropped by a filter on its logger, installed by ``build_telemetry``.
+
+Joining the application's own OpenTelemetry setup: a tracer provider agentwatch did not
+build (given as ``tracer_provider=``, or the global one the application or
+``opentelemetry-instrument`` installed first) is used as it is. Its processors,
+exporters, sampler, resource and limits are the application's; agentwatch adds no
+exporter to it (the OTEL_* variables are the application's setup's to honour, and
+adding one would export every span twice) unless asked with ``span_exporter=``, never
+installs it as the global provider, never replaces it and never shuts it down.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
-from prometheus_client import CollectorRegistry, disable_created_metrics
+from prometheus_client import CollectorRegistry
 
 from ._export import CountingBatchSpanProcessor
 from .catalog import MetricCatalog
@@ -65,42 +73,70 @@ def setup_telemetry(
     registry: CollectorRegistry | None = None,
     span_exporter: SpanExporter | None = None,
     set_global: bool = True,
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> Telemetry:
     """Wire tracing and metrics once for this process and return the ``Telemetry``.
 
-    ``span_exporter`` replaces the exporter OTEL_TRACES_EXPORTER would choose;
-    ``set_global`` also installs the tracer provider as OpenTelemetry's global one so
-    that other instrumentation in the process joins the same traces.
+    ``tracer_provider``: the application's own provider, used as it is (see the module
+    docstring). Without it, the global provider already installed (by the application,
+    or ``opentelemetry-instrument``) is used the same way; with none installed,
+    agentwatch builds its own from the OTEL_* variables and, with ``set_global``,
+    installs it so that other instrumentation in the process joins the same traces.
+    ``span_exporter`` replaces the exporter OTEL_TRACES_EXPORTER would choose (on a
+    provider agentwatch did not build: adds its counting batch processor with it).
+    The first call decides; later calls return its ``Telemetry``.
     """
     global _telemetry, _configured
     with _lock:
         if _telemetry is not None and _configured:
+            if tracer_provider is not None and tracer_provider is not _telemetry.tracer_provider:
+                _logger.warning(
+                    "agentwatch: telemetry is already set up; tracer_provider= is ignored"
+                )
             return _telemetry
-        # One `_created` series per counter/histogram child doubles what Prometheus
-        # stores for nothing the dashboards use (prometheus_client's global switch).
-        disable_created_metrics()  # type: ignore[no-untyped-call]
         # Code that recorded before setup used a default Telemetry on the default
         # registry: keep its metric families (they cannot be registered twice).
         catalog = _telemetry.metrics if _telemetry is not None and registry is None else None
         s = settings if settings is not None else TelemetrySettings.from_env()
+        joined = tracer_provider if tracer_provider is not None else _installed_provider()
         telemetry = build_telemetry(
-            s, registry=registry, span_exporter=span_exporter, catalog=catalog
+            s,
+            registry=registry,
+            span_exporter=span_exporter,
+            catalog=catalog,
+            tracer_provider=joined,
         )
         if span_exporter is None:
-            # Once per process. Off by policy is said where a user sees it (stderr when
-            # logging is not configured); a configured choice only in the log.
-            level = (
-                logging.WARNING
-                if s.exporter_by_policy and s.traces_exporter == "none"
-                else logging.INFO
-            )
-            _logger.log(level, "agentwatch: %s", s.describe_export())
-        if set_global:
-            provider = telemetry.tracer_provider
-            if provider is not None:
-                trace.set_tracer_provider(provider)
+            _state_where_spans_go(s, joined, given=tracer_provider is not None)
+        if set_global and joined is None and telemetry.tracer_provider is not None:
+            trace.set_tracer_provider(telemetry.tracer_provider)
         _telemetry, _configured = telemetry, True
         return telemetry
+
+
+def _installed_provider() -> trace.TracerProvider | None:
+    """The global tracer provider, when one is installed (not the API's placeholder)."""
+    current = trace.get_tracer_provider()
+    return None if isinstance(current, trace.ProxyTracerProvider) else current
+
+
+def _state_where_spans_go(
+    s: TelemetrySettings, joined: trace.TracerProvider | None, *, given: bool
+) -> None:
+    """Once per process. Off by policy is said where a user sees it (stderr when logging
+    is not configured); a configured choice, or the application's provider, in the log."""
+    if joined is not None and not s.sdk_disabled:
+        whose = "given" if given else "already installed"
+        _logger.info(
+            "agentwatch: spans go to the tracer provider %s "
+            "(its own processors and exporters; agentwatch adds none)",
+            whose,
+        )
+        return
+    level = (
+        logging.WARNING if s.exporter_by_policy and s.traces_exporter == "none" else logging.INFO
+    )
+    _logger.log(level, "agentwatch: %s", s.describe_export())
 
 
 def get_telemetry() -> Telemetry:
@@ -120,8 +156,14 @@ def build_telemetry(
     registry: CollectorRegistry | None = None,
     span_exporter: SpanExporter | None = None,
     catalog: MetricCatalog | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
 ) -> Telemetry:
     """A configured ``Telemetry`` that touches no globals (what setup_telemetry installs).
+
+    Without ``tracer_provider`` it builds and owns one from the settings (exporter by the
+    export policy, span limits, resource) and shuts it down with the telemetry. With one,
+    it records through it as it is: only ``span_exporter`` adds to it (a counting batch
+    processor, shut down with the telemetry; the provider stays running).
 
     Start-up work blocks briefly (resource detection joins a thread pool): from inside a
     running event loop call it, or ``setup_telemetry()``, through ``asyncio.to_thread``.
@@ -134,9 +176,15 @@ def build_telemetry(
             capture_content=s.capture_content,
             catalog=catalog,
         )
-    quiet_truncation_warnings()
-    provider = TracerProvider(resource=_resource(), span_limits=span_limits(s))
-    exporter = span_exporter if span_exporter is not None else _exporter(s)
+    owned = tracer_provider is None
+    if tracer_provider is None:
+        quiet_truncation_warnings()
+        provider: trace.TracerProvider = TracerProvider(
+            resource=_resource(), span_limits=span_limits(s)
+        )
+        exporter = span_exporter if span_exporter is not None else _exporter(s)
+    else:
+        provider, exporter = tracer_provider, span_exporter
     processor: CountingBatchSpanProcessor | None = None
     holder: list[Telemetry] = []
 
@@ -145,6 +193,11 @@ def build_telemetry(
             holder[0].count_dropped_spans(reason, count)
 
     if exporter is not None:
+        if not isinstance(provider, TracerProvider):
+            raise ConfigurationError(
+                f"span_exporter= needs an SDK TracerProvider to add its processor to, "
+                f"not {type(provider).__name__}"
+            )
         processor = CountingBatchSpanProcessor(
             exporter,
             on_drop,
@@ -156,7 +209,8 @@ def build_telemetry(
     def shutdown(timeout: float) -> None:
         if processor is not None:
             processor.shutdown_within(int(timeout * 1000))  # the drop count is final after
-        provider.shutdown()
+        if owned and isinstance(provider, TracerProvider):
+            provider.shutdown()
 
     telemetry = Telemetry(
         tracer_provider=provider,
@@ -165,7 +219,8 @@ def build_telemetry(
         on_shutdown=shutdown,
         catalog=catalog,
         shutdown_timeout=s.shutdown_timeout,
-        exports_spans=exporter is not None,
+        # A provider of the application's: its own exporters decide where spans go.
+        exports_spans=exporter is not None or not owned,
     )
     holder.append(telemetry)
     return telemetry
