@@ -1,8 +1,10 @@
-"""How the builtin model behaves: latency, streaming pace and injected faults."""
+"""How the builtin model behaves: latency, streaming pace, injected faults, a script."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .brain import Reply
 
 DEFAULT_MODEL = "agentwatch-builtin"
 
@@ -21,6 +23,8 @@ class ModelBehavior:
     hang_first: the first N requests (after ``fail_first``) hang.
     hang_rate: share of requests that answer nothing for ``hang_for`` seconds, then 504.
     disconnect_rate: share of streamed requests whose connection is closed mid-stream.
+    script: replies given in order instead of the brain's (``script.py``): a ``Reply``
+        or a string each; when they are used up, the brain answers.
     """
 
     latency: float = 0.0
@@ -36,6 +40,7 @@ class ModelBehavior:
     disconnect_rate: float = 0.0
     seed: int = 0
     models: tuple[str, ...] = (DEFAULT_MODEL,)
+    script: tuple[Reply | str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("latency", "time_to_first_token", "tokens_per_second", "hang_for"):
@@ -50,3 +55,6 @@ class ModelBehavior:
             raise ValueError("fail_status must be an HTTP error status (400-599)")
         if not self.models:
             raise ValueError("models must name at least one model")
+        object.__setattr__(self, "script", tuple(self.script))  # a list given: kept as given
+        if not all(isinstance(reply, Reply | str) for reply in self.script):
+            raise ValueError("script must hold Reply objects or strings")

@@ -1,22 +1,29 @@
-"""What the builtin model answers: a pure, deterministic function of the conversation.
+"""What the builtin model answers: a pure, deterministic function of the request.
 
-- the last message is a tool result → a final answer built from the results;
-- "calculate X" / "compute X", or a message holding an arithmetic expression, with a
-  ``calculator`` tool offered → a calculator call;
-- a request to search / find / look up, with a ``search`` tool offered → a search call;
+- the last message is a tool result (and no tool is required) → an answer that quotes
+  the results;
+- a tool to call (``selection.py``: the demo's calculator / search by keyword, a tool
+  the prompt names, the one ``tool_choice`` requires) → calls to it, with arguments
+  valid for its JSON schema, taken from the prompt where it can (``schema_values.py``);
+- ``response_format`` json_schema / json_object → JSON valid for the schema (a JSON
+  object with the keys the prompt quotes, for json_object);
 - anything else → a direct answer.
 
-Messages use the OpenAI wire shape (dicts with ``role``, ``content``, ``tool_calls``).
-The HTTP server and the in-process fake model of the benchmarks both use this module.
+Messages use the OpenAI wire shape (dicts with ``role``, ``content``, ``tool_calls``),
+tools OpenAI's function tools (or, for the demo's, their names alone). The HTTP server
+and the in-process ``BuiltinChatModel`` both use this module; the same request always
+gets the same answer (``seed`` varies what is made up).
 
 The work is bounded whatever the input (it runs on the service's event loop): the
 brain reads the first ``SCAN_CHARS`` characters of the message it answers, counts
 tokens exactly in the first ``COUNT_CHARS`` characters of the conversation (the rest
-estimated at ``CHARS_PER_TOKEN``), and quotes at most ``QUOTE_CHARS`` of a tool result.
+estimated at ``CHARS_PER_TOKEN``), quotes at most ``QUOTE_CHARS`` of a tool result, and
+fills schemas within ``schema_values``' budget (``SchemaError`` beyond it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -24,27 +31,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from .facts import Facts
+from .options import OfferedTool, OptionError, Options, parse_options
+from .schema_values import Budget, SchemaError, value_for
+from .selection import select_tools
+
 SCAN_CHARS: Final = 32_000  # of the message answered (the service's max_input_chars)
 COUNT_CHARS: Final = 64_000  # of the conversation, counted token by token
 CHARS_PER_TOKEN: Final = 4  # the estimate beyond COUNT_CHARS
 QUOTE_CHARS: Final = 4_000  # of each tool result quoted in an answer
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 PIECE = re.compile(r"\s*\S+")  # how answers are streamed: one word with its leading space
-_EXPLICIT_CALC = re.compile(r"\b(?:calculate|compute|evaluate)\s+(.+)", re.IGNORECASE | re.DOTALL)
-# An arithmetic expression in free text is a number (digits, dots, spaces) followed by one
-# or more "operator, optional signs and parentheses, number" steps. Found in linear time:
-# each run of digits is scanned once (``_HEAD``, possessive), and the steps after it are
-# matched once, with atomic groups (``_STEPS``). The single regex this replaces,
-# r"[-+(]*\s*\d[\d.\s]*(?:(?:\*\*|[-+*/%^])\s*[-+(]*\s*[\d.]+[\s)]*)+" with search(),
-# finds the same expressions but re-scanned the run from every digit in it: quadratic,
-# 23 s of frozen event loop on "1 " * 15999.
-_HEAD = re.compile(r"\d[\d.\s]*+")
-_STEPS = re.compile(r"(?:(?:\*\*|[-+*/%^])(?>\s*)(?>[-+(]*)(?>\s*)[\d.]++[\s)]*+)++")
-_LEAD = frozenset("-+(")
-_SEARCH = re.compile(
-    r"\b(?:search(?:\s+for)?|find|look\s+up|lookup|docs?\s+(?:on|about|for))\b\s*(.*)",
-    re.IGNORECASE | re.DOTALL,
+DEMO_ANSWER: Final = (
+    "I am the agentwatch builtin model. Ask me to calculate an expression "
+    "(for example: what is 123 + 456) or to search the documentation "
+    "(for example: search for exemplars)."
 )
+_TOOLS_LISTED: Final = 8  # tool names a direct answer lists
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +83,30 @@ def text_of(content: Any) -> str:
     return ""
 
 
-def respond(messages: Sequence[Mapping[str, Any]], tools: Sequence[str]) -> Reply:
-    prompt_tokens = _prompt_tokens(messages)
-    reply = _decide(messages, set(tools))
+def respond(
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[str | Mapping[str, Any]] = (),
+    *,
+    tool_choice: Any = None,
+    response_format: Any = None,
+    parallel_tool_calls: Any = None,
+    seed: Any = None,
+) -> Reply:
+    """The answer to a Chat Completions request (its fields as on the wire). A shape it
+    cannot read, or a schema beyond the brain's budget, raises ``OptionError`` naming
+    the parameter."""
+    options = parse_options(tools, tool_choice, response_format, parallel_tool_calls, seed)
+    return with_usage(messages, _decide(messages, options))
+
+
+def with_usage(messages: Sequence[Mapping[str, Any]], reply: Reply) -> Reply:
+    """``reply`` with its token counts for this conversation."""
     completion = count_tokens(reply.content) + sum(
         count_tokens(c.name) + count_tokens(c.arguments) for c in reply.tool_calls
     )
-    return Reply(reply.content, reply.tool_calls, prompt_tokens, completion)
+    return dataclasses.replace(
+        reply, prompt_tokens=_prompt_tokens(messages), completion_tokens=completion
+    )
 
 
 def _prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
@@ -102,55 +122,104 @@ def _prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
     return tokens
 
 
-def _decide(messages: Sequence[Mapping[str, Any]], tools: set[str]) -> Reply:
+def _decide(messages: Sequence[Mapping[str, Any]], options: Options) -> Reply:
     if not messages:
         return Reply("There is nothing to answer.")
+    budget = Budget()
+    answering_tools = messages[-1].get("role") == "tool"
+    facts = Facts.of(_asked(messages)[:SCAN_CHARS])
+    if not answering_tools or options.choice == "required":
+        calls = select_tools(options, facts)
+        if calls:
+            return Reply("", _calls(messages, calls, facts, options.seed, budget))
+    if answering_tools:
+        answer = _answer_from_tools(messages)
+        facts = Facts.of(answer[:SCAN_CHARS])
+    else:
+        answer = _direct_answer(options)
+    structured = _structured(messages, options, facts, budget)
+    return Reply(structured if structured is not None else answer)
+
+
+def _asked(messages: Sequence[Mapping[str, Any]]) -> str:
+    """The text the model answers: the last message, or after tool results the last
+    message of the user (what a required tool call is filled from)."""
     last = messages[-1]
-    if last.get("role") == "tool":
-        return Reply(_answer_from_tools(messages))
-    text = text_of(last.get("content"))[:SCAN_CHARS].strip()
-    if "calculator" in tools:
-        expression = _expression_in(text)
-        if expression:
-            return _call(messages, "calculator", {"expression": expression})
-    if "search" in tools:
-        match = _SEARCH.search(text)
-        if match:
-            query = match.group(1).strip(" ?.!") or text
-            return _call(messages, "search", {"query": query})
-    return Reply(
-        "I am the agentwatch builtin model. Ask me to calculate an expression "
-        "(for example: what is 123 + 456) or to search the documentation "
-        "(for example: search for exemplars)."
-    )
+    if last.get("role") != "tool":
+        return text_of(last.get("content"))
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return text_of(message.get("content"))
+    return ""
 
 
-def _expression_in(text: str) -> str | None:
-    explicit = _EXPLICIT_CALC.search(text)
-    if explicit:
-        return explicit.group(1).strip().rstrip("?.!").strip() or None
-    return _arithmetic_in(text)
+def _calls(
+    messages: Sequence[Mapping[str, Any]],
+    tools: list[tuple[OfferedTool, str]],
+    facts: Facts,
+    seed: int,
+    budget: Budget,
+) -> tuple[ToolCall, ...]:
+    calls = []
+    for number, (tool, text) in enumerate(tools):
+        source = facts if text == facts.text else Facts.of(text)
+        try:
+            arguments = value_for(tool.parameters, source, seed, budget)
+        except SchemaError as exc:
+            raise OptionError(f"tool {tool.name!r}: {exc}.", "tools") from None
+        if not isinstance(arguments, dict):
+            raise OptionError(f"tool {tool.name!r}: its parameters must be an object.", "tools")
+        payload = _json(arguments, "tools")
+        key = f"{len(messages)}:{tool.name}:{payload}" + (f":{number}" if number else "")
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        calls.append(ToolCall(f"call_{digest}", tool.name, payload))
+    return tuple(calls)
 
 
-def _arithmetic_in(text: str) -> str | None:
-    """The first arithmetic expression in ``text``, in time linear in its length."""
-    for head in _HEAD.finditer(text):  # each maximal run that starts with a digit, once
-        steps = _STEPS.match(text, head.end())
-        if steps is None:
-            continue
-        start = head.start()
-        while start > 0 and text[start - 1].isspace():  # the signs and parentheses that
-            start -= 1  # lead the number, e.g. "-(" in "-(3 + 4) * 2"
-        while start > 0 and text[start - 1] in _LEAD:
-            start -= 1
-        return text[start : steps.end()].strip()
-    return None
+def _direct_answer(options: Options) -> str:
+    names = [t.name for t in options.tools]
+    if not names or {"calculator", "search"} & set(names):
+        return DEMO_ANSWER
+    listed = ", ".join(names[:_TOOLS_LISTED]) + (", ..." if len(names) > _TOOLS_LISTED else "")
+    return f"I am the agentwatch builtin model. Name one of my tools to have me call it: {listed}."
 
 
-def _call(messages: Sequence[Mapping[str, Any]], name: str, arguments: dict[str, str]) -> Reply:
-    payload = json.dumps(arguments, ensure_ascii=False)
-    digest = hashlib.sha256(f"{len(messages)}:{name}:{payload}".encode()).hexdigest()[:24]
-    return Reply("", (ToolCall(f"call_{digest}", name, payload),))
+def _structured(
+    messages: Sequence[Mapping[str, Any]], options: Options, facts: Facts, budget: Budget
+) -> str | None:
+    """The answer as JSON, when ``response_format`` asks for it."""
+    if options.format == "text":
+        return None
+    schema = options.schema
+    if options.format == "json_object":  # the keys the prompt (or a system message) quotes
+        keys = facts.identifiers() or _system_keys(messages) or ("answer",)
+        schema = {
+            "type": "object",
+            "properties": {key: {"type": "string"} for key in keys},
+            "required": list(keys),
+        }
+        facts = facts.without_quoted(keys)
+    try:
+        value = value_for(schema, facts, options.seed, budget)
+    except SchemaError as exc:
+        raise OptionError(f"response_format: {exc}.", "response_format") from None
+    return _json(value, "response_format")
+
+
+def _json(value: Any, param: str) -> str:
+    try:  # a schema's const or enum is the caller's JSON: no NaN, no cycle in a dict given
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        raise OptionError(f"{param}: the value is not JSON ({exc}).", param) from None
+
+
+def _system_keys(messages: Sequence[Mapping[str, Any]]) -> tuple[str, ...]:
+    for message in messages:
+        if message.get("role") in ("system", "developer"):
+            keys = Facts.of(text_of(message.get("content"))[:SCAN_CHARS]).identifiers()
+            if keys:
+                return keys
+    return ()
 
 
 def _quote(result: str) -> str:

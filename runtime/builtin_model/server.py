@@ -17,9 +17,13 @@ loopback port, so it meets hostile input as the service does, with the same defe
   lone surrogates; only OpenAI's request parameters), in a worker thread when large;
 - a compressed body (``Content-Encoding`` other than identity) is refused with 415,
   never inflated (``auto_decompress`` is off: a gzip bomb costs nothing);
-- every field the brain reads is type-checked (400, never 500), counts are bounded
-  (``MAX_MESSAGES``, ``MAX_ITEMS``), and the brain reads a bounded part of the text
-  (``brain.SCAN_CHARS``), so no request holds the loop.
+- every field the brain reads is type-checked (400, never 500: ``options.py`` for
+  ``tools``, ``tool_choice``, ``response_format``), counts are bounded (``MAX_MESSAGES``,
+  ``MAX_ITEMS``), the brain reads a bounded part of the text (``brain.SCAN_CHARS``) and
+  fills a schema within a bounded budget (``schema_values``: a schema beyond it is a
+  400), so no request holds the loop.
+
+Its answers are the brain's (``brain.py``), or a script's (``ModelBehavior.script``).
 """
 
 from __future__ import annotations
@@ -41,13 +45,14 @@ from ..http.jsonpolicy import PARSING_KEY, ApiError, read_json
 from ..http.serving import SERVER_NAME, handler_limits, make_runner, start_site
 from .behavior import ModelBehavior
 from .brain import PIECE, Reply, respond
+from .options import MAX_NAME_CHARS, OptionError
+from .script import Script
 
 _logger = logging.getLogger("agentwatch.model")
 
 MAX_BODY_BYTES: Final = 4 * 1024 * 1024  # a Chat Completions request (the agent's: ~10 KiB)
 MAX_MESSAGES: Final = 2048  # messages in one request
 MAX_ITEMS: Final = 128  # tools, tool calls in a message, content parts in a message
-MAX_NAME_CHARS: Final = 256  # the model's name, a tool's name, ids
 INLINE_BYTES: Final = 64 * 1024  # larger requests are checked and answered in a worker thread
 _ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool"})
 # OpenAI's request parameters, as the openai client knows them: any other is refused, as
@@ -65,6 +70,7 @@ class ModelState:
     def configure(self, behavior: ModelBehavior) -> None:
         self.behavior = behavior
         self.rng = random.Random(behavior.seed)
+        self.script = Script(behavior.script)
 
     def fault(self, number: int) -> str | None:
         b = self.behavior
@@ -131,6 +137,7 @@ class _Chat:
     model: str
     stream: bool
     include_usage: bool
+    messages: list[Any]
     reply: Reply
 
 
@@ -146,7 +153,7 @@ def _answer(body: dict[str, Any]) -> _Chat:
         raise _BadRequest(f"'messages' holds more than {MAX_MESSAGES} messages.", "messages")
     for index, message in enumerate(messages):
         _check_message(index, message)
-    names = _tool_names(body.get("tools"))
+    tools = _array(body.get("tools"), "tools", "tools")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _BadRequest("'stream' must be a boolean.", "stream")
@@ -158,7 +165,18 @@ def _answer(body: dict[str, Any]) -> _Chat:
         raise _BadRequest(
             "'stream_options.include_usage' must be a boolean.", "stream_options.include_usage"
         )
-    return _Chat(model, stream, include_usage, respond(messages, names))
+    try:
+        reply = respond(
+            messages,
+            tools,
+            tool_choice=body.get("tool_choice"),
+            response_format=body.get("response_format"),
+            parallel_tool_calls=body.get("parallel_tool_calls"),
+            seed=body.get("seed"),
+        )
+    except OptionError as exc:
+        raise _BadRequest(str(exc), exc.param) from None
+    return _Chat(model, stream, include_usage, messages, reply)
 
 
 def _array(value: Any, param: str, what: str) -> list[Any]:
@@ -205,20 +223,6 @@ def _check_message(index: int, message: Any) -> None:
             _string(function["arguments"], f"{where}.function.arguments", bounded=False)
 
 
-def _tool_names(tools: Any) -> list[str]:
-    names = []
-    for number, tool in enumerate(_array(tools, "tools", "tools")):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
-            raise _BadRequest(
-                "each tool must be {'type': 'function', 'function': {'name': ...}}.",
-                f"tools[{number}]",
-            )
-        names.append(name)
-    return names
-
-
 async def _read(request: web.Request) -> _Chat:
     """The request, read and parsed by the service's strict policy, checked and answered:
     in a worker thread (one at a time) when large, so that no request holds the loop."""
@@ -238,7 +242,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     state.requests += 1
     number = state.requests
     chat = await _read(request)
-    model, reply = chat.model, chat.reply
+    model = chat.model
 
     behavior = state.behavior
     fault = state.fault(number)
@@ -247,6 +251,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     if fault == "hang":
         await asyncio.sleep(behavior.hang_for)  # the injected fault: an upstream that hangs
         return openai_error(504, "The builtin model timed out (injected hang).", "timeout")
+    reply = state.script.take(chat.messages) or chat.reply
 
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     if chat.stream:
