@@ -254,12 +254,7 @@ class _Maker:
         if isinstance(items, list):  # draft 4's tuple form
             prefix, items = items, schema.get("additionalItems", {})
         prefix = prefix if isinstance(prefix, list) else []
-        least = _at_least(schema.get("minItems"))
-        most = _at_most(schema.get("maxItems"))
-        if least > MAX_ARRAY_ITEMS:
-            raise SchemaError(f"minItems above {MAX_ARRAY_ITEMS}")
-        if most is not None and most < least:
-            raise SchemaError("minItems is above maxItems")
+        least, most = _size(schema, "minItems", "maxItems", MAX_ARRAY_ITEMS)
         size = max(least, min(len(prefix), MAX_ARRAY_ITEMS), 0 if items is False else 1)
         if most is not None:
             size = min(size, most)
@@ -285,12 +280,7 @@ class _Maker:
     # -- scalars -----------------------------------------------------------------------
 
     def _string(self, schema: Mapping[str, Any], hint: str, variant: int) -> str:
-        least = _at_least(schema.get("minLength"))
-        most = _at_most(schema.get("maxLength"))
-        if least > MAX_STRING_CHARS:
-            raise SchemaError(f"minLength above {MAX_STRING_CHARS}")
-        if most is not None and most < least:
-            raise SchemaError("minLength is above maxLength")
+        least, most = _size(schema, "minLength", "maxLength", MAX_STRING_CHARS)
         text = _format(schema.get("format"), self.seed + variant)
         if text is None:
             text = self._from_prompt(hint) if variant == 0 else None
@@ -391,6 +381,16 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 def _strings(value: Any) -> list[str]:
     return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _size(schema: Mapping[str, Any], low: str, high: str, cap: int) -> tuple[int, int | None]:
+    """A size's bounds (``minItems`` / ``maxItems``, ...): the least at most ``cap``."""
+    least, most = _at_least(schema.get(low)), _at_most(schema.get(high))
+    if least > cap:
+        raise SchemaError(f"{low} above {cap}")
+    if most is not None and most < least:
+        raise SchemaError(f"{low} is above {high}")
+    return least, most
 
 
 def _at_least(value: Any) -> int:

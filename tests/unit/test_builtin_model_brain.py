@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from agentwatch.runtime.builtin_model import Reply, ToolCall, respond
-from agentwatch.runtime.builtin_model.options import OptionError
+from agentwatch.runtime.builtin_model import OptionError, Reply, ToolCall, respond
 
 jsonschema = pytest.importorskip("jsonschema")
 
