@@ -200,6 +200,7 @@ async def test_response_format_json_schema_validates_against_the_schema(
     jsonschema.validate(json.loads(content), schema)
 
 
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")  # the openai SDK's parse
 async def test_with_structured_output_by_json_schema_and_by_function_calling(
     server: BuiltinModelServer,
 ) -> None:
