@@ -18,8 +18,6 @@ from pydantic import BaseModel, Field
 from agentwatch.runtime.builtin_model import BuiltinModelServer, ModelBehavior, Reply, ToolCall
 from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel
 
-jsonschema = pytest.importorskip("jsonschema")
-
 pytestmark = pytest.mark.integration
 
 WEATHER = {
@@ -60,6 +58,11 @@ class Joke(BaseModel):
     setup: str = Field(description="question to set up a joke")
     punchline: str = Field(description="answer to resolve the joke")
     rating: int = Field(ge=1, le=5)
+
+
+@pytest.fixture
+def jsonschema() -> Any:
+    return pytest.importorskip("jsonschema")
 
 
 @pytest.fixture
@@ -117,7 +120,7 @@ async def test_chat_openai_calls_a_users_tool_with_arguments_from_the_prompt(
 
 
 async def test_raw_request_gets_a_tool_call_valid_for_the_schema(
-    server: BuiltinModelServer,
+    server: BuiltinModelServer, jsonschema: Any
 ) -> None:
     status, body = await post(
         server, messages=[{"role": "user", "content": PARIS}], tools=[WEATHER]
@@ -136,7 +139,7 @@ async def test_raw_request_gets_a_tool_call_valid_for_the_schema(
 
 
 async def test_tool_choice_naming_a_tool_forces_it_whatever_the_prompt(
-    server: BuiltinModelServer,
+    server: BuiltinModelServer, jsonschema: Any
 ) -> None:
     forced = {"type": "function", "function": {"name": "get_time"}}
     status, body = await post(
@@ -168,7 +171,7 @@ async def test_tool_choice_naming_a_tool_forces_it_whatever_the_prompt(
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_response_format_json_schema_validates_against_the_schema(
-    server: BuiltinModelServer, stream: bool
+    server: BuiltinModelServer, stream: bool, jsonschema: Any
 ) -> None:
     schema = Joke.model_json_schema()
     request: dict[str, Any] = {

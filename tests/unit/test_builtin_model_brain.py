@@ -12,8 +12,6 @@ import pytest
 
 from agentwatch.runtime.builtin_model import OptionError, Reply, ToolCall, respond
 
-jsonschema = pytest.importorskip("jsonschema")
-
 
 def tool(name: str, properties: dict[str, Any] | None = None, **schema: Any) -> dict[str, Any]:
     parameters = {"type": "object", "properties": properties or {}} | schema
@@ -279,6 +277,7 @@ def test_the_demos_answers_are_unchanged() -> None:
     ],
 )
 def test_response_format_json_schema_gives_json_valid_for_the_schema(schema: Any) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
     reply = respond(
         user("Tell me a joke about cats. Order 2 items."), response_format=json_schema(schema)
     )
