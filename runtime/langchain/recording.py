@@ -1,0 +1,101 @@
+"""Never two spans for one call: which LangChain run an instrumented boundary records.
+
+agentwatch records a LangChain operation in one of two ways: at the object's own
+boundary (the instrumentor's wrappers, ``InstrumentedChatModel``, ``InstrumentedTool``)
+or from LangChain's callbacks (``AgentwatchCallbackHandler``). When both see the same
+call, the boundary records it and the handler does not. The rule, for every boundary
+and every handler:
+
+- A boundary enters ``recording(kind)`` *before* LangChain fires the operation's start
+  callback (``on_chat_model_start``, ``on_tool_start``, ``on_chain_start``) and leaves
+  it when the operation ends. ``kind`` is the operation's name: ``chat``,
+  ``execute_tool``, ``invoke_agent`` (``agentwatch.telemetry.names``). ``runs`` is how
+  many LangChain runs of that kind the call starts: 1, or the number of prompts of one
+  ``generate()`` call.
+- A callback handler about to record a run asks ``recorded_by_boundary(kind, run_id)``
+  in its start callback. True: a boundary records this run, so the handler records
+  nothing for it (it may parent the run's children under ``Recording.span``).
+- LangChain fires an operation's start callback before anything nested in it can
+  start, so the first ``runs`` runs of ``kind`` asked about while a recording is
+  current are the boundary's own: ``recorded_by_boundary`` binds them to it
+  (``Recording.run_ids``) and says True for them only. A run of the same kind nested
+  deeper (a model called inside a tool, a sub-agent) is not the boundary's: it has its
+  own recording if it crosses an instrumented boundary, and the handler records it
+  otherwise.
+
+The marker is a ``ContextVar``, so it follows asyncio tasks and LangChain's executor
+hops (which copy the context); setting and resetting it costs well under a microsecond.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from opentelemetry.trace import Span
+
+
+@dataclass(slots=True, eq=False)
+class Recording:
+    """An operation a boundary is recording, as long as it runs."""
+
+    kind: str
+    """``chat``, ``execute_tool`` or ``invoke_agent``."""
+    runs: int = 1
+    """How many LangChain runs of ``kind`` this call starts (the prompts of one
+    ``generate()``; 1 for everything else)."""
+    run_ids: list[UUID] = field(default_factory=list)
+    """The LangChain runs bound to this recording so far (at most ``runs``)."""
+    span: Span | None = None
+    """The boundary's span once it has started (a chat span starts after the callback)."""
+
+    def claims(self, kind: str, run_id: UUID) -> bool:
+        """Whether the LangChain run ``run_id`` of ``kind`` is this recording's (binding
+        it when this is one of the first ``runs`` asked about)."""
+        if kind != self.kind:
+            return False
+        if run_id in self.run_ids:
+            return True
+        if len(self.run_ids) < self.runs:
+            self.run_ids.append(run_id)
+            return True
+        return False
+
+
+_current: ContextVar[Recording | None] = ContextVar("agentwatch_recording", default=None)
+
+
+def current() -> Recording | None:
+    """The innermost operation a boundary is recording here, if any."""
+    return _current.get()
+
+
+def enter(recording: Recording) -> Token[Recording | None]:
+    """Make ``recording`` current (the hot-path form of ``recording()``)."""
+    return _current.set(recording)
+
+
+def leave(token: Token[Recording | None]) -> None:
+    """Undo the ``enter`` that returned ``token``."""
+    _current.reset(token)
+
+
+@contextmanager
+def recording(kind: str, *, runs: int = 1, span: Span | None = None) -> Iterator[Recording]:
+    """A boundary records an operation of ``kind`` while the block runs."""
+    marker = Recording(kind, runs, span=span)
+    token = _current.set(marker)
+    try:
+        yield marker
+    finally:
+        _current.reset(token)
+
+
+def recorded_by_boundary(kind: str, run_id: UUID) -> bool:
+    """True when an instrumented boundary records this LangChain run, so a callback
+    handler must not record it (see the module's rule)."""
+    marker = _current.get()
+    return marker is not None and marker.claims(kind, run_id)
