@@ -13,7 +13,7 @@ from .results import RunResult, ToolCallRecord, Usage
 from .retry import Retrier, RetryPolicy
 from .service.app import create_app
 from .settings import RuntimeSettings
-from .tools import ToolRegistry, ToolSpec
+from .tools import InvalidToolError, ToolError, ToolRegistry, ToolSpec
 
 __all__ = [
     "Agent",
@@ -28,6 +28,7 @@ __all__ = [
     "BuiltinModelServer",
     "InstrumentedChatModel",
     "InstrumentedChatOpenAI",
+    "InvalidToolError",
     "ModelBehavior",
     "ResultStore",
     "Retrier",
@@ -44,6 +45,7 @@ __all__ = [
     "ToolCallFinished",
     "ToolCallRecord",
     "ToolCallStarted",
+    "ToolError",
     "ToolRegistry",
     "ToolSpec",
     "Usage",

@@ -1,12 +1,13 @@
-"""Async tools registered by name; built-ins: ``calculator`` and ``search``."""
+"""Tools registered by name, checked at registration; built-ins: ``calculator`` and ``search``."""
 
 from .calculator import CalculatorError, evaluate
-from .registry import ToolError, ToolRegistry, ToolSpec, builtin_tools
+from .registry import InvalidToolError, ToolError, ToolRegistry, ToolSpec, builtin_tools
 from .search import BUNDLED_CORPUS, SearchError, SearchIndex
 
 __all__ = [
     "BUNDLED_CORPUS",
     "CalculatorError",
+    "InvalidToolError",
     "SearchError",
     "SearchIndex",
     "ToolError",
