@@ -22,6 +22,8 @@ AGENTWATCH_METRICS_TOKEN: Final = "AGENTWATCH_METRICS_TOKEN"
 AGENTWATCH_CORPUS_DIR: Final = "AGENTWATCH_CORPUS_DIR"
 AGENTWATCH_RUN_TIMEOUT: Final = "AGENTWATCH_RUN_TIMEOUT"
 AGENTWATCH_MODEL_TIMEOUT: Final = "AGENTWATCH_MODEL_TIMEOUT"
+AGENTWATCH_TEMPERATURE: Final = "AGENTWATCH_TEMPERATURE"
+AGENTWATCH_MAX_TOKENS: Final = "AGENTWATCH_MAX_TOKENS"
 AGENTWATCH_BUILTIN_LATENCY: Final = "AGENTWATCH_BUILTIN_LATENCY"
 AGENTWATCH_MAX_CONCURRENT_RUNS: Final = "AGENTWATCH_MAX_CONCURRENT_RUNS"
 AGENTWATCH_MAX_RUNNING_BATCHES: Final = "AGENTWATCH_MAX_RUNNING_BATCHES"
@@ -45,6 +47,8 @@ class RuntimeSettings:
     corpus_dir: Path | None = None
     run_timeout: float = 120.0
     model_timeout: float = 60.0
+    temperature: float | None = None  # None: the model's own default (not sent)
+    max_tokens: int | None = None  # of each answer; None: the model's own limit
     builtin_latency: float = 0.0  # seconds per answer of the builtin model (demos, tests)
     max_concurrent_runs: int = 64  # admission: more runs wait for a slot (0: no limit)
     max_input_chars: int = 32_000
@@ -75,6 +79,10 @@ class RuntimeSettings:
             return "builtin_latency", f"must not be negative, got {self.builtin_latency:g}"
         if not self.model_timeout > 0:
             return "model_timeout", f"must be positive, got {self.model_timeout:g}"
+        if self.temperature is not None and not 0 <= self.temperature <= 2:
+            return "temperature", f"must be 0-2, got {self.temperature:g}"
+        if self.max_tokens is not None and self.max_tokens < 1:
+            return "max_tokens", f"must be at least 1, got {self.max_tokens}"
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
             return "base_url", f"must be an http(s) URL, got {self.base_url!r}"
         return None
@@ -147,6 +155,8 @@ _NUMBERS: Final[tuple[tuple[str, str, type[int] | type[float]], ...]] = (
     ("port", AGENTWATCH_PORT, int),
     ("run_timeout", AGENTWATCH_RUN_TIMEOUT, float),
     ("model_timeout", AGENTWATCH_MODEL_TIMEOUT, float),
+    ("temperature", AGENTWATCH_TEMPERATURE, float),
+    ("max_tokens", AGENTWATCH_MAX_TOKENS, int),
     ("builtin_latency", AGENTWATCH_BUILTIN_LATENCY, float),
     ("max_concurrent_runs", AGENTWATCH_MAX_CONCURRENT_RUNS, int),
     ("max_running_batches", AGENTWATCH_MAX_RUNNING_BATCHES, int),

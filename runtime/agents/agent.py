@@ -9,7 +9,7 @@ usage and trace id. Runs are independent: many can run at once with ``asyncio.ga
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from typing import Any, Final, cast
 
@@ -23,25 +23,30 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
 from langgraph.errors import GraphRecursionError
 from langgraph.types import StreamMode
 from opentelemetry.context import Context
 
-from agentwatch.telemetry import AgentwatchError, Invocation, Telemetry, instrument_stream
+from agentwatch.telemetry import (
+    AgentwatchError,
+    ConfigurationError,
+    Invocation,
+    Telemetry,
+    instrument_stream,
+)
 from agentwatch.telemetry.names import OUTCOME_CANCELLED, SHED_CANCELLED, SHED_TIMEOUT
 
 from ..events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ..langchain.tools import langchain_tools
 from ..results import RunResult, result_from_messages
 from ..retry import RetryPolicy
-from ..tools.registry import ToolRegistry
+from ..tools.registry import RESEARCH_INSTRUCTIONS, ToolRegistry, ToolSpec
 from .admission import Admission
+from .prompt import default_system_prompt
 
 DEFAULT_AGENT_NAME: Final = "research_agent"
-DEFAULT_SYSTEM_PROMPT: Final = (
-    "You are a research assistant. Use the calculator for any arithmetic and the search "
-    "tool for questions about the documentation. Answer briefly."
-)
+DEFAULT_SYSTEM_PROMPT: Final = RESEARCH_INSTRUCTIONS  # the built-in tools' default prompt
 RECURSION_LIMIT: Final = 16
 
 
@@ -72,25 +77,34 @@ class StepLimitError(AgentRunError):
 
 
 class Agent:
+    """``tools``: a ``ToolRegistry``, or ``ToolSpec``s and LangChain tools as they are.
+    ``system_prompt`` None: the tools' own instructions, else a prompt naming each tool
+    (``prompt.py``). ``name`` names the agent's spans (``invoke_agent {name}``) and
+    metrics (``gen_ai_agent_name``)."""
+
     def __init__(
         self,
         model: BaseChatModel,
-        tools: ToolRegistry,
+        tools: ToolRegistry | Iterable[ToolSpec | BaseTool],
         *,
         telemetry: Telemetry,
         model_name: str,
         name: str = DEFAULT_AGENT_NAME,
-        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        system_prompt: str | None = None,
         run_timeout: float = 120.0,
         max_input_chars: int = 32_000,
         retry_policy: RetryPolicy | None = None,
         max_concurrent: int | None = None,
         max_steps: int = RECURSION_LIMIT,
     ) -> None:
-        self.name = name
+        self.name = checked_name(name)
+        self.model = model
         self.model_name = model_name
         self.telemetry = telemetry
-        self.tools = tools
+        self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
+        self.system_prompt = (
+            default_system_prompt(self.tools) if system_prompt is None else system_prompt
+        )
         self.run_timeout = run_timeout
         self.max_input_chars = max_input_chars
         self.max_steps = max_steps  # LangGraph's recursion_limit: model and tool steps
@@ -103,8 +117,8 @@ class Agent:
         telemetry.models.declare([model_name])
         self.graph = create_agent(
             model,
-            langchain_tools(tools, telemetry, name, retry_policy),
-            system_prompt=system_prompt,
+            langchain_tools(self.tools, telemetry, name, retry_policy),
+            system_prompt=self.system_prompt,
             name=name,
         )
 
@@ -267,6 +281,13 @@ class Agent:
 
     def _result(self, messages: list[BaseMessage], invocation: Invocation) -> RunResult:
         return result_from_messages(messages, *_trace_of(invocation, self.telemetry.exports_spans))
+
+
+def checked_name(name: str) -> str:
+    """An agent's name, which its spans and metrics carry: some text."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"the agent's name must be some text, got {name!r}")
+    return name
 
 
 def _encodable(text: str) -> bool:

@@ -8,9 +8,11 @@ loopback port, and the agent talks to it over real HTTP like it would to OpenAI.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 import openai
+from langchain_core.tools import BaseTool
 from pydantic import SecretStr
 
 from agentwatch.telemetry import Telemetry
@@ -19,8 +21,8 @@ from ..builtin_model import BuiltinModelServer, ModelBehavior
 from ..langchain.chat_model import InstrumentedChatOpenAI
 from ..retry import RetryPolicy
 from ..settings import RuntimeSettings
-from ..tools import BUNDLED_CORPUS, SearchIndex, ToolRegistry, builtin_tools
-from .agent import Agent
+from ..tools import BUNDLED_CORPUS, SearchIndex, ToolRegistry, ToolSpec, builtin_tools
+from .agent import DEFAULT_AGENT_NAME, RECURSION_LIMIT, Agent, checked_name
 
 
 def build_chat_model(
@@ -35,6 +37,8 @@ def build_chat_model(
     another loop) fails with "Event loop is closed". The owner closes it (``aclose``)."""
     return InstrumentedChatOpenAI(
         model=settings.model,
+        temperature=settings.temperature,
+        max_completion_tokens=settings.max_tokens,
         http_async_client=openai.DefaultAsyncHttpxClient(),
         base_url=base_url,
         api_key=SecretStr(settings.api_key or "agentwatch-builtin"),
@@ -48,21 +52,37 @@ def build_chat_model(
 
 
 class AgentRuntime:
-    """``async with AgentRuntime(settings, telemetry) as runtime: await runtime.agent.arun(q)``"""
+    """``async with AgentRuntime(settings, telemetry) as runtime: await runtime.agent.arun(q)``
+
+    The model from ``settings`` (its name, temperature, max tokens, timeout); the agent
+    from the keywords: ``tools`` (a ``ToolRegistry``, or ``ToolSpec``s and LangChain
+    tools; default the built-in calculator and search), ``agent_name`` (its spans'
+    ``invoke_agent {name}``), ``system_prompt`` (default: about the tools it has),
+    ``max_steps``. The defaults are the research agent of ``agentwatch demo``.
+    """
 
     def __init__(
         self,
         settings: RuntimeSettings,
         telemetry: Telemetry,
         *,
-        tools: ToolRegistry | None = None,
+        tools: ToolRegistry | Iterable[ToolSpec | BaseTool] | None = None,
+        agent_name: str = DEFAULT_AGENT_NAME,
+        system_prompt: str | None = None,
+        max_steps: int = RECURSION_LIMIT,
         model_behavior: ModelBehavior | None = None,
         retry_policy: RetryPolicy | None = None,
     ) -> None:
         self.retry_policy = retry_policy or RetryPolicy.from_env()
         self.settings = settings
         self.telemetry = telemetry
-        self._tools = tools
+        # Checked now, not when started: a bad name or tool fails its caller here.
+        self.agent_name = checked_name(agent_name)
+        self.system_prompt = system_prompt
+        self.max_steps = max_steps
+        self._tools = (
+            tools if tools is None or isinstance(tools, ToolRegistry) else ToolRegistry(tools)
+        )
         self._behavior = model_behavior
         self.model_server: BuiltinModelServer | None = None
         self._agent: Agent | None = None
@@ -115,6 +135,9 @@ class AgentRuntime:
             tools,
             telemetry=self.telemetry,
             model_name=settings.model,
+            name=self.agent_name,
+            system_prompt=self.system_prompt,
+            max_steps=self.max_steps,
             run_timeout=settings.run_timeout,
             max_input_chars=settings.max_input_chars,
             retry_policy=self.retry_policy,

@@ -122,12 +122,20 @@ def _invoker(tool: BaseTool) -> Callable[..., Awaitable[str]]:
 
 class ToolRegistry:
     """Tools by name: ``ToolSpec``s, and LangChain tools given as they are (each becomes
-    ``ToolSpec.from_tool(tool)``, with the default timeout)."""
+    ``ToolSpec.from_tool(tool)``, with the default timeout).
 
-    def __init__(self, specs: Iterable[ToolSpec | BaseTool] | None = None) -> None:
+    ``instructions``: how a model should use exactly these tools, for an agent's default
+    system prompt (None: the agent describes the tools itself). Registering another
+    tool drops them, since they no longer speak of every tool.
+    """
+
+    def __init__(
+        self, specs: Iterable[ToolSpec | BaseTool] | None = None, *, instructions: str | None = None
+    ) -> None:
         self._specs: dict[str, ToolSpec] = {}
         for spec in specs or ():
             self.register(spec)
+        self.instructions = instructions
 
     def register(self, spec: ToolSpec | BaseTool) -> ToolSpec:
         if isinstance(spec, BaseTool):
@@ -137,6 +145,7 @@ class ToolRegistry:
         if spec.name in self._specs:
             raise InvalidToolError(repr(spec.name), "a tool of that name is already registered")
         self._specs[spec.name] = spec
+        self.instructions = None
         return spec
 
     def get(self, name: str) -> ToolSpec:
@@ -170,8 +179,15 @@ def _not_a_tool(thing: object) -> str:
     return f"not a ToolSpec or a LangChain tool (BaseTool) but {type(thing).__name__}"
 
 
+RESEARCH_INSTRUCTIONS: Final = (
+    "You are a research assistant. Use the calculator for any arithmetic and the search "
+    "tool for questions about the documentation. Answer briefly."
+)
+
+
 def builtin_tools(index: Any) -> ToolRegistry:
-    """The built-in ``calculator`` and a ``search`` over ``index`` (a SearchIndex)."""
+    """The built-in ``calculator`` and a ``search`` over ``index`` (a SearchIndex), with
+    the research assistant's instructions."""
     from .calculator import CalculatorArgs, calculator
     from .search import SearchArgs
 
@@ -196,5 +212,6 @@ def builtin_tools(index: Any) -> ToolRegistry:
                 SearchArgs,
                 timeout=5.0,
             ),
-        ]
+        ],
+        instructions=RESEARCH_INSTRUCTIONS,
     )
