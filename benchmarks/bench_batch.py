@@ -59,7 +59,7 @@ async def processor_rate(
     tasks: list[Task], telemetry: Telemetry, workers: int, store: ResultStore | None = None
 ) -> float:
     start = time.perf_counter()
-    await BatchProcessor(_zero, telemetry, BatchOptions(workers=workers), store=store).run(tasks)
+    await BatchProcessor(_zero, telemetry, BatchOptions(workers=workers), sink=store).run(tasks)
     return len(tasks) / (time.perf_counter() - start)
 
 
@@ -101,7 +101,7 @@ async def io_batch(telemetry: Telemetry, store: ResultStore | None = None) -> fl
             tasks = [Task(str(i), "q") for i in range(IO_TASKS)]
             start = time.perf_counter()
             options = BatchOptions(workers=IO_WORKERS)
-            await BatchProcessor(fetch, telemetry, options, store=store).run(tasks)
+            await BatchProcessor(fetch, telemetry, options, sink=store).run(tasks)
             return time.perf_counter() - start
     finally:
         server.terminate()

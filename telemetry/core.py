@@ -151,15 +151,6 @@ class Telemetry(Recorder):
         """A ``batch_task`` span; records the queue wait now and the outcome at the end."""
         return BatchTaskInvocation(self, batch_id, task_id, priority, queue_wait, parent=parent)
 
-    # -- forwards kept while the runtime moves to the meters above -----------------
-    def count_unstarted_batch_tasks(self, status: str, count: int = 1) -> None:
-        """Use ``batches.unstarted(status, count)``."""
-        self.batches.unstarted(status, count)
-
-    def count_retry(self, operation: str, outcome: str, wait: float | None = None) -> None:
-        """Use ``retries.count(operation, outcome, wait)``."""
-        self.retries.count(operation, outcome, wait)
-
     def shutdown(self, timeout: float | None = None) -> None:
         """Flush queued spans and stop exporting, within ``timeout`` seconds (default:
         ``shutdown_timeout``, AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT). When it returns,

@@ -17,6 +17,7 @@ OP_CHAT: Final = _gen_ai.GenAiOperationNameValues.CHAT.value
 OP_EXECUTE_TOOL: Final = _gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
 OP_INVOKE_AGENT: Final = _gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value
 # our own operations' span names (a retry attempt's is followed by the operation retried)
+SPAN_BATCH: Final = "batch"  # the observe() operation around a whole batch run
 SPAN_BATCH_TASK: Final = "batch_task"
 SPAN_RETRY_ATTEMPT: Final = "retry_attempt"
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentwatch.telemetry import Telemetry
-from agentwatch.telemetry.names import AGENTWATCH_BATCH_ID
+from agentwatch.telemetry.names import AGENTWATCH_BATCH_ID, SPAN_BATCH
 
 from .memory_sink import MemoryResultSink
 from .sink import Record, RecordTooLarge, ResultSink
@@ -174,7 +174,7 @@ class BatchProcessor:
         summary = BatchSummary(self.batch_id)
         self._enqueue(todo, done, summary)
         attributes = {AGENTWATCH_BATCH_ID: self.batch_id}
-        with self.telemetry.start_operation("batch", attributes) as batch:
+        with self.telemetry.start_operation(SPAN_BATCH, attributes) as batch:
             workers = [  # none when every task is already done
                 asyncio.create_task(self._worker(batch.context, summary), name=f"batch-worker-{i}")
                 for i in range(min(self.options.workers, self._queue.qsize()))

@@ -56,16 +56,6 @@ def test_retries_count_every_attempt_and_each_wait(
     assert value(registry, f"{n.M_RETRY_BACKOFF}_count", {"operation": n.OP_CHAT}) == 1
 
 
-def test_the_old_counting_methods_forward_to_the_owners(
-    telemetry: Telemetry, registry: CollectorRegistry
-) -> None:
-    telemetry.count_retry(n.OP_CHAT, n.RETRY_GIVEUP)
-    telemetry.count_unstarted_batch_tasks(n.STATUS_CANCELLED)
-    labels = {"operation": n.OP_CHAT, "outcome": n.RETRY_GIVEUP}
-    assert value(registry, f"{n.M_RETRY_ATTEMPTS}_total", labels) == 1
-    assert value(registry, f"{n.M_BATCH_TASKS}_total", {"status": n.STATUS_CANCELLED}) == 1
-
-
 @pytest.mark.parametrize("form", ["with", "async with"])
 async def test_every_operation_is_its_own_context_manager(
     telemetry: Telemetry, exporter: InMemorySpanExporter, form: str
