@@ -320,7 +320,8 @@ def build() -> dict[str, Any]:
             )
         ],
         "ops",
-        "Every attempt of a retried call: success, retry (another attempt follows), giveup.",
+        "Every attempt of a call: success, retry (another attempt follows), giveup (a transient "
+        "error with no attempt or time left), failed (an error not worth a retry).",
     )
     d.panel(
         "Time spent backing off",

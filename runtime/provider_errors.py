@@ -26,6 +26,13 @@ errors, once, at start-up (or one row in that table, for a client we ship)::
 
 A classifier registered later is asked before those registered earlier and the built-in
 ones; the first that returns a failure wins, ``None`` passes the question on.
+
+A provider nobody registered is still read by the shape of its errors (``by_shape``),
+as the SDKs generated alike (anthropic, mistral, groq, ...) all shape them: an integer
+``status_code`` (with the ``response``'s headers, for ``Retry-After``) is classified by
+status — so anthropic's 529 "overloaded" is a server error and its 429 waits as asked —
+and a class named ``...TimeoutError`` / ``...ConnectionError`` (``APITimeoutError``,
+``APIConnectionError``) is a timeout / a lost connection. Nothing else is guessed.
 """
 
 from __future__ import annotations
@@ -200,6 +207,22 @@ _classifiers: list[tuple[type[BaseException], Classifier[Any]]] = [
 ]
 
 
+def by_shape(exc: BaseException) -> ProviderFailure | None:
+    """An unregistered client's error read by its shape (see the module docstring)."""
+    source = (type(exc).__module__ or "").partition(".")[0]
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None)
+        return from_status(status, headers if isinstance(headers, Mapping) else None, source=source)
+    for cls in type(exc).__mro__:
+        if cls.__name__.endswith("TimeoutError"):
+            return ProviderFailure.of(FailureKind.TIMEOUT, source=source)
+        if cls.__name__.endswith("ConnectionError"):
+            return ProviderFailure.of(FailureKind.CONNECTION, source=source)
+    return None
+
+
 def register(exc_type: type[E], classifier: Classifier[E]) -> Callable[[], None]:
     """Classify ``exc_type`` (and its subclasses) with ``classifier``, before every
     classifier registered earlier. Returns a function that takes the registration back."""
@@ -220,7 +243,7 @@ def classify(exc: BaseException) -> ProviderFailure | None:
             failure = classifier(exc)
             if failure is not None:
                 return failure
-    return None
+    return by_shape(exc)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -29,7 +29,7 @@ from typing import Final, TypeVar, cast
 import backoff
 
 from agentwatch.telemetry import ConfigurationError, Telemetry
-from agentwatch.telemetry.names import RETRY_GIVEUP, RETRY_RETRY, RETRY_SUCCESS
+from agentwatch.telemetry.names import RETRY_FAILED, RETRY_GIVEUP, RETRY_RETRY, RETRY_SUCCESS
 
 from .provider_errors import ProviderFailure, classify
 from .provider_errors import is_transient as is_transient
@@ -80,7 +80,16 @@ class RetryPolicy:
 class _Schedule:
     """When to try one call again: decided once per failed attempt, remembered in ``wait``."""
 
-    __slots__ = ("_classify", "_clock", "_delays", "_jitter", "_policy", "_start", "wait")
+    __slots__ = (
+        "_classify",
+        "_clock",
+        "_delays",
+        "_jitter",
+        "_policy",
+        "_start",
+        "outcome",
+        "wait",
+    )
 
     def __init__(
         self,
@@ -96,13 +105,20 @@ class _Schedule:
         self._start = clock()
         self._delays: Iterator[float] | None = None  # built only once a call has failed
         self.wait: float | None = None
+        self.outcome = RETRY_RETRY  # of the last failed attempt: retry, giveup or failed
 
     def after(self, exc: Exception, number: int) -> float | None:
-        """The wait before attempt ``number + 1`` after ``exc``; None: give up."""
+        """The wait before attempt ``number + 1`` after ``exc``; None: no more attempts
+        (``outcome``: ``giveup`` when a transient error ran out of attempts or time,
+        ``failed`` when the error is not worth another attempt)."""
         policy = self._policy
         self.wait = None
         failure = self._classify(exc)
-        if failure is None or not failure.transient or number >= policy.max_tries:
+        if failure is None or not failure.transient:
+            self.outcome = RETRY_FAILED
+            return None
+        self.outcome = RETRY_GIVEUP
+        if number >= policy.max_tries:
             return None
         if failure.retry_after is not None:
             wait = min(failure.retry_after, policy.retry_after_cap)
@@ -114,6 +130,7 @@ class _Schedule:
             wait = self._jitter(next(self._delays))
         if self.elapsed() + wait > policy.max_time:
             return None
+        self.outcome = RETRY_RETRY
         self.wait = wait
         return wait
 
@@ -153,8 +170,8 @@ class Retrier:
                 result = await self._attempt(operation, number, wait, attempt, schedule)
             except Exception as exc:
                 if schedule.wait is None:
-                    count(operation, RETRY_GIVEUP)
-                    if number > 1:
+                    count(operation, schedule.outcome)
+                    if number > 1 and schedule.outcome == RETRY_GIVEUP:
                         elapsed = schedule.elapsed()
                         exc.add_note(
                             f"agentwatch: gave up after {number} attempts in {elapsed:.2f} s"
@@ -198,8 +215,8 @@ class Retrier:
             try:
                 result = await attempt()
             except Exception as exc:
-                retrying = schedule.after(exc, number) is not None
-                span.set_outcome(RETRY_RETRY if retrying else RETRY_GIVEUP)
+                schedule.after(exc, number)
+                span.set_outcome(schedule.outcome)
                 raise
             span.set_outcome(RETRY_SUCCESS)
             return result

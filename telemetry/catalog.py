@@ -203,5 +203,5 @@ class MetricCatalog:
         for reason in n.ADMISSION_SHED_REASONS:
             self.admission_shed.labels(reason)
         for operation in (n.OP_CHAT, n.OP_EXECUTE_TOOL):
-            for outcome in (n.RETRY_SUCCESS, n.RETRY_RETRY, n.RETRY_GIVEUP):
+            for outcome in n.RETRY_OUTCOMES:
                 self.retry_attempts.labels(operation, outcome)

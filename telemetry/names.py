@@ -60,7 +60,9 @@ AGENTWATCH_RETRY_OUTCOME: Final = "agentwatch.retry.outcome"
 # agentwatch_retry_attempts_total{outcome}
 RETRY_SUCCESS: Final = "success"
 RETRY_RETRY: Final = "retry"
-RETRY_GIVEUP: Final = "giveup"
+RETRY_GIVEUP: Final = "giveup"  # a transient error, and no attempt or time left
+RETRY_FAILED: Final = "failed"  # an error not worth another attempt (a 400, a bug)
+RETRY_OUTCOMES: Final = (RETRY_SUCCESS, RETRY_RETRY, RETRY_GIVEUP, RETRY_FAILED)
 
 # A cancelled operation, one word everywhere: the span's outcome, its error_type label
 # (not empty: it did not succeed; not a class name: it did not fail; error ratios

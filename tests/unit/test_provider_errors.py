@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import aiohttp
+import anthropic
 import httpx
 import openai
 import pytest
@@ -164,3 +165,42 @@ def test_a_registration_is_asked_first_and_can_be_taken_back() -> None:
     unregister()
     unregister()  # twice is harmless
     assert classify(exc) == ProviderFailure.of(K.TIMEOUT, source="openai")
+
+
+def anthropic_status(status: int, headers: dict[str, str] | None = None) -> Exception:
+    r = httpx.Response(status, headers=headers or {}, request=httpx.Request("POST", ANTHROPIC))
+    return anthropic.APIStatusError(f"HTTP {status}", response=r, body=None)
+
+
+ANTHROPIC = "http://127.0.0.1/v1/messages"
+ANTHROPIC_REQUEST = httpx.Request("POST", ANTHROPIC)
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind", "status", "wait"),
+    [
+        (anthropic_status(429, {"retry-after": "2"}), K.RATE_LIMITED, 429, 2.0),
+        (anthropic_status(529), K.SERVER_ERROR, 529, None),  # "overloaded"
+        (anthropic_status(400), K.REFUSED, 400, None),
+        (anthropic.APITimeoutError(request=ANTHROPIC_REQUEST), K.TIMEOUT, None, None),
+        (anthropic.APIConnectionError(request=ANTHROPIC_REQUEST), K.CONNECTION, None, None),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else None,
+)
+def test_an_unregistered_providers_errors_are_read_by_their_shape(
+    exc: BaseException, kind: FailureKind, status: int | None, wait: float | None
+) -> None:
+    """anthropic is registered nowhere: its status, Retry-After and error classes decide."""
+    failure = classify(exc)
+    assert failure == ProviderFailure(kind, kind in TRANSIENT_KINDS, status, wait, "anthropic")
+
+
+def test_the_shape_is_not_a_guess() -> None:
+    class Odd(Exception):
+        status_code = "429"  # not an integer status
+
+    class Flagged(Exception):
+        status_code = True
+
+    assert classify(Odd()) is None
+    assert classify(Flagged()) is None

@@ -7,6 +7,7 @@ import email.utils
 import time
 
 import aiohttp
+import anthropic
 import httpx
 import openai
 import pytest
@@ -128,7 +129,8 @@ async def test_client_errors_are_never_retried(
     assert raised.value is error
     assert calls == [1]
     assert fake.sleeps == []
-    assert retry_attempts(registry, "giveup") == 1
+    assert retry_attempts(registry, "failed") == 1  # not worth a retry: no give-up
+    assert retry_attempts(registry, "giveup") == 0
 
 
 async def test_bugs_are_never_retried(telemetry: Telemetry) -> None:
@@ -286,3 +288,41 @@ async def test_a_retried_attempt_is_current_while_it_runs_and_its_span_ends(
     assert [w.parent.span_id if w.parent else None for w in works] == [
         None, second.context.span_id
     ]  # fmt: skip
+
+
+async def test_an_error_not_worth_a_retry_after_retries_is_failed_not_giveup(
+    telemetry: Telemetry, registry: CollectorRegistry, exporter: InMemorySpanExporter
+) -> None:
+    errors = [status_error(503), status_error(400)]
+    calls, attempt = failing(*errors)
+    with pytest.raises(openai.APIStatusError) as raised:
+        await retrier(telemetry, FakeTime()).call("chat", attempt)  # type: ignore[arg-type]
+    assert raised.value is errors[1]
+    assert calls == [1, 2]
+    assert not any("gave up" in note for note in getattr(raised.value, "__notes__", []))
+    counted = {o: retry_attempts(registry, o) for o in ("retry", "giveup", "failed")}
+    assert counted == {"retry": 1, "giveup": 0, "failed": 1}
+    last = max(exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
+    assert (last.attributes or {})["agentwatch.retry.outcome"] == "failed"
+
+
+async def test_anthropics_rate_limit_waits_as_asked_then_succeeds(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    """A provider registered nowhere (anthropic's SDK), retried by its status and Retry-After."""
+    request = httpx.Request("POST", "http://127.0.0.1/v1/messages")
+    limited = anthropic.RateLimitError(
+        "slow down",
+        response=httpx.Response(429, headers={"retry-after": "3"}, request=request),
+        body=None,
+    )
+    overloaded = anthropic.APIStatusError(
+        "overloaded", response=httpx.Response(529, request=request), body=None
+    )
+    fake = FakeTime()
+    calls, attempt = failing(limited, overloaded, anthropic.APIConnectionError(request=request))
+    result = await retrier(telemetry, fake, max_tries=4).call("chat", attempt)  # type: ignore[arg-type]
+    assert result == "ok"
+    assert calls == [1, 2, 3, 4]
+    assert fake.sleeps[0] == 3.0
+    assert (retry_attempts(registry, "retry"), retry_attempts(registry, "success")) == (3, 1)
