@@ -38,7 +38,7 @@ from agentwatch.telemetry import (
 from agentwatch.telemetry.names import OUTCOME_CANCELLED, SHED_CANCELLED, SHED_TIMEOUT
 
 from ..events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
-from ..langchain.tools import langchain_tools
+from ..langchain.adopt import agent_tools
 from ..results import RunResult, result_from_messages
 from ..retry import RetryPolicy
 from ..tools.registry import RESEARCH_INSTRUCTIONS, ToolRegistry, ToolSpec
@@ -77,10 +77,10 @@ class StepLimitError(AgentRunError):
 
 
 class Agent:
-    """``tools``: a ``ToolRegistry``, or ``ToolSpec``s and LangChain tools as they are.
-    ``system_prompt`` None: the tools' own instructions, else a prompt naming each tool
-    (``prompt.py``). ``name`` names the agent's spans (``invoke_agent {name}``) and
-    metrics (``gen_ai_agent_name``)."""
+    """``tools``: a ``ToolRegistry``, or ``ToolSpec``s and LangChain tools as they are
+    (``adopt.agent_tools``). ``system_prompt`` None: the tools' own instructions, else a
+    prompt naming each tool (``prompt.py``). ``name`` names the agent's spans
+    (``invoke_agent {name}``) and metrics (``gen_ai_agent_name``)."""
 
     def __init__(
         self,
@@ -114,10 +114,10 @@ class Agent:
         # Runs of batches take at most three quarters of the slots (admission.py).
         self.admission = Admission(max_concurrent)
         telemetry.agents.declare([name])
-        telemetry.models.declare([model_name])
+        telemetry.models.declare([self.model_name])
         self.graph = create_agent(
             model,
-            langchain_tools(self.tools, telemetry, name, retry_policy),
+            agent_tools(self.tools, telemetry, name, retry_policy),
             system_prompt=self.system_prompt,
             name=name,
         )

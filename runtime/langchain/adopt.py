@@ -1,0 +1,167 @@
+"""Users' own LangChain tools inside agentwatch's agent, recorded as ours.
+
+``agent_tools`` gives an agent its registry's tools: a ``ToolSpec`` of ours as
+``InstrumentedTool`` (``tools.py``), a user's LangChain tool (``ToolSpec.from_tool``:
+``@tool`` functions, ``StructuredTool``, any ``BaseTool``, MCP tools) as ``ObservedTool``.
+The user's tool runs as it is — its own argument parsing, injected arguments (state,
+runtime, tool-call id), artifacts and ``Command`` results — inside the same
+``execute_tool`` span, under the spec's timeout and retry, and whatever it raises
+becomes an error message the model sees (the run goes on), as with our own tools.
+
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from langchain_core.messages import ToolMessage
+from langchain_core.tools import BaseTool, ToolException
+from langgraph.errors import GraphBubbleUp
+from pydantic import Field, ValidationError
+
+from agentwatch.telemetry import AgentwatchError, Telemetry
+from agentwatch.telemetry.names import OP_EXECUTE_TOOL
+
+from ..retry import Retrier, RetryPolicy
+from ..tools.registry import ToolRegistry, ToolSpec
+from .recording import recording
+from .tools import langchain_tools, tool_result
+
+
+def agent_tools(
+    registry: ToolRegistry,
+    telemetry: Telemetry,
+    agent_name: str,
+    retry_policy: RetryPolicy | None = None,
+) -> list[BaseTool]:
+    """Every registered tool as the LangChain tool the agent runs, in the registry's
+    order; those registered with ``retry=True`` retry under ``retry_policy``."""
+    ours = iter(
+        langchain_tools(
+            ToolRegistry([spec for spec in registry if spec.tool is None]),
+            telemetry,
+            agent_name,
+            retry_policy,
+        )
+    )
+    telemetry.tools.declare(registry.names())
+    retrier = Retrier(retry_policy, telemetry) if retry_policy is not None else None
+    return [
+        next(ours)
+        if spec.tool is None
+        else ObservedTool.of(spec, telemetry, agent_name, retrier if spec.retry else None)
+        for spec in registry
+    ]
+
+
+class ToolReportedError(Exception):
+    """A tool answered with an error (its own ``handle_tool_error`` turned what it
+    raised into the message the model sees)."""
+
+
+class ObservedTool(BaseTool):
+    """A user's LangChain tool as the agent runs it: the same name, description and
+    schema; each call the tool's own ``arun`` inside an ``execute_tool`` span."""
+
+    tool: BaseTool = Field(exclude=True)
+    telemetry: Any = Field(default=None, exclude=True)
+    agent_name: str = Field(default="", exclude=True)
+    timeout: float = Field(default=10.0, exclude=True)
+    retrier: Any = Field(default=None, exclude=True)
+
+    @classmethod
+    def of(
+        cls, spec: ToolSpec, telemetry: Telemetry, agent_name: str, retrier: Retrier | None
+    ) -> ObservedTool:
+        tool = spec.tool
+        if tool is None:
+            raise ValueError(f"tool {spec.name!r} is not a LangChain tool (ToolSpec.from_tool)")
+        return cls(
+            name=tool.name,
+            description=tool.description,
+            args_schema=tool.args_schema,
+            return_direct=tool.return_direct,
+            response_format=tool.response_format,
+            extras=tool.extras,
+            tool=tool,
+            telemetry=telemetry,
+            agent_name=agent_name,
+            timeout=spec.timeout,
+            retrier=retrier,
+        )
+
+    # What LangChain and LangGraph read of a tool (the model's schema, injected
+    # arguments) is the user's tool's own.
+    @property
+    def tool_call_schema(self) -> Any:
+        return self.tool.tool_call_schema
+
+    def get_input_schema(self, config: Any = None) -> Any:
+        return self.tool.get_input_schema(config)
+
+    @property
+    def func(self) -> Any:
+        return getattr(self.tool, "func", None) or getattr(self.tool, "coroutine", None)
+
+    def _run(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("agentwatch's agent runs its tools asynchronously")
+
+    async def arun(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
+        telemetry: Telemetry = self.telemetry
+        call_id = kwargs.get("tool_call_id")
+        invocation = telemetry.tool_call(self.name, agent_name=self.agent_name, call_id=call_id)
+        capturing = telemetry.capturing
+        if capturing:
+            invocation.capture(arguments=json.dumps(tool_input, default=str))
+        with invocation, recording(OP_EXECUTE_TOOL, span=invocation.span):
+            try:
+                output = await self._attempts(tool_input, args, kwargs)
+            except GraphBubbleUp:  # LangGraph's interrupt(): not a failure, the graph's to handle
+                raise
+            except Exception as exc:
+                message = f"Error: {error_text(self.name, self.timeout, exc)}"
+                invocation.capture(result=message)  # before it ends: an ended span takes nothing
+                invocation.fail(exc)
+                if call_id is None:
+                    return message
+                return ToolMessage(message, name=self.name, tool_call_id=call_id, status="error")
+            if capturing:
+                invocation.capture(result=tool_result(output))
+            if getattr(output, "status", None) == "error":
+                invocation.fail(ToolReportedError(tool_result(output)))
+        return output
+
+    async def _attempts(
+        self, tool_input: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The tool's own ``arun`` under the timeout, each attempt when it retries (a
+        later attempt is a new LangChain run: the first's ``run_id`` is not reused)."""
+        attempts = 0
+
+        async def attempt() -> Any:
+            nonlocal attempts
+            attempts += 1
+            given = kwargs if attempts == 1 else {k: v for k, v in kwargs.items() if k != "run_id"}
+            async with asyncio.timeout(self.timeout):
+                return await self.tool.arun(tool_input, *args, **given)
+
+        if self.retrier is None:
+            return await attempt()
+        retrier: Retrier = self.retrier
+        return await retrier.call(OP_EXECUTE_TOOL, attempt)
+
+
+def error_text(name: str, timeout: float, exc: BaseException) -> str:
+    """What the model is told of a tool call that raised ``exc``."""
+    if isinstance(exc, TimeoutError):
+        return f"{name} timed out after {timeout:g} s"
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return f"invalid arguments ({problems or exc})"
+    if isinstance(exc, AgentwatchError | ToolException):
+        return str(exc)
+    return f"{name} failed: {type(exc).__name__}: {exc}"

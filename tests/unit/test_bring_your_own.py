@@ -1,0 +1,243 @@
+"""Bring your own tools: a user's LangChain tools (``@tool``, ``StructuredTool``, any
+``BaseTool``) run in agentwatch's Agent as they are, with the same spans, metrics,
+timeouts, retries and error messages as its own."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from langchain_core.messages import ToolMessage
+from langchain_core.tools import (
+    BaseTool,
+    InjectedToolCallId,
+    StructuredTool,
+    ToolException,
+    tool,
+)
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, Field
+
+from agentwatch.runtime import (
+    Agent,
+    InstrumentedChatModel,
+    RetryPolicy,
+    ToolSpec,
+)
+from agentwatch.runtime.builtin_model import Reply, ToolCall
+from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel
+from agentwatch.telemetry import Telemetry
+
+
+@tool
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return f"sunny in {city}"
+
+
+class OrderArgs(BaseModel):
+    order_id: int
+
+
+async def lookup(order_id: int) -> str:
+    return f"order {order_id}: shipped"
+
+
+lookup_order = StructuredTool.from_function(
+    coroutine=lookup, name="lookup_order", description="An order's status.", args_schema=OrderArgs
+)
+
+
+def calls(*called: tuple[str, str]) -> Reply:
+    """A model reply calling tools: (name, JSON arguments) each."""
+    return Reply("", tuple(ToolCall(f"call_{name}", name, args) for name, args in called))
+
+
+class InstrumentedBuiltin(InstrumentedChatModel, BuiltinChatModel):
+    pass
+
+
+def scripted(telemetry: Telemetry, *replies: Reply | str) -> BuiltinChatModel:
+    return InstrumentedBuiltin(
+        script=list(replies), telemetry=telemetry, provider_name="agentwatch"
+    )
+
+
+def spans_by_name(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:
+    return {s.name: s for s in exporter.get_finished_spans()}
+
+
+def tool_count(registry: CollectorRegistry, tool_name: str, error_type: str = "") -> float | None:
+    return registry.get_sample_value(
+        "gen_ai_execute_tool_duration_seconds_count",
+        {"gen_ai_tool_name": tool_name, "gen_ai_agent_name": "shop", "error_type": error_type},
+    )
+
+
+async def test_a_users_tool_and_structured_tool_run_as_ours(
+    telemetry: Telemetry, exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    model = scripted(
+        telemetry,
+        calls(("get_weather", '{"city": "Paris"}'), ("lookup_order", '{"order_id": 42}')),
+        "Sunny, and your order shipped.",
+    )
+    agent = Agent(
+        model,
+        [get_weather, lookup_order],
+        telemetry=telemetry,
+        model_name="agentwatch-builtin",
+        name="shop",
+    )
+    result = await agent.arun("weather in Paris, and order 42?")
+
+    assert result.output == "Sunny, and your order shipped."
+    assert [(c.name, c.result, c.error) for c in result.tool_calls] == [
+        ("get_weather", "sunny in Paris", False),
+        ("lookup_order", "order 42: shipped", False),
+    ]
+    spans = spans_by_name(exporter)
+    root = spans["invoke_agent shop"]
+    for name in ("execute_tool get_weather", "execute_tool lookup_order"):
+        span = spans[name]
+        assert span.parent is not None
+        assert span.parent.span_id == root.context.span_id
+        assert span.context.trace_id == root.context.trace_id
+        assert (span.attributes or {})["gen_ai.tool.call.id"].startswith("call_")
+    chats = [s for s in exporter.get_finished_spans() if s.name.startswith("chat ")]
+    assert len(chats) == 2  # the user's model, recorded too
+    assert tool_count(registry, "get_weather") == 1
+    assert tool_count(registry, "lookup_order") == 1
+
+
+class FlakyError(ConnectionError):
+    pass
+
+
+async def test_a_users_tool_gets_the_timeout_retries_and_error_messages(
+    telemetry: Telemetry, exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    attempts: list[str] = []
+
+    @tool
+    async def flaky(city: str) -> str:
+        """Fails once, then answers."""
+        attempts.append(city)
+        if len(attempts) == 1:
+            raise FlakyError("connection reset")
+        return "ok"
+
+    @tool
+    async def broken(city: str) -> str:
+        """Always fails."""
+        raise RuntimeError("disk on fire")
+
+    @tool
+    async def slow(city: str) -> str:
+        """Never answers."""
+        await asyncio.Event().wait()
+        return ""
+
+    model = scripted(
+        telemetry,
+        calls(("flaky", '{"city": "Oslo"}'), ("broken", '{"city": "Oslo"}')),
+        calls(("slow", '{"city": "Oslo"}'), ("get_weather", '{"town": "Oslo"}')),
+        "done",
+    )
+    tools = [
+        ToolSpec.from_tool(flaky, retry=True),
+        broken,
+        ToolSpec.from_tool(slow, timeout=0.2),
+        get_weather,
+    ]
+    quick = RetryPolicy(base_delay=0.001, max_delay=0.001)
+    agent = Agent(
+        model,
+        tools,
+        telemetry=telemetry,
+        model_name="agentwatch-builtin",
+        name="shop",
+        retry_policy=quick,
+    )
+    result = await agent.arun("go")
+
+    assert result.output == "done"  # every failure was a message the model saw
+    seen = {c.name: c for c in result.tool_calls}
+    assert (seen["flaky"].result, seen["flaky"].error) == ("ok", False)
+    assert attempts == ["Oslo", "Oslo"]
+    assert seen["broken"].result == "Error: broken failed: RuntimeError: disk on fire"
+    assert seen["slow"].result == "Error: slow timed out after 0.2 s"
+    assert seen["get_weather"].result.startswith("Error: invalid arguments (city: Field required")
+    assert all(seen[n].error for n in ("broken", "slow", "get_weather"))
+    spans = spans_by_name(exporter)
+    for name, error_type in [
+        ("broken", "RuntimeError"),
+        ("slow", "TimeoutError"),
+        ("get_weather", "ValidationError"),
+    ]:
+        span = spans[f"execute_tool {name}"]
+        assert span.status.status_code is StatusCode.ERROR
+        assert (span.attributes or {})["error.type"] == error_type
+        assert tool_count(registry, name, error_type) == 1
+    assert spans["invoke_agent shop"].status.status_code is StatusCode.UNSET
+    assert tool_count(registry, "flaky") == 1
+    retried = {"operation": "execute_tool", "outcome": "retry"}
+    assert registry.get_sample_value("agentwatch_retry_attempts_total", retried) == 1
+
+
+async def test_a_users_tool_keeps_its_own_ways(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    """Injected arguments, artifacts and the tool's own error handling stay the tool's."""
+
+    class Fetch(BaseTool):
+        name: str = "fetch"
+        description: str = "Fetch a page (an MCP-style tool: a JSON schema, content and artifact)."
+        args_schema: Any = Field(
+            default_factory=lambda: {
+                "type": "object",
+                "properties": {"url": {"type": "string"}},
+                "required": ["url"],
+            }
+        )
+        response_format: Any = "content_and_artifact"
+
+        def _run(self, url: str) -> tuple[str, dict[str, str]]:
+            return f"page at {url}", {"raw": "<html/>"}
+
+    @tool
+    def whoami(tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+        """The id of this call."""
+        return f"I am {tool_call_id}"
+
+    def refuse(city: str) -> str:
+        raise ToolException(f"no {city}")
+
+    picky = StructuredTool.from_function(
+        refuse, name="picky", description="Refuses every city.", handle_tool_error=True
+    )
+
+    model = scripted(
+        telemetry,
+        calls(("fetch", '{"url": "http://x"}'), ("whoami", "{}"), ("picky", '{"city": "Rome"}')),
+        "done",
+    )
+    agent = Agent(
+        model,
+        [Fetch(), whoami, picky],
+        telemetry=telemetry,
+        model_name="agentwatch-builtin",
+        name="shop",
+    )
+    state = await agent.graph.ainvoke({"messages": [{"role": "user", "content": "go"}]})
+    answers = {m.name: m for m in state["messages"] if isinstance(m, ToolMessage)}
+    assert answers["fetch"].content == "page at http://x"
+    assert answers["fetch"].artifact == {"raw": "<html/>"}
+    assert answers["whoami"].content == f"I am {answers['whoami'].tool_call_id}"
+    assert answers["picky"].content == "no Rome"
+    spans = spans_by_name(exporter)
+    assert spans["execute_tool fetch"].status.status_code is StatusCode.UNSET
+    assert spans["execute_tool picky"].status.status_code is StatusCode.ERROR  # it said so
