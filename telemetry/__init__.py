@@ -1,5 +1,6 @@
 """agentwatch.telemetry: spans, metrics and their exposition. Knows nothing of the runtime."""
 
+from ._agent_run import AgentRunInvocation
 from ._invocation import Invocation, instrument_stream, is_cancellation
 from ._llm_call import LlmCallInvocation
 from ._retry_attempt import RetryAttemptInvocation
@@ -23,6 +24,7 @@ from .web import (
 )
 
 __all__ = [
+    "AgentRunInvocation",
     "AgentwatchError",
     "BoundedLabel",
     "ConfigurationError",

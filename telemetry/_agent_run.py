@@ -27,25 +27,37 @@ class AgentRunInvocation(Invocation):
         *,
         conversation_id: str | None = None,
         parent: Context | None = None,
+        start_time_ns: int | None = None,
+        started_at: float | None = None,
     ) -> None:
         attributes: dict[str, str] = {
             n.GEN_AI_OPERATION_NAME: OPERATION,
             n.GEN_AI_AGENT_NAME: agent_name,
-            n.GEN_AI_REQUEST_MODEL: request_model,
         }
+        if request_model:
+            attributes[n.GEN_AI_REQUEST_MODEL] = request_model
         if conversation_id:
             attributes[n.GEN_AI_CONVERSATION_ID] = conversation_id
         super().__init__(
             recorder.tracer,
             recorder.clock,
-            f"{OPERATION} {agent_name}",
+            f"{OPERATION} {agent_name}" if agent_name else OPERATION,
             attributes,
             kind=SpanKind.INTERNAL,
             parent=parent,
+            start_time_ns=start_time_ns,
+            started_at=started_at,
         )
         self._recorder = recorder
         self._agent = recorder.agents(agent_name)
         self._model = recorder.models(request_model)
+
+    def set_request_model(self, request_model: str) -> None:
+        """The run's model, when it was not known at its start (the first model call
+        beneath it): on the span, and the metric's label when the run ends."""
+        self._model = self._recorder.models(request_model)
+        if request_model and self.span.is_recording():
+            self.span.set_attribute(n.GEN_AI_REQUEST_MODEL, request_model)
 
     def _record(self, duration: float, error_type: str, exemplar: Exemplar) -> None:
         r = self._recorder

@@ -44,14 +44,15 @@ class LlmCallInvocation(Invocation):
         attributes: dict[str, str | bool] = {
             n.GEN_AI_OPERATION_NAME: OPERATION,
             n.GEN_AI_PROVIDER_NAME: provider,
-            n.GEN_AI_REQUEST_MODEL: request_model,
         }
+        if request_model:  # semconv: `chat {model}`, or `chat` when the model is unknown
+            attributes[n.GEN_AI_REQUEST_MODEL] = request_model
         if stream:
             attributes["gen_ai.request.stream"] = True
         super().__init__(
             recorder.tracer,
             recorder.clock,
-            f"{OPERATION} {request_model}",
+            f"{OPERATION} {request_model}" if request_model else OPERATION,
             attributes,
             kind=SpanKind.CLIENT,
             parent=parent,

@@ -88,10 +88,19 @@ class Telemetry(Recorder):
         *,
         conversation_id: str | None = None,
         parent: Context | None = None,
+        start_time_ns: int | None = None,
+        started_at: float | None = None,
     ) -> AgentRunInvocation:
-        """An ``invoke_agent {agent_name}`` span and its duration histogram."""
+        """An ``invoke_agent {agent_name}`` span and its duration histogram
+        (``start_time_ns`` / ``started_at``: a run recognised after it started)."""
         return AgentRunInvocation(
-            self, agent_name, request_model, conversation_id=conversation_id, parent=parent
+            self,
+            agent_name,
+            request_model,
+            conversation_id=conversation_id,
+            parent=parent,
+            start_time_ns=start_time_ns,
+            started_at=started_at,
         )
 
     def llm_call(

@@ -3,28 +3,72 @@
 Our ``Agent`` is instrumented at the model and tool boundaries directly (the fast
 path); this handler is the bridge for chains and agents you build yourself::
 
-    await my_chain.ainvoke(inputs, config={"callbacks": [AgentwatchCallbackHandler()]})
+    await my_graph.ainvoke(inputs, config={"callbacks": [AgentwatchCallbackHandler()]})
 
-The outermost chain becomes ``invoke_agent {name}``, every chat model call ``chat
-{model}``, every tool call ``execute_tool {tool}``, linked by LangChain's run ids, all
-recorded through the telemetry package's operation factories. The handler is
-synchronous and ``run_inline``: LangChain dispatches a non-inline handler through
-``asyncio.gather`` (measured ~+190 µs per run) and a sync one without ``run_inline`` to a
-thread pool.
+What becomes a span, linked by LangChain's run ids (never by which task runs what, so
+many invocations at once under ``asyncio.gather`` keep their own traces):
+
+- ``invoke_agent {name}``. A chain run is an agent run when
+
+  1. it is the outermost run (no parent run): the call the handler was given to. Its
+     name: the handler's ``agent_name``, else the run's name;
+  2. or LangGraph runs nodes under it: the run of a graph, whatever its depth. LangGraph
+     tags every node run it starts ``graph:step:<n>``, and a node run's parent is its
+     graph's run. So each ``create_agent`` sub-agent (called from a supervisor's tool or
+     added as a node), a compiled graph added as a node or invoked inside a node or a
+     tool, gets its own ``invoke_agent`` span beneath the span of the run that called
+     it, named by its run name: the graph's ``name`` (``create_agent(name=...)``,
+     ``compile(name=...)``; LangGraph's default is ``LangGraph``) or a
+     ``run_name``. Its span opens when its first node starts, back-dated to the graph
+     run's own start (LangGraph reports nothing of a graph before its first node).
+
+  Any other chain run (a node, a ``RunnableSequence``, a lambda) has no span of its
+  own: what it starts nests under the nearest run above it that has one.
+- ``chat {model}`` for every chat model call (``chat`` when the model has no name, as
+  the semantic conventions ask) and ``execute_tool {tool}`` for every tool call,
+  beneath their agent. A tool's span and its duration metric carry its agent's name. An
+  agent whose model is not known when it starts (``ls_model_name``) takes it from the
+  first chat call made directly beneath it: ``gen_ai.request.model`` on its span and
+  the ``gen_ai_request_model`` label of its duration.
+
+Current while its work runs: a tool's span is made current in ``on_tool_start`` and
+restored in ``on_tool_end`` / ``on_tool_error``. LangChain calls both in the task (or
+thread) that runs the tool, and runs the tool's body, sync or async, in a copy of that
+context taken after the start callback, so a user's own spans and ``observe()`` calls
+inside a tool nest under its ``execute_tool``. The span is restored only while it is
+still the current one (whatever was made current after it stays so). Agent and chat
+spans are not made current: in async code LangChain calls a chain's and a model call's
+end callbacks in a new task (its ``shielded`` ``on_chain_end`` / ``on_llm_end``), where
+the caller's context cannot be restored, so an ended span would stay current in the
+caller after the run (LangGraph even runs a step's only node in the caller's task).
+Spans started in a node's or a chain step's own code, outside a tool, nest under what
+was current when the run was called; the handler's own spans are linked by run ids,
+never by what is current.
+
+The handler is synchronous and ``run_inline``: LangChain dispatches a non-inline
+handler through ``asyncio.gather`` (measured ~+190 µs per run) and a sync one without
+``run_inline`` to a thread pool.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from contextlib import suppress
+from contextvars import Token
 from typing import Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace import Span
 
 from agentwatch.telemetry import (
+    AgentRunInvocation,
     Invocation,
     LlmCallInvocation,
     Telemetry,
@@ -35,6 +79,57 @@ from agentwatch.telemetry import (
 from .chat_model import record_result, start_llm_call
 from .tools import tool_result
 
+NODE_TAG = "graph:step:"
+"""The tag LangGraph puts on every node run it starts (``graph:step:<n>``)."""
+
+
+class _Agent:
+    """The agent runs belong to: its name (for its tools) and, when the handler records
+    it, its invocation, which takes the model of the first chat call beneath it."""
+
+    __slots__ = ("invocation", "model", "name")
+
+    def __init__(self, name: str, model: str, invocation: AgentRunInvocation | None) -> None:
+        self.name = name
+        self.model = model
+        self.invocation = invocation
+
+    def saw_model(self, model: str) -> None:
+        if model and not self.model:
+            self.model = model
+            if self.invocation is not None:
+                self.invocation.set_request_model(model)
+
+
+class _Run:
+    """A LangChain run between its start and its end callback."""
+
+    __slots__ = (
+        "agent",
+        "attached",
+        "invocation",
+        "name",
+        "span",
+        "start_ns",
+        "started_at",
+        "token",
+    )
+
+    def __init__(
+        self, span: Span | None, agent: _Agent | None, invocation: Invocation | None = None
+    ) -> None:
+        self.span = span
+        """What runs beneath this one nest under: its own span, else the nearest above."""
+        self.agent = agent
+        self.invocation = invocation
+        """The span this run ends (None: it has none of its own)."""
+        self.token: Token[Context] | None = None
+        self.attached: Context | None = None
+        self.name = ""
+        self.start_ns = 0
+        """Not 0: a chain run that becomes an agent run if LangGraph runs nodes under it."""
+        self.started_at = 0.0
+
 
 class AgentwatchCallbackHandler(BaseCallbackHandler):
     run_inline = True
@@ -43,37 +138,53 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
     def __init__(self, telemetry: Telemetry | None = None, *, agent_name: str = "") -> None:
         self._telemetry = telemetry
         self._agent_name = agent_name
-        self._open: dict[UUID, Invocation] = {}
-        self._nearest: dict[UUID, UUID] = {}  # run id -> nearest ancestor with a span
+        self._runs: dict[UUID, _Run] = {}
+        # Sync graphs run the nodes of one step in threads: one of them opens the span.
+        self._promoting = threading.Lock()
 
     @property
     def telemetry(self) -> Telemetry:
         return self._telemetry or get_telemetry()
 
-    # -- linking ---------------------------------------------------------------------
-    def _owner(self, parent_run_id: UUID | None) -> UUID | None:
-        """The nearest run at or above ``parent_run_id`` that has a span."""
-        if parent_run_id is None or parent_run_id in self._open:
-            return parent_run_id
-        return self._nearest.get(parent_run_id)
+    # -- runs --------------------------------------------------------------------------
+    def _parent(self, parent_run_id: UUID | None) -> _Run | None:
+        return self._runs.get(parent_run_id) if parent_run_id is not None else None
 
-    def _parent(self, parent_run_id: UUID | None) -> Context | None:
-        owner = self._owner(parent_run_id)
-        invocation = self._open.get(owner) if owner is not None else None
-        return trace.set_span_in_context(invocation.span) if invocation is not None else None
+    def _agent_run(
+        self,
+        name: str,
+        model: str,
+        parent: Span | None,
+        start_ns: int | None = None,
+        started_at: float | None = None,
+    ) -> tuple[AgentRunInvocation, _Agent]:
+        invocation = self.telemetry.agent_run(
+            name, model, parent=_context(parent), start_time_ns=start_ns, started_at=started_at
+        )
+        return invocation, _Agent(name, model, invocation)
 
-    def _link(self, run_id: UUID, parent_run_id: UUID | None) -> None:
-        owner = self._owner(parent_run_id)
-        if owner is not None:
-            self._nearest[run_id] = owner
+    def _become_agent(self, run: _Run) -> None:
+        """A chain run LangGraph runs nodes under is a graph's: its agent span opens now,
+        started when the run did."""
+        with self._promoting:
+            if not run.start_ns:  # another thread was first
+                return
+            invocation, agent = self._agent_run(
+                run.name, "", run.span, run.start_ns, run.started_at
+            )
+            run.invocation, run.agent, run.span = invocation, agent, invocation.span
+            run.start_ns = 0  # last: a reader that sees 0 sees the span
 
     def _end(self, run_id: UUID, error: BaseException | None = None) -> None:
-        self._nearest.pop(run_id, None)
-        invocation = self._open.pop(run_id, None)
-        if invocation is not None:
-            invocation.end(error)
+        run = self._runs.pop(run_id, None)
+        if run is None:
+            return
+        if run.token is not None:
+            _restore(run)
+        if run.invocation is not None:
+            run.invocation.end(error)
 
-    # -- chains: the outermost one is the agent run ----------------------------------
+    # -- chains ------------------------------------------------------------------------
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,
@@ -81,15 +192,24 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
         *,
         run_id: UUID,
         parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if parent_run_id is not None:
-            self._link(run_id, parent_run_id)
+        name = str(kwargs.get("name") or (serialized or {}).get("name") or "chain")
+        if parent_run_id is None:
+            model = str((metadata or {}).get("ls_model_name") or "")
+            invocation, agent = self._agent_run(self._agent_name or name, model, None)
+            self._runs[run_id] = _Run(invocation.span, agent, invocation)
             return
-        name = self._agent_name or kwargs.get("name") or (serialized or {}).get("name") or "chain"
-        model = str((metadata or {}).get("ls_model_name", ""))
-        self._open[run_id] = self.telemetry.agent_run(str(name), model)
+        parent = self._runs.get(parent_run_id)
+        if parent is not None and parent.start_ns and tags and _is_node(tags):
+            self._become_agent(parent)
+        run = _Run(parent.span, parent.agent) if parent is not None else _Run(None, None)
+        run.name = name
+        run.start_ns = time.time_ns()
+        run.started_at = self.telemetry.clock()
+        self._runs[run_id] = run
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id)
@@ -97,7 +217,7 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, error)
 
-    # -- chat models -----------------------------------------------------------------
+    # -- chat models -------------------------------------------------------------------
     def on_chat_model_start(
         self,
         serialized: dict[str, Any] | None,
@@ -110,24 +230,32 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
     ) -> None:
         params = kwargs.get("invocation_params") or {}
         meta = metadata or {}
-        model = params.get("model") or params.get("model_name") or meta.get("ls_model_name") or ""
-        provider = meta.get("ls_provider") or "unknown"
-        self._open[run_id] = start_llm_call(
+        model = str(
+            params.get("model") or params.get("model_name") or meta.get("ls_model_name") or ""
+        )
+        provider = str(meta.get("ls_provider") or "unknown")
+        parent = self._parent(parent_run_id)
+        agent = parent.agent if parent is not None else None
+        if agent is not None:
+            agent.saw_model(model)
+        invocation = start_llm_call(
             self.telemetry,
-            str(model),
-            str(provider),
+            model,
+            provider,
             messages[0] if messages else [],
             stream=bool(params.get("stream")),
-            parent=self._parent(parent_run_id),
+            parent=_context(parent.span if parent is not None else None),
         )
+        self._runs[run_id] = _Run(invocation.span, agent, invocation)
 
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        invocation = self._open.get(run_id)
-        if isinstance(invocation, LlmCallInvocation):
-            invocation.on_chunk()
+        run = self._runs.get(run_id)
+        if run is not None and isinstance(run.invocation, LlmCallInvocation):
+            run.invocation.on_chunk()
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        invocation = self._open.get(run_id)
+        run = self._runs.get(run_id)
+        invocation = run.invocation if run is not None else None
         if isinstance(invocation, LlmCallInvocation) and response.generations:
             generations = [g for g in response.generations[0] if isinstance(g, ChatGeneration)]
             record_result(invocation, generations, response.llm_output, self.telemetry.capturing)
@@ -136,7 +264,7 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, error)
 
-    # -- tools -----------------------------------------------------------------------
+    # -- tools -------------------------------------------------------------------------
     def on_tool_start(
         self,
         serialized: dict[str, Any] | None,
@@ -147,18 +275,23 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         name = (serialized or {}).get("name") or kwargs.get("name") or "tool"
+        parent = self._parent(parent_run_id)
+        agent = parent.agent if parent is not None else None
         invocation = self.telemetry.tool_call(
             str(name),
-            agent_name=self._agent_name,
+            agent_name=agent.name if agent is not None else self._agent_name,
             call_id=kwargs.get("tool_call_id"),
-            parent=self._parent(parent_run_id),
+            parent=_context(parent.span if parent is not None else None),
         )
         if self.telemetry.capturing:
             invocation.capture(arguments=input_str)
-        self._open[run_id] = invocation
+        run = _Run(invocation.span, agent, invocation)
+        self._runs[run_id] = run
+        _make_current(run, invocation.span)
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        invocation = self._open.get(run_id)
+        run = self._runs.get(run_id)
+        invocation = run.invocation if run is not None else None
         if isinstance(invocation, ToolCallInvocation) and self.telemetry.capturing:
             invocation.capture(result=tool_result(output))
         if getattr(output, "status", None) == "error":
@@ -172,3 +305,25 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
 
 class ToolReportedError(Exception):
     """A tool answered with an error message (LangChain's handled tool error)."""
+
+
+def _is_node(tags: list[str]) -> bool:
+    return any(tag.startswith(NODE_TAG) for tag in tags)
+
+
+def _context(span: Span | None) -> Context | None:
+    return trace.set_span_in_context(span) if span is not None else None
+
+
+def _make_current(run: _Run, span: Span) -> None:
+    run.attached = trace.set_span_in_context(span)
+    run.token = otel_context.attach(run.attached)
+
+
+def _restore(run: _Run) -> None:
+    """Undo ``_make_current`` while its span is still what is current here."""
+    token, run.token = run.token, None
+    if token is None or otel_context.get_current() is not run.attached:
+        return
+    with suppress(ValueError, RuntimeError):  # another context's token: not ours to undo
+        token.var.reset(token)

@@ -57,7 +57,7 @@ def test_callback_handler_names_keep_their_labels_after_an_agent_is_built(
         "error_type": "",
     }
     assert count(registry, "gen_ai_client_operation_duration_seconds", **chat) == 1
-    tool = {"gen_ai_tool_name": "weather", "gen_ai_agent_name": "", "error_type": ""}
+    tool = {"gen_ai_tool_name": "weather", "gen_ai_agent_name": "billing_agent", "error_type": ""}
     assert count(registry, "gen_ai_execute_tool_duration_seconds", **tool) == 1
 
 
