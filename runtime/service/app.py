@@ -3,13 +3,15 @@
 ``create_app(..., runtime=rt)`` serves ``rt``: the app starts it with the app (and stops
 it on cleanup) unless it is already started, in which case its owner stops it.
 
-Routes: ``POST /v1/runs`` (``{"input": "..."}`` → output, tool calls, usage, trace id;
-with ``"stream": true`` or ``Accept: text/event-stream``, Server-Sent Events),
-plus ``/metrics``, ``/healthz``, ``/readyz``. Every error is a JSON body
-``{"error": {"type": ..., "message": ...}}`` with the right status, never a traceback;
-no response names the server's software (``Server: agentwatch``).
+Routes: ``POST /v1/runs`` (here: ``{"input": "..."}`` → output, tool calls, usage, trace
+id; with ``"stream": true`` or ``Accept: text/event-stream``, Server-Sent Events),
+``/v1/batches`` (batches.py), ``/openapi.json`` (openapi.py), plus ``/metrics``,
+``/healthz``, ``/readyz`` (agentwatch.telemetry). Every error is a JSON body
+``{"error": {"type": ..., "message": ...}}`` with the right status, never a traceback
+(a route raises ``ApiError``; the ``json_errors`` middleware answers it); no response
+names the server's software (``Server: agentwatch``).
 
-Every JSON body is read by ``read_json`` (runtime/jsonpolicy.py, re-exported here): one
+Every JSON body is read by ``read_json`` (runtime/http/jsonpolicy.py, re-exported here): one
 strict parser (``parse_json``: UTF-8, an object with only the route's fields, no
 duplicate keys, no NaN/Infinity, integers of at most ``MAX_INT_DIGITS`` digits, nesting at
 most ``MAX_JSON_DEPTH`` deep, no lone surrogate), large bodies parsed in a worker thread;
@@ -31,7 +33,6 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import hdrs, web
@@ -49,7 +50,6 @@ from agentwatch.telemetry import (
 
 from ..agents.agent import Agent, AgentInputError, AgentRunError, RunTimeoutError, StepLimitError
 from ..agents.agent_runtime import AgentRuntime
-from ..batch.task import Task
 from ..events import event_data
 from ..http.jsonpolicy import BODY_BUDGET_KEY as BODY_BUDGET_KEY
 from ..http.jsonpolicy import BODY_TIMEOUT as BODY_TIMEOUT
@@ -68,30 +68,19 @@ from ..http.jsonpolicy import read_json as read_json
 from ..http.serving import SERVER_NAME, handler_limits, service_error_body
 from ..provider_errors import FailureKind, classify
 from ..settings import RuntimeSettings
-from .batches import (
-    BATCHES_KEY,
-    BatchRecord,
-    admit_batch,
-    batches_ctx,
-    cancel_response,
-    parse_batch,
-    results_response,
-    start_batch,
-    summary_response,
-)
-from .openapi import SPEC
+from .batches import add_batch_routes
+from .openapi import add_openapi_route
+from .state import MAX_ID_CHARS as MAX_ID_CHARS
+from .state import RUNTIME_KEY as RUNTIME_KEY
+from .state import SETTINGS_KEY as SETTINGS_KEY
 
 if TYPE_CHECKING:
     from multidict import CIMultiDict, CIMultiDictProxy  # aiohttp's headers
 
 _logger = logging.getLogger("agentwatch.server")
 
-RUNTIME_KEY: Final = web.AppKey("agentwatch_runtime", AgentRuntime)
-SETTINGS_KEY: Final = web.AppKey("agentwatch_settings", RuntimeSettings)
-MAX_ID_CHARS: Final = 256  # conversation_id, a task's id
 SSE_KEEPALIVE: Final = 10.0  # seconds between ": waiting for a run slot" comments
 RUN_FIELDS: Final = frozenset({"input", "stream", "conversation_id"})
-BATCH_FIELDS: Final = frozenset({"tasks", "workers", "timeout"})
 
 
 def error_response(status: int, kind: str, message: str) -> web.Response:
@@ -275,52 +264,6 @@ async def _stream_run(
     return response
 
 
-async def post_batch(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS_KEY]
-    agent = request.app[RUNTIME_KEY].agent
-    admit_batch(request.app, settings, ApiError)  # 429 before reading the body when full
-    body = await read_json(request, settings.max_body_bytes, BATCH_FIELDS)
-    room = partial(admit_batch, request.app, settings, ApiError)  # 429 before parsing tasks
-    tasks, options = parse_batch(body, ApiError, room)
-    long_ids = [task.id for task in tasks if len(task.id) > MAX_ID_CHARS]
-    if long_ids:
-        message = f"{len(long_ids)} task ids are longer than {MAX_ID_CHARS} characters."
-        raise ApiError(422, "invalid_tasks", message)
-
-    async def work(task: Task) -> dict[str, Any]:
-        # A run of a batch: it may take only part of the run slots (runtime/admission.py).
-        return (await agent.arun(task.query, batch=True)).to_dict()
-
-    record = start_batch(request.app, agent.telemetry, work, tasks, options, settings, ApiError)
-    batch_id = record.processor.batch_id
-    return web.json_response(
-        {"id": batch_id, "state": record.state, "url": f"/v1/batches/{batch_id}"}, status=202
-    )
-
-
-def _batch(request: web.Request) -> BatchRecord:
-    record = request.app[BATCHES_KEY].get(request.match_info["batch_id"])
-    if record is None:
-        raise ApiError(404, "not_found", "No such batch.")
-    return record
-
-
-async def get_batch(request: web.Request) -> web.Response:
-    return summary_response(request, _batch(request), ApiError)
-
-
-async def get_batch_results(request: web.Request) -> web.Response:
-    return await results_response(request, _batch(request), ApiError)
-
-
-async def delete_batch(request: web.Request) -> web.Response:
-    return cancel_response(request, _batch(request), ApiError)
-
-
-async def get_openapi(request: web.Request) -> web.Response:
-    return web.json_response(SPEC)
-
-
 _HTTP_KINDS_PREPARED: Final = _HTTP_KINDS | {417: "expectation_failed"}
 
 
@@ -380,15 +323,11 @@ def create_app(
         return app[RUNTIME_KEY].started
 
     app.cleanup_ctx.append(runtime_ctx)
-    app.cleanup_ctx.append(batches_ctx)  # after the runtime: torn down before it
     add_telemetry_routes(
         app, telemetry, readiness=[runtime_started], metrics_token=settings.metrics_token
     )
     app.cleanup_ctx.append(lambda _: loop_lag_ctx(telemetry))
-    app.router.add_get("/openapi.json", get_openapi)
+    add_openapi_route(app)
     app.router.add_post("/v1/runs", post_run)
-    app.router.add_post("/v1/batches", post_batch)
-    app.router.add_get("/v1/batches/{batch_id}", get_batch)
-    app.router.add_get("/v1/batches/{batch_id}/results", get_batch_results)
-    app.router.add_delete("/v1/batches/{batch_id}", delete_batch)
+    add_batch_routes(app)  # after the runtime's context: its batches end before it stops
     return app

@@ -1,5 +1,9 @@
 """``/v1/batches``: submit a batch (202), read its summary and its results, cancel it.
 
+Every batch route is here (``add_batch_routes``), handlers and logic; an error is an
+``ApiError`` (runtime/http/jsonpolicy.py), answered as JSON by the app's middleware. A
+batch's state is one of ``BATCH_STATES`` (the OpenAPI document's enum is this tuple).
+
 ``GET /v1/batches/{id}`` is a summary (state, counts by status, times), never the task
 list: its size does not grow with the batch. ``GET /v1/batches/{id}/results?limit=&cursor=``
 gives the tasks that ended, in the order they ended, ``limit`` a page (default 100, at
@@ -33,19 +37,33 @@ from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from functools import partial
+from typing import Any, Final
 
 from aiohttp import web
 from multidict import MultiMapping
 
 from agentwatch.telemetry import Telemetry
+from agentwatch.telemetry import names as n
 
 from ..batch.memory_sink import MemoryResultSink
 from ..batch.processor import BatchOptions, BatchProcessor
 from ..batch.sink import PagedResultSink
 from ..batch.task import BatchInputError, Task, TaskStatus, check_unique, task_from
+from ..http.jsonpolicy import ApiError, read_json
 from ..settings import RuntimeSettings
+from .state import MAX_ID_CHARS, RUNTIME_KEY, SETTINGS_KEY
 
+# A batch's state: running until its runner ends, then how it ended.
+RUNNING: Final = "running"
+FINISHED: Final = "finished"
+CANCELLED: Final = n.CANCELLED
+FAILED: Final = "failed"
+ENDED_STATES: Final = (FINISHED, CANCELLED, FAILED)
+BATCH_STATES: Final = (RUNNING, *ENDED_STATES)
+CANCELLING: Final = "cancelling"  # DELETE's answer while it runs: not a state of its own
+
+BATCH_FIELDS: Final = frozenset({"tasks", "workers", "timeout"})
 MAX_TASKS: Final = 10_000
 MAX_WORKERS: Final = 64
 KEEP_BATCHES: Final = 64
@@ -53,14 +71,6 @@ PAGE_DEFAULT: Final = 100
 PAGE_MAX: Final = 1_000
 INLINE_PAGE_RESULTS: Final = 50  # a longer page is encoded in a worker thread
 RETRY_AFTER_SECONDS: Final = 5  # a hint: batches take seconds to minutes to free room
-
-
-class ApiErrorFactory(Protocol):
-    """Makes the exception the service answers as a JSON error (the server's ApiError)."""
-
-    def __call__(
-        self, status: int, kind: str, message: str, /, *, headers: Mapping[str, str] | None = None
-    ) -> Exception: ...
 
 
 @dataclass(eq=False)
@@ -89,10 +99,10 @@ class BatchRecord:
     @property
     def state(self) -> str:
         if self.running:
-            return "running"
+            return RUNNING
         if self.runner.cancelled():
-            return "cancelled"
-        return "failed" if self.runner.exception() is not None else "finished"
+            return CANCELLED
+        return FAILED if self.runner.exception() is not None else FINISHED
 
     def counts(self) -> dict[str, int]:
         if self._final_counts is not None:
@@ -120,10 +130,10 @@ class BatchRecord:
             "results_url": f"/v1/batches/{self.batch_id}/results",
         }
 
-    async def results(self, query: Mapping[str, str], error: ApiErrorFactory) -> dict[str, Any]:
+    async def results(self, query: Mapping[str, str]) -> dict[str, Any]:
         """One page of the results from ``?cursor=`` (default: the first), ``?limit=``."""
-        limit = _limit(query.get("limit"), error)
-        start = 0 if query.get("cursor") is None else self._offset(query["cursor"], error)
+        limit = _limit(query.get("limit"))
+        start = 0 if query.get("cursor") is None else self._offset(query["cursor"])
         page = await self.sink.page(start, limit)
         end = start + len(page)
         more = end < self.sink.count() or self.running  # read after the page: never short
@@ -134,7 +144,7 @@ class BatchRecord:
             "next_cursor": _cursor(self.batch_id, end) if more else None,
         }
 
-    def _offset(self, cursor: str, error: ApiErrorFactory) -> int:
+    def _offset(self, cursor: str) -> int:
         try:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
             offset, batch_id = raw.split(":", 1)
@@ -142,21 +152,19 @@ class BatchRecord:
                 return int(offset)
         except (ValueError, binascii.Error):
             pass
-        raise error(422, "invalid_cursor", "'cursor' is not a next_cursor of this batch.")
+        raise ApiError(422, "invalid_cursor", "'cursor' is not a next_cursor of this batch.")
 
 
-def query_params(
-    query: MultiMapping[str], allowed: frozenset[str], error: ApiErrorFactory
-) -> dict[str, str]:
+def query_params(query: MultiMapping[str], allowed: frozenset[str]) -> dict[str, str]:
     """The query parameters of a batch route: one policy for all of them, an unknown or
     repeated parameter is refused (422 invalid_request), never ignored."""
     unknown = {name for name in query if name not in allowed}
     if unknown:
         names = ", ".join(sorted(name[:40] for name in unknown)[:10])
-        raise error(422, "invalid_request", f"Unknown parameters: {names}.")
+        raise ApiError(422, "invalid_request", f"Unknown parameters: {names}.")
     repeated = sorted({name for name in query if len(query.getall(name)) > 1})
     if repeated:
-        raise error(
+        raise ApiError(
             422, "invalid_request", f"Parameters given more than once: {', '.join(repeated)}."
         )
     return {name: query[name] for name in query}
@@ -166,21 +174,47 @@ _NONE: Final[frozenset[str]] = frozenset()
 _PAGE: Final = frozenset({"limit", "cursor"})
 
 
-def summary_response(
-    request: web.Request, record: BatchRecord, error: ApiErrorFactory
-) -> web.Response:
+async def post_batch(request: web.Request) -> web.Response:
+    """``POST /v1/batches``: admit, parse and start a batch; 202 with its id and url."""
+    settings = request.app[SETTINGS_KEY]
+    agent = request.app[RUNTIME_KEY].agent
+    admit_batch(request.app, settings)  # 429 before reading the body when full
+    body = await read_json(request, settings.max_body_bytes, BATCH_FIELDS)
+    room = partial(admit_batch, request.app, settings)  # 429 before parsing tasks
+    tasks, options = parse_batch(body, room)
+
+    async def work(task: Task) -> dict[str, Any]:
+        # A run of a batch: it may take only part of the run slots (runtime/admission.py).
+        return (await agent.arun(task.query, batch=True)).to_dict()
+
+    record = start_batch(request.app, agent.telemetry, work, tasks, options, settings)
+    batch_id = record.batch_id
+    return web.json_response(
+        {"id": batch_id, "state": record.state, "url": f"/v1/batches/{batch_id}"}, status=202
+    )
+
+
+def _record(request: web.Request) -> BatchRecord:
+    """The batch of the route's ``{batch_id}``, or 404."""
+    record = request.app[BATCHES_KEY].get(request.match_info["batch_id"])
+    if record is None:
+        raise ApiError(404, "not_found", "No such batch.")
+    return record
+
+
+async def get_batch(request: web.Request) -> web.Response:
     """``GET /v1/batches/{id}``: the summary (no parameters)."""
-    query_params(request.query, _NONE, error)
+    record = _record(request)
+    query_params(request.query, _NONE)
     return web.json_response(record.view())
 
 
-async def results_response(
-    request: web.Request, record: BatchRecord, error: ApiErrorFactory
-) -> web.Response:
+async def get_batch_results(request: web.Request) -> web.Response:
     """``GET /v1/batches/{id}/results``: one page. A page of more than INLINE_PAGE_RESULTS
     results is encoded in a worker thread, one page at a time, so that many readers of
     big pages never hold the event loop (40 pages of 1,000 held /healthz 0.5 s)."""
-    page = await record.results(query_params(request.query, _PAGE, error), error)
+    record = _record(request)
+    page = await record.results(query_params(request.query, _PAGE))
     if len(page["results"]) <= INLINE_PAGE_RESULTS:
         return web.json_response(page)
     async with request.app[ENCODING_KEY]:
@@ -188,27 +222,26 @@ async def results_response(
     return web.Response(body=body, content_type="application/json")
 
 
-def cancel_response(
-    request: web.Request, record: BatchRecord, error: ApiErrorFactory
-) -> web.Response:
+async def delete_batch(request: web.Request) -> web.Response:
     """``DELETE /v1/batches/{id}``: 202 ``cancelling`` while it runs; once it has ended
     there is nothing to cancel: 200 with its summary (its real, final state)."""
-    query_params(request.query, _NONE, error)
+    record = _record(request)
+    query_params(request.query, _NONE)
     if not record.running:
         return web.json_response(record.view())
     record.processor.cancel()
-    return web.json_response({"id": record.batch_id, "state": "cancelling"}, status=202)
+    return web.json_response({"id": record.batch_id, "state": CANCELLING}, status=202)
 
 
 def _encode(value: Any) -> bytes:
     return json.dumps(value).encode()
 
 
-def _limit(raw: str | None, error: ApiErrorFactory) -> int:
+def _limit(raw: str | None) -> int:
     if raw is None:
         return PAGE_DEFAULT
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 5 and 1 <= int(raw) <= PAGE_MAX):
-        raise error(422, "invalid_request", f"'limit' must be an integer 1-{PAGE_MAX}.")
+        raise ApiError(422, "invalid_request", f"'limit' must be an integer 1-{PAGE_MAX}.")
     return int(raw)
 
 
@@ -226,16 +259,16 @@ ENCODING_KEY: Final = web.AppKey("agentwatch_batch_page_encoding", asyncio.Semap
 
 
 def parse_batch(
-    body: dict[str, Any], error: ApiErrorFactory, room: Callable[[int], None] | None = None
+    body: dict[str, Any], room: Callable[[int], None] | None = None
 ) -> tuple[list[Task], BatchOptions]:
     """The tasks and options of a batch request. ``room(n)`` (``admit_batch``) raises when
     n tasks do not fit now: it is asked before the tasks are parsed, so that refusing a
     batch costs little."""
     raw = body.get("tasks")
     if not isinstance(raw, list) or not raw:
-        raise error(422, "invalid_request", "'tasks' must be a non-empty array.")
+        raise ApiError(422, "invalid_request", "'tasks' must be a non-empty array.")
     if len(raw) > MAX_TASKS:
-        raise error(413, "too_many_tasks", f"A batch holds at most {MAX_TASKS} tasks.")
+        raise ApiError(413, "too_many_tasks", f"A batch holds at most {MAX_TASKS} tasks.")
     if room is not None:
         room(len(raw))
     tasks, problems = [], []
@@ -249,37 +282,39 @@ def parse_batch(
             raise BatchInputError(problems)
         tasks = check_unique(tasks)
     except BatchInputError as exc:
-        raise error(422, "invalid_tasks", str(exc)) from None
+        raise ApiError(422, "invalid_tasks", str(exc)) from None
     workers, timeout = body.get("workers", 5), body.get("timeout")
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS:
-        raise error(422, "invalid_request", f"'workers' must be an integer 1-{MAX_WORKERS}.")
+        raise ApiError(422, "invalid_request", f"'workers' must be an integer 1-{MAX_WORKERS}.")
     if timeout is not None and (
         isinstance(timeout, bool)  # true is not a number of seconds
         or not isinstance(timeout, int | float)
         or not 0 < timeout < float("inf")  # NaN and Infinity too
     ):
-        raise error(422, "invalid_request", "'timeout' must be a positive number of seconds.")
+        raise ApiError(422, "invalid_request", "'timeout' must be a positive number of seconds.")
+    long_ids = [task.id for task in tasks if len(task.id) > MAX_ID_CHARS]
+    if long_ids:
+        message = f"{len(long_ids)} task ids are longer than {MAX_ID_CHARS} characters."
+        raise ApiError(422, "invalid_tasks", message)
     return tasks, BatchOptions(workers=workers, task_timeout=timeout)
 
 
-def admit_batch(
-    app: web.Application, settings: RuntimeSettings, error: ApiErrorFactory, tasks: int = 1
-) -> None:
-    """Raise ``error(429)`` with Retry-After when a batch of ``tasks`` does not fit now
-    (``error(413)`` when it never can). Called before the body is read (one task, to
+def admit_batch(app: web.Application, settings: RuntimeSettings, tasks: int = 1) -> None:
+    """Raise ``ApiError(429)`` with Retry-After when a batch of ``tasks`` does not fit now
+    (``ApiError(413)`` when it never can). Called before the body is read (one task, to
     refuse cheaply when full) and by ``start_batch`` with the real size."""
     most = settings.max_batch_queued_tasks
     if tasks > most:
-        raise error(413, "too_many_tasks", f"This service holds at most {most} batch tasks.")
+        raise ApiError(413, "too_many_tasks", f"This service holds at most {most} batch tasks.")
     running = [r for r in app[BATCHES_KEY].values() if r.running]
     retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     if len(running) >= settings.max_running_batches:
         message = f"{len(running)} batches are running, the most this service runs at once."
-        raise error(429, "too_many_batches", f"{message} Retry later.", headers=retry)
+        raise ApiError(429, "too_many_batches", f"{message} Retry later.", headers=retry)
     queued = sum(r.unfinished for r in running)
     if queued + tasks > most:
         message = f"{queued} batch tasks are waiting or running; {tasks} more would pass {most}."
-        raise error(429, "too_many_queued_tasks", f"{message} Retry later.", headers=retry)
+        raise ApiError(429, "too_many_queued_tasks", f"{message} Retry later.", headers=retry)
 
 
 def start_batch(
@@ -289,10 +324,9 @@ def start_batch(
     tasks: list[Task],
     options: BatchOptions,
     settings: RuntimeSettings,
-    error: ApiErrorFactory,
 ) -> BatchRecord:
     """Admit (``admit_batch``) and start a batch; drop the oldest finished ones."""
-    admit_batch(app, settings, error, len(tasks))
+    admit_batch(app, settings, len(tasks))
     batches = app[BATCHES_KEY]
     sink = MemoryResultSink()
     processor = BatchProcessor(work, telemetry, options, sink=sink)
@@ -326,10 +360,20 @@ def _drop_old(batches: OrderedDict[str, BatchRecord], keep_tasks: int) -> None:
 async def batches_ctx(app: web.Application) -> AsyncIterator[None]:
     """Batches run as tasks of the service; shutting down cancels the unfinished ones."""
     app[BATCHES_KEY] = OrderedDict()
-    app[ENCODING_KEY] = asyncio.Semaphore(1)  # results_response: one big page at a time
+    app[ENCODING_KEY] = asyncio.Semaphore(1)  # get_batch_results: one big page at a time
     yield
     running = [r.runner for r in app[BATCHES_KEY].values() if not r.runner.done()]
     for record in app[BATCHES_KEY].values():
         record.processor.cancel()
     if running:
         await asyncio.gather(*running, return_exceptions=True)
+
+
+def add_batch_routes(app: web.Application) -> None:
+    """The ``/v1/batches`` routes and their cleanup context. Call it after the runtime's
+    context is added: the batches are cancelled and awaited before the runtime stops."""
+    app.cleanup_ctx.append(batches_ctx)
+    app.router.add_post("/v1/batches", post_batch)
+    app.router.add_get("/v1/batches/{batch_id}", get_batch)
+    app.router.add_get("/v1/batches/{batch_id}/results", get_batch_results)
+    app.router.add_delete("/v1/batches/{batch_id}", delete_batch)

@@ -1,14 +1,29 @@
-"""The service's OpenAPI 3.1 description, served at ``/openapi.json``.
+"""The service's OpenAPI 3.1 description, served at ``/openapi.json`` (``add_openapi_route``).
 
 Kept true by tests/reliability/test_fuzz_api.py: every route the application serves is
 described here and nothing else is, and the fuzzer generates requests from it. Request
 bodies are closed (``additionalProperties: false``) and every string a client gives that
 reaches a span has a ``maxLength``: the server refuses what the schema does not allow.
+The limits and the batch states are the routes' own constants, never a second spelling.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
+
+from aiohttp import web
+
+from ..batch.task import MAX_QUERY_CHARS
+from .batches import (
+    BATCH_STATES,
+    CANCELLING,
+    ENDED_STATES,
+    MAX_TASKS,
+    MAX_WORKERS,
+    PAGE_DEFAULT,
+    PAGE_MAX,
+)
+from .state import MAX_ID_CHARS
 
 _ERROR: Final = {
     "description": "An error, always in this shape.",
@@ -17,8 +32,6 @@ _ERROR: Final = {
 _ERRORS: Final = {
     str(code): _ERROR for code in (400, 401, 404, 405, 408, 413, 415, 422, 431, 500, 502, 504, 508)
 }
-_ID_CHARS: Final = 256  # runtime/server.py MAX_ID_CHARS
-_QUERY_CHARS: Final = 32000  # runtime/batch/task.py MAX_QUERY_CHARS
 _NO_OTHER_PARAMETERS: Final = (
     " Query parameters other than those listed, or one given twice, are refused (422)."
 )
@@ -54,7 +67,7 @@ SPEC: Final[dict[str, Any]] = {
                 "properties": {
                     "input": {"type": "string", "minLength": 1, "maxLength": 32000},
                     "stream": {"type": "boolean"},
-                    "conversation_id": {"type": "string", "maxLength": _ID_CHARS},
+                    "conversation_id": {"type": "string", "maxLength": MAX_ID_CHARS},
                 },
             },
             "RunResult": {
@@ -85,12 +98,12 @@ SPEC: Final[dict[str, Any]] = {
                 "properties": {
                     "id": {
                         "oneOf": [
-                            {"type": "string", "minLength": 1, "maxLength": _ID_CHARS},
+                            {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
                             {"type": "integer"},
                         ]
                     },
-                    "query": {"type": "string", "minLength": 1, "maxLength": _QUERY_CHARS},
-                    "input": {"type": "string", "minLength": 1, "maxLength": _QUERY_CHARS},
+                    "query": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS},
+                    "input": {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS},
                     "priority": {"type": "integer", "description": "Lower runs first."},
                 },
             },
@@ -102,10 +115,10 @@ SPEC: Final[dict[str, Any]] = {
                     "tasks": {
                         "type": "array",
                         "minItems": 1,
-                        "maxItems": 10000,
+                        "maxItems": MAX_TASKS,
                         "items": {"$ref": "#/components/schemas/Task"},
                     },
-                    "workers": {"type": "integer", "minimum": 1, "maximum": 64},
+                    "workers": {"type": "integer", "minimum": 1, "maximum": MAX_WORKERS},
                     "timeout": {"type": "number", "exclusiveMinimum": 0},
                 },
             },
@@ -115,7 +128,7 @@ SPEC: Final[dict[str, Any]] = {
                 "required": ["id", "state", "total", "done", "counts", "created_at"],
                 "properties": {
                     "id": {"type": "string"},
-                    "state": {"enum": ["running", "finished", "cancelled", "failed"]},
+                    "state": {"enum": list(BATCH_STATES)},
                     "total": {"type": "integer"},
                     "done": {"type": "integer", "description": "Tasks that ended."},
                     "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
@@ -184,10 +197,13 @@ SPEC: Final[dict[str, Any]] = {
                 "description": "Takes no query parameters." + _NO_OTHER_PARAMETERS,
                 "security": [{"bearer": []}],
                 "responses": {
-                    "202": {"description": "Running: cancelling ('cancelling').", **_json("Batch")},
+                    "202": {
+                        "description": f"Running: cancelling ('{CANCELLING}').",
+                        **_json("Batch"),
+                    },
                     "200": {
                         "description": "Already ended: nothing to cancel; its summary, with "
-                        "its final state (finished, cancelled or failed).",
+                        f"its final state (one of {', '.join(ENDED_STATES)}).",
                         **_json("BatchSummary"),
                     },
                     **_ERRORS,
@@ -200,14 +216,14 @@ SPEC: Final[dict[str, Any]] = {
             ],
             "get": {
                 "summary": "The tasks that ended, in the order they ended, a page at a time.",
-                "description": "'limit' (default 100) and 'cursor' (a next_cursor)."
+                "description": f"'limit' (default {PAGE_DEFAULT}) and 'cursor' (a next_cursor)."
                 + _NO_OTHER_PARAMETERS,
                 "security": [{"bearer": []}],
                 "parameters": [
                     {
                         "name": "limit",
                         "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX},
                     },
                     {"name": "cursor", "in": "query", "schema": {"type": "string"}},
                 ],
@@ -235,3 +251,12 @@ SPEC: Final[dict[str, Any]] = {
         },
     },
 }
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(SPEC)
+
+
+def add_openapi_route(app: web.Application) -> None:
+    """``GET /openapi.json``: this document."""
+    app.router.add_get("/openapi.json", get_openapi)
