@@ -31,6 +31,12 @@ many invocations at once under ``asyncio.gather`` keep their own traces):
   first chat call made directly beneath it: ``gen_ai.request.model`` on its span and
   the ``gen_ai_request_model`` label of its duration.
 
+Never two spans for one call: a run an instrumented boundary records
+(``InstrumentedChatModel``, agentwatch's tools, the instrumentor's wrappers; the marker
+of ``recording.py``, asked in the run's start callback) is not recorded here again.
+What runs beneath it nests under the boundary's span, and an agent still takes its
+model from a chat call so recorded.
+
 Current while its work runs: a tool's span is made current in ``on_tool_start`` and
 restored in ``on_tool_end`` / ``on_tool_error``. LangChain calls both in the task (or
 thread) that runs the tool, and runs the tool's body, sync or async, in a copy of that
@@ -75,8 +81,10 @@ from agentwatch.telemetry import (
     ToolCallInvocation,
     get_telemetry,
 )
+from agentwatch.telemetry.names import OP_CHAT, OP_EXECUTE_TOOL, OP_INVOKE_AGENT
 
 from .chat_model import record_result, start_llm_call
+from .recording import Recording, current, recorded_by_boundary
 from .tools import tool_result
 
 NODE_TAG = "graph:step:"
@@ -163,16 +171,21 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
         )
         return invocation, _Agent(name, model, invocation)
 
-    def _become_agent(self, run: _Run) -> None:
+    def _become_agent(self, run_id: UUID, run: _Run) -> None:
         """A chain run LangGraph runs nodes under is a graph's: its agent span opens now,
-        started when the run did."""
+        started when the run did (unless a boundary records this agent)."""
         with self._promoting:
             if not run.start_ns:  # another thread was first
                 return
-            invocation, agent = self._agent_run(
-                run.name, "", run.span, run.start_ns, run.started_at
-            )
-            run.invocation, run.agent, run.span = invocation, agent, invocation.span
+            boundary = _boundary(OP_INVOKE_AGENT, run_id)
+            if boundary is not None:
+                run.agent = _Agent(run.name, "", None)
+                run.span = boundary.span or run.span
+            else:
+                invocation, run.agent = self._agent_run(
+                    run.name, "", run.span, run.start_ns, run.started_at
+                )
+                run.invocation, run.span = invocation, invocation.span
             run.start_ns = 0  # last: a reader that sees 0 sees the span
 
     def _end(self, run_id: UUID, error: BaseException | None = None) -> None:
@@ -198,13 +211,18 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
     ) -> None:
         name = str(kwargs.get("name") or (serialized or {}).get("name") or "chain")
         if parent_run_id is None:
+            name = self._agent_name or name
             model = str((metadata or {}).get("ls_model_name") or "")
-            invocation, agent = self._agent_run(self._agent_name or name, model, None)
+            boundary = _boundary(OP_INVOKE_AGENT, run_id)
+            if boundary is not None:
+                self._runs[run_id] = _Run(boundary.span, _Agent(name, model, None))
+                return
+            invocation, agent = self._agent_run(name, model, None)
             self._runs[run_id] = _Run(invocation.span, agent, invocation)
             return
         parent = self._runs.get(parent_run_id)
         if parent is not None and parent.start_ns and tags and _is_node(tags):
-            self._become_agent(parent)
+            self._become_agent(parent_run_id, parent)
         run = _Run(parent.span, parent.agent) if parent is not None else _Run(None, None)
         run.name = name
         run.start_ns = time.time_ns()
@@ -238,6 +256,8 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
         agent = parent.agent if parent is not None else None
         if agent is not None:
             agent.saw_model(model)
+        if recorded_by_boundary(OP_CHAT, run_id):
+            return  # an instrumented model records this call: nothing beneath it
         invocation = start_llm_call(
             self.telemetry,
             model,
@@ -277,6 +297,11 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
         name = (serialized or {}).get("name") or kwargs.get("name") or "tool"
         parent = self._parent(parent_run_id)
         agent = parent.agent if parent is not None else None
+        boundary = _boundary(OP_EXECUTE_TOOL, run_id)
+        if boundary is not None:  # an instrumented tool records this call
+            span = boundary.span or (parent.span if parent is not None else None)
+            self._runs[run_id] = _Run(span, agent)
+            return
         invocation = self.telemetry.tool_call(
             str(name),
             agent_name=agent.name if agent is not None else self._agent_name,
@@ -305,6 +330,12 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
 
 class ToolReportedError(Exception):
     """A tool answered with an error message (LangChain's handled tool error)."""
+
+
+def _boundary(kind: str, run_id: UUID) -> Recording | None:
+    """The instrumented boundary that records this run, if one does: the handler records
+    nothing for it, and what runs beneath it nests under the boundary's span."""
+    return current() if recorded_by_boundary(kind, run_id) else None
 
 
 def _is_node(tags: list[str]) -> bool:

@@ -24,7 +24,9 @@ from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 
 from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel
+from agentwatch.runtime.langchain.adopt import ObservedTool
 from agentwatch.runtime.langchain.callbacks import AgentwatchCallbackHandler
+from agentwatch.runtime.tools import ToolSpec
 from agentwatch.telemetry import Telemetry
 
 MODEL = "agentwatch-builtin"
@@ -47,9 +49,9 @@ def leaf(name: str) -> Tree:
     return name, ()
 
 
-def sub_agent(name: str, tool_name: str, inside: Tree) -> Tree:
+def sub_agent(name: str, tool_name: str, *inside: Tree) -> Tree:
     """A sub-agent's span: its model asks for the tool, then answers."""
-    tool_span = (f"execute_tool {tool_name}", (inside,))
+    tool_span = (f"execute_tool {tool_name}", inside)
     return f"invoke_agent {name}", (leaf(CHAT), leaf(CHAT), tool_span)
 
 
@@ -358,3 +360,40 @@ def test_with_capture_on_spans_carry_messages_and_tool_results(
     assert bad_attributes["gen_ai.tool.call.result"] == "Error: no such city"
     assert bad_attributes["error.type"] == "ToolReportedError"
     assert bad.status.status_code is StatusCode.ERROR
+
+
+async def test_a_tool_recorded_at_its_own_boundary_is_not_recorded_twice(
+    telemetry: Telemetry, exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    """A tool that records itself (agentwatch's agent's tools, the instrumentor's), with
+    the handler attached as well: one ``execute_tool`` span, and a sub-agent called
+    from it nests under that span."""
+
+    @tool
+    def lookup(topic: str) -> str:
+        """Look a topic up."""
+        return f"found {topic}"
+
+    researcher = create_agent(BuiltinChatModel(), tools=[lookup], name="researcher")
+
+    @tool
+    async def research(question: str) -> str:
+        """Ask the researcher."""
+        state = await researcher.ainvoke({"messages": [("user", f"lookup {question}")]})
+        return str(state["messages"][-1].text)
+
+    observed = ObservedTool.of(ToolSpec.from_tool(research), telemetry, "supervisor", None)
+    supervisor = create_agent(BuiltinChatModel(), tools=[observed], name="supervisor")
+    handler = AgentwatchCallbackHandler(telemetry)
+    await supervisor.ainvoke(
+        {"messages": [("user", "research cats")]}, config={"callbacks": [handler]}
+    )
+
+    spans = exporter.get_finished_spans()
+    (research_span,) = [s for s in spans if s.name == "execute_tool research"]
+    assert tree(spans, research_span) == (
+        "execute_tool research",
+        (sub_agent("researcher", "lookup"),),
+    )
+    labels = {"gen_ai_tool_name": "research", "gen_ai_agent_name": "supervisor", "error_type": ""}
+    assert registry.get_sample_value("gen_ai_execute_tool_duration_seconds_count", labels) == 1
