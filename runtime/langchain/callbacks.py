@@ -83,6 +83,7 @@ from agentwatch.telemetry import (
 )
 from agentwatch.telemetry.names import OP_CHAT, OP_EXECUTE_TOOL, OP_INVOKE_AGENT
 
+from .adopt import ToolReportedError
 from .chat_model import record_result, start_llm_call
 from .recording import Recording, current, recorded_by_boundary
 from .tools import tool_result
@@ -326,10 +327,6 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, error)
-
-
-class ToolReportedError(Exception):
-    """A tool answered with an error message (LangChain's handled tool error)."""
 
 
 def _boundary(kind: str, run_id: UUID) -> Recording | None:
