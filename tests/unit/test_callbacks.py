@@ -397,3 +397,33 @@ async def test_a_tool_recorded_at_its_own_boundary_is_not_recorded_twice(
     )
     labels = {"gen_ai_tool_name": "research", "gen_ai_agent_name": "supervisor", "error_type": ""}
     assert registry.get_sample_value("gen_ai_execute_tool_duration_seconds_count", labels) == 1
+
+
+def test_a_sub_graph_whose_first_step_runs_nodes_in_threads_is_one_agent(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    """A sync graph runs the nodes of a step in threads: the sub-graph they belong to is
+    recognised by whichever starts first, once."""
+
+    def step(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [AIMessage("done")]}
+
+    fan = StateGraph(MessagesState)
+    for node in ("a", "b", "c", "d"):
+        fan.add_node(node, step)
+        fan.add_edge(START, node)
+        fan.add_edge(node, END)
+    team = StateGraph(MessagesState)
+    team.add_node("fan", fan.compile(name="fan"))
+    team.add_edge(START, "fan")
+    team.add_edge("fan", END)
+    graph = team.compile(name="team")
+
+    handler = AgentwatchCallbackHandler(telemetry)
+    for _ in range(20):  # bounded
+        graph.invoke({"messages": [("user", "go")]}, config={"callbacks": [handler]})
+
+    spans = exporter.get_finished_spans()
+    assert [tree(spans, root) for root in roots(spans)] == [
+        ("invoke_agent team", (leaf("invoke_agent fan"),))
+    ] * 20
