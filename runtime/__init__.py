@@ -9,6 +9,7 @@ from .events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCall
 from .http.serving import BindError, make_runner, run_service, start_site
 from .langchain.callbacks import AgentwatchCallbackHandler
 from .langchain.chat_model import InstrumentedChatModel, InstrumentedChatOpenAI
+from .langchain.instrumentor import AgentwatchInstrumentor
 from .results import RunResult, ToolCallRecord, Usage
 from .retry import Retrier, RetryPolicy
 from .service.app import create_app
@@ -21,6 +22,7 @@ __all__ = [
     "AgentRunError",
     "AgentRuntime",
     "AgentwatchCallbackHandler",
+    "AgentwatchInstrumentor",
     "BatchOptions",
     "BatchProcessor",
     "BindError",

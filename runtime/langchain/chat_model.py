@@ -1,103 +1,49 @@
-"""The chat model seam: ``ChatOpenAI`` instrumented at its own async boundary.
+"""The chat model seam: any LangChain chat model, recorded at its own boundaries.
 
-``InstrumentedChatOpenAI`` wraps ``_agenerate`` and ``_astream`` — the calls that go
-to the model — in an LLM-call invocation, so every request is a ``chat {model}`` span
-with token usage and, for streams, time to first chunk and per-chunk timing. It uses
-neither LangChain callbacks nor agent middleware (measured: a do-nothing middleware
-alone made a zero-latency run ~1.7x slower). ``start_llm_call`` and ``record_result``
-(with ``response_fields``, which reads a LangChain result once) record a call for this
-wrapper and for the callback handler alike.
+``InstrumentedChatModel`` (put first among a chat model's bases) records every call as
+a ``chat {model}`` span with token usage and, for streams, time to first chunk and
+per-chunk timing, through the very boundaries the instrumentor installs on every chat
+model (``chat_calls.ChatBoundary``: one code path). It uses neither LangChain callbacks
+nor agent middleware (measured: a do-nothing middleware alone made a zero-latency run
+~1.7x slower). Its own ``_agenerate`` / ``_astream`` add retries only (every attempt a
+``retry_attempt`` span under the call's). With the instrumentor installed as well, the
+model's own boundary is the outer one and records; the instrumentor's passes the call
+through (``recording.within``).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, Callbacks
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult, LLMResult
+from langchain_core.runnables import RunnableConfig
 from langchain_openai import ChatOpenAI
-from opentelemetry.context import Context
 from pydantic import Field
 
-from agentwatch.telemetry import LlmCallInvocation, Telemetry, get_telemetry, instrument_stream
-from agentwatch.telemetry.names import OP_CHAT, OUTCOME_CANCELLED
+from agentwatch.telemetry import Telemetry, get_telemetry
+from agentwatch.telemetry.names import OP_CHAT
 
 from ..retry import Retrier
+from .chat_calls import (
+    ChatBoundary,
+    messages_json,
+    record_result,
+    response_fields,
+    start_llm_call,
+)
 
-
-def response_fields(
-    generations: Sequence[ChatGeneration], llm_output: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """``set_response`` keyword arguments from a LangChain chat result."""
-    fields: dict[str, Any] = {}
-    reasons = []
-    for generation in generations:
-        info = generation.generation_info or {}
-        reason = info.get("finish_reason")
-        if reason:
-            reasons.append(str(reason))
-    if reasons:
-        fields["finish_reasons"] = reasons
-    if generations:
-        message = generations[0].message
-        usage = getattr(message, "usage_metadata", None)
-        if usage:
-            fields["input_tokens"] = int(usage.get("input_tokens", 0))
-            fields["output_tokens"] = int(usage.get("output_tokens", 0))
-        metadata = message.response_metadata or {}
-        model = metadata.get("model_name") or (llm_output or {}).get("model_name")
-        if model:
-            fields["response_model"] = str(model)
-        response_id = metadata.get("id") or message.id
-        if response_id:
-            fields["response_id"] = str(response_id)
-    return fields
-
-
-def messages_json(messages: Sequence[BaseMessage]) -> str:
-    """Messages as GenAI-convention JSON, for spans when content capture is on."""
-    entries = []
-    for m in messages:
-        entry: dict[str, Any] = {"role": m.type, "parts": [{"type": "text", "content": m.text}]}
-        tool_calls = getattr(m, "tool_calls", None)
-        if tool_calls:
-            entry["tool_calls"] = tool_calls
-        entries.append(entry)
-    return json.dumps(entries, default=str)
-
-
-def start_llm_call(
-    telemetry: Telemetry,
-    request_model: str,
-    provider: str,
-    messages: Sequence[BaseMessage],
-    *,
-    stream: bool,
-    parent: Context | None = None,
-) -> LlmCallInvocation:
-    """An LLM call's invocation, with its input messages when content capture is on."""
-    invocation = telemetry.llm_call(request_model, provider, stream=stream, parent=parent)
-    if telemetry.capturing and messages:
-        invocation.capture(input_messages=messages_json(messages))
-    return invocation
-
-
-def record_result(
-    invocation: LlmCallInvocation,
-    generations: Sequence[ChatGeneration],
-    llm_output: Mapping[str, Any] | None,
-    capturing: bool,
-) -> None:
-    """What the model answered, on the call's span and metrics (its messages only when
-    content capture is on)."""
-    invocation.set_response(**response_fields(generations, llm_output))
-    if capturing:
-        invocation.capture(output_messages=messages_json([g.message for g in generations]))
+__all__ = [
+    "InstrumentedChatModel",
+    "InstrumentedChatOpenAI",
+    "messages_json",
+    "record_result",
+    "response_fields",
+    "start_llm_call",
+]
 
 
 class InstrumentedChatModel(BaseChatModel):
@@ -108,7 +54,9 @@ class InstrumentedChatModel(BaseChatModel):
 
     telemetry: Any = Field(default=None, exclude=True)
     """The ``Telemetry`` to record into (default: the process's)."""
-    provider_name: str = Field(default="openai", exclude=True)
+    provider_name: str = Field(default="", exclude=True)
+    """``gen_ai.provider.name``; "" (the default): the model's own, from its LangChain
+    metadata (``providers.provider_name``: ``ChatAnthropic`` is ``anthropic``)."""
     retry_policy: Any = Field(default=None, exclude=True)
     """A ``RetryPolicy``: every attempt is ours and visible (set the client's own
     ``max_retries=0``). None: one attempt."""
@@ -117,14 +65,69 @@ class InstrumentedChatModel(BaseChatModel):
         telemetry: Telemetry = self.telemetry or get_telemetry()
         return telemetry
 
-    def _request_model(self) -> str:
-        return str(getattr(self, "model_name", None) or getattr(self, "model", "") or "unknown")
+    def _boundary(self) -> ChatBoundary:
+        return ChatBoundary(self.telemetry, self.provider_name or None)
 
-    def _start(self, messages: list[BaseMessage], *, stream: bool) -> LlmCallInvocation:
-        return start_llm_call(
-            self._telemetry(), self._request_model(), self.provider_name, messages, stream=stream
+    # -- the recorded boundaries (chat_calls.ChatBoundary) ---------------------------
+    def generate(
+        self,
+        messages: list[list[BaseMessage]],
+        stop: list[str] | None = None,
+        callbacks: Callbacks = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        result: LLMResult = self._boundary().generate(
+            super().generate, self, (messages, stop, callbacks), kwargs
+        )
+        return result
+
+    async def agenerate(
+        self,
+        messages: list[list[BaseMessage]],
+        stop: list[str] | None = None,
+        callbacks: Callbacks = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        result: LLMResult = await self._boundary().agenerate(
+            super().agenerate, self, (messages, stop, callbacks), kwargs
+        )
+        return result
+
+    def _generate_with_cache(self, *args: Any, **kwargs: Any) -> ChatResult:
+        return self._boundary().generate_with_cache(
+            super()._generate_with_cache, self, args, kwargs
         )
 
+    async def _agenerate_with_cache(self, *args: Any, **kwargs: Any) -> ChatResult:
+        return await self._boundary().agenerate_with_cache(
+            super()._agenerate_with_cache, self, args, kwargs
+        )
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        return self._boundary().stream(
+            super().stream, self, (input, config), {"stop": stop, **kwargs}
+        )
+
+    def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        return self._boundary().astream(
+            super().astream, self, (input, config), {"stop": stop, **kwargs}
+        )
+
+    # -- retries beneath the call's span ---------------------------------------------
     async def _agenerate(
         self,
         messages: list[BaseMessage],
@@ -132,19 +135,12 @@ class InstrumentedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        invocation = self._start(messages, stream=False)
         generate = super()._agenerate
-        with invocation:
-            if self.retry_policy is None:
-                result = await generate(messages, stop, run_manager, **kwargs)
-            else:
-                result = await Retrier(self.retry_policy, self._telemetry()).call(
-                    OP_CHAT, lambda: generate(messages, stop, run_manager, **kwargs)
-                )
-            record_result(
-                invocation, result.generations, result.llm_output, self._telemetry().capturing
-            )
-        return result
+        if self.retry_policy is None:
+            return await generate(messages, stop, run_manager, **kwargs)
+        return await Retrier(self.retry_policy, self._telemetry()).call(
+            OP_CHAT, lambda: generate(messages, stop, run_manager, **kwargs)
+        )
 
     async def _astream(
         self,
@@ -153,18 +149,6 @@ class InstrumentedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        invocation = self._start(messages, stream=True)
-        on_chunk = invocation.on_chunk
-
-        def observe_chunk(chunk: ChatGenerationChunk) -> None:
-            message = chunk.message
-            if message.content or getattr(message, "tool_call_chunks", None):
-                on_chunk()
-            usage = getattr(message, "usage_metadata", None)
-            info = chunk.generation_info
-            if usage or (info and info.get("finish_reason")):
-                invocation.set_response(**response_fields([chunk], None))
-
         opener = super()._astream
         stream: AsyncIterator[ChatGenerationChunk]
         if self.retry_policy is None:
@@ -174,19 +158,13 @@ class InstrumentedChatModel(BaseChatModel):
             stream = _retried_until_first_chunk(
                 retrier, lambda: opener(messages, stop, run_manager, **kwargs)
             )
-        # Current until the first chunk (connecting, retrying); not for each chunk after.
-        # Closed early (the consumer stopped reading): the request did not complete, so
-        # the span ends then and there as cancelled, not at garbage collection as a success.
-        chunks = instrument_stream(
-            invocation,
-            stream,
-            observe_chunk,
-            closed_early=OUTCOME_CANCELLED,
-            current_throughout=False,
-        )
-        async with aclosing(chunks):
-            async for chunk in chunks:
+        try:
+            async for chunk in stream:
                 yield chunk
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
 
 
 async def _retried_until_first_chunk(

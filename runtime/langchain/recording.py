@@ -51,6 +51,13 @@ class Recording:
     """The LangChain runs bound to this recording so far (at most ``runs``)."""
     span: Span | None = None
     """The boundary's span once it has started (a chat span starts after the callback)."""
+    owner: object = None
+    """The object whose boundary records (the model, the tool, the graph): a boundary
+    of the same object nested directly in it (``invoke`` calling ``stream``,
+    ``InstrumentedChatModel`` over the instrumentor's wrappers) records nothing more."""
+    agent: str = field(default_factory=lambda: current_agent())
+    """The name of the agent whose run this is (the nearest ``invoke_agent``), which
+    tool calls are labelled with: the enclosing recording's unless given."""
 
     def claims(self, kind: str, run_id: UUID) -> bool:
         """Whether the LangChain run ``run_id`` of ``kind`` is this recording's (binding
@@ -83,10 +90,33 @@ def leave(token: Token[Recording | None]) -> None:
     _current.reset(token)
 
 
+def current_agent() -> str:
+    """The name of the agent whose run this is ("" outside any)."""
+    marker = _current.get()
+    return marker.agent if marker is not None else ""
+
+
+def within(instance: object) -> bool:
+    """Whether ``instance``'s own boundary is recording here already (its span started):
+    a nested boundary of the same object passes the call through."""
+    marker = _current.get()
+    return marker is not None and marker.owner is instance and marker.span is not None
+
+
 @contextmanager
-def recording(kind: str, *, runs: int = 1, span: Span | None = None) -> Iterator[Recording]:
-    """A boundary records an operation of ``kind`` while the block runs."""
-    marker = Recording(kind, runs, span=span)
+def recording(
+    kind: str,
+    *,
+    runs: int = 1,
+    span: Span | None = None,
+    owner: object = None,
+    agent: str | None = None,
+) -> Iterator[Recording]:
+    """A boundary records an operation of ``kind`` while the block runs (``agent``:
+    the enclosing one's unless given)."""
+    marker = Recording(kind, runs, span=span, owner=owner)
+    if agent is not None:
+        marker.agent = agent
     token = _current.set(marker)
     try:
         yield marker

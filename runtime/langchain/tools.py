@@ -1,33 +1,116 @@
-"""The tool seam: registered tools as LangChain tools, each call an ``execute_tool`` span.
+"""The tool seam: any LangChain tool's call is an ``execute_tool`` span, and registered
+tools as LangChain tools.
 
-``InstrumentedTool.arun`` — the boundary every tool call of an agent crosses — opens
-the span (with the model's tool-call id) and keeps it current while the tool runs. A
-tool that raises, times out or gets invalid arguments fails its span and returns an
-error message the model sees (LangChain's ``handle_tool_error``); the run goes on.
+``ToolBoundary`` wraps ``BaseTool.run`` / ``arun`` — the boundary every tool call of an
+agent crosses (``invoke``, ``ainvoke`` and LangGraph's ``ToolNode`` all reach it) — as
+wrapt-style wrappers: the instrumentor installs them on ``BaseTool``,
+``InstrumentedTool.arun`` calls the same one. The span (with the model's tool-call id
+and the name of the agent whose run it is) is current while the tool runs. A tool whose
+error LangChain handles (``handle_tool_error``: the model sees a message) fails its span
+all the same: our tools with the error's cause, any other with ``ToolReportedError``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.tools import StructuredTool, ToolException
 from pydantic import Field, ValidationError
 
-from agentwatch.telemetry import AgentwatchError, Telemetry, ToolCallInvocation
+from agentwatch.telemetry import AgentwatchError, Telemetry, ToolCallInvocation, get_telemetry
 from agentwatch.telemetry.names import OP_EXECUTE_TOOL
 
 from ..retry import Retrier, RetryPolicy
 from ..tools.registry import ToolRegistry, ToolSpec
+from .recording import Recording, current_agent, enter, leave, within
 
 _current: ContextVar[ToolCallInvocation | None] = ContextVar("agentwatch_tool", default=None)
+
+
+class ToolReportedError(Exception):
+    """A tool answered with an error message (LangChain's handled tool error)."""
 
 
 def tool_result(output: Any) -> str:
     """A tool's result as the model sees it (a ``ToolMessage``'s content), for spans."""
     return str(getattr(output, "content", output))
+
+
+class ToolBoundary:
+    """A tool call's recorded boundary, recording into ``telemetry`` (None: the
+    process's, looked up at each call) under ``agent_name`` (None: the agent whose run
+    this is, from the enclosing ``invoke_agent``)."""
+
+    __slots__ = ("_agent", "_telemetry")
+
+    def __init__(self, telemetry: Telemetry | None = None, agent_name: str | None = None) -> None:
+        self._telemetry = telemetry
+        self._agent = agent_name
+
+    def run(
+        self,
+        wrapped: Callable[..., Any],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        if within(instance):
+            return wrapped(*args, **kwargs)
+        invocation, marker, capturing = self._start(instance, args, kwargs)
+        token, tool = enter(marker), _current.set(invocation)
+        try:
+            with invocation:
+                output = wrapped(*args, **kwargs)
+                _finish(invocation, output, capturing)
+        finally:
+            _current.reset(tool)
+            leave(token)
+        return output
+
+    async def arun(
+        self,
+        wrapped: Callable[..., Any],
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        if within(instance):
+            return await wrapped(*args, **kwargs)
+        invocation, marker, capturing = self._start(instance, args, kwargs)
+        token, tool = enter(marker), _current.set(invocation)
+        try:
+            with invocation:
+                output = await wrapped(*args, **kwargs)
+                _finish(invocation, output, capturing)
+        finally:
+            _current.reset(tool)
+            leave(token)
+        return output
+
+    def _start(
+        self, tool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[ToolCallInvocation, Recording, bool]:
+        telemetry = self._telemetry or get_telemetry()
+        agent = current_agent() if self._agent is None else self._agent
+        invocation = telemetry.tool_call(
+            str(tool.name), agent_name=agent, call_id=kwargs.get("tool_call_id")
+        )
+        capturing = telemetry.capturing
+        if capturing:
+            given = args[0] if args else kwargs.get("tool_input")
+            invocation.capture(arguments=json.dumps(given, default=str))
+        return invocation, Recording(OP_EXECUTE_TOOL, span=invocation.span, owner=tool), capturing
+
+
+def _finish(invocation: ToolCallInvocation, output: Any, capturing: bool) -> None:
+    if capturing:  # a no-op when the tool already failed
+        invocation.capture(result=tool_result(output))
+    if getattr(output, "status", None) == "error":  # handled: a no-op when failed already
+        invocation.fail(ToolReportedError(tool_result(output)))
 
 
 def _failed(exc: BaseException, message: str) -> str:
@@ -58,22 +141,8 @@ class InstrumentedTool(StructuredTool):
     agent_name: str = Field(default="", exclude=True)
 
     async def arun(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
-        telemetry: Telemetry = self.telemetry
-        invocation = telemetry.tool_call(
-            self.name, agent_name=self.agent_name, call_id=kwargs.get("tool_call_id")
-        )
-        capturing = telemetry.capturing
-        if capturing:
-            invocation.capture(arguments=json.dumps(tool_input, default=str))
-        token = _current.set(invocation)
-        try:
-            with invocation:
-                output = await super().arun(tool_input, *args, **kwargs)
-                if capturing:  # a no-op when the tool already failed
-                    invocation.capture(result=tool_result(output))
-        finally:
-            _current.reset(token)
-        return output
+        boundary = ToolBoundary(self.telemetry, self.agent_name or None)
+        return await boundary.arun(super().arun, self, (tool_input, *args), kwargs)
 
 
 def _coroutine(spec: ToolSpec, retrier: Retrier | None) -> Any:

@@ -215,6 +215,17 @@ async def test_dropped_streams_are_499_and_cancelled_never_500(
     assert all((s.attributes or {})["agentwatch.outcome"] == "cancelled" for s in agents)
 
 
+FIRST_CHUNK_COUNT = "gen_ai_client_operation_time_to_first_chunk_seconds_count"
+
+
+def labels_of() -> dict[str, str]:
+    return {
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": "agentwatch",
+        "gen_ai_request_model": "agentwatch-builtin",
+    }
+
+
 async def test_a_chat_stream_closed_early_ends_its_span_at_once_as_cancelled(
     telemetry: Telemetry, registry: CollectorRegistry, exporter: InMemorySpanExporter
 ) -> None:
@@ -224,13 +235,19 @@ async def test_a_chat_stream_closed_early_ends_its_span_at_once_as_cancelled(
         model = await asyncio.to_thread(
             build_chat_model, settings, telemetry, server.base_url, RetryPolicy()
         )
-        # The boundary LangChain itself streams through: closing it ends the span now,
-        # not when the garbage collector finalises the generators inside.
-        chunks = model._astream([HumanMessage("hello")])
-        async with aclosing(chunks):
-            for _ in range(3):
-                await anext(chunks)
+        # Streamed inside a call (as LangGraph's stream_mode="messages" has it): the
+        # run cancelled mid-stream ends the span then and there, as cancelled.
+        call = asyncio.ensure_future(model.ainvoke([HumanMessage("hello")], stream=True))
+        first = {**labels_of(), "error_type": ""}
+        for _ in range(1000):  # bounded: until the first chunk has arrived
+            if registry.get_sample_value(FIRST_CHUNK_COUNT, first):
+                break
+            await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
         (chat,) = exporter.get_finished_spans()
+        assert (chat.attributes or {})["gen_ai.request.stream"] is True
         assert chat.name == "chat agentwatch-builtin"
         assert (chat.attributes or {})["agentwatch.outcome"] == "cancelled"
 
@@ -244,11 +261,7 @@ async def test_a_chat_stream_closed_early_ends_its_span_at_once_as_cancelled(
             await asyncio.sleep(0.01)
         second = exporter.get_finished_spans()[1]
         assert (second.attributes or {})["agentwatch.outcome"] == "cancelled"
-    labels = {
-        "gen_ai_operation_name": "chat",
-        "gen_ai_provider_name": "agentwatch",
-        "gen_ai_request_model": "agentwatch-builtin",
-    }
+    labels = labels_of()
     name = "gen_ai_client_operation_duration_seconds_count"
     assert registry.get_sample_value(name, {**labels, "error_type": "cancelled"}) == 2
     assert registry.get_sample_value(name, {**labels, "error_type": ""}) is None

@@ -1,0 +1,152 @@
+"""A named LangGraph graph's run is one ``invoke_agent {name}`` span.
+
+``GraphBoundary`` wraps ``Pregel.invoke`` / ``ainvoke`` / ``stream`` / ``astream`` (every
+compiled graph, ``create_agent``'s included, is a ``Pregel``) as wrapt-style wrappers.
+
+What counts as an agent: a graph with a name of its own — ``create_agent(...,
+name="shop")``, ``builder.compile(name="shop")``. A graph compiled without one is
+named ``LangGraph`` by LangGraph (``create_agent`` without ``name``, a plain
+``StateGraph``, an ``@entrypoint``): that is no agent's name, so such a graph records no
+span of its own, and its model and tool calls belong to the enclosing agent (or stand
+alone). A named graph run as a node or from a tool of another (a supervisor's
+sub-agents) is its own ``invoke_agent`` span beneath the enclosing one, and the tool
+calls beneath it carry its name.
+
+The span is current while the graph runs (never across a ``yield`` of a stream), so
+LangGraph's tasks, which copy the context, start their chat and tool spans beneath it;
+``asyncio.gather`` of many runs gives one trace each. LangGraph's ``thread_id``
+(``config["configurable"]["thread_id"]``) is the span's ``gen_ai.conversation.id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import aclosing
+from typing import Any, Final
+
+from agentwatch.telemetry import Invocation, Telemetry, get_telemetry, instrument_stream
+from agentwatch.telemetry.names import OP_INVOKE_AGENT, OUTCOME_CANCELLED
+
+from .recording import Recording, enter, leave, within
+from .streams import instrument_iter, marked_aiter, marked_iter
+
+UNNAMED_GRAPH: Final = "LangGraph"
+"""LangGraph's name for a graph compiled without ``name=``: not an agent."""
+
+Wrapped = Callable[..., Any]
+
+
+def agent_name(graph: Any) -> str | None:
+    """The agent name of a graph, None when it has none of its own."""
+    name = getattr(graph, "name", None)
+    if isinstance(name, str) and name and name != UNNAMED_GRAPH:
+        return name
+    return None
+
+
+def _conversation_id(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+    config = args[1] if len(args) > 1 else kwargs.get("config")
+    if not isinstance(config, Mapping):
+        return None
+    configurable = config.get("configurable")
+    thread = configurable.get("thread_id") if isinstance(configurable, Mapping) else None
+    return None if thread is None else str(thread)
+
+
+class GraphBoundary:
+    """A named graph's recorded runs, into ``telemetry`` (None: the process's, looked
+    up at each call)."""
+
+    __slots__ = ("_telemetry",)
+
+    def __init__(self, telemetry: Telemetry | None = None) -> None:
+        self._telemetry = telemetry
+
+    def _start(
+        self, name: str, graph: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[Invocation, Recording]:
+        telemetry = self._telemetry or get_telemetry()
+        # The agent's model is not known before its first call: no request model here.
+        invocation = telemetry.agent_run(name, "", conversation_id=_conversation_id(args, kwargs))
+        marker = Recording(OP_INVOKE_AGENT, span=invocation.span, owner=graph, agent=name)
+        return invocation, marker
+
+    def invoke(
+        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        name = agent_name(instance)
+        if name is None or within(instance):
+            return wrapped(*args, **kwargs)
+        invocation, marker = self._start(name, instance, args, kwargs)
+        token = enter(marker)
+        try:
+            with invocation:
+                return wrapped(*args, **kwargs)
+        finally:
+            leave(token)
+
+    async def ainvoke(
+        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        name = agent_name(instance)
+        if name is None or within(instance):
+            return await wrapped(*args, **kwargs)
+        invocation, marker = self._start(name, instance, args, kwargs)
+        token = enter(marker)
+        try:
+            with invocation:
+                return await wrapped(*args, **kwargs)
+        finally:
+            leave(token)
+
+    def stream(
+        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Iterator[Any]:
+        name = agent_name(instance)
+        if name is None or within(instance):
+            stream: Iterator[Any] = wrapped(*args, **kwargs)
+            return stream
+        return self._stream(name, wrapped, instance, args, kwargs)
+
+    def _stream(
+        self,
+        name: str,
+        wrapped: Wrapped,
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Iterator[Any]:
+        invocation, marker = self._start(name, instance, args, kwargs)
+        # A consumer that stops reading early stopped the run: it did not complete.
+        yield from instrument_iter(
+            invocation,
+            marked_iter(wrapped(*args, **kwargs), marker),
+            closed_early=OUTCOME_CANCELLED,
+        )
+
+    def astream(
+        self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncIterator[Any]:
+        name = agent_name(instance)
+        if name is None or within(instance):
+            stream: AsyncIterator[Any] = wrapped(*args, **kwargs)
+            return stream
+        return self._astream(name, wrapped, instance, args, kwargs)
+
+    async def _astream(
+        self,
+        name: str,
+        wrapped: Wrapped,
+        instance: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> AsyncIterator[Any]:
+        invocation, marker = self._start(name, instance, args, kwargs)
+        items = instrument_stream(
+            invocation,
+            marked_aiter(wrapped(*args, **kwargs), marker),
+            closed_early=OUTCOME_CANCELLED,
+        )
+        async with aclosing(items):
+            async for item in items:
+                yield item
