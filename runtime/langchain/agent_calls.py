@@ -27,7 +27,7 @@ from typing import Any, Final
 from agentwatch.telemetry import Invocation, Telemetry, get_telemetry, instrument_stream
 from agentwatch.telemetry.names import OP_INVOKE_AGENT, OUTCOME_CANCELLED
 
-from .recording import Recording, enter, leave, within
+from .recording import Recorded, Recording, within
 from .streams import instrument_iter, marked_aiter, marked_iter
 
 UNNAMED_GRAPH: Final = "LangGraph"
@@ -42,6 +42,13 @@ def agent_name(graph: Any) -> str | None:
     if isinstance(name, str) and name and name != UNNAMED_GRAPH:
         return name
     return None
+
+
+def _recorded_here(graph: Any) -> str | None:
+    """The agent name to record this graph's run under; None: not an agent, or its
+    own boundary records the run already (``invoke`` calling ``stream``)."""
+    name = agent_name(graph)
+    return None if name is None or within(graph) else name
 
 
 def _conversation_id(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
@@ -74,36 +81,28 @@ class GraphBoundary:
     def invoke(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        name = agent_name(instance)
-        if name is None or within(instance):
+        name = _recorded_here(instance)
+        if name is None:
             return wrapped(*args, **kwargs)
         invocation, marker = self._start(name, instance, args, kwargs)
-        token = enter(marker)
-        try:
-            with invocation:
-                return wrapped(*args, **kwargs)
-        finally:
-            leave(token)
+        with Recorded(invocation, marker):
+            return wrapped(*args, **kwargs)
 
     async def ainvoke(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        name = agent_name(instance)
-        if name is None or within(instance):
+        name = _recorded_here(instance)
+        if name is None:
             return await wrapped(*args, **kwargs)
         invocation, marker = self._start(name, instance, args, kwargs)
-        token = enter(marker)
-        try:
-            with invocation:
-                return await wrapped(*args, **kwargs)
-        finally:
-            leave(token)
+        with Recorded(invocation, marker):
+            return await wrapped(*args, **kwargs)
 
     def stream(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Iterator[Any]:
-        name = agent_name(instance)
-        if name is None or within(instance):
+        name = _recorded_here(instance)
+        if name is None:
             stream: Iterator[Any] = wrapped(*args, **kwargs)
             return stream
         return self._stream(name, wrapped, instance, args, kwargs)
@@ -127,8 +126,8 @@ class GraphBoundary:
     def astream(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> AsyncIterator[Any]:
-        name = agent_name(instance)
-        if name is None or within(instance):
+        name = _recorded_here(instance)
+        if name is None:
             stream: AsyncIterator[Any] = wrapped(*args, **kwargs)
             return stream
         return self._astream(name, wrapped, instance, args, kwargs)

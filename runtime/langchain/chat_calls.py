@@ -43,7 +43,7 @@ from agentwatch.telemetry import LlmCallInvocation, Telemetry, get_telemetry, in
 from agentwatch.telemetry.names import OP_CHAT, OUTCOME_CANCELLED
 
 from .providers import provider_name
-from .recording import Recording, current, enter, leave, within
+from .recording import Recorded, Recording, current, enter, leave, within
 from .streams import instrument_iter, marked_aiter, marked_iter
 
 Wrapped = Callable[..., Any]
@@ -302,23 +302,10 @@ class ChatBoundary:
         if within(instance):
             result: ChatResult = wrapped(*args, **kwargs)
             return result
-        messages, stop, run_manager, options = _call(args, kwargs)
-        stream = instance._should_stream(async_api=False, run_manager=run_manager, **options)
-        telemetry = self._telemetry or get_telemetry()
-        invocation, marker = self._start(
-            telemetry, instance, messages, options, stream=stream, runs=0
-        )
-        if stream and run_manager is not None:
-            run_manager = _observed(run_manager, ChunkObserver(invocation, False))
-        token = enter(marker)
-        try:
-            with invocation:
-                result = wrapped(messages, stop=stop, run_manager=run_manager, **options)
-                record_result(
-                    invocation, result.generations, result.llm_output, telemetry.capturing
-                )
-        finally:
-            leave(token)
+        capturing, invocation, marker, call = self._prompt_call(instance, args, kwargs, False)
+        with Recorded(invocation, marker):
+            result = wrapped(**call)
+            record_result(invocation, result.generations, result.llm_output, capturing)
         return result
 
     async def agenerate_with_cache(
@@ -327,24 +314,27 @@ class ChatBoundary:
         if within(instance):
             result: ChatResult = await wrapped(*args, **kwargs)
             return result
+        capturing, invocation, marker, call = self._prompt_call(instance, args, kwargs, True)
+        with Recorded(invocation, marker):
+            result = await wrapped(**call)
+            record_result(invocation, result.generations, result.llm_output, capturing)
+        return result
+
+    def _prompt_call(
+        self, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any], async_api: bool
+    ) -> tuple[bool, LlmCallInvocation, Recording, dict[str, Any]]:
+        """A prompt's call: whether content is captured, its invocation and marker, and
+        the arguments to call on with (a streamed call's run manager observes chunks)."""
         messages, stop, run_manager, options = _call(args, kwargs)
-        stream = instance._should_stream(async_api=True, run_manager=run_manager, **options)
+        stream = instance._should_stream(async_api=async_api, run_manager=run_manager, **options)
         telemetry = self._telemetry or get_telemetry()
         invocation, marker = self._start(
             telemetry, instance, messages, options, stream=stream, runs=0
         )
         if stream and run_manager is not None:
             run_manager = _observed(run_manager, ChunkObserver(invocation, False))
-        token = enter(marker)
-        try:
-            with invocation:
-                result = await wrapped(messages, stop=stop, run_manager=run_manager, **options)
-                record_result(
-                    invocation, result.generations, result.llm_output, telemetry.capturing
-                )
-        finally:
-            leave(token)
-        return result
+        call = {"messages": messages, "stop": stop, "run_manager": run_manager, **options}
+        return telemetry.capturing, invocation, marker, call
 
     # -- stream / astream: the span of a streamed call --------------------------------
     def stream(
@@ -373,7 +363,7 @@ class ChatBoundary:
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> AsyncIterator[Any]:
         if within(instance) or not _streams(instance, True, kwargs):
-            stream: AsyncIterator[Any] = wrapped(*args, **kwargs)  # not streaming: ainvoke
+            stream: AsyncIterator[Any] = wrapped(*args, **kwargs)  # not streaming: invoke records
             return stream
         return self._astream(wrapped, instance, args, kwargs)
 

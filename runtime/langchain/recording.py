@@ -33,9 +33,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Generic, TypeVar
 from uuid import UUID
 
 from opentelemetry.trace import Span
+
+from agentwatch.telemetry import Invocation
 
 
 @dataclass(slots=True, eq=False)
@@ -129,3 +133,34 @@ def recorded_by_boundary(kind: str, run_id: UUID) -> bool:
     handler must not record it (see the module's rule)."""
     marker = _current.get()
     return marker is not None and marker.claims(kind, run_id)
+
+
+Op = TypeVar("Op", bound=Invocation)
+
+
+class Recorded(Generic[Op]):
+    """``with Recorded(invocation, marker):`` — the boundary's operation: its span
+    current and ended as ``with invocation`` has it, its marker current meanwhile."""
+
+    __slots__ = ("_invocation", "_marker", "_token")
+
+    def __init__(self, invocation: Op, marker: Recording) -> None:
+        self._invocation = invocation
+        self._marker = marker
+        self._token: Token[Recording | None] | None = None
+
+    def __enter__(self) -> Op:
+        self._token = _current.set(self._marker)
+        return self._invocation.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self._invocation.__exit__(exc_type, exc, tb)
+        finally:
+            if self._token is not None:
+                _current.reset(self._token)

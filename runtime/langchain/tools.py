@@ -16,6 +16,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from contextvars import ContextVar
+from types import TracebackType
 from typing import Any
 
 from langchain_core.tools import StructuredTool, ToolException
@@ -26,7 +27,7 @@ from agentwatch.telemetry.names import OP_EXECUTE_TOOL
 
 from ..retry import Retrier, RetryPolicy
 from ..tools.registry import ToolRegistry, ToolSpec
-from .recording import Recording, current_agent, enter, leave, within
+from .recording import Recorded, Recording, current_agent, within
 
 _current: ContextVar[ToolCallInvocation | None] = ContextVar("agentwatch_tool", default=None)
 
@@ -61,14 +62,9 @@ class ToolBoundary:
         if within(instance):
             return wrapped(*args, **kwargs)
         invocation, marker, capturing = self._start(instance, args, kwargs)
-        token, tool = enter(marker), _current.set(invocation)
-        try:
-            with invocation:
-                output = wrapped(*args, **kwargs)
-                _finish(invocation, output, capturing)
-        finally:
-            _current.reset(tool)
-            leave(token)
+        with _Recorded(invocation, marker):
+            output = wrapped(*args, **kwargs)
+            _finish(invocation, output, capturing)
         return output
 
     async def arun(
@@ -81,14 +77,9 @@ class ToolBoundary:
         if within(instance):
             return await wrapped(*args, **kwargs)
         invocation, marker, capturing = self._start(instance, args, kwargs)
-        token, tool = enter(marker), _current.set(invocation)
-        try:
-            with invocation:
-                output = await wrapped(*args, **kwargs)
-                _finish(invocation, output, capturing)
-        finally:
-            _current.reset(tool)
-            leave(token)
+        with _Recorded(invocation, marker):
+            output = await wrapped(*args, **kwargs)
+            _finish(invocation, output, capturing)
         return output
 
     def _start(
@@ -104,6 +95,27 @@ class ToolBoundary:
             given = args[0] if args else kwargs.get("tool_input")
             invocation.capture(arguments=json.dumps(given, default=str))
         return invocation, Recording(OP_EXECUTE_TOOL, span=invocation.span, owner=tool), capturing
+
+
+class _Recorded(Recorded[ToolCallInvocation]):
+    """The tool call's span and marker, and the call for our tools' error handlers."""
+
+    __slots__ = ("_tool",)
+
+    def __enter__(self) -> ToolCallInvocation:
+        self._tool = _current.set(self._invocation)
+        return super().__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            super().__exit__(exc_type, exc, tb)
+        finally:
+            _current.reset(self._tool)
 
 
 def _finish(invocation: ToolCallInvocation, output: Any, capturing: bool) -> None:

@@ -1,0 +1,272 @@
+"""AgentwatchInstrumentor: users' own LangChain / LangGraph code, recorded as our Agent is."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+from langchain.agents import create_agent
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage
+from langchain_core.tools import tool
+from langgraph.graph import END, START, MessagesState, StateGraph
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
+
+from agentwatch.runtime import AgentwatchInstrumentor, BuiltinChatModel
+from agentwatch.runtime.builtin_model import Reply, ToolCall
+from agentwatch.telemetry import Telemetry
+from tests.helpers import time_bound
+
+QUESTION = {"messages": [{"role": "user", "content": "Are socks in stock?"}]}
+
+
+@tool
+def lookup(item: str) -> str:
+    """Look an item up in the shop's stock."""
+    return f"{item}: in stock"
+
+
+def scripted() -> BuiltinChatModel:
+    """One tool call, then the answer."""
+    return BuiltinChatModel(
+        script=[
+            Reply("", (ToolCall("", "lookup", '{"item": "socks"}'),)),
+            "Socks are in stock.",
+        ]
+    )
+
+
+@pytest.fixture
+def instrumented(telemetry: Telemetry) -> Iterator[AgentwatchInstrumentor]:
+    instrumentor = AgentwatchInstrumentor()
+    instrumentor.instrument(telemetry=telemetry)
+    try:
+        yield instrumentor
+    finally:
+        instrumentor.uninstrument()
+
+
+def parent_of(span: ReadableSpan, spans: Sequence[ReadableSpan]) -> ReadableSpan | None:
+    if span.parent is None:
+        return None
+    return next((s for s in spans if s.context.span_id == span.parent.span_id), None)
+
+
+def tree(spans: Sequence[ReadableSpan]) -> list[tuple[str, str | None]]:
+    """(span, its parent's name) in start order."""
+    ordered = sorted(spans, key=lambda s: s.start_time or 0)
+    return [(s.name, getattr(parent_of(s, spans), "name", None)) for s in ordered]
+
+
+def tool_count(registry: CollectorRegistry, tool_name: str, agent: str, error: str = "") -> Any:
+    return registry.get_sample_value(
+        "gen_ai_execute_tool_duration_seconds_count",
+        {"gen_ai_tool_name": tool_name, "gen_ai_agent_name": agent, "error_type": error},
+    )
+
+
+class Stock(BaseModel):
+    item: str
+    in_stock: bool
+
+
+SHOP_TREE = [
+    ("invoke_agent shop", None),
+    ("chat agentwatch-builtin", "invoke_agent shop"),
+    ("execute_tool lookup", "invoke_agent shop"),
+    ("chat agentwatch-builtin", "invoke_agent shop"),
+]
+
+
+@pytest.mark.usefixtures("instrumented")
+async def test_a_named_agent_is_one_trace_of_its_chat_and_tool_spans(
+    exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    agent = create_agent(scripted(), tools=[lookup], name="shop")
+    result = await agent.ainvoke(QUESTION)
+    assert result["messages"][-1].content == "Socks are in stock."
+    spans = exporter.get_finished_spans()
+    assert tree(spans) == SHOP_TREE
+    assert len({s.context.trace_id for s in spans}) == 1
+    chat = next(s for s in spans if s.name.startswith("chat"))
+    attributes = dict(chat.attributes or {})
+    assert attributes["gen_ai.provider.name"] == "agentwatch"
+    assert attributes["gen_ai.usage.output_tokens"] > 0
+    assert "gen_ai.input.messages" not in attributes  # content capture is opt-in
+    assert tool_count(registry, "lookup", "shop") == 1
+    duration = {
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": "agentwatch",
+        "gen_ai_request_model": "agentwatch-builtin",
+        "error_type": "",
+    }
+    name = "gen_ai_client_operation_duration_seconds_count"
+    assert registry.get_sample_value(name, duration) == 2
+    runs = {"gen_ai_agent_name": "shop", "gen_ai_request_model": "", "error_type": ""}
+    assert registry.get_sample_value("gen_ai_invoke_agent_duration_seconds_count", runs) == 1
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_sync_invoke_gives_the_same_trace(
+    exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    agent = create_agent(scripted(), tools=[lookup], name="shop")
+    agent.invoke(QUESTION)
+    spans = exporter.get_finished_spans()
+    assert tree(spans) == SHOP_TREE
+    assert len({s.context.trace_id for s in spans}) == 1
+    assert tool_count(registry, "lookup", "shop") == 1
+
+
+def test_uninstrument_restores_everything(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    before = (BaseChatModel.generate, BaseChatModel.astream)
+    instrumentor = AgentwatchInstrumentor()
+    instrumentor.instrument(telemetry=telemetry)
+    instrumentor.uninstrument()
+    assert (BaseChatModel.generate, BaseChatModel.astream) == before
+    agent = create_agent(scripted(), tools=[lookup], name="shop")
+    agent.invoke(QUESTION)
+    assert exporter.get_finished_spans() == ()
+
+
+def test_the_entry_point_is_discoverable() -> None:
+    (entry,) = [
+        e
+        for e in importlib.metadata.entry_points(group="opentelemetry_instrumentor")
+        if e.value.startswith("agentwatch")
+    ]
+    assert entry.name == "agentwatch"
+    assert entry.load() is AgentwatchInstrumentor
+
+
+@pytest.mark.usefixtures("instrumented")
+async def test_a_graph_without_a_name_of_its_own_is_no_agent(
+    exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    agent = create_agent(scripted(), tools=[lookup])  # LangGraph names it "LangGraph"
+    await agent.ainvoke(QUESTION)
+    names = [name for name, _ in tree(exporter.get_finished_spans())]
+    assert names == ["chat agentwatch-builtin", "execute_tool lookup", "chat agentwatch-builtin"]
+    assert tool_count(registry, "lookup", "") == 1
+
+
+@pytest.mark.usefixtures("instrumented")
+async def test_a_model_called_directly_is_one_chat_span_per_call(
+    exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    model = BuiltinChatModel()
+    model.invoke("hello")
+    await model.ainvoke("hello")
+    model.bind_tools([lookup]).invoke("lookup socks")
+    await model.with_structured_output(Stock).ainvoke("are socks in stock?")
+    model.batch(["one", "two"])
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert names == ["chat agentwatch-builtin"] * 6
+
+
+@tool
+def write_note(text: str) -> str:
+    """Write a note for the customer."""
+    return "noted"
+
+
+def supervisor(capture: bool = False) -> Any:
+    """A supervisor graph: two create_agent sub-agents (one as a node, one called from a
+    node) and a named sub-graph as a node, each on the builtin model's brain (it calls
+    the tool the prompt names), so concurrent runs share one graph."""
+    research = create_agent(BuiltinChatModel(), tools=[lookup], name="research")
+    writer = create_agent(BuiltinChatModel(), tools=[write_note], name="writer")
+
+    def write(state: MessagesState) -> dict[str, Any]:  # sync: a worker thread under ainvoke
+        answer = state["messages"][-1].content
+        result = writer.invoke({"messages": [HumanMessage(f"write_note: {answer}")]})
+        return {"messages": [result["messages"][-1]]}
+
+    model = BuiltinChatModel()
+
+    async def polish(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [await model.ainvoke(state["messages"][-1].content)]}
+
+    formatter = (
+        StateGraph(MessagesState)
+        .add_node("polish", polish)
+        .add_edge(START, "polish")
+        .add_edge("polish", END)
+        .compile(name="formatter")
+    )
+    return (
+        StateGraph(MessagesState)
+        .add_node("research", research)
+        .add_node("write", write)
+        .add_node("format", formatter)
+        .add_edge(START, "research")
+        .add_edge("research", "write")
+        .add_edge("write", "format")
+        .add_edge("format", END)
+        .compile(name="supervisor")
+    )
+
+
+SUPERVISOR_TREE = {
+    ("invoke_agent supervisor", None),
+    ("invoke_agent research", "invoke_agent supervisor"),
+    ("chat agentwatch-builtin", "invoke_agent research"),
+    ("execute_tool lookup", "invoke_agent research"),
+    ("invoke_agent writer", "invoke_agent supervisor"),
+    ("chat agentwatch-builtin", "invoke_agent writer"),
+    ("execute_tool write_note", "invoke_agent writer"),
+    ("invoke_agent formatter", "invoke_agent supervisor"),
+    ("chat agentwatch-builtin", "invoke_agent formatter"),
+}
+
+
+@pytest.mark.usefixtures("instrumented")
+async def test_sub_agents_are_nested_agent_spans_with_their_own_calls(
+    exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    await supervisor().ainvoke({"messages": [HumanMessage("lookup socks")]})
+    spans = exporter.get_finished_spans()
+    assert set(tree(spans)) == SUPERVISOR_TREE
+    assert len(spans) == 11  # research and writer: chat, tool, chat each
+    assert len({s.context.trace_id for s in spans}) == 1
+    assert tool_count(registry, "lookup", "research") == 1
+    assert tool_count(registry, "write_note", "writer") == 1
+
+
+async def test_concurrent_runs_never_cross_parents(
+    tracer_provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    telemetry = Telemetry(
+        tracer_provider=tracer_provider, registry=CollectorRegistry(), capture_content="span"
+    )
+    instrumentor = AgentwatchInstrumentor()
+    instrumentor.instrument(telemetry=telemetry)
+    try:
+        graph = supervisor()
+        runs = 50
+        questions = [{"messages": [HumanMessage(f"lookup item{i}")]} for i in range(runs)]
+        async with asyncio.timeout(time_bound(30, 120)):
+            await asyncio.gather(*(graph.ainvoke(q) for q in questions))
+    finally:
+        instrumentor.uninstrument()
+    spans = exporter.get_finished_spans()
+    traces: dict[int, list[ReadableSpan]] = {}
+    for span in spans:
+        traces.setdefault(span.context.trace_id, []).append(span)
+    assert len(traces) == runs
+    for trace_spans in traces.values():
+        assert set(tree(trace_spans)) == SUPERVISOR_TREE
+        assert len(trace_spans) == 11
+        # every span's parent is in its own trace, and every call belongs to one query
+        assert all(s.parent is None or parent_of(s, trace_spans) for s in trace_spans)
+        texts = [str(value) for s in trace_spans for value in (s.attributes or {}).values()]
+        assert len({item for text in texts for item in re.findall(r"item\d+", text)}) == 1
