@@ -15,7 +15,9 @@ calls beneath it carry its name.
 The span is current while the graph runs (never across a ``yield`` of a stream), so
 LangGraph's tasks, which copy the context, start their chat and tool spans beneath it;
 ``asyncio.gather`` of many runs gives one trace each. LangGraph's ``thread_id``
-(``config["configurable"]["thread_id"]``) is the span's ``gen_ai.conversation.id``.
+(``config["configurable"]["thread_id"]``) is the span's ``gen_ai.conversation.id``; the
+agent's model (``gen_ai.request.model`` and the duration's label), not known when the
+run starts, is that of the first chat call beneath it.
 """
 
 from __future__ import annotations
@@ -24,11 +26,16 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing
 from typing import Any, Final
 
-from agentwatch.telemetry import Invocation, Telemetry, get_telemetry, instrument_stream
+from agentwatch.telemetry import (
+    AgentRunInvocation,
+    Telemetry,
+    get_telemetry,
+    instrument_stream,
+)
 from agentwatch.telemetry.names import OP_INVOKE_AGENT, OUTCOME_CANCELLED
 
 from .recording import Recorded, Recording, within
-from .streams import instrument_iter, marked_aiter, marked_iter
+from .streams import instrument_iter, marked_aiter, marked_iter, opened
 
 UNNAMED_GRAPH: Final = "LangGraph"
 """LangGraph's name for a graph compiled without ``name=``: not an agent."""
@@ -60,6 +67,21 @@ def _conversation_id(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | 
     return None if thread is None else str(thread)
 
 
+class _FirstModel:
+    """An agent run's model: the first one called beneath it."""
+
+    __slots__ = ("_invocation", "_known")
+
+    def __init__(self, invocation: AgentRunInvocation) -> None:
+        self._invocation = invocation
+        self._known = False
+
+    def note(self, model: str) -> None:
+        if not self._known and model:
+            self._known = True
+            self._invocation.set_request_model(model)
+
+
 class GraphBoundary:
     """A named graph's recorded runs, into ``telemetry`` (None: the process's, looked
     up at each call)."""
@@ -71,11 +93,18 @@ class GraphBoundary:
 
     def _start(
         self, name: str, graph: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> tuple[Invocation, Recording]:
+    ) -> tuple[AgentRunInvocation, Recording]:
         telemetry = self._telemetry or get_telemetry()
-        # The agent's model is not known before its first call: no request model here.
+        # The agent's model is not known before its first call: the first chat call
+        # beneath it names it (span attribute and the duration's label).
         invocation = telemetry.agent_run(name, "", conversation_id=_conversation_id(args, kwargs))
-        marker = Recording(OP_INVOKE_AGENT, span=invocation.span, owner=graph, agent=name)
+        marker = Recording(
+            OP_INVOKE_AGENT,
+            span=invocation.span,
+            owner=graph,
+            agent=name,
+            on_chat_model=_FirstModel(invocation).note,
+        )
         return invocation, marker
 
     def invoke(
@@ -119,7 +148,7 @@ class GraphBoundary:
         # A consumer that stops reading early stopped the run: it did not complete.
         yield from instrument_iter(
             invocation,
-            marked_iter(wrapped(*args, **kwargs), marker),
+            marked_iter(opened(marker, lambda: wrapped(*args, **kwargs)), marker),
             closed_early=OUTCOME_CANCELLED,
         )
 
@@ -143,7 +172,7 @@ class GraphBoundary:
         invocation, marker = self._start(name, instance, args, kwargs)
         items = instrument_stream(
             invocation,
-            marked_aiter(wrapped(*args, **kwargs), marker),
+            marked_aiter(opened(marker, lambda: wrapped(*args, **kwargs)), marker),
             closed_early=OUTCOME_CANCELLED,
         )
         async with aclosing(items):

@@ -44,7 +44,7 @@ from agentwatch.telemetry.names import OP_CHAT, OUTCOME_CANCELLED
 
 from .providers import provider_name
 from .recording import Recorded, Recording, current, enter, leave, within
-from .streams import instrument_iter, marked_aiter, marked_iter
+from .streams import instrument_iter, marked_aiter, marked_iter, opened
 
 Wrapped = Callable[..., Any]
 
@@ -130,7 +130,7 @@ def request_model(model: BaseChatModel, options: Mapping[str, Any]) -> str:
     ):
         if isinstance(value, str) and value:
             return value
-    return "unknown"
+    return ""  # unknown: the span is `chat`, with no gen_ai.request.model
 
 
 class ChunkObserver:
@@ -251,12 +251,12 @@ class ChatBoundary:
     ) -> tuple[LlmCallInvocation, Recording]:
         """The call's invocation and its marker (``runs``: 1 when LangChain fires the
         call's ``on_chat_model_start`` inside the boundary, 0 when it has already)."""
+        requested = request_model(model, options)
+        enclosing = current()
+        if enclosing is not None and enclosing.on_chat_model is not None:
+            enclosing.on_chat_model(requested)  # an agent that did not know its model
         invocation = start_llm_call(
-            telemetry,
-            request_model(model, options),
-            self._provider or provider_name(model),
-            messages,
-            stream=stream,
+            telemetry, requested, self._provider or provider_name(model), messages, stream=stream
         )
         return invocation, Recording(OP_CHAT, runs, span=invocation.span, owner=model)
 
@@ -353,7 +353,9 @@ class ChatBoundary:
         observe = ChunkObserver(invocation, telemetry.capturing)
         yield from instrument_iter(
             invocation,
-            marked_iter(wrapped(*args, **kwargs), marker, observe.capture_answer),
+            marked_iter(
+                opened(marker, lambda: wrapped(*args, **kwargs)), marker, observe.capture_answer
+            ),
             observe,
             closed_early=OUTCOME_CANCELLED,
             current_throughout=False,
@@ -378,7 +380,9 @@ class ChatBoundary:
         # the span ends then and there as cancelled, not at garbage collection as a success.
         chunks = instrument_stream(
             invocation,
-            marked_aiter(wrapped(*args, **kwargs), marker, observe.capture_answer),
+            marked_aiter(
+                opened(marker, lambda: wrapped(*args, **kwargs)), marker, observe.capture_answer
+            ),
             observe,
             closed_early=OUTCOME_CANCELLED,
             current_throughout=False,

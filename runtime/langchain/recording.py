@@ -29,7 +29,7 @@ hops (which copy the context); setting and resetting it costs well under a micro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
@@ -62,6 +62,10 @@ class Recording:
     agent: str = field(default_factory=lambda: current_agent())
     """The name of the agent whose run this is (the nearest ``invoke_agent``), which
     tool calls are labelled with: the enclosing recording's unless given."""
+    on_chat_model: Callable[[str], None] | None = field(default_factory=lambda: _hook())
+    """Told the request model of each chat call beneath the agent whose run this is
+    (an agent started without knowing its model takes the first): the enclosing
+    recording's unless given."""
 
     def claims(self, kind: str, run_id: UUID) -> bool:
         """Whether the LangChain run ``run_id`` of ``kind`` is this recording's (binding
@@ -92,6 +96,11 @@ def enter(recording: Recording) -> Token[Recording | None]:
 def leave(token: Token[Recording | None]) -> None:
     """Undo the ``enter`` that returned ``token``."""
     _current.reset(token)
+
+
+def _hook() -> Callable[[str], None] | None:
+    marker = _current.get()
+    return marker.on_chat_model if marker is not None else None
 
 
 def current_agent() -> str:

@@ -19,6 +19,16 @@ from .recording import Recording, enter, leave
 T = TypeVar("T")
 
 
+def opened(marker: Recording, open_stream: Callable[[], T]) -> T:
+    """``open_stream()`` with ``marker`` current: a boundary of the same object beneath
+    (``InstrumentedChatModel.astream`` over the instrumentor's) decides when called."""
+    token = enter(marker)
+    try:
+        return open_stream()
+    finally:
+        leave(token)
+
+
 async def marked_aiter(
     stream: AsyncIterator[T], marker: Recording, on_end: Callable[[], None] | None = None
 ) -> AsyncGenerator[T, None]:

@@ -4,24 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
+from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 import pytest
 from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import HumanMessage
-from langchain_core.tools import tool
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import StructuredTool, ToolException, tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from agentwatch.runtime import AgentwatchInstrumentor, BuiltinChatModel
+from agentwatch.runtime import (
+    AgentwatchCallbackHandler,
+    AgentwatchInstrumentor,
+    BuiltinChatModel,
+    InstrumentedChatModel,
+    ToolRegistry,
+    ToolSpec,
+)
 from agentwatch.runtime.builtin_model import Reply, ToolCall
+from agentwatch.runtime.langchain.tools import langchain_tools
 from agentwatch.telemetry import Telemetry
+from agentwatch.telemetry import setup as telemetry_setup
 from tests.helpers import time_bound
 
 QUESTION = {"messages": [{"role": "user", "content": "Are socks in stock?"}]}
@@ -99,6 +115,8 @@ async def test_a_named_agent_is_one_trace_of_its_chat_and_tool_spans(
     attributes = dict(chat.attributes or {})
     assert attributes["gen_ai.provider.name"] == "agentwatch"
     assert attributes["gen_ai.usage.output_tokens"] > 0
+    agent_span = next(s for s in spans if s.name == "invoke_agent shop")
+    assert (agent_span.attributes or {})["gen_ai.request.model"] == "agentwatch-builtin"
     assert "gen_ai.input.messages" not in attributes  # content capture is opt-in
     assert tool_count(registry, "lookup", "shop") == 1
     duration = {
@@ -109,7 +127,11 @@ async def test_a_named_agent_is_one_trace_of_its_chat_and_tool_spans(
     }
     name = "gen_ai_client_operation_duration_seconds_count"
     assert registry.get_sample_value(name, duration) == 2
-    runs = {"gen_ai_agent_name": "shop", "gen_ai_request_model": "", "error_type": ""}
+    runs = {
+        "gen_ai_agent_name": "shop",
+        "gen_ai_request_model": "agentwatch-builtin",
+        "error_type": "",
+    }
     assert registry.get_sample_value("gen_ai_invoke_agent_duration_seconds_count", runs) == 1
 
 
@@ -270,3 +292,245 @@ async def test_concurrent_runs_never_cross_parents(
         assert all(s.parent is None or parent_of(s, trace_spans) for s in trace_spans)
         texts = [str(value) for s in trace_spans for value in (s.attributes or {}).values()]
         assert len({item for text in texts for item in re.findall(r"item\d+", text)}) == 1
+
+
+@pytest.mark.usefixtures("instrumented")
+async def test_a_model_or_tool_that_records_itself_is_recorded_once(
+    telemetry: Telemetry, exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    class Recorded(InstrumentedChatModel, BuiltinChatModel):
+        pass
+
+    tools = langchain_tools(echo_registry(), telemetry, "shop")
+    agent = create_agent(Recorded(telemetry=telemetry), tools=tools, name="shop")
+    await agent.ainvoke({"messages": [HumanMessage("echo hello")]})
+    model = Recorded(telemetry=telemetry)
+    model.invoke("hi")
+    [_ async for _ in model.astream("hi")]
+    names = [name for name, _ in tree(exporter.get_finished_spans())]
+    assert names == [
+        "invoke_agent shop",
+        "chat agentwatch-builtin",
+        "execute_tool echo",
+        "chat agentwatch-builtin",
+        "chat agentwatch-builtin",
+        "chat agentwatch-builtin",
+    ]
+    assert tool_count(registry, "echo", "shop") == 1
+
+
+def echo_registry() -> ToolRegistry:
+    class Text(BaseModel):
+        text: str
+
+    async def echo(text: str) -> str:
+        return text
+
+    return ToolRegistry(
+        [ToolSpec(name="echo", description="Repeat the text.", func=echo, args_schema=Text)]
+    )
+
+
+FIRST_CHUNK = "gen_ai_client_operation_time_to_first_chunk_seconds_count"
+BUILTIN = {
+    "gen_ai_operation_name": "chat",
+    "gen_ai_provider_name": "agentwatch",
+    "gen_ai_request_model": "agentwatch-builtin",
+    "error_type": "",
+}
+
+
+@pytest.mark.usefixtures("instrumented")
+async def test_streamed_calls_are_one_span_each_with_chunk_timing(
+    exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    model = BuiltinChatModel()
+    assert "".join(str(c.content) for c in model.stream("hello"))
+    assert [c async for c in model.astream("hello")]
+    agent = create_agent(BuiltinChatModel(), tools=[lookup], name="shop")
+    # LangGraph streams the model inside the run: chunks announced on the run's manager
+    async for _ in agent.astream(
+        {"messages": [HumanMessage("lookup socks")]}, stream_mode="messages"
+    ):
+        pass
+    chats = [s for s in exporter.get_finished_spans() if s.name.startswith("chat")]
+    assert len(chats) == 4
+    assert all((s.attributes or {})["gen_ai.request.stream"] is True for s in chats)
+    assert all("gen_ai.response.time_to_first_chunk" in (s.attributes or {}) for s in chats)
+    assert registry.get_sample_value(FIRST_CHUNK, BUILTIN) == 4
+
+    stream = model.astream("hello")  # a consumer that stops reading early
+    async with aclosing(stream):
+        await anext(stream)
+    last = exporter.get_finished_spans()[-1]
+    assert (last.attributes or {})["agentwatch.outcome"] == "cancelled"
+
+
+class NoStreaming(BaseChatModel):
+    """A model that cannot stream: ``stream()`` falls back to ``invoke``."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "no-streaming"
+
+    def _generate(self, messages: Any, stop: Any = None, **kwargs: Any) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=AIMessage("hi"))])
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_a_model_that_cannot_stream_is_one_plain_call(exporter: InMemorySpanExporter) -> None:
+    assert [c.content for c in NoStreaming().stream("hello")] == ["hi"]
+    (chat,) = exporter.get_finished_spans()
+    assert chat.name == "chat"  # a model without a name
+    assert "gen_ai.request.stream" not in (chat.attributes or {})
+    assert (chat.attributes or {})["gen_ai.provider.name"] == "no-streaming"
+
+
+async def test_content_goes_on_spans_only_when_opted_in(
+    tracer_provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    telemetry = Telemetry(
+        tracer_provider=tracer_provider, registry=CollectorRegistry(), capture_content="span"
+    )
+    instrumentor = AgentwatchInstrumentor()
+    instrumentor.instrument(telemetry=telemetry)
+    try:
+        await create_agent(scripted(), tools=[lookup], name="shop").ainvoke(QUESTION)
+        [_ async for _ in BuiltinChatModel().astream("hello")]
+    finally:
+        instrumentor.uninstrument()
+    spans = {s.name: dict(s.attributes or {}) for s in exporter.get_finished_spans()[::-1]}
+    chat = spans["chat agentwatch-builtin"]  # the agent's first
+    assert "Are socks in stock?" in str(chat["gen_ai.input.messages"])
+    assert "gen_ai.output.messages" in chat
+    tool_span = spans["execute_tool lookup"]
+    assert json.loads(str(tool_span["gen_ai.tool.call.arguments"])) == {"item": "socks"}
+    assert tool_span["gen_ai.tool.call.result"] == "socks: in stock"
+
+
+@tool
+def broken(item: str) -> str:
+    """Always fails."""
+    raise ValueError("no stock database")
+
+
+def refuse(item: str) -> str:
+    raise ToolException("not for sale")
+
+
+refusing = StructuredTool.from_function(
+    refuse,
+    name="refusing",
+    description="Fails with a message the model sees.",
+    handle_tool_error=True,
+)
+
+
+@pytest.mark.usefixtures("instrumented")
+async def test_a_failed_tool_fails_its_span(
+    exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    with pytest.raises(ValueError, match="no stock database"):
+        await broken.ainvoke({"item": "socks"})
+    call = {"name": "refusing", "args": {"item": "socks"}, "id": "call_1", "type": "tool_call"}
+    assert refusing.invoke(call).status == "error"  # handled: the model sees the message
+    failed, refused = exporter.get_finished_spans()
+    assert (failed.attributes or {})["error.type"] == "ValueError"
+    assert (refused.attributes or {})["error.type"] == "ToolReportedError"
+    assert (refused.attributes or {})["gen_ai.tool.call.id"] == "call_1"
+    assert tool_count(registry, "broken", "", "ValueError") == 1
+    assert tool_count(registry, "refusing", "", "ToolReportedError") == 1
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_tool_names_past_the_label_limit_are_other_and_samples_carry_exemplars(
+    exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    tools = [
+        StructuredTool.from_function(lambda: "ok", name=f"tool_{i}", description="A tool.")
+        for i in range(65)
+    ]
+    for each in tools:
+        each.invoke({})
+    assert exporter.get_finished_spans()[-1].name == "execute_tool tool_64"  # spans keep it
+    assert tool_count(registry, "tool_63", "") == 1
+    assert tool_count(registry, "tool_64", "") is None
+    assert tool_count(registry, "_OTHER", "") == 1
+
+    trace_ids = {format(s.context.trace_id, "032x") for s in exporter.get_finished_spans()}
+    (family,) = [m for m in registry.collect() if m.name == "gen_ai_execute_tool_duration_seconds"]
+    exemplars = [s.exemplar for s in family.samples if s.exemplar is not None]
+    assert exemplars
+    assert {e.labels["trace_id"] for e in exemplars} <= trace_ids
+
+
+def test_instrument_without_arguments_records_into_the_process_telemetry(
+    telemetry: Telemetry, exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(telemetry_setup, "_telemetry", telemetry)  # what setup_telemetry() sets
+    instrumentor = AgentwatchInstrumentor()
+    instrumentor.instrument()
+    try:
+        BuiltinChatModel().invoke("hello")
+    finally:
+        instrumentor.uninstrument()
+    assert [s.name for s in exporter.get_finished_spans()] == ["chat agentwatch-builtin"]
+
+
+APP = """
+from langchain.agents import create_agent
+from langchain_core.language_models import BaseChatModel
+from langchain_core.tools import tool
+from prometheus_client import REGISTRY
+
+from agentwatch.runtime import BuiltinChatModel
+
+
+@tool
+def lookup(item: str) -> str:
+    '''Look an item up.'''
+    return "in stock"
+
+
+agent = create_agent(BuiltinChatModel(), tools=[lookup], name="shop")
+agent.invoke({"messages": [{"role": "user", "content": "lookup socks"}]})
+labels = {"gen_ai_tool_name": "lookup", "gen_ai_agent_name": "shop", "error_type": ""}
+print(type(vars(BaseChatModel)["generate"]).__name__)
+print(REGISTRY.get_sample_value("gen_ai_execute_tool_duration_seconds_count", labels))
+"""
+
+
+def test_opentelemetry_instrument_picks_it_up(tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    command = Path(sys.executable).with_name("opentelemetry-instrument")
+    env = {
+        **os.environ,
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+    done = subprocess.run(
+        [str(command), sys.executable, str(app)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=time_bound(60, 180),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["FunctionWrapper", "1.0"]
+
+
+@pytest.mark.usefixtures("instrumented")
+async def test_the_callback_handler_attached_as_well_records_nothing_twice(
+    telemetry: Telemetry, exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    handler = AgentwatchCallbackHandler(telemetry)
+    agent = create_agent(scripted(), tools=[lookup], name="shop")
+    await agent.ainvoke(QUESTION, config={"callbacks": [handler]})
+    [_ async for _ in BuiltinChatModel().astream("hello", config={"callbacks": [handler]})]
+    BuiltinChatModel().batch(["one", "two"], config={"callbacks": [handler]})
+    assert tree(exporter.get_finished_spans())[:4] == SHOP_TREE
+    assert len(exporter.get_finished_spans()) == 4 + 1 + 2
+    assert tool_count(registry, "lookup", "shop") == 1
