@@ -113,6 +113,7 @@ class _Maker:
         self.budget = budget
         self.spend = budget.spend
         self.refs: dict[str, Any] = {}
+        self.enums: dict[int, list[Any]] = {}  # the values of each enum (by the list's id)
         self.numbers = 0  # prompt numbers used so far
         self.quoted = 0  # prompt quoted strings used so far
         self.places = 0
@@ -188,7 +189,7 @@ class _Maker:
                 part = self._resolve(part["$ref"])
             if not isinstance(part, Mapping):
                 continue
-            self.spend(1 + len(part))
+            self.spend(1 + len(part) + _scanned(part))
             properties.update(_mapping(part.get("properties")))
             required += _strings(part.get("required"))
             for key, value in part.items():
@@ -202,6 +203,7 @@ class _Maker:
     def _first_option(self, options: list[Any], depth: int, hint: str, variant: int) -> Any:
         """``anyOf`` / ``oneOf``: a value of the first option that has one, null last (a
         nullable field gets a value)."""
+        self.spend(len(options))
         null = [isinstance(o, Mapping) and o.get("type") == "null" for o in options]
         failure = SchemaError("no option of anyOf / oneOf has a value")
         for option, _ in sorted(zip(options, null, strict=True), key=lambda pair: pair[1]):
@@ -215,8 +217,11 @@ class _Maker:
 
     def _enum(self, values: list[Any], declared: Any, variant: int) -> Any:
         """The value the prompt names, else one chosen by the seed (of the right type)."""
-        self.spend(min(len(values), _ENUM_SCAN))
-        allowed = [v for v in values[:_ENUM_SCAN] if _of_type(v, declared)]
+        allowed = self.enums.get(id(values))
+        if allowed is None:  # read once per enum, however often it is visited
+            self.spend(min(len(values), _ENUM_SCAN) // 16)
+            allowed = [v for v in values[:_ENUM_SCAN] if _of_type(v, declared)]
+            self.enums[id(values)] = allowed
         if not allowed:
             raise SchemaError("no value of the enum has the schema's type")
         for value in allowed:
@@ -227,6 +232,7 @@ class _Maker:
     # -- containers --------------------------------------------------------------------
 
     def _object(self, schema: Mapping[str, Any], depth: int) -> dict[str, Any]:
+        self.spend(_scanned(schema))
         properties = _mapping(schema.get("properties"))
         extra = schema.get("additionalProperties", True)
         if "required" in schema:
@@ -337,7 +343,7 @@ class _Maker:
 def _kind(schema: Mapping[str, Any]) -> str:
     declared = schema.get("type")
     if isinstance(declared, list):
-        known = [t for t in declared if t in _TYPES]
+        known = [t for t in declared[: len(_TYPES)] if t in _TYPES]
         declared = next((t for t in known if t != "null"), known[0] if known else None)
     if declared in _TYPES:
         return str(declared)
@@ -373,6 +379,15 @@ _TYPE_CHECKS: Final[Mapping[str, Callable[[Any], bool]]] = {
     "object": lambda v: isinstance(v, Mapping),
     "array": lambda v: isinstance(v, list),
 }
+
+
+def _scanned(schema: Mapping[str, Any]) -> int:
+    """The steps reading an object schema's ``properties`` and ``required`` costs (each
+    entry one step: a long list visited through many references is not free)."""
+    required = schema.get("required")
+    return len(_mapping(schema.get("properties"))) + (
+        len(required) if isinstance(required, list) else 0
+    )
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

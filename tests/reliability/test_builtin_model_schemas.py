@@ -22,11 +22,13 @@ from agentwatch.runtime.builtin_model.schema_values import (
     SchemaError,
     value_for,
 )
+from agentwatch.runtime.builtin_model.server import INLINE_BYTES
 from tests.helpers import cli_process, probed, rss_kib, time_bound, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
-PROMPT = "Use get_weather for Paris, 3 times, 'quoted'. " * 600  # ~30 KB, the brain scans it
+JSON = {"Content-Type": "application/json"}
+PROMPT = "Use get_weather for Paris, 3 times, 'quoted'. " * 150  # 7 KB, the brain scans it
 
 
 def _fan_out(width: int, levels: int) -> dict[str, Any]:
@@ -42,6 +44,16 @@ def _fan_out(width: int, levels: int) -> dict[str, Any]:
     return {"$defs": defs, "$ref": "#/$defs/l0"}
 
 
+def _visited_1000_times(definition: dict[str, Any]) -> dict[str, Any]:
+    """An array of 1,000 references to one definition: each visit reads it again."""
+    return {
+        "$defs": {"X": definition},
+        "type": "array",
+        "minItems": 1000,
+        "items": {"$ref": "#/$defs/X"},
+    }
+
+
 HOSTILE: dict[str, Any] = {
     "refers-to-itself": {"$ref": "#"},
     "itself-through-allOf": {"allOf": [{"allOf": [{"$ref": "#"}]}]},
@@ -55,11 +67,21 @@ HOSTILE: dict[str, Any] = {
     },
     "many-long-strings": {
         "type": "object",
-        "required": [f"k{i}" for i in range(2000)],
-        "properties": {f"k{i}": {"type": "string", "minLength": 9000} for i in range(2000)},
+        "required": [f"k{i}" for i in range(500)],
+        "properties": {f"k{i}": {"type": "string", "minLength": 9000} for i in range(500)},
     },
     "bounds-at-the-edge": {"type": "number", "exclusiveMinimum": 1.7976931348623157e308},
     "tiny-multiple": {"type": "number", "minimum": 1e300, "multipleOf": 1e-300},
+    # long lists read on every visit: the reading is counted, not only the values made
+    "required-5000-visited-1000x": _visited_1000_times(
+        {"type": "object", "required": ["a"] * 5000}
+    ),
+    "allOf-1000-properties-1000x": {
+        "$defs": {"X": {"properties": {f"p{i}": {} for i in range(1000)}, "required": []}},
+        "type": "object",
+        "properties": {f"q{i}": {"allOf": [{"$ref": "#/$defs/X"}]} for i in range(1000)},
+    },
+    "anyOf-2000-visited-1000x": _visited_1000_times({"anyOf": [{"type": "null"}] * 2000}),
     "external-ref": {"$ref": "https://example.com/schema.json"},
     "dangling-ref": {"$ref": "#/$defs/nope"},
     "false": False,
@@ -95,8 +117,8 @@ async def test_hostile_schemas_are_refused_within_a_bounded_budget() -> None:
     """Every hostile schema, as a response format and as a tool's parameters, all at once
     and then one by one, against `agentwatch model`: each a 400 naming its parameter,
     /healthz answering meanwhile, the model's memory bounded."""
-    cases = [
-        (name, param, body)
+    cases = [  # encoded beforehand: the probe measures the model, not this client
+        (name, param, json.dumps(body).encode())
         for name, schema in HOSTILE.items()
         for param, body in _requests(name, schema)
     ]
@@ -106,9 +128,9 @@ async def test_hostile_schemas_are_refused_within_a_bounded_budget() -> None:
             before = rss_kib(model.pid)
             url = f"{model.base}/v1/chat/completions"
 
-            async def one(name: str, param: str, body: dict[str, Any]) -> float:
+            async def one(name: str, param: str, body: bytes) -> float:
                 start = time.perf_counter()
-                async with session.post(url, json=body) as response:
+                async with session.post(url, data=body, headers=JSON) as response:
                     answer = await response.json()
                     elapsed = time.perf_counter() - start
                     assert response.status == 400, (name, param, answer)
@@ -121,8 +143,11 @@ async def test_hostile_schemas_are_refused_within_a_bounded_budget() -> None:
                 return await asyncio.gather(*(one(*case) for case in cases))
 
             _, probe = await probed(model.base, all_at_once())
-            slowest = max([await one(*case) for case in cases])
+            alone = [(await one(*case), len(case[2]) <= INLINE_BYTES) for case in cases]
             grown = rss_kib(model.pid) - before
+    # Each is answered on the loop (at most 64 KiB): the brain's budget is its whole time.
+    assert all(inline for _, inline in alone)
+    slowest = max(elapsed for elapsed, _ in alone)
     print(
         f"FIGURE builtin model: {len(cases)} hostile schemas at once, /healthz worst "
         f"{probe.worst * 1000:.0f} ms; slowest alone {slowest * 1000:.0f} ms; "
