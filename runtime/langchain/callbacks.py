@@ -12,15 +12,19 @@ many invocations at once under ``asyncio.gather`` keep their own traces):
 
   1. it is the outermost run (no parent run): the call the handler was given to. Its
      name: the handler's ``agent_name``, else the run's name;
-  2. or LangGraph runs nodes under it: the run of a graph, whatever its depth. LangGraph
-     tags every node run it starts ``graph:step:<n>``, and a node run's parent is its
-     graph's run. So each ``create_agent`` sub-agent (called from a supervisor's tool or
-     added as a node), a compiled graph added as a node or invoked inside a node or a
-     tool, gets its own ``invoke_agent`` span beneath the span of the run that called
-     it, named by its run name: the graph's ``name`` (``create_agent(name=...)``,
-     ``compile(name=...)``; LangGraph's default is ``LangGraph``) or a
-     ``run_name``. Its span opens when its first node starts, back-dated to the graph
-     run's own start (LangGraph reports nothing of a graph before its first node).
+  2. or LangGraph runs nodes under it and it has a name: the run of a named graph,
+     whatever its depth. LangGraph tags every node run it starts ``graph:step:<n>``, and
+     a node run's parent is its graph's run. So each named ``create_agent`` sub-agent
+     (called from a supervisor's tool or added as a node), a named compiled graph added
+     as a node or invoked inside a node or a tool, gets its own ``invoke_agent`` span
+     beneath the span of the run that called it, named by its run name: the graph's
+     ``name`` (``create_agent(name=...)``, ``compile(name=...)``) or a ``run_name``. A
+     graph compiled without a name (LangGraph names it ``LangGraph``) is no agent, as
+     for the instrumentor (``agent_calls.UNNAMED_GRAPH``). The span opens when the
+     graph's first node starts, back-dated to the graph run's own start (LangGraph
+     reports nothing of a graph before its first node).
+
+  An agent run's ``gen_ai.conversation.id`` is LangGraph's ``thread_id`` (metadata).
 
   Any other chain run (a node, a ``RunnableSequence``, a lambda) has no span of its
   own: what it starts nests under the nearest run above it that has one.
@@ -29,13 +33,17 @@ many invocations at once under ``asyncio.gather`` keep their own traces):
   beneath their agent. A tool's span and its duration metric carry its agent's name. An
   agent whose model is not known when it starts (``ls_model_name``) takes it from the
   first chat call made directly beneath it: ``gen_ai.request.model`` on its span and
-  the ``gen_ai_request_model`` label of its duration.
+  the ``gen_ai_request_model`` label of its duration. ``gen_ai.provider.name``: the
+  chat run's ``ls_provider`` or ``_llm_type`` mapped to the conventions' values
+  (``providers.py``).
 
 Never two spans for one call: a run an instrumented boundary records
 (``InstrumentedChatModel``, agentwatch's tools, the instrumentor's wrappers; the marker
 of ``recording.py``, asked in the run's start callback) is not recorded here again.
 What runs beneath it nests under the boundary's span, and an agent still takes its
-model from a chat call so recorded.
+model from a chat call so recorded. The boundary's own span nests under what is current
+when it starts, which is not the handler's agent span (see below): mixed with the
+handler, an ``InstrumentedChatModel``'s chat spans are not beneath its agent's.
 
 Current while its work runs: a tool's span is made current in ``on_tool_start`` and
 restored in ``on_tool_end`` / ``on_tool_error``. LangChain calls both in the task (or
@@ -83,10 +91,11 @@ from agentwatch.telemetry import (
 )
 from agentwatch.telemetry.names import OP_CHAT, OP_EXECUTE_TOOL, OP_INVOKE_AGENT
 
-from .adopt import ToolReportedError
-from .chat_model import record_result, start_llm_call
+from .agent_calls import UNNAMED_GRAPH
+from .chat_calls import record_result, start_llm_call
+from .providers import SEMCONV_PROVIDERS, semconv_provider
 from .recording import Recording, current, recorded_by_boundary
-from .tools import tool_result
+from .tools import ToolReportedError, tool_result
 
 NODE_TAG = "graph:step:"
 """The tag LangGraph puts on every node run it starts (``graph:step:<n>``)."""
@@ -117,6 +126,7 @@ class _Run:
         "agent",
         "attached",
         "invocation",
+        "metadata",
         "name",
         "span",
         "start_ns",
@@ -135,6 +145,7 @@ class _Run:
         self.token: Token[Context] | None = None
         self.attached: Context | None = None
         self.name = ""
+        self.metadata: dict[str, Any] | None = None
         self.start_ns = 0
         """Not 0: a chain run that becomes an agent run if LangGraph runs nodes under it."""
         self.started_at = 0.0
@@ -162,13 +173,21 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
     def _agent_run(
         self,
         name: str,
-        model: str,
+        metadata: dict[str, Any] | None,
         parent: Span | None,
         start_ns: int | None = None,
         started_at: float | None = None,
     ) -> tuple[AgentRunInvocation, _Agent]:
+        meta = metadata or {}
+        model = str(meta.get("ls_model_name") or "")
+        thread = meta.get("thread_id")  # LangGraph's conversation: configurable thread_id
         invocation = self.telemetry.agent_run(
-            name, model, parent=_context(parent), start_time_ns=start_ns, started_at=started_at
+            name,
+            model,
+            conversation_id=None if thread is None else str(thread),
+            parent=_context(parent),
+            start_time_ns=start_ns,
+            started_at=started_at,
         )
         return invocation, _Agent(name, model, invocation)
 
@@ -184,7 +203,7 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
                 run.span = boundary.span or run.span
             else:
                 invocation, run.agent = self._agent_run(
-                    run.name, "", run.span, run.start_ns, run.started_at
+                    run.name, run.metadata, run.span, run.start_ns, run.started_at
                 )
                 run.invocation, run.span = invocation, invocation.span
             run.start_ns = 0  # last: a reader that sees 0 sees the span
@@ -213,22 +232,24 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
         name = str(kwargs.get("name") or (serialized or {}).get("name") or "chain")
         if parent_run_id is None:
             name = self._agent_name or name
-            model = str((metadata or {}).get("ls_model_name") or "")
             boundary = _boundary(OP_INVOKE_AGENT, run_id)
             if boundary is not None:
+                model = str((metadata or {}).get("ls_model_name") or "")
                 self._runs[run_id] = _Run(boundary.span, _Agent(name, model, None))
                 return
-            invocation, agent = self._agent_run(name, model, None)
+            invocation, agent = self._agent_run(name, metadata, None)
             self._runs[run_id] = _Run(invocation.span, agent, invocation)
             return
         parent = self._runs.get(parent_run_id)
         if parent is not None and parent.start_ns and tags and _is_node(tags):
             self._become_agent(parent_run_id, parent)
         run = _Run(parent.span, parent.agent) if parent is not None else _Run(None, None)
-        run.name = name
-        run.start_ns = time.time_ns()
-        run.started_at = self.telemetry.clock()
         self._runs[run_id] = run
+        if name != UNNAMED_GRAPH:  # LangGraph's name for a graph without one: no agent
+            run.name = name
+            run.metadata = metadata
+            run.start_ns = time.time_ns()
+            run.started_at = self.telemetry.clock()
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id)
@@ -252,7 +273,7 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
         model = str(
             params.get("model") or params.get("model_name") or meta.get("ls_model_name") or ""
         )
-        provider = str(meta.get("ls_provider") or "unknown")
+        provider = _provider(str(meta.get("ls_provider") or ""), str(params.get("_type") or ""))
         parent = self._parent(parent_run_id)
         agent = parent.agent if parent is not None else None
         if agent is not None:
@@ -333,6 +354,18 @@ def _boundary(kind: str, run_id: UUID) -> Recording | None:
     """The instrumented boundary that records this run, if one does: the handler records
     nothing for it, and what runs beneath it nests under the boundary's span."""
     return current() if recorded_by_boundary(kind, run_id) else None
+
+
+def _provider(stated: str, llm_type: str) -> str:
+    """``gen_ai.provider.name`` from a chat run's metadata: its ``ls_provider`` or its
+    ``_llm_type``, whichever the conventions (``providers.py``) know, else what the model
+    states. (A model that does not state its provider gets its class name as
+    ``ls_provider`` from LangChain: the instrumentor, which sees the model, uses its
+    ``_llm_type`` then; the handler cannot tell the two apart.)"""
+    for raw in (stated, llm_type):
+        if raw in SEMCONV_PROVIDERS:
+            return semconv_provider(raw)
+    return semconv_provider(stated or llm_type)
 
 
 def _is_node(tags: list[str]) -> bool:

@@ -26,6 +26,8 @@ from prometheus_client import CollectorRegistry
 from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel
 from agentwatch.runtime.langchain.adopt import ObservedTool
 from agentwatch.runtime.langchain.callbacks import AgentwatchCallbackHandler
+from agentwatch.runtime.langchain.chat_model import InstrumentedChatModel
+from agentwatch.runtime.langchain.instrumentor import AgentwatchInstrumentor
 from agentwatch.runtime.tools import ToolSpec
 from agentwatch.telemetry import Telemetry
 
@@ -154,7 +156,9 @@ async def test_a_graph_whose_nodes_are_agents_nests_each_agent_under_the_graph(
     telemetry: Telemetry, exporter: InMemorySpanExporter
 ) -> None:
     """Sub-graphs added as nodes (two create_agent graphs, and a plain compiled graph)
-    get their own ``invoke_agent`` spans, named by their graph's name."""
+    get their own ``invoke_agent`` spans, named by their graph's name; a graph without a
+    name (LangGraph calls it ``LangGraph``) is no agent: its model call belongs to the
+    agent above."""
 
     @tool
     def lookup(topic: str) -> str:
@@ -173,10 +177,12 @@ async def test_a_graph_whose_nodes_are_agents_nests_each_agent_under_the_graph(
     team.add_node("researcher", create_agent(BuiltinChatModel(), [lookup], name="researcher"))
     team.add_node("editor", create_agent(BuiltinChatModel(), [], name="editor"))
     team.add_node("tidier", inner.compile(name="tidier"))
+    team.add_node("unnamed", create_agent(BuiltinChatModel(), []))  # no name: no agent
     team.add_edge(START, "researcher")
     team.add_edge("researcher", "editor")
     team.add_edge("editor", "tidier")
-    team.add_edge("tidier", END)
+    team.add_edge("tidier", "unnamed")
+    team.add_edge("unnamed", END)
     graph = team.compile(name="team")
 
     handler = AgentwatchCallbackHandler(telemetry)
@@ -187,6 +193,7 @@ async def test_a_graph_whose_nodes_are_agents_nests_each_agent_under_the_graph(
     assert tree(spans, root) == (
         "invoke_agent team",
         (
+            leaf(CHAT),
             ("invoke_agent editor", (leaf(CHAT),)),
             ("invoke_agent researcher", (leaf(CHAT), leaf(CHAT), leaf("execute_tool lookup"))),
             leaf("invoke_agent tidier"),
@@ -213,6 +220,14 @@ async def test_tools_carry_their_agents_name_and_agents_their_model(
         labels = {"gen_ai_agent_name": agent, "gen_ai_request_model": MODEL, "error_type": ""}
         count = "gen_ai_invoke_agent_duration_seconds_count"
         assert registry.get_sample_value(count, labels) == 1, agent
+    chat = {
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": "agentwatch",  # the builtin model's _llm_type, mapped
+        "gen_ai_request_model": MODEL,
+        "error_type": "",
+    }
+    calls = registry.get_sample_value("gen_ai_client_operation_duration_seconds_count", chat)
+    assert calls == 6
 
 
 async def test_agent_and_tool_spans_carry_the_names(
@@ -427,3 +442,64 @@ def test_a_sub_graph_whose_first_step_runs_nodes_in_threads_is_one_agent(
     assert [tree(spans, root) for root in roots(spans)] == [
         ("invoke_agent team", (leaf("invoke_agent fan"),))
     ] * 20
+
+
+async def test_a_graphs_thread_is_its_agents_conversation(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    agent = create_agent(BuiltinChatModel(), [], name="shop")
+    config: Any = {"callbacks": [AgentwatchCallbackHandler(telemetry)]}
+    config["configurable"] = {"thread_id": "order-17"}
+    await agent.ainvoke({"messages": [("user", "hello")]}, config=config)
+
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "invoke_agent shop"]
+    assert (span.attributes or {})["gen_ai.conversation.id"] == "order-17"
+
+
+class InstrumentedBuiltin(InstrumentedChatModel, BuiltinChatModel):
+    pass
+
+
+async def test_an_instrumented_model_under_the_handler_is_one_chat_span_per_call(
+    telemetry: Telemetry, exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    @tool
+    def lookup(topic: str) -> str:
+        """Look a topic up."""
+        return f"found {topic}"
+
+    model = InstrumentedBuiltin(telemetry=telemetry)
+    agent = create_agent(model, tools=[lookup], name="shop")
+    handler = AgentwatchCallbackHandler(telemetry)
+    await agent.ainvoke({"messages": [("user", "lookup cats")]}, config={"callbacks": [handler]})
+
+    names = sorted(s.name for s in exporter.get_finished_spans())
+    assert names == [CHAT, CHAT, "execute_tool lookup", "invoke_agent shop"]
+    labels = {"gen_ai_agent_name": "shop", "gen_ai_request_model": MODEL, "error_type": ""}
+    count = "gen_ai_invoke_agent_duration_seconds_count"
+    assert registry.get_sample_value(count, labels) == 1  # the model, from the model's call
+
+
+async def test_with_the_instrumentor_on_the_handler_records_nothing_twice(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    @tool
+    def lookup(topic: str) -> str:
+        """Look a topic up."""
+        return f"found {topic}"
+
+    agent = create_agent(BuiltinChatModel(), tools=[lookup], name="shop")
+    query = {"messages": [("user", "lookup cats")]}
+    instrumentor = AgentwatchInstrumentor()
+    instrumentor.instrument(telemetry=telemetry)
+    try:
+        await agent.ainvoke(query)
+        alone = sorted(s.name for s in exporter.get_finished_spans())
+        exporter.clear()
+        handler = AgentwatchCallbackHandler(telemetry)
+        await agent.ainvoke(query, config={"callbacks": [handler]})
+    finally:
+        instrumentor.uninstrument()
+
+    assert alone == [CHAT, CHAT, "execute_tool lookup", "invoke_agent shop"]
+    assert sorted(s.name for s in exporter.get_finished_spans()) == alone
