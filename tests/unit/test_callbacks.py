@@ -57,6 +57,12 @@ def sub_agent(name: str, tool_name: str, *inside: Tree) -> Tree:
     return f"invoke_agent {name}", (leaf(CHAT), leaf(CHAT), tool_span)
 
 
+@tool
+def lookup(topic: str) -> str:
+    """Look a topic up."""
+    return f"found {topic}"
+
+
 def team_tools(tracer_provider: TracerProvider, telemetry: Telemetry) -> list[BaseTool]:
     """Two named sub-agents, each called from a tool of the supervisor. The researcher's
     tool is async and times its work with ``observe()``; the writer's is sync and opens a
@@ -111,6 +117,13 @@ SUPERVISED: Tree = (
 )
 
 
+SUPERVISOR_QUERY = "research cats then write about it"
+
+
+async def ask(graph: Any, handler: AgentwatchCallbackHandler, text: str) -> None:
+    await graph.ainvoke({"messages": [("user", text)]}, config={"callbacks": [handler]})
+
+
 @pytest.fixture
 def supervisor(tracer_provider: TracerProvider, telemetry: Telemetry) -> Any:
     tools = team_tools(tracer_provider, telemetry)
@@ -123,9 +136,7 @@ async def test_sub_agents_called_from_tools_nest_under_them_with_their_own_spans
     """Each sub-agent is its own ``invoke_agent`` beneath the tool that called it, with
     its chat and tool spans beneath it; a span started inside a tool, async (observe)
     or sync (the user's tracer), nests under that tool's ``execute_tool``."""
-    handler = AgentwatchCallbackHandler(telemetry)
-    query = {"messages": [("user", "research cats then write about it")]}
-    await supervisor.ainvoke(query, config={"callbacks": [handler]})
+    await ask(supervisor, AgentwatchCallbackHandler(telemetry), SUPERVISOR_QUERY)
 
     spans = exporter.get_finished_spans()
     (root,) = roots(spans)
@@ -136,10 +147,7 @@ async def test_fifty_supervisors_at_once_give_fifty_traces_with_no_crossed_paren
     supervisor: Any, telemetry: Telemetry, exporter: InMemorySpanExporter
 ) -> None:
     handler = AgentwatchCallbackHandler(telemetry)  # one handler shared by every run
-    query = {"messages": [("user", "research cats then write about it")]}
-    await asyncio.gather(
-        *(supervisor.ainvoke(query, config={"callbacks": [handler]}) for _ in range(50))
-    )
+    await asyncio.gather(*(ask(supervisor, handler, SUPERVISOR_QUERY) for _ in range(50)))
 
     spans = exporter.get_finished_spans()
     tops = roots(spans)
@@ -159,11 +167,6 @@ async def test_a_graph_whose_nodes_are_agents_nests_each_agent_under_the_graph(
     get their own ``invoke_agent`` spans, named by their graph's name; a graph without a
     name (LangGraph calls it ``LangGraph``) is no agent: its model call belongs to the
     agent above."""
-
-    @tool
-    def lookup(topic: str) -> str:
-        """Look a topic up."""
-        return f"found {topic}"
 
     def tidy(state: MessagesState) -> dict[str, Any]:
         return {"messages": [AIMessage("tidied")]}
@@ -204,9 +207,7 @@ async def test_a_graph_whose_nodes_are_agents_nests_each_agent_under_the_graph(
 async def test_tools_carry_their_agents_name_and_agents_their_model(
     supervisor: Any, telemetry: Telemetry, registry: CollectorRegistry
 ) -> None:
-    handler = AgentwatchCallbackHandler(telemetry)
-    query = {"messages": [("user", "research cats then write about it")]}
-    await supervisor.ainvoke(query, config={"callbacks": [handler]})
+    await ask(supervisor, AgentwatchCallbackHandler(telemetry), SUPERVISOR_QUERY)
 
     def tool_calls(tool_name: str, agent: str) -> float | None:
         labels = {"gen_ai_tool_name": tool_name, "gen_ai_agent_name": agent, "error_type": ""}
@@ -233,9 +234,7 @@ async def test_tools_carry_their_agents_name_and_agents_their_model(
 async def test_agent_and_tool_spans_carry_the_names(
     supervisor: Any, telemetry: Telemetry, exporter: InMemorySpanExporter
 ) -> None:
-    handler = AgentwatchCallbackHandler(telemetry)
-    query = {"messages": [("user", "research cats then write about it")]}
-    await supervisor.ainvoke(query, config={"callbacks": [handler]})
+    await ask(supervisor, AgentwatchCallbackHandler(telemetry), SUPERVISOR_QUERY)
 
     agents = [s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent")]
     assert len(agents) == 3
@@ -279,11 +278,6 @@ async def test_what_was_current_before_a_run_is_current_after_it_even_when_it_fa
     async def explode(topic: str) -> str:
         """Explode."""
         raise RuntimeError("boom")
-
-    @tool
-    async def lookup(topic: str) -> str:
-        """Look a topic up."""
-        return f"found {topic}"
 
     agent = create_agent(BuiltinChatModel(), tools=[explode, lookup], name="shop")
     handler = AgentwatchCallbackHandler(telemetry)
@@ -384,11 +378,6 @@ async def test_a_tool_recorded_at_its_own_boundary_is_not_recorded_twice(
     the handler attached as well: one ``execute_tool`` span, and a sub-agent called
     from it nests under that span."""
 
-    @tool
-    def lookup(topic: str) -> str:
-        """Look a topic up."""
-        return f"found {topic}"
-
     researcher = create_agent(BuiltinChatModel(), tools=[lookup], name="researcher")
 
     @tool
@@ -463,11 +452,6 @@ class InstrumentedBuiltin(InstrumentedChatModel, BuiltinChatModel):
 async def test_an_instrumented_model_under_the_handler_is_one_chat_span_per_call(
     telemetry: Telemetry, exporter: InMemorySpanExporter, registry: CollectorRegistry
 ) -> None:
-    @tool
-    def lookup(topic: str) -> str:
-        """Look a topic up."""
-        return f"found {topic}"
-
     model = InstrumentedBuiltin(telemetry=telemetry)
     agent = create_agent(model, tools=[lookup], name="shop")
     handler = AgentwatchCallbackHandler(telemetry)
@@ -483,11 +467,6 @@ async def test_an_instrumented_model_under_the_handler_is_one_chat_span_per_call
 async def test_with_the_instrumentor_on_the_handler_records_nothing_twice(
     telemetry: Telemetry, exporter: InMemorySpanExporter
 ) -> None:
-    @tool
-    def lookup(topic: str) -> str:
-        """Look a topic up."""
-        return f"found {topic}"
-
     agent = create_agent(BuiltinChatModel(), tools=[lookup], name="shop")
     query = {"messages": [("user", "lookup cats")]}
     instrumentor = AgentwatchInstrumentor()
