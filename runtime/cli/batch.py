@@ -9,6 +9,7 @@ the tasks file itself, in use by another batch, a write failed).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import signal
 import sys
@@ -26,18 +27,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from agentwatch.telemetry import Telemetry
+from agentwatch.telemetry import Telemetry, setup_telemetry
 
 from ..agents.agent_runtime import AgentRuntime
-from ..batch.jsonl_sink import JsonlResultSink
+from ..batch.jsonl_sink import JsonlResultSink, ResultFileError, check_results_path
 from ..batch.processor import MAX_WORKERS, BatchOptions, BatchProcessor, BatchSummary
-from ..batch.task import FINAL, RETRYABLE, Task
+from ..batch.task import FINAL, RETRYABLE, BatchInputError, Task, read_tasks
 from ..settings import RuntimeSettings
-
-EXIT_OK: Final = 0
-EXIT_STOPPED: Final = 3
-EXIT_TASKS_FAILED: Final = 4
-EXIT_RESULTS_FILE: Final = 7
+from .exits import EXIT_OK, EXIT_RESULTS_FILE, EXIT_STOPPED, EXIT_TASKS_FAILED, EXIT_USAGE
 
 BATCH_EPILOG: Final = f"""\
 tasks: one JSON object a line, {{"id": "a", "query": "...", "priority": 5}}; "input" may
@@ -63,6 +60,53 @@ exit codes:
      itself, in use by another batch, or a write failed (e.g. disk full); what was
      written is kept
 """
+
+
+def batch_command(args: argparse.Namespace) -> int:
+    """``agentwatch batch``: read and check the tasks and ``--out`` before anything
+    starts, run the batch, print its summary; the exit code says how it ended."""
+    console = stderr_console()
+    out = Path(args.out)
+    try:
+        tasks = read_tasks(Path(args.tasks))
+    except BatchInputError as exc:
+        console.print(f"agentwatch batch: {exc}\nThe batch did not start.", markup=False)
+        return EXIT_USAGE
+    except OSError as exc:
+        error_line(console, f"cannot read {args.tasks}: {exc.strerror or exc}")
+        return EXIT_USAGE
+    try:
+        # before anything starts: a pipe or device never hangs us, the tasks stay intact
+        check_results_path(out, Path(args.tasks))
+    except ResultFileError as exc:
+        error_line(console, f"--out: {exc}")
+        return EXIT_RESULTS_FILE
+    if not tasks:
+        console.print(
+            f"agentwatch batch: warning: {args.tasks} has no tasks; nothing to run",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
+        return EXIT_OK
+    options = BatchOptions(
+        workers=args.workers,
+        concurrency=args.concurrency,
+        task_timeout=args.timeout,
+        retry_failed=args.retry_failed,
+    )
+    telemetry = setup_telemetry()  # the commands' one export policy
+    try:
+        summary, stopped = asyncio.run(
+            run_batch(tasks, out, options, RuntimeSettings.from_env(), telemetry, console)
+        )
+    except ResultFileError as exc:  # in use by another batch, or a write failed
+        error_line(console, f"{exc} (the batch stopped; what was written is kept)")
+        return EXIT_RESULTS_FILE
+    finally:
+        telemetry.shutdown()  # AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT
+    print_summary(summary, out, console)
+    return exit_code(summary, stopped)
 
 
 def exit_code(summary: BatchSummary, stopped: bool) -> int:

@@ -224,7 +224,7 @@ def test_any_providers_failure_is_a_model_error_line(
     def failing_run(args: object) -> int:
         raise error
 
-    monkeypatch.setattr(cli, "_run", failing_run)  # what `run` calls, looked up by main()
+    monkeypatch.setattr(cli, "run_command", failing_run)  # what `run` calls, looked up by main()
     unregister = register(QuotaExhausted, lambda e: ProviderFailure.of(FailureKind.OTHER))
     try:
         assert cli.main(["run", "what is 1 + 1"]) == code

@@ -249,7 +249,7 @@ def test_an_unexpected_error_is_one_line_with_the_debug_hint(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("AGENTWATCH_DEBUG", raising=False)
-    monkeypatch.setattr(cli, "_report", _bug)  # a bug cannot be caused from outside
+    monkeypatch.setattr(cli, "report_command", _bug)  # a bug cannot be caused from outside
     assert main(["report"]) == EXIT_UNEXPECTED
     assert capsys.readouterr().err == (
         "agentwatch report: unexpected error: RuntimeError: something inside broke across two "
@@ -261,7 +261,7 @@ def test_agentwatch_debug_prints_the_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("AGENTWATCH_DEBUG", "1")
-    monkeypatch.setattr(cli, "_report", _bug)
+    monkeypatch.setattr(cli, "report_command", _bug)
     assert main(["report"]) == EXIT_UNEXPECTED
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):")

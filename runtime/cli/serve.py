@@ -1,0 +1,143 @@
+"""The commands that listen: ``agentwatch serve`` (the service), ``agentwatch model`` (the
+builtin model alone), ``agentwatch demo`` (the service on a loopback port, driven by the
+demo workload of demo.py), and how a failure to listen is told (``listening``: one line
+naming the flag or variable to change, exit 5)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import gc
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Final
+
+from aiohttp import web
+
+from agentwatch.telemetry import setup_telemetry
+
+from ..builtin_model import ModelBehavior, create_model_app
+from ..http.serving import BindError, run_service
+from ..service.app import create_app
+from ..settings import AGENTWATCH_HOST, AGENTWATCH_PORT, RuntimeSettings
+from . import demo
+from .exits import EXIT_CANNOT_LISTEN, EXIT_OK, EXIT_USAGE, CliError
+
+MODEL_PORT: Final = 8081
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """``agentwatch serve``: the service until SIGTERM/SIGINT."""
+    settings = _settings(args)
+    telemetry = setup_telemetry()
+    model = "the builtin model" if settings.uses_builtin_model else settings.model
+    serving = f"agentwatch serving on http://{settings.host}:{settings.port} with {model}"
+    app = create_app(settings, telemetry)
+    app.on_startup.append(_freeze_startup_objects)
+    try:
+        with listening(
+            settings.host,
+            settings.port,
+            host_from=_origin("--host", args.host, AGENTWATCH_HOST),
+            port_from=_origin("--port", args.port, AGENTWATCH_PORT),
+        ):
+            run_service(  # aiohttp with the connection limits of runtime/http/serving.py
+                app,
+                host=settings.host,
+                port=settings.port,
+                on_listening=lambda: print(serving, flush=True),
+                shutdown_timeout=10.0,  # SIGTERM: in-flight runs get this long, then cancelled
+            )
+    finally:
+        telemetry.shutdown()  # AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT
+    return EXIT_OK
+
+
+def model_command(args: argparse.Namespace) -> int:
+    """``agentwatch model``: the builtin OpenAI-compatible model, with the flags' faults."""
+    behavior = ModelBehavior(
+        latency=args.latency,
+        time_to_first_token=args.ttft,
+        tokens_per_second=args.tokens_per_second,
+        error_rate=args.error_rate,
+        fail_status=args.fail_status,
+        seed=args.seed,
+    )
+    host = "127.0.0.1" if args.host is None else args.host
+    port = MODEL_PORT if args.port is None else args.port
+    message = f"builtin model on http://{host}:{port}/v1"
+    with listening(
+        host,
+        port,
+        host_from=_origin("--host", args.host, None),
+        port_from=_origin("--port", args.port, None),
+    ):
+        run_service(
+            create_model_app(behavior),
+            host=host,
+            port=port,
+            on_listening=lambda: print(message, flush=True),
+        )
+    return EXIT_OK
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """``agentwatch demo``: the demo workload against the service on ``--port``."""
+    with listening("127.0.0.1", args.port, host_from="", port_from=f"--port {args.port}"):
+        return asyncio.run(demo.main(demo.setup(), port=args.port))
+
+
+def _settings(args: argparse.Namespace) -> RuntimeSettings:
+    """The environment's settings with the flags the user gave on top; an invalid value
+    is reported under the name the user typed (``--port``, or ``AGENTWATCH_PORT``)."""
+    flags = {"host": ("--host", args.host), "port": ("--port", args.port)}
+    given = {name: value for name, (_, value) in flags.items() if value is not None}
+    sources = {name: flag for name, (flag, value) in flags.items() if value is not None}
+    return RuntimeSettings.from_env(overrides=given, sources=sources)
+
+
+def _origin(flag: str, flag_value: object, variable: str | None) -> str:
+    """Where a value came from, as the user would recognise it."""
+    if flag_value is not None:
+        return f"{flag} {flag_value}"
+    if variable and os.environ.get(variable, "").strip():
+        return f"{variable}={os.environ[variable].strip()}"
+    return f"the default; choose another with {flag}"
+
+
+@contextmanager
+def listening(host: str, port: int, *, host_from: str, port_from: str) -> Iterator[None]:
+    """Turn a failure to bind ``host:port`` (a ``BindError``, raised by the bind alone)
+    into one line naming the flag to change. Any other error, an ``OSError`` of the
+    app's start-up included, is not the address's fault and passes through."""
+    try:
+        yield
+    except BindError as bind:
+        exc = bind.__cause__
+        if isinstance(exc, socket.gaierror):
+            raise CliError(
+                f"cannot listen on {host!r} ({host_from}): {exc.strerror or exc}",
+                EXIT_CANNOT_LISTEN,
+            ) from exc
+        if isinstance(exc, OverflowError):  # a port outside 0-65535 that got past the parser
+            raise CliError(
+                f"cannot listen on port {port} ({port_from}): {exc}", EXIT_USAGE
+            ) from exc
+        code = exc.errno if isinstance(exc, OSError) else None
+        origin = host_from if code == errno.EADDRNOTAVAIL and host_from else port_from
+        reason = os.strerror(code).lower() if code else str(exc)
+        raise CliError(
+            f"cannot listen on {host}:{port} ({origin}): {reason}", EXIT_CANNOT_LISTEN
+        ) from exc
+
+
+async def _freeze_startup_objects(app: web.Application) -> None:
+    """Move everything imported and built at start-up out of the garbage collector's
+    reach: a full collection over LangChain's ~190,000 start-up objects took ~85 ms
+    here, a stall every in-flight run would feel. Only the service's own process does
+    this; an application embedding ``create_app`` decides for itself."""
+    gc.collect()
+    gc.freeze()
