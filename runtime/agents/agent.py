@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
-from contextlib import aclosing
+from contextlib import AbstractContextManager, aclosing
 from typing import Any, Final, cast
 
 from langchain.agents import create_agent
@@ -35,10 +35,16 @@ from agentwatch.telemetry import (
     Telemetry,
     instrument_stream,
 )
-from agentwatch.telemetry.names import OUTCOME_CANCELLED, SHED_CANCELLED, SHED_TIMEOUT
+from agentwatch.telemetry.names import (
+    OP_INVOKE_AGENT,
+    OUTCOME_CANCELLED,
+    SHED_CANCELLED,
+    SHED_TIMEOUT,
+)
 
 from ..events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ..langchain.adopt import agent_tools
+from ..langchain.recording import Recording, recording
 from ..results import RunResult, result_from_messages
 from ..retry import RetryPolicy
 from ..tools.registry import RESEARCH_INSTRUCTIONS, ToolRegistry, ToolSpec
@@ -116,7 +122,7 @@ class Agent:
         telemetry.agents.declare([name])
         telemetry.models.declare([self.model_name])
         self.graph = create_agent(
-            model,
+            self.model,
             agent_tools(self.tools, telemetry, name, retry_policy),
             system_prompt=self.system_prompt,
             name=name,
@@ -211,10 +217,11 @@ class Agent:
             deadline = asyncio.timeout_at(at)
             try:
                 async with deadline:
-                    state = await self.graph.ainvoke(
-                        {"messages": [{"role": "user", "content": query}]},
-                        {"recursion_limit": self.max_steps},
-                    )
+                    with self._recording(invocation):
+                        state = await self.graph.ainvoke(
+                            {"messages": [{"role": "user", "content": query}]},
+                            {"recursion_limit": self.max_steps},
+                        )
             except BaseException as exc:
                 self._raise_run_limit(exc, deadline)
                 raise
@@ -261,9 +268,10 @@ class Agent:
         config: RunnableConfig = {"recursion_limit": self.max_steps}
         state: Any = {"messages": messages[:]}
         # Typed as an AsyncIterator; it is an async generator, closed below.
-        stream = cast(
-            AsyncGenerator[Any, None], self.graph.astream(state, config, stream_mode=modes)
-        )
+        with self._recording(invocation):  # the instrumentor decides when astream is called
+            stream = cast(
+                AsyncGenerator[Any, None], self.graph.astream(state, config, stream_mode=modes)
+            )
         async with aclosing(stream):
             while True:
                 scope = asyncio.timeout_at(deadline)  # never across a yield
@@ -278,6 +286,11 @@ class Agent:
                 for event in _events_of(mode, data, messages):
                     yield event
         yield RunFinished(self._result(messages, invocation))
+
+    def _recording(self, invocation: Invocation) -> AbstractContextManager[Recording]:
+        """The run's graph call, marked as recorded by this agent's ``invoke_agent`` (the
+        instrumentor's graph wrapper and a callback handler record nothing more)."""
+        return recording(OP_INVOKE_AGENT, span=invocation.span, owner=self.graph, agent=self.name)
 
     def _result(self, messages: list[BaseMessage], invocation: Invocation) -> RunResult:
         return result_from_messages(messages, *_trace_of(invocation, self.telemetry.exports_spans))

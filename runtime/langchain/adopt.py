@@ -13,7 +13,6 @@ becomes an error message the model sees (the run goes on), as with our own tools
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from langchain_core.messages import ToolMessage
@@ -26,8 +25,9 @@ from agentwatch.telemetry.names import OP_EXECUTE_TOOL
 
 from ..retry import Retrier, RetryPolicy
 from ..tools.registry import ToolRegistry, ToolSpec
-from .recording import recording
-from .tools import langchain_tools, tool_result
+from .tools import ToolBoundary, ToolReportedError, _failed, langchain_tools
+
+__all__ = ["ObservedTool", "ToolReportedError", "agent_tools", "error_text"]
 
 
 def agent_tools(
@@ -54,11 +54,6 @@ def agent_tools(
         else ObservedTool.of(spec, telemetry, agent_name, retrier if spec.retry else None)
         for spec in registry
     ]
-
-
-class ToolReportedError(Exception):
-    """A tool answered with an error (its own ``handle_tool_error`` turned what it
-    raised into the message the model sees)."""
 
 
 class ObservedTool(BaseTool):
@@ -109,29 +104,24 @@ class ObservedTool(BaseTool):
         raise NotImplementedError("agentwatch's agent runs its tools asynchronously")
 
     async def arun(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
-        telemetry: Telemetry = self.telemetry
-        call_id = kwargs.get("tool_call_id")
-        invocation = telemetry.tool_call(self.name, agent_name=self.agent_name, call_id=call_id)
-        capturing = telemetry.capturing
-        if capturing:
-            invocation.capture(arguments=json.dumps(tool_input, default=str))
-        with invocation, recording(OP_EXECUTE_TOOL, span=invocation.span):
-            try:
-                output = await self._attempts(tool_input, args, kwargs)
-            except GraphBubbleUp:  # LangGraph's interrupt(): not a failure, the graph's to handle
-                raise
-            except Exception as exc:
-                message = f"Error: {error_text(self.name, self.timeout, exc)}"
-                invocation.capture(result=message)  # before it ends: an ended span takes nothing
-                invocation.fail(exc)
-                if call_id is None:
-                    return message
-                return ToolMessage(message, name=self.name, tool_call_id=call_id, status="error")
-            if capturing:
-                invocation.capture(result=tool_result(output))
-            if getattr(output, "status", None) == "error":
-                invocation.fail(ToolReportedError(tool_result(output)))
-        return output
+        # The boundary our tools and the instrumentor share, owned by the user's tool: with
+        # the instrumentor installed too, its wrapper of the tool's arun passes through.
+        boundary = ToolBoundary(self.telemetry, self.agent_name or None)
+        return await boundary.arun(self._guarded, self.tool, (tool_input, *args), kwargs)
+
+    async def _guarded(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:
+        """The call, whatever it raises turned into the message the model sees (the
+        call's span failed with it), as our own tools' errors are."""
+        try:
+            return await self._attempts(tool_input, args, kwargs)
+        except GraphBubbleUp:  # LangGraph's interrupt(): not a failure, the graph's to handle
+            raise
+        except Exception as exc:
+            message = _failed(exc, f"Error: {error_text(self.name, self.timeout, exc)}")
+            call_id = kwargs.get("tool_call_id")
+            if call_id is None:
+                return message
+            return ToolMessage(message, name=self.name, tool_call_id=call_id, status="error")
 
     async def _attempts(
         self, tool_input: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

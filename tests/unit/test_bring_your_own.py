@@ -5,6 +5,7 @@ timeouts, retries and error messages as its own."""
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 from typing import Annotated, Any
 
 from langchain_core.messages import ToolMessage
@@ -23,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from agentwatch.runtime import (
     Agent,
+    AgentwatchInstrumentor,
     InstrumentedChatModel,
     RetryPolicy,
     ToolSpec,
@@ -241,3 +243,43 @@ async def test_a_users_tool_keeps_its_own_ways(
     spans = spans_by_name(exporter)
     assert spans["execute_tool fetch"].status.status_code is StatusCode.UNSET
     assert spans["execute_tool picky"].status.status_code is StatusCode.ERROR  # it said so
+
+
+async def test_with_the_instrumentor_installed_too_nothing_is_recorded_twice(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    """The agent's own boundaries record its run, the user's model and tools; the
+    instrumentor's wrappers of the same graph, model and tools pass the calls through."""
+    expected = [
+        "chat agentwatch-builtin",
+        "execute_tool get_weather",
+        "execute_tool lookup_order",
+        "chat agentwatch-builtin",
+        "invoke_agent shop",
+    ]
+    instrumentor = AgentwatchInstrumentor()
+    instrumentor.instrument(telemetry=telemetry)
+    try:
+        for streamed in (False, True):
+            exporter.clear()
+            model = scripted(
+                telemetry,
+                calls(("get_weather", '{"city": "Lima"}'), ("lookup_order", '{"order_id": 7}')),
+                "Sunny.",
+            )
+            agent = Agent(
+                model,
+                [get_weather, lookup_order],
+                telemetry=telemetry,
+                model_name="agentwatch-builtin",
+                name="shop",
+            )
+            if streamed:
+                async with aclosing(agent.astream("weather in Lima?")) as events:
+                    async for _ in events:
+                        pass
+            else:
+                await agent.arun("weather in Lima?")
+            assert sorted(s.name for s in exporter.get_finished_spans()) == sorted(expected)
+    finally:
+        instrumentor.uninstrument()
