@@ -32,6 +32,11 @@ _ERROR: Final = {
 _ERRORS: Final = {
     str(code): _ERROR for code in (400, 401, 404, 405, 408, 413, 415, 422, 431, 500, 502, 504, 508)
 }
+# A route that reads a JSON body: the app's BodyBudget (runtime/http/jsonpolicy.py) full.
+_TOO_MANY_BODIES: Final = {
+    **_ERROR,
+    "description": "The server is receiving too many request bodies at once (Retry-After).",
+}
 _NO_OTHER_PARAMETERS: Final = (
     " Query parameters other than those listed, or one given twice, are refused (422)."
 )
@@ -163,6 +168,7 @@ SPEC: Final[dict[str, Any]] = {
                         "description": "The answer, or an event stream when asked.",
                         **_json("RunResult"),
                     },
+                    "503": _TOO_MANY_BODIES,
                     **_ERRORS,
                 },
             }
@@ -175,6 +181,7 @@ SPEC: Final[dict[str, Any]] = {
                 "responses": {
                     "202": {"description": "Started.", **_json("Batch")},
                     "429": {**_ERROR, "description": "Too many batches or tasks (Retry-After)."},
+                    "503": _TOO_MANY_BODIES,
                     **_ERRORS,
                 },
             }

@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agentwatch.runtime.http.jsonpolicy import BODY_BUDGET_KEY, BodyBudget
 from agentwatch.runtime.service.app import create_app
 from agentwatch.runtime.service.openapi import SPEC
 from agentwatch.runtime.settings import RuntimeSettings
@@ -54,6 +58,25 @@ def test_openapi_describes_exactly_the_routes_served(telemetry: Telemetry) -> No
         if method != "parameters"
     }
     assert served_routes(app) == described
+
+
+@pytest.mark.parametrize("path", ["/v1/runs", "/v1/batches"])
+async def test_openapi_describes_the_503_of_too_many_bodies_at_once(
+    path: str, aiohttp_client: Callable[..., Awaitable[TestClient]], telemetry: Telemetry
+) -> None:
+    """A route that reads a JSON body answers 503 with Retry-After while the bodies being
+    received are at the app's ceiling (``BodyBudget``): the document says so, so that a
+    client made from it waits and retries rather than failing."""
+    app = create_app(RuntimeSettings(), telemetry)
+    app[BODY_BUDGET_KEY] = BodyBudget(1)  # any body is one too many
+    client = await aiohttp_client(app)
+    response = await client.post(path, json={"input": "hi"})
+    assert response.status == 503
+    assert (await response.json())["error"]["type"] == "too_many_bodies"
+    assert response.headers["Retry-After"]
+    described = SPEC["paths"][path]["post"]["responses"]
+    assert "503" in described
+    assert "Retry-After" in described["503"]["description"]
 
 
 json_values = st.recursive(
