@@ -66,7 +66,7 @@ from ..http.jsonpolicy import parse_json as parse_json
 from ..http.jsonpolicy import parse_json_async as parse_json_async
 from ..http.jsonpolicy import read_json as read_json
 from ..http.serving import SERVER_NAME, handler_limits, service_error_body
-from ..provider_errors import FailureKind, classify
+from ..provider_errors import PYTHON, FailureKind, classify
 from ..settings import RuntimeSettings
 from .batches import add_batch_routes
 from .openapi import add_openapi_route
@@ -182,7 +182,9 @@ def _as_api_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, AgentRunError):
         return ApiError(500, "run_failed", str(exc))
     failure = classify(exc)
-    if failure is None:
+    # Python's own ConnectionError is no provider's (a closed socket of ours, a tool's):
+    # a bug until a client says otherwise; its TimeoutError stays a call's deadline.
+    if failure is None or (failure.source == PYTHON and failure.kind is not FailureKind.TIMEOUT):
         return None
     status, kind, message = _PROVIDER_FAILURES[failure.kind]
     notes = "".join(f" {note}." for note in getattr(exc, "__notes__", ()))  # the retry's
@@ -252,10 +254,11 @@ async def _stream_run(
         async with aclosing(events):
             async for event in events:
                 await response.write(sse(event.type, event_data(event)))
-    except ConnectionResetError:
-        return response  # the client went away; the stream was closed, the run cancelled
     except Exception as exc:
-        mapped = _as_api_error(exc)
+        transport = request.transport
+        if isinstance(exc, ConnectionResetError) and (transport is None or transport.is_closing()):
+            return response  # the client went away; the stream was closed, the run cancelled
+        mapped = _as_api_error(exc)  # the run's own error, a ConnectionResetError included
         if mapped is None:
             _logger.exception("streamed run failed")
             mapped = ApiError(500, "internal_error", "The run failed.")

@@ -375,6 +375,7 @@ class QuotaExhausted(Exception):
         (TimeoutError(), 504, "upstream_timeout"),
         (QuotaExhausted("quota"), 502, "model_error"),
         (KeyError("a bug"), 500, "internal_error"),
+        (ConnectionResetError(), 500, "internal_error"),  # Python's own: the model's? unknown
     ],
     ids=lambda value: type(value).__name__ if isinstance(value, Exception) else None,
 )
