@@ -119,15 +119,17 @@ def record_result(
         invocation.capture(output_messages=messages_json([g.message for g in generations]))
 
 
+_MODEL_FIELDS = ("model_name", "model", "model_id")
+
+
 def request_model(model: BaseChatModel, options: Mapping[str, Any]) -> str:
     """The model a call asks for: a per-call ``model=`` (``bind(model=...)``), else the
     chat model's own ``model_name`` / ``model`` / ``model_id``."""
-    for value in (
-        options.get("model"),
-        getattr(model, "model_name", None),
-        getattr(model, "model", None),
-        getattr(model, "model_id", None),
-    ):
+    value = options.get("model")
+    if isinstance(value, str) and value:
+        return value
+    for name in _MODEL_FIELDS:  # one at a time: a missing one costs an AttributeError
+        value = getattr(model, name, None)
         if isinstance(value, str) and value:
             return value
     return ""  # unknown: the span is `chat`, with no gen_ai.request.model

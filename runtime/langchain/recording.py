@@ -32,7 +32,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Generic, TypeVar
 from uuid import UUID
@@ -42,30 +41,52 @@ from opentelemetry.trace import Span
 from agentwatch.telemetry import Invocation
 
 
-@dataclass(slots=True, eq=False)
 class Recording:
-    """An operation a boundary is recording, as long as it runs."""
+    """An operation a boundary is recording, as long as it runs.
 
-    kind: str
-    """``chat``, ``execute_tool`` or ``invoke_agent``."""
-    runs: int = 1
-    """How many LangChain runs of ``kind`` this call starts (the prompts of one
-    ``generate()``; 1 for everything else)."""
-    run_ids: list[UUID] = field(default_factory=list)
-    """The LangChain runs bound to this recording so far (at most ``runs``)."""
-    span: Span | None = None
-    """The boundary's span once it has started (a chat span starts after the callback)."""
-    owner: object = None
-    """The object whose boundary records (the model, the tool, the graph): a boundary
-    of the same object nested directly in it (``invoke`` calling ``stream``,
-    ``InstrumentedChatModel`` over the instrumentor's wrappers) records nothing more."""
-    agent: str = field(default_factory=lambda: current_agent())
-    """The name of the agent whose run this is (the nearest ``invoke_agent``), which
-    tool calls are labelled with: the enclosing recording's unless given."""
-    on_chat_model: Callable[[str], None] | None = field(default_factory=lambda: _hook())
-    """Told the request model of each chat call beneath the agent whose run this is
-    (an agent started without knowing its model takes the first): the enclosing
-    recording's unless given."""
+    ``kind``: ``chat``, ``execute_tool`` or ``invoke_agent``. ``runs``: how many
+    LangChain runs of ``kind`` this call starts (the prompts of one ``generate()``; 1
+    for everything else). ``run_ids``: the LangChain runs bound to it so far (at most
+    ``runs``). ``span``: the boundary's span once it has started (a chat span starts
+    after the callback). ``owner``: the object whose boundary records (the model, the
+    tool, the graph): a boundary of the same object nested directly in it (``invoke``
+    calling ``stream``, ``InstrumentedChatModel`` over the instrumentor's wrappers)
+    records nothing more. ``agent``: the name of the agent whose run this is (the
+    nearest ``invoke_agent``), which tool calls are labelled with. ``on_chat_model``:
+    told the request model of each chat call beneath that agent (an agent started
+    without knowing its model takes the first). The last two are the enclosing
+    recording's unless given.
+    """
+
+    __slots__ = ("agent", "kind", "on_chat_model", "owner", "run_ids", "runs", "span")
+    agent: str
+    on_chat_model: Callable[[str], None] | None
+
+    def __init__(
+        self,
+        kind: str,
+        runs: int = 1,
+        run_ids: list[UUID] | None = None,
+        span: Span | None = None,
+        owner: object = None,
+        agent: str | None = None,
+        on_chat_model: Callable[[str], None] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.runs = runs
+        self.run_ids: list[UUID] = [] if run_ids is None else run_ids
+        self.span = span
+        self.owner = owner
+        enclosing = _current.get()
+        if agent is None:
+            agent = enclosing.agent if enclosing is not None else ""
+        if on_chat_model is None and enclosing is not None:
+            on_chat_model = enclosing.on_chat_model
+        self.agent = agent
+        self.on_chat_model = on_chat_model
+
+    def __repr__(self) -> str:
+        return f"Recording({self.kind!r}, runs={self.runs}, agent={self.agent!r})"
 
     def claims(self, kind: str, run_id: UUID) -> bool:
         """Whether the LangChain run ``run_id`` of ``kind`` is this recording's (binding
@@ -98,11 +119,6 @@ def leave(token: Token[Recording | None]) -> None:
     _current.reset(token)
 
 
-def _hook() -> Callable[[str], None] | None:
-    marker = _current.get()
-    return marker.on_chat_model if marker is not None else None
-
-
 def current_agent() -> str:
     """The name of the agent whose run this is ("" outside any)."""
     marker = _current.get()
@@ -127,9 +143,7 @@ def recording(
 ) -> Iterator[Recording]:
     """A boundary records an operation of ``kind`` while the block runs (``agent``:
     the enclosing one's unless given)."""
-    marker = Recording(kind, runs, span=span, owner=owner)
-    if agent is not None:
-        marker.agent = agent
+    marker = Recording(kind, runs, span=span, owner=owner, agent=agent)
     token = _current.set(marker)
     try:
         yield marker
