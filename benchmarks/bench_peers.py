@@ -13,6 +13,7 @@ variant alike; ratios are taken per round.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import statistics
 import subprocess
@@ -24,9 +25,22 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry
 
+from .common import machine, versions
+
+PEER_VERSIONS = (
+    "langchain",
+    "langchain-core",
+    "langgraph",
+    "opentelemetry-sdk",
+    "prometheus-client",
+    "wrapt",
+    "opentelemetry-instrumentation",
+    "openinference-instrumentation-langchain",
+    "opentelemetry-instrumentation-langchain",
+)
 VARIANTS = ("bare", "agentwatch", "instrumentor", "openinference", "openllmetry")
-RUNS = 300
-ROUNDS = 7
+RUNS = 200
+ROUNDS = 15
 
 
 class CountingExporter(SpanExporter):
@@ -104,15 +118,20 @@ def run(runs: int = RUNS, rounds: int = ROUNDS) -> list[str]:
     for _ in range(rounds):
         for variant in VARIANTS:
             per[variant].append(spawn(variant, runs))
-    ratios = {
-        v: statistics.median(
+    per_round = {
+        v: [
             r["cpu_us_per_run"] / b["cpu_us_per_run"]
             for r, b in zip(per[v], per["bare"], strict=True)
-        )
+        ]
         for v in VARIANTS
     }
+    ratios = {v: statistics.median(per_round[v]) for v in VARIANTS}
     lines = [
         "## 5. Instrumentation overhead against the peers",
+        "",
+        f"Measured {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC} on {machine()}; "
+        + versions(*PEER_VERSIONS)
+        + ".",
         "",
         f"Same agent workload (one tool call per run, in-process builtin model at zero latency), "
         f"{runs} sequential runs per process, each variant in its own process, {rounds} "
@@ -121,9 +140,9 @@ def run(runs: int = RUNS, rounds: int = ROUNDS) -> list[str]:
         "variant / bare of that round, in CPU time (the process's, every thread): on a "
         "shared machine wall time mostly measures the neighbours.",
         "",
-        "| variant | CPU µs/run (median) | range | wall µs/run | ratio to bare | spans/run "
-        "| also records |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| variant | CPU µs/run (median) | range | wall µs/run | ratio to bare | rounds' "
+        "ratios | spans/run | also records |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     records = {
         "bare": "-",
@@ -138,7 +157,8 @@ def run(runs: int = RUNS, rounds: int = ROUNDS) -> list[str]:
         spans = statistics.median(r["spans_per_run"] for r in per[v])
         lines.append(
             f"| {v} | {statistics.median(cpu):,.0f} | {min(cpu):,.0f}-{max(cpu):,.0f} | "
-            f"{wall:,.0f} | {ratios[v]:.2f}x | {spans:.1f} | {records[v]} |"
+            f"{wall:,.0f} | {ratios[v]:.2f}x | {min(per_round[v]):.2f}-{max(per_round[v]):.2f} "
+            f"| {spans:.1f} | {records[v]} |"
         )
     lines += [
         "",
