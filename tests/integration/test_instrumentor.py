@@ -534,3 +534,21 @@ async def test_the_callback_handler_attached_as_well_records_nothing_twice(
     assert tree(exporter.get_finished_spans())[:4] == SHOP_TREE
     assert len(exporter.get_finished_spans()) == 4 + 1 + 2
     assert tool_count(registry, "lookup", "shop") == 1
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_a_streamed_agent_run_is_the_same_trace(exporter: InMemorySpanExporter) -> None:
+    agent = create_agent(scripted(), tools=[lookup], name="shop")
+    assert [step for step in agent.stream(QUESTION, stream_mode="updates")]
+    assert tree(exporter.get_finished_spans()) == SHOP_TREE
+
+
+@pytest.mark.usefixtures("instrumented")
+async def test_an_agent_stream_dropped_early_ends_cancelled(
+    exporter: InMemorySpanExporter,
+) -> None:
+    stream = create_agent(scripted(), tools=[lookup], name="shop").astream(QUESTION)
+    async with aclosing(stream):
+        await anext(stream)  # the consumer goes away after the first step
+    (run,) = [s for s in exporter.get_finished_spans() if s.name == "invoke_agent shop"]
+    assert (run.attributes or {})["agentwatch.outcome"] == "cancelled"
