@@ -43,7 +43,8 @@ from agentwatch.telemetry.names import (
 )
 
 from ..events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
-from ..langchain.adopt import agent_tools
+from ..langchain.adopt import adopt_model, agent_tools
+from ..langchain.chat_calls import request_model
 from ..langchain.recording import Recording, recording
 from ..results import RunResult, result_from_messages
 from ..retry import RetryPolicy
@@ -83,10 +84,12 @@ class StepLimitError(AgentRunError):
 
 
 class Agent:
-    """``tools``: a ``ToolRegistry``, or ``ToolSpec``s and LangChain tools as they are
-    (``adopt.agent_tools``). ``system_prompt`` None: the tools' own instructions, else a
-    prompt naming each tool (``prompt.py``). ``name`` names the agent's spans
-    (``invoke_agent {name}``) and metrics (``gen_ai_agent_name``)."""
+    """``model``: any LangChain chat model, recorded (``adopt.adopt_model``: as it is when
+    instrumented already, else an instrumented copy retried under ``retry_policy``).
+    ``tools``: a ``ToolRegistry``, or ``ToolSpec``s and LangChain tools as they are.
+    ``system_prompt`` None: the tools' own instructions, else a prompt naming each tool
+    (``prompt.py``). ``name`` names the agent's spans (``invoke_agent {name}``) and
+    metrics (``gen_ai_agent_name``); ``model_name`` None: the model's own."""
 
     def __init__(
         self,
@@ -94,7 +97,7 @@ class Agent:
         tools: ToolRegistry | Iterable[ToolSpec | BaseTool],
         *,
         telemetry: Telemetry,
-        model_name: str,
+        model_name: str | None = None,
         name: str = DEFAULT_AGENT_NAME,
         system_prompt: str | None = None,
         run_timeout: float = 120.0,
@@ -104,8 +107,8 @@ class Agent:
         max_steps: int = RECURSION_LIMIT,
     ) -> None:
         self.name = checked_name(name)
-        self.model = model
-        self.model_name = model_name
+        self.model = adopt_model(model, telemetry, retry_policy)
+        self.model_name = model_name or request_model(self.model, {})
         self.telemetry = telemetry
         self.tools = tools if isinstance(tools, ToolRegistry) else ToolRegistry(tools)
         self.system_prompt = (

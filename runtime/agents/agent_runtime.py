@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import openai
+from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
 from pydantic import SecretStr
 
@@ -54,11 +55,13 @@ def build_chat_model(
 class AgentRuntime:
     """``async with AgentRuntime(settings, telemetry) as runtime: await runtime.agent.arun(q)``
 
-    The model from ``settings`` (its name, temperature, max tokens, timeout); the agent
-    from the keywords: ``tools`` (a ``ToolRegistry``, or ``ToolSpec``s and LangChain
-    tools; default the built-in calculator and search), ``agent_name`` (its spans'
-    ``invoke_agent {name}``), ``system_prompt`` (default: about the tools it has),
-    ``max_steps``. The defaults are the research agent of ``agentwatch demo``.
+    The model: ``model`` (any LangChain chat model, yours: recorded as ours, see
+    ``Agent``), else the one ``settings`` describe (OpenAI-compatible or the builtin
+    model; its name, temperature, max tokens, timeout). The agent, from the keywords:
+    ``tools`` (a ``ToolRegistry``, or ``ToolSpec``s and LangChain tools; default the
+    built-in calculator and search), ``agent_name`` (its spans' ``invoke_agent
+    {name}``), ``system_prompt`` (default: about the tools it has), ``max_steps``. The
+    defaults are the research agent of ``agentwatch demo``.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class AgentRuntime:
         telemetry: Telemetry,
         *,
         tools: ToolRegistry | Iterable[ToolSpec | BaseTool] | None = None,
+        model: BaseChatModel | None = None,
         agent_name: str = DEFAULT_AGENT_NAME,
         system_prompt: str | None = None,
         max_steps: int = RECURSION_LIMIT,
@@ -83,6 +87,7 @@ class AgentRuntime:
         self._tools = (
             tools if tools is None or isinstance(tools, ToolRegistry) else ToolRegistry(tools)
         )
+        self._model = model
         self._behavior = model_behavior
         self.model_server: BuiltinModelServer | None = None
         self._agent: Agent | None = None
@@ -111,30 +116,17 @@ class AgentRuntime:
 
     async def _start(self) -> AgentRuntime:
         settings = self.settings
-        base_url = settings.base_url
-        if settings.uses_builtin_model:
-            behavior = self._behavior or ModelBehavior(
-                latency=settings.builtin_latency,
-                time_to_first_token=settings.builtin_latency,
-                models=(settings.model,),
-            )
-            self.model_server = await BuiltinModelServer(behavior).start()
-            base_url = self.model_server.base_url
         tools = self._tools
         if tools is None:
             folder = settings.corpus_dir or BUNDLED_CORPUS
             index = await asyncio.to_thread(SearchIndex.from_folder, folder)
             tools = builtin_tools(index)
-        # Building the OpenAI client reads certificates and package metadata from disk.
-        model = await asyncio.to_thread(
-            build_chat_model, settings, self.telemetry, base_url, self.retry_policy
-        )
-        self._http = model.http_async_client
+        model = self._model or await self._settings_model()
         self._agent = Agent(
             model,
             tools,
             telemetry=self.telemetry,
-            model_name=settings.model,
+            model_name=None if self._model else settings.model,
             name=self.agent_name,
             system_prompt=self.system_prompt,
             max_steps=self.max_steps,
@@ -144,6 +136,25 @@ class AgentRuntime:
             max_concurrent=settings.max_concurrent_runs or None,
         )
         return self
+
+    async def _settings_model(self) -> BaseChatModel:
+        """The model ``settings`` describe: the builtin model's server started when used."""
+        settings = self.settings
+        base_url = settings.base_url
+        if settings.uses_builtin_model:
+            behavior = self._behavior or ModelBehavior(
+                latency=settings.builtin_latency,
+                time_to_first_token=settings.builtin_latency,
+                models=(settings.model,),
+            )
+            self.model_server = await BuiltinModelServer(behavior).start()
+            base_url = self.model_server.base_url
+        # Building the OpenAI client reads certificates and package metadata from disk.
+        model = await asyncio.to_thread(
+            build_chat_model, settings, self.telemetry, base_url, self.retry_policy
+        )
+        self._http = model.http_async_client
+        return model
 
     async def stop(self) -> None:
         self._agent = None

@@ -1,4 +1,4 @@
-"""Users' own LangChain tools inside agentwatch's agent, recorded as ours.
+"""Users' own LangChain tools and chat models inside agentwatch's agent, recorded as ours.
 
 ``agent_tools`` gives an agent its registry's tools: a ``ToolSpec`` of ours as
 ``InstrumentedTool`` (``tools.py``), a user's LangChain tool (``ToolSpec.from_tool``:
@@ -8,26 +8,33 @@ runtime, tool-call id), artifacts and ``Command`` results — inside the same
 ``execute_tool`` span, under the spec's timeout and retry, and whatever it raises
 becomes an error message the model sees (the run goes on), as with our own tools.
 
+``adopt_model`` records a user's chat model (any ``BaseChatModel``) as
+``InstrumentedChatModel`` does: a model already instrumented is used as it is (never
+two spans for one call); any other is copied, the copy's class putting
+``InstrumentedChatModel`` first, so the user's own instance is left untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool, ToolException
 from langgraph.errors import GraphBubbleUp
 from pydantic import Field, ValidationError
 
-from agentwatch.telemetry import AgentwatchError, Telemetry
+from agentwatch.telemetry import AgentwatchError, ConfigurationError, Telemetry
 from agentwatch.telemetry.names import OP_EXECUTE_TOOL
 
 from ..retry import Retrier, RetryPolicy
 from ..tools.registry import ToolRegistry, ToolSpec
+from .chat_model import InstrumentedChatModel
 from .tools import ToolBoundary, ToolReportedError, _failed, langchain_tools
 
-__all__ = ["ObservedTool", "ToolReportedError", "agent_tools", "error_text"]
+__all__ = ["ObservedTool", "ToolReportedError", "adopt_model", "agent_tools", "error_text"]
 
 
 def agent_tools(
@@ -155,3 +162,37 @@ def error_text(name: str, timeout: float, exc: BaseException) -> str:
     if isinstance(exc, AgentwatchError | ToolException):
         return str(exc)
     return f"{name} failed: {type(exc).__name__}: {exc}"
+
+
+def adopt_model(
+    model: BaseChatModel, telemetry: Telemetry, retry_policy: RetryPolicy | None = None
+) -> InstrumentedChatModel:
+    """``model``, every call recorded into ``telemetry`` (retried under ``retry_policy``:
+    then set the client's own retries to 0, so that every attempt is ours and visible)."""
+    if isinstance(model, InstrumentedChatModel):
+        return model
+    if not isinstance(model, BaseChatModel):
+        raise ConfigurationError(
+            f"the model must be a LangChain chat model (a BaseChatModel), got "
+            f"{type(model).__name__}: give the model itself, not a chain or a binding"
+        )
+    copy = model.model_copy()  # shallow: the same clients, the user's instance untouched
+    instrumented = _instrumented(type(model))
+    object.__setattr__(copy, "__class__", instrumented)
+    for name, info in instrumented.model_fields.items():  # the mixin's fields, at their default
+        if name not in copy.__dict__:
+            copy.__dict__[name] = info.get_default(call_default_factory=True)
+    copy.__dict__.update(telemetry=telemetry, retry_policy=retry_policy)
+    return cast(InstrumentedChatModel, copy)  # its class, switched above
+
+
+@cache
+def _instrumented(cls: type[BaseChatModel]) -> type[InstrumentedChatModel]:
+    """``cls`` with ``InstrumentedChatModel`` first among its bases (one per class).
+
+    A model that cannot stream keeps LangChain's own ``_astream``: LangChain streams any
+    model whose class defines one, and the mixin's (retries until the first chunk)
+    would make it try (``NotImplementedError`` under ``astream`` / ``stream_mode``)."""
+    streams = cls._astream is not BaseChatModel._astream or cls._stream is not BaseChatModel._stream
+    namespace = {} if streams else {"_astream": BaseChatModel._astream}
+    return type(f"Instrumented{cls.__name__}", (InstrumentedChatModel, cls), namespace)

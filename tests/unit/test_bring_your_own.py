@@ -1,14 +1,18 @@
-"""Bring your own tools: a user's LangChain tools (``@tool``, ``StructuredTool``, any
-``BaseTool``) run in agentwatch's Agent as they are, with the same spans, metrics,
-timeouts, retries and error messages as its own."""
+"""Bring your own tools and model: a user's LangChain tools (``@tool``, ``StructuredTool``,
+any ``BaseTool``) and chat model (any ``BaseChatModel``) run in agentwatch's Agent as they
+are, with the same spans, metrics, timeouts, retries and error messages as its own."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator, Sequence
 from contextlib import aclosing
 from typing import Annotated, Any
 
-from langchain_core.messages import ToolMessage
+import pytest
+from langchain_core.language_models import BaseChatModel, GenericFakeChatModel
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.tools import (
     BaseTool,
     InjectedToolCallId,
@@ -24,14 +28,17 @@ from pydantic import BaseModel, Field
 
 from agentwatch.runtime import (
     Agent,
+    AgentRuntime,
     AgentwatchInstrumentor,
     InstrumentedChatModel,
     RetryPolicy,
+    RuntimeSettings,
     ToolSpec,
 )
 from agentwatch.runtime.builtin_model import Reply, ToolCall
 from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel
-from agentwatch.telemetry import Telemetry
+from agentwatch.runtime.events import RunFinished
+from agentwatch.telemetry import ConfigurationError, Telemetry
 
 
 @tool
@@ -245,6 +252,83 @@ async def test_a_users_tool_keeps_its_own_ways(
     assert spans["execute_tool picky"].status.status_code is StatusCode.ERROR  # it said so
 
 
+class ProviderChat(GenericFakeChatModel):
+    """A user's own chat model class (a provider agentwatch knows nothing of)."""
+
+    model_name: str = "provider-large"
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
+        return self
+
+
+def replies(*messages: AIMessage) -> Iterator[AIMessage]:
+    return iter(messages)
+
+
+async def test_a_users_chat_model_is_recorded_and_left_as_it_is(
+    telemetry: Telemetry, exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    call = {"name": "get_weather", "args": {"city": "Lima"}, "id": "c1", "type": "tool_call"}
+    model = ProviderChat(messages=replies(AIMessage("", tool_calls=[call]), AIMessage("Sunny.")))
+    agent = Agent(model, [get_weather], telemetry=telemetry, name="shop")
+    result = await agent.arun("weather in Lima?")
+
+    assert result.output == "Sunny."
+    assert type(model) is ProviderChat  # the user's instance is not changed
+    assert not isinstance(model, InstrumentedChatModel)
+    assert isinstance(agent.model, InstrumentedChatModel)
+    assert isinstance(agent.model, ProviderChat)
+    assert agent.model_name == "provider-large"
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert names.count("chat provider-large") == 2
+    assert names[-1] == "invoke_agent shop"
+    agent_labels = {"gen_ai_agent_name": "shop", "gen_ai_request_model": "provider-large"}
+    assert (
+        registry.get_sample_value(
+            "gen_ai_invoke_agent_duration_seconds_count", {**agent_labels, "error_type": ""}
+        )
+        == 1
+    )
+
+
+async def test_a_model_instrumented_already_is_not_recorded_twice(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    model = InstrumentedBuiltin(telemetry=telemetry, provider_name="agentwatch")
+    agent = Agent(model, [], telemetry=telemetry, name="shop")
+    assert agent.model is model
+    await agent.arun("hello")
+    assert [s.name for s in exporter.get_finished_spans()] == [
+        "chat agentwatch-builtin",
+        "invoke_agent shop",
+    ]
+
+
+def test_what_is_not_a_chat_model_is_refused(telemetry: Telemetry) -> None:
+    with pytest.raises(ConfigurationError, match="a LangChain chat model"):
+        Agent(BuiltinChatModel().bind_tools([get_weather]), [], telemetry=telemetry)  # type: ignore[arg-type]
+
+
+async def test_the_runtime_runs_a_users_model_and_tools(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    model = BuiltinChatModel(script=[calls(("get_weather", '{"city": "Rome"}')), "Sunny in Rome."])
+    async with AgentRuntime(
+        RuntimeSettings(), telemetry, model=model, tools=[get_weather], agent_name="shop"
+    ) as runtime:
+        assert runtime.model_server is None  # no builtin model started for nothing
+        result = await runtime.agent.arun("weather in Rome?")
+    assert result.output == "Sunny in Rome."
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans] == [
+        "chat agentwatch-builtin",
+        "execute_tool get_weather",
+        "chat agentwatch-builtin",
+        "invoke_agent shop",
+    ]
+    assert (spans[0].attributes or {})["gen_ai.provider.name"] == "agentwatch"  # its own metadata
+
+
 async def test_with_the_instrumentor_installed_too_nothing_is_recorded_twice(
     telemetry: Telemetry, exporter: InMemorySpanExporter
 ) -> None:
@@ -262,18 +346,13 @@ async def test_with_the_instrumentor_installed_too_nothing_is_recorded_twice(
     try:
         for streamed in (False, True):
             exporter.clear()
-            model = scripted(
-                telemetry,
-                calls(("get_weather", '{"city": "Lima"}'), ("lookup_order", '{"order_id": 7}')),
-                "Sunny.",
+            model = BuiltinChatModel(  # the user's: not instrumented itself
+                script=[
+                    calls(("get_weather", '{"city": "Lima"}'), ("lookup_order", '{"order_id": 7}')),
+                    "Sunny.",
+                ]
             )
-            agent = Agent(
-                model,
-                [get_weather, lookup_order],
-                telemetry=telemetry,
-                model_name="agentwatch-builtin",
-                name="shop",
-            )
+            agent = Agent(model, [get_weather, lookup_order], telemetry=telemetry, name="shop")
             if streamed:
                 async with aclosing(agent.astream("weather in Lima?")) as events:
                     async for _ in events:
@@ -283,3 +362,28 @@ async def test_with_the_instrumentor_installed_too_nothing_is_recorded_twice(
             assert sorted(s.name for s in exporter.get_finished_spans()) == sorted(expected)
     finally:
         instrumentor.uninstrument()
+
+
+class PlainChat(BaseChatModel):
+    """A user's model that cannot stream (``_generate`` only)."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "plain"
+
+    def _generate(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=AIMessage("A plain answer."))])
+
+
+async def test_a_users_model_that_cannot_stream_answers_streamed_runs_too(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    agent = Agent(PlainChat(), [], telemetry=telemetry, name="shop")
+    async with aclosing(agent.astream("hello")) as events:
+        last = [event async for event in events][-1]
+    assert isinstance(last, RunFinished)
+    assert last.result.output == "A plain answer."
+    assert (await agent.arun("hello")).output == "A plain answer."
+    assert [s.name for s in exporter.get_finished_spans()] == ["chat", "invoke_agent shop"] * 2
