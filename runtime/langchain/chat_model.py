@@ -137,9 +137,9 @@ class InstrumentedChatModel(BaseChatModel):
     ) -> ChatResult:
         generate = super()._agenerate
         if self.retry_policy is None:
-            return await generate(messages, stop, run_manager, **kwargs)
+            return await generate(messages, stop=stop, run_manager=run_manager, **kwargs)
         return await Retrier(self.retry_policy, self._telemetry()).call(
-            OP_CHAT, lambda: generate(messages, stop, run_manager, **kwargs)
+            OP_CHAT, lambda: generate(messages, stop=stop, run_manager=run_manager, **kwargs)
         )
 
     async def _astream(
@@ -152,11 +152,11 @@ class InstrumentedChatModel(BaseChatModel):
         opener = super()._astream
         stream: AsyncIterator[ChatGenerationChunk]
         if self.retry_policy is None:
-            stream = opener(messages, stop, run_manager, **kwargs)
+            stream = opener(messages, stop=stop, run_manager=run_manager, **kwargs)
         else:
             retrier = Retrier(self.retry_policy, self._telemetry())
             stream = _retried_until_first_chunk(
-                retrier, lambda: opener(messages, stop, run_manager, **kwargs)
+                retrier, lambda: opener(messages, stop=stop, run_manager=run_manager, **kwargs)
             )
         try:
             async for chunk in stream:
