@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
-from contextlib import AbstractContextManager, aclosing
-from typing import Any, Final, cast
+from contextlib import aclosing
+from typing import Any, Final
 
 from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
@@ -45,7 +45,8 @@ from agentwatch.telemetry.names import (
 from ..events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ..langchain.adopt import adopt_model, agent_tools
 from ..langchain.chat_calls import request_model
-from ..langchain.recording import Recording, recording
+from ..langchain.recording import Recorded, Recording, own_run
+from ..langchain.streams import marked_aiter, opened
 from ..results import RunResult, result_from_messages
 from ..retry import RetryPolicy
 from ..tools.registry import RESEARCH_INSTRUCTIONS, ToolRegistry, ToolSpec
@@ -216,15 +217,15 @@ class Agent:
         invocation = self.telemetry.agent_run(
             self.name, self.model_name, conversation_id=conversation_id, parent=parent
         )
-        with invocation:  # ends as the run's own error when a limit ended it, as a stream does
+        config, marker = self._graph_run(invocation)
+        # Ends as the run's own error when a limit ended it, as a stream does.
+        with Recorded(invocation, marker):
             deadline = asyncio.timeout_at(at)
             try:
                 async with deadline:
-                    with self._recording(invocation):
-                        state = await self.graph.ainvoke(
-                            {"messages": [{"role": "user", "content": query}]},
-                            {"recursion_limit": self.max_steps},
-                        )
+                    state = await self.graph.ainvoke(
+                        {"messages": [{"role": "user", "content": query}]}, config
+                    )
             except BaseException as exc:
                 self._raise_run_limit(exc, deadline)
                 raise
@@ -268,13 +269,13 @@ class Agent:
     ) -> AsyncGenerator[RunEvent, None]:
         messages: list[BaseMessage] = [HumanMessage(query)]
         modes: list[StreamMode] = ["messages", "updates"]
-        config: RunnableConfig = {"recursion_limit": self.max_steps}
         state: Any = {"messages": messages[:]}
-        # Typed as an AsyncIterator; it is an async generator, closed below.
-        with self._recording(invocation):  # the instrumentor decides when astream is called
-            stream = cast(
-                AsyncGenerator[Any, None], self.graph.astream(state, config, stream_mode=modes)
-            )
+        config, marker = self._graph_run(invocation)
+        # The marker current while the graph's stream is opened (the instrumentor's
+        # wrapper decides then) and while it runs each step (a handler's callbacks).
+        stream = marked_aiter(
+            opened(marker, lambda: self.graph.astream(state, config, stream_mode=modes)), marker
+        )
         async with aclosing(stream):
             while True:
                 scope = asyncio.timeout_at(deadline)  # never across a yield
@@ -290,10 +291,20 @@ class Agent:
                     yield event
         yield RunFinished(self._result(messages, invocation))
 
-    def _recording(self, invocation: Invocation) -> AbstractContextManager[Recording]:
-        """The run's graph call, marked as recorded by this agent's ``invoke_agent`` (the
+    def _graph_run(self, invocation: Invocation) -> tuple[RunnableConfig, Recording]:
+        """The run's graph call: its config, under a LangChain run id of its own, and
+        the marker that says this agent's ``invoke_agent`` records that run (the
         instrumentor's graph wrapper and a callback handler record nothing more)."""
-        return recording(OP_INVOKE_AGENT, span=invocation.span, owner=self.graph, agent=self.name)
+        run_id = own_run(None)
+        config: RunnableConfig = {"recursion_limit": self.max_steps, "run_id": run_id}
+        marker = Recording(
+            OP_INVOKE_AGENT,
+            run_ids=[run_id],
+            span=invocation.span,
+            owner=self.graph,
+            agent=self.name,
+        )
+        return config, marker
 
     def _result(self, messages: list[BaseMessage], invocation: Invocation) -> RunResult:
         return result_from_messages(messages, *_trace_of(invocation, self.telemetry.exports_spans))

@@ -32,6 +32,7 @@ from agentwatch.telemetry.names import OP_EXECUTE_TOOL
 from ..retry import Retrier, RetryPolicy
 from ..tools.registry import ToolRegistry, ToolSpec
 from .chat_model import InstrumentedChatModel
+from .recording import another_run
 from .tools import ToolBoundary, ToolReportedError, _failed, langchain_tools
 
 __all__ = ["ObservedTool", "ToolReportedError", "adopt_model", "agent_tools", "error_text"]
@@ -134,13 +135,13 @@ class ObservedTool(BaseTool):
         self, tool_input: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """The tool's own ``arun`` under the timeout, each attempt when it retries (a
-        later attempt is a new LangChain run: the first's ``run_id`` is not reused)."""
+        later attempt is a new LangChain run, under a new ``run_id`` of this call's)."""
         attempts = 0
 
         async def attempt() -> Any:
             nonlocal attempts
             attempts += 1
-            given = kwargs if attempts == 1 else {k: v for k, v in kwargs.items() if k != "run_id"}
+            given = kwargs if attempts == 1 else {**kwargs, "run_id": another_run()}
             async with asyncio.timeout(self.timeout):
                 return await self.tool.arun(tool_input, *args, **given)
 

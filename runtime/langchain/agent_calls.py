@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing
 from typing import Any, Final
+from uuid import UUID
 
 from agentwatch.telemetry import (
     AgentRunInvocation,
@@ -34,7 +35,7 @@ from agentwatch.telemetry import (
 )
 from agentwatch.telemetry.names import OP_INVOKE_AGENT, OUTCOME_CANCELLED
 
-from .recording import Recorded, Recording, within
+from .recording import Recorded, Recording, own_run, within
 from .streams import instrument_iter, marked_aiter, marked_iter, opened
 
 UNNAMED_GRAPH: Final = "LangGraph"
@@ -58,13 +59,29 @@ def _recorded_here(graph: Any) -> str | None:
     return None if name is None or within(graph) else name
 
 
-def _conversation_id(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+def _config(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
     config = args[1] if len(args) > 1 else kwargs.get("config")
-    if not isinstance(config, Mapping):
-        return None
+    return config if isinstance(config, Mapping) else {}
+
+
+def _conversation_id(config: Mapping[str, Any]) -> str | None:
     configurable = config.get("configurable")
     thread = configurable.get("thread_id") if isinstance(configurable, Mapping) else None
     return None if thread is None else str(thread)
+
+
+def _with_run_id(
+    args: tuple[Any, ...], kwargs: dict[str, Any], config: Mapping[str, Any], run_id: UUID
+) -> tuple[Any, ...]:
+    """The graph's call under ``run_id`` (``config["run_id"]``, which LangGraph starts
+    the graph's run with): ``args``, with the config replaced (``kwargs`` in place)."""
+    if config.get("run_id") == run_id:
+        return args
+    given = {**config, "run_id": run_id}
+    if len(args) > 1:
+        return (args[0], given, *args[2:])
+    kwargs["config"] = given
+    return args
 
 
 class _FirstModel:
@@ -92,20 +109,25 @@ class GraphBoundary:
         self._telemetry = telemetry
 
     def _start(
-        self, name: str, graph: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> tuple[AgentRunInvocation, Recording]:
+        self, name: str, graph: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[AgentRunInvocation, Recording, tuple[Any, ...]]:
+        """The run's span, its marker (bound to the graph's own LangChain run, so that
+        it claims no other) and the call's arguments (``kwargs`` updated in place)."""
         telemetry = self._telemetry or get_telemetry()
+        config = _config(args, kwargs)
         # The agent's model is not known before its first call: the first chat call
         # beneath it names it (span attribute and the duration's label).
-        invocation = telemetry.agent_run(name, "", conversation_id=_conversation_id(args, kwargs))
+        invocation = telemetry.agent_run(name, "", conversation_id=_conversation_id(config))
+        run_id = own_run(config.get("run_id"))
         marker = Recording(
             OP_INVOKE_AGENT,
+            run_ids=[run_id],
             span=invocation.span,
             owner=graph,
             agent=name,
             on_chat_model=_FirstModel(invocation).note,
         )
-        return invocation, marker
+        return invocation, marker, _with_run_id(args, kwargs, config, run_id)
 
     def invoke(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -113,7 +135,7 @@ class GraphBoundary:
         name = _recorded_here(instance)
         if name is None:
             return wrapped(*args, **kwargs)
-        invocation, marker = self._start(name, instance, args, kwargs)
+        invocation, marker, args = self._start(name, instance, args, kwargs)
         with Recorded(invocation, marker):
             return wrapped(*args, **kwargs)
 
@@ -123,7 +145,7 @@ class GraphBoundary:
         name = _recorded_here(instance)
         if name is None:
             return await wrapped(*args, **kwargs)
-        invocation, marker = self._start(name, instance, args, kwargs)
+        invocation, marker, args = self._start(name, instance, args, kwargs)
         with Recorded(invocation, marker):
             return await wrapped(*args, **kwargs)
 
@@ -144,7 +166,7 @@ class GraphBoundary:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Iterator[Any]:
-        invocation, marker = self._start(name, instance, args, kwargs)
+        invocation, marker, args = self._start(name, instance, args, kwargs)
         # A consumer that stops reading early stopped the run: it did not complete.
         yield from instrument_iter(
             invocation,
@@ -169,7 +191,7 @@ class GraphBoundary:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> AsyncIterator[Any]:
-        invocation, marker = self._start(name, instance, args, kwargs)
+        invocation, marker, args = self._start(name, instance, args, kwargs)
         items = instrument_stream(
             invocation,
             marked_aiter(opened(marker, lambda: wrapped(*args, **kwargs)), marker),

@@ -15,13 +15,18 @@ and every handler:
 - A callback handler about to record a run asks ``recorded_by_boundary(kind, run_id)``
   in its start callback. True: a boundary records this run, so the handler records
   nothing for it (it may parent the run's children under ``Recording.span``).
-- LangChain fires an operation's start callback before anything nested in it can
-  start, so the first ``runs`` runs of ``kind`` asked about while a recording is
-  current are the boundary's own: ``recorded_by_boundary`` binds them to it
-  (``Recording.run_ids``) and says True for them only. A run of the same kind nested
-  deeper (a model called inside a tool, a sub-agent) is not the boundary's: it has its
-  own recording if it crosses an instrumented boundary, and the handler records it
-  otherwise.
+- A boundary that can name its run (a tool's ``run_id``, a graph's
+  ``config["run_id"]``) starts it under an id of its own, bound to its recording from
+  the start (``Recording.run_ids``; ``another_run()`` for each further run of the same
+  call, a retry): it claims that run and no other, even when no handler saw it start
+  and a run of the same kind nested in it (a tool run inside a tool's body, with the
+  handler in its own config) is the first one asked about.
+- A chat call cannot name its runs (one per prompt): LangChain fires its start
+  callbacks before anything nested in the call can start, so the first ``runs`` chat
+  runs asked about while its recording is current are its own, bound to it then.
+- A run of the same kind nested deeper (a model called inside a tool, a sub-agent) is
+  not the boundary's: it has its own recording if it crosses an instrumented boundary,
+  and the handler records it otherwise.
 
 The marker is a ``ContextVar``, so it follows asyncio tasks and LangChain's executor
 hops (which copy the context); setting and resetting it costs well under a microsecond.
@@ -34,7 +39,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Generic, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from opentelemetry.trace import Span
 
@@ -149,6 +154,22 @@ def recording(
         yield marker
     finally:
         _current.reset(token)
+
+
+def own_run(given: object) -> UUID:
+    """The id a boundary starts its LangChain run under: the caller's, or a new one."""
+    return given if isinstance(given, UUID) else uuid4()
+
+
+def another_run() -> UUID:
+    """The id of a further LangChain run of the current recording's call (a retry),
+    bound to it: the handler records nothing for it either."""
+    run_id = uuid4()
+    marker = _current.get()
+    if marker is not None:
+        marker.runs += 1
+        marker.run_ids.append(run_id)
+    return run_id
 
 
 def recorded_by_boundary(kind: str, run_id: UUID) -> bool:

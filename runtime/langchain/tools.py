@@ -27,7 +27,7 @@ from agentwatch.telemetry.names import OP_EXECUTE_TOOL
 
 from ..retry import Retrier, RetryPolicy
 from ..tools.registry import ToolRegistry, ToolSpec
-from .recording import Recorded, Recording, current_agent, within
+from .recording import Recorded, Recording, current_agent, own_run, within
 
 _current: ContextVar[ToolCallInvocation | None] = ContextVar("agentwatch_tool", default=None)
 
@@ -94,7 +94,11 @@ class ToolBoundary:
         if capturing:
             given = args[0] if args else kwargs.get("tool_input")
             invocation.capture(arguments=json.dumps(given, default=str))
-        return invocation, Recording(OP_EXECUTE_TOOL, span=invocation.span, owner=tool), capturing
+        # The tool's LangChain run under an id of its own, so that the marker claims that
+        # run and no other (a tool run in this one's body is not this call).
+        run_id = kwargs["run_id"] = own_run(kwargs.get("run_id"))
+        marker = Recording(OP_EXECUTE_TOOL, run_ids=[run_id], span=invocation.span, owner=tool)
+        return invocation, marker, capturing
 
 
 class _Recorded(Recorded[ToolCallInvocation]):

@@ -15,6 +15,7 @@ from langchain.agents import create_agent
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import BaseTool, tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from opentelemetry import trace
@@ -22,13 +23,17 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
 
+from agentwatch.runtime.agents.agent import Agent
 from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel
-from agentwatch.runtime.langchain.adopt import ObservedTool
+from agentwatch.runtime.langchain.adopt import ObservedTool, agent_tools
 from agentwatch.runtime.langchain.callbacks import AgentwatchCallbackHandler
 from agentwatch.runtime.langchain.chat_model import InstrumentedChatModel
 from agentwatch.runtime.langchain.instrumentor import AgentwatchInstrumentor
-from agentwatch.runtime.tools import ToolSpec
+from agentwatch.runtime.langchain.tools import langchain_tools
+from agentwatch.runtime.retry import RetryPolicy
+from agentwatch.runtime.tools import ToolRegistry, ToolSpec
 from agentwatch.telemetry import Telemetry
 
 MODEL = "agentwatch-builtin"
@@ -482,3 +487,88 @@ async def test_with_the_instrumentor_on_the_handler_records_nothing_twice(
 
     assert alone == [CHAT, CHAT, "execute_tool lookup", "invoke_agent shop"]
     assert sorted(s.name for s in exporter.get_finished_spans()) == alone
+
+
+async def test_our_agents_stream_under_the_handler_is_one_agent_span(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    """agentwatch's ``Agent`` streamed inside a user's chain that carries the handler:
+    its ``invoke_agent`` is recorded once (the agent's), as for ``arun``."""
+    agent = Agent(
+        BuiltinChatModel(),
+        ToolRegistry([ToolSpec.from_tool(lookup)]),
+        telemetry=telemetry,
+        name="shop",
+    )
+
+    async def streamed(query: str) -> int:
+        return len([event async for event in agent.astream(query)])
+
+    async def ran(query: str) -> str:
+        return (await agent.arun(query)).output
+
+    handler = AgentwatchCallbackHandler(telemetry, agent_name="outer")
+    shapes = []
+    for body in (ran, streamed):
+        exporter.clear()
+        await RunnableLambda(body).ainvoke("lookup cats", config={"callbacks": [handler]})
+        shapes.append(sorted(s.name for s in exporter.get_finished_spans()))
+
+    recorded = [CHAT, CHAT, "execute_tool lookup", "invoke_agent outer", "invoke_agent shop"]
+    assert shapes == [recorded] * 2
+
+
+async def test_a_retried_user_tool_under_the_handler_is_one_tool_span(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    """Each retry of a user's tool is a new LangChain run: the handler records none of
+    them (the tool's ``execute_tool`` span has a ``retry_attempt`` per attempt)."""
+    attempts = 0
+
+    @tool
+    async def flaky(topic: str) -> str:
+        """Fails once, then answers."""
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise ConnectionError("connection lost")
+        return f"found {topic}"
+
+    spec = ToolSpec.from_tool(flaky, retry=True)
+    policy = RetryPolicy(base_delay=0.001, max_delay=0.001)
+    [observed] = agent_tools(ToolRegistry([spec]), telemetry, "shop", policy)
+    handler = AgentwatchCallbackHandler(telemetry)
+    output = await observed.ainvoke({"topic": "cats"}, config={"callbacks": [handler]})
+
+    assert (attempts, output) == (2, "found cats")
+    spans = exporter.get_finished_spans()
+    assert [tree(spans, root) for root in roots(spans)] == [
+        ("execute_tool flaky", (leaf("retry_attempt execute_tool"),) * 2)
+    ]
+
+
+async def test_a_user_tool_run_inside_our_tool_with_the_handler_is_its_own_span(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    """Our tool's body runs a user's tool with the handler in that call's own config:
+    the inner call is recorded (by the handler), beneath ours."""
+
+    class Topic(BaseModel):
+        topic: str
+
+    handler = AgentwatchCallbackHandler(telemetry)
+
+    async def research(topic: str) -> str:
+        return str(await lookup.ainvoke({"topic": topic}, config={"callbacks": [handler]}))
+
+    [ours] = langchain_tools(
+        ToolRegistry([ToolSpec("research", "Research a topic.", research, Topic)]),
+        telemetry,
+        "shop",
+    )
+    assert await ours.ainvoke({"topic": "cats"}) == "found cats"
+
+    spans = exporter.get_finished_spans()
+    assert [tree(spans, root) for root in roots(spans)] == [
+        ("execute_tool research", (leaf("execute_tool lookup"),))
+    ]
