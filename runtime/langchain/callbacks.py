@@ -41,9 +41,10 @@ Never two spans for one call: a run an instrumented boundary records
 (``InstrumentedChatModel``, agentwatch's tools, the instrumentor's wrappers; the marker
 of ``recording.py``, asked in the run's start callback) is not recorded here again.
 What runs beneath it nests under the boundary's span, and an agent still takes its
-model from a chat call so recorded. The boundary's own span nests under what is current
-when it starts, which is not the handler's agent span (see below): mixed with the
-handler, an ``InstrumentedChatModel``'s chat spans are not beneath its agent's.
+model from a chat call so recorded. The boundary's own span nests where the handler
+would have put the call: the handler is a ``recording.RunSpans``, which the boundary
+asks for the span of the call's parent run (an ``InstrumentedChatModel``'s chat spans
+beneath their agent's, our tools' beneath theirs).
 
 Current while its work runs: a tool's span is made current in ``on_tool_start`` and
 restored in ``on_tool_end`` / ``on_tool_error``. LangChain calls both in the task (or
@@ -94,7 +95,7 @@ from agentwatch.telemetry.names import OP_CHAT, OP_EXECUTE_TOOL, OP_INVOKE_AGENT
 from .agent_calls import UNNAMED_GRAPH
 from .chat_calls import record_result, start_llm_call
 from .providers import SEMCONV_PROVIDERS, semconv_provider
-from .recording import Recording, current, recorded_by_boundary
+from .recording import Recording, RunSpans, current, recorded_by_boundary
 from .tools import ToolReportedError, tool_result
 
 NODE_TAG = "graph:step:"
@@ -151,7 +152,7 @@ class _Run:
         self.started_at = 0.0
 
 
-class AgentwatchCallbackHandler(BaseCallbackHandler):
+class AgentwatchCallbackHandler(RunSpans, BaseCallbackHandler):
     run_inline = True
     raise_error = False
 
@@ -167,6 +168,10 @@ class AgentwatchCallbackHandler(BaseCallbackHandler):
         return self._telemetry or get_telemetry()
 
     # -- runs --------------------------------------------------------------------------
+    def span_of(self, run_id: UUID) -> Span | None:
+        run = self._runs.get(run_id)
+        return run.span if run is not None else None
+
     def _parent(self, parent_run_id: UUID | None) -> _Run | None:
         return self._runs.get(parent_run_id) if parent_run_id is not None else None
 

@@ -43,7 +43,7 @@ from agentwatch.telemetry import LlmCallInvocation, Telemetry, get_telemetry, in
 from agentwatch.telemetry.names import OP_CHAT, OUTCOME_CANCELLED
 
 from .providers import provider_name
-from .recording import Recorded, Recording, current, enter, leave, within
+from .recording import Recorded, Recording, current, enter, leave, parent_context, within
 from .streams import instrument_iter, marked_aiter, marked_iter, opened
 
 Wrapped = Callable[..., Any]
@@ -250,15 +250,22 @@ class ChatBoundary:
         *,
         stream: bool,
         runs: int,
+        callbacks: object,
     ) -> tuple[LlmCallInvocation, Recording]:
         """The call's invocation and its marker (``runs``: 1 when LangChain fires the
-        call's ``on_chat_model_start`` inside the boundary, 0 when it has already)."""
+        call's ``on_chat_model_start`` inside the boundary, 0 when it has already;
+        ``callbacks``: the call's, where a handler may trace its parent run)."""
         requested = request_model(model, options)
         enclosing = current()
         if enclosing is not None and enclosing.on_chat_model is not None:
             enclosing.on_chat_model(requested)  # an agent that did not know its model
         invocation = start_llm_call(
-            telemetry, requested, self._provider or provider_name(model), messages, stream=stream
+            telemetry,
+            requested,
+            self._provider or provider_name(model),
+            messages,
+            stream=stream,
+            parent=parent_context(callbacks),
         )
         return invocation, Recording(OP_CHAT, runs, span=invocation.span, owner=model)
 
@@ -331,7 +338,7 @@ class ChatBoundary:
         stream = instance._should_stream(async_api=async_api, run_manager=run_manager, **options)
         telemetry = self._telemetry or get_telemetry()
         invocation, marker = self._start(
-            telemetry, instance, messages, options, stream=stream, runs=0
+            telemetry, instance, messages, options, stream=stream, runs=0, callbacks=run_manager
         )
         if stream and run_manager is not None:
             run_manager = _observed(run_manager, ChunkObserver(invocation, False))
@@ -401,7 +408,11 @@ class ChatBoundary:
             given = args[0] if args else kwargs.get("input")
             messages = instance._convert_input(given).to_messages()
         options = _stream_options(kwargs)
-        return self._start(telemetry, instance, messages, options, stream=True, runs=1)
+        config = args[1] if len(args) > 1 else kwargs.get("config")
+        callbacks = config.get("callbacks") if isinstance(config, Mapping) else None
+        return self._start(
+            telemetry, instance, messages, options, stream=True, runs=1, callbacks=callbacks
+        )
 
 
 def _streams(model: BaseChatModel, async_api: bool, kwargs: Mapping[str, Any]) -> bool:

@@ -28,6 +28,11 @@ and every handler:
   not the boundary's: it has its own recording if it crosses an instrumented boundary,
   and the handler records it otherwise.
 
+Where a boundary's span goes: under what is current when it starts, unless a callback
+handler traces the call's parent run (``RunSpans``, among the call's callbacks): then
+under the span the handler gives that run, as the handler would have placed the call
+itself (the handler's agent spans are never current: see ``callbacks.py``).
+
 The marker is a ``ContextVar``, so it follows asyncio tasks and LangChain's executor
 hops (which copy the context); setting and resetting it costs well under a microsecond.
 """
@@ -41,6 +46,8 @@ from types import TracebackType
 from typing import Generic, TypeVar
 from uuid import UUID, uuid4
 
+from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 from agentwatch.telemetry import Invocation
@@ -177,6 +184,31 @@ def recorded_by_boundary(kind: str, run_id: UUID) -> bool:
     handler must not record it (see the module's rule)."""
     marker = _current.get()
     return marker is not None and marker.claims(kind, run_id)
+
+
+class RunSpans:
+    """A callback handler that knows the span of each LangChain run it traces."""
+
+    __slots__ = ()
+
+    def span_of(self, run_id: UUID) -> Span | None:
+        """The span what runs beneath ``run_id`` nests under (None: not traced here)."""
+        raise NotImplementedError
+
+
+def parent_context(callbacks: object) -> Context | None:
+    """The context to start a boundary's span in, from the call's ``callbacks`` (a
+    LangChain callback or run manager): the span a ``RunSpans`` handler among them gives
+    the call's parent run; None (what is current) when there is none."""
+    parent_run_id = getattr(callbacks, "parent_run_id", None)
+    if parent_run_id is None:
+        return None
+    for handler in getattr(callbacks, "handlers", ()):
+        if isinstance(handler, RunSpans):
+            span = handler.span_of(parent_run_id)
+            if span is not None:
+                return trace.set_span_in_context(span)
+    return None
 
 
 Op = TypeVar("Op", bound=Invocation)

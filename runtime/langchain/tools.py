@@ -27,7 +27,7 @@ from agentwatch.telemetry.names import OP_EXECUTE_TOOL
 
 from ..retry import Retrier, RetryPolicy
 from ..tools.registry import ToolRegistry, ToolSpec
-from .recording import Recorded, Recording, current_agent, own_run, within
+from .recording import Recorded, Recording, current_agent, own_run, parent_context, within
 
 _current: ContextVar[ToolCallInvocation | None] = ContextVar("agentwatch_tool", default=None)
 
@@ -87,8 +87,12 @@ class ToolBoundary:
     ) -> tuple[ToolCallInvocation, Recording, bool]:
         telemetry = self._telemetry or get_telemetry()
         agent = current_agent() if self._agent is None else self._agent
+        callbacks = args[4] if len(args) > 4 else kwargs.get("callbacks")
         invocation = telemetry.tool_call(
-            str(tool.name), agent_name=agent, call_id=kwargs.get("tool_call_id")
+            str(tool.name),
+            agent_name=agent,
+            call_id=kwargs.get("tool_call_id"),
+            parent=parent_context(callbacks),
         )
         capturing = telemetry.capturing
         if capturing:

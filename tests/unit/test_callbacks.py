@@ -398,12 +398,17 @@ async def test_a_tool_recorded_at_its_own_boundary_is_not_recorded_twice(
         {"messages": [("user", "research cats")]}, config={"callbacks": [handler]}
     )
 
-    spans = exporter.get_finished_spans()
-    (research_span,) = [s for s in spans if s.name == "execute_tool research"]
-    assert tree(spans, research_span) == (
-        "execute_tool research",
-        (sub_agent("researcher", "lookup"),),
-    )
+    spans = exporter.get_finished_spans()  # our tool's span beneath the handler's agent
+    assert [tree(spans, root) for root in roots(spans)] == [
+        (
+            "invoke_agent supervisor",
+            (
+                leaf(CHAT),
+                leaf(CHAT),
+                ("execute_tool research", (sub_agent("researcher", "lookup"),)),
+            ),
+        )
+    ]
     labels = {"gen_ai_tool_name": "research", "gen_ai_agent_name": "supervisor", "error_type": ""}
     assert registry.get_sample_value("gen_ai_execute_tool_duration_seconds_count", labels) == 1
 
@@ -462,8 +467,10 @@ async def test_an_instrumented_model_under_the_handler_is_one_chat_span_per_call
     handler = AgentwatchCallbackHandler(telemetry)
     await agent.ainvoke({"messages": [("user", "lookup cats")]}, config={"callbacks": [handler]})
 
-    names = sorted(s.name for s in exporter.get_finished_spans())
-    assert names == [CHAT, CHAT, "execute_tool lookup", "invoke_agent shop"]
+    spans = exporter.get_finished_spans()  # the model's spans beneath the handler's agent
+    assert [tree(spans, root) for root in roots(spans)] == [
+        ("invoke_agent shop", (leaf(CHAT), leaf(CHAT), leaf("execute_tool lookup")))
+    ]
     labels = {"gen_ai_agent_name": "shop", "gen_ai_request_model": MODEL, "error_type": ""}
     count = "gen_ai_invoke_agent_duration_seconds_count"
     assert registry.get_sample_value(count, labels) == 1  # the model, from the model's call
