@@ -1,7 +1,7 @@
 """agentwatch.telemetry: spans, metrics and their exposition. Knows nothing of the runtime."""
 
 from ._agent_run import AgentRunInvocation
-from ._invocation import Invocation, instrument_stream, is_cancellation
+from ._invocation import Invocation, instrument_iter, instrument_stream, is_cancellation
 from ._llm_call import LlmCallInvocation
 from ._retry_attempt import RetryAttemptInvocation
 from ._tool_call import ToolCallInvocation
@@ -45,6 +45,7 @@ __all__ = [
     "format_report",
     "get_telemetry",
     "http_metrics_middleware",
+    "instrument_iter",
     "instrument_stream",
     "is_cancellation",
     "loop_lag_ctx",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -179,6 +179,39 @@ class Invocation:
 T = TypeVar("T")
 
 
+class _StreamSpan:
+    """What ``instrument_stream`` and ``instrument_iter`` share: when the span is
+    current (around a step of the producer, never across a ``yield``) and how the
+    stream's end ends it."""
+
+    __slots__ = ("_closed_early", "_current", "_invocation", "_throughout", "error")
+
+    def __init__(self, invocation: Invocation, closed_early: str, throughout: bool) -> None:
+        self._invocation = invocation
+        self._closed_early = closed_early
+        self._current = True
+        self._throughout = throughout
+        self.error: BaseException | None = None
+
+    def step(self) -> bool:
+        """Before a step: the span made current when it should be (True: it was)."""
+        if not self._current:
+            return False
+        self._invocation.activate()
+        self._current = self._throughout
+        return True
+
+    def stepped(self, current: bool) -> None:
+        if current:
+            self._invocation.deactivate()
+
+    def failed(self, exc: BaseException) -> None:
+        """The stream ended by ``exc``: a consumer that closed it early (GeneratorExit)
+        ends it as finished, or as cancelled with ``closed_early=OUTCOME_CANCELLED``."""
+        if not isinstance(exc, GeneratorExit) or self._closed_early == OUTCOME_CANCELLED:
+            self.error = exc
+
+
 async def instrument_stream(
     invocation: Invocation,
     stream: AsyncIterator[T],
@@ -196,32 +229,21 @@ async def instrument_stream(
     until the first item (connecting, retrying), which saves a context switch per item
     of a long stream whose producer starts no spans of its own after that.
     """
-    error: BaseException | None = None
-    current = True
+    span = _StreamSpan(invocation, closed_early, current_throughout)
     try:
         while True:
-            if current:
-                invocation.activate()
-                current = current_throughout
-                try:
-                    item = await anext(stream)
-                except StopAsyncIteration:
-                    break
-                finally:
-                    invocation.deactivate()
-            else:
-                try:
-                    item = await anext(stream)
-                except StopAsyncIteration:
-                    break
+            current = span.step()
+            try:
+                item = await anext(stream)
+            except StopAsyncIteration:
+                break
+            finally:
+                span.stepped(current)
             if on_item is not None:
                 on_item(item)
             yield item
-    except GeneratorExit as exc:
-        if closed_early == OUTCOME_CANCELLED:
-            error = exc  # ends the invocation as cancelled
     except BaseException as exc:
-        error = exc
+        span.failed(exc)
         raise
     finally:
         try:
@@ -229,4 +251,38 @@ async def instrument_stream(
             if close is not None:
                 await close()
         finally:
-            invocation.end(error)
+            invocation.end(span.error)
+
+
+def instrument_iter(
+    invocation: Invocation,
+    stream: Iterator[T],
+    on_item: Callable[[T], None] | None = None,
+    *,
+    closed_early: str = OUTCOME_OK,
+    current_throughout: bool = True,
+) -> Generator[T, None, None]:
+    """``instrument_stream`` for a sync iterator (LangChain's sync ``stream()``)."""
+    span = _StreamSpan(invocation, closed_early, current_throughout)
+    try:
+        while True:
+            current = span.step()
+            try:
+                item = next(stream)
+            except StopIteration:
+                break
+            finally:
+                span.stepped(current)
+            if on_item is not None:
+                on_item(item)
+            yield item
+    except BaseException as exc:
+        span.failed(exc)
+        raise
+    finally:
+        try:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        finally:
+            invocation.end(span.error)

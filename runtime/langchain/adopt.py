@@ -22,18 +22,18 @@ from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import ToolMessage
-from langchain_core.tools import BaseTool, ToolException
+from langchain_core.tools import BaseTool
 from langgraph.errors import GraphBubbleUp
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from agentwatch.telemetry import AgentwatchError, ConfigurationError, Telemetry
+from agentwatch.telemetry import ConfigurationError, Telemetry
 from agentwatch.telemetry.names import OP_EXECUTE_TOOL
 
 from ..retry import Retrier, RetryPolicy
 from ..tools.registry import ToolRegistry, ToolSpec
 from .chat_model import InstrumentedChatModel
 from .recording import another_run
-from .tools import ToolBoundary, ToolReportedError, _failed, langchain_tools
+from .tools import ToolBoundary, ToolReportedError, error_text, fail_call, langchain_tools
 
 __all__ = ["ObservedTool", "ToolReportedError", "adopt_model", "agent_tools", "error_text"]
 
@@ -125,7 +125,7 @@ class ObservedTool(BaseTool):
         except GraphBubbleUp:  # LangGraph's interrupt(): not a failure, the graph's to handle
             raise
         except Exception as exc:
-            message = _failed(exc, f"Error: {error_text(self.name, self.timeout, exc)}")
+            message = fail_call(exc, f"Error: {error_text(self.name, self.timeout, exc)}")
             call_id = kwargs.get("tool_call_id")
             if call_id is None:
                 return message
@@ -149,20 +149,6 @@ class ObservedTool(BaseTool):
             return await attempt()
         retrier: Retrier = self.retrier
         return await retrier.call(OP_EXECUTE_TOOL, attempt)
-
-
-def error_text(name: str, timeout: float, exc: BaseException) -> str:
-    """What the model is told of a tool call that raised ``exc``."""
-    if isinstance(exc, TimeoutError):
-        return f"{name} timed out after {timeout:g} s"
-    if isinstance(exc, ValidationError):
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
-        )
-        return f"invalid arguments ({problems or exc})"
-    if isinstance(exc, AgentwatchError | ToolException):
-        return str(exc)
-    return f"{name} failed: {type(exc).__name__}: {exc}"
 
 
 def adopt_model(

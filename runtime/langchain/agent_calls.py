@@ -31,12 +31,13 @@ from agentwatch.telemetry import (
     AgentRunInvocation,
     Telemetry,
     get_telemetry,
+    instrument_iter,
     instrument_stream,
 )
 from agentwatch.telemetry.names import OP_INVOKE_AGENT, OUTCOME_CANCELLED
 
 from .recording import Recorded, Recording, own_run, within
-from .streams import instrument_iter, marked_aiter, marked_iter, opened
+from .streams import marked_aiter, marked_iter, opened
 
 UNNAMED_GRAPH: Final = "LangGraph"
 """LangGraph's name for a graph compiled without ``name=``: not an agent."""

@@ -39,12 +39,18 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, GenerationChunk
 from opentelemetry.context import Context
 
-from agentwatch.telemetry import LlmCallInvocation, Telemetry, get_telemetry, instrument_stream
+from agentwatch.telemetry import (
+    LlmCallInvocation,
+    Telemetry,
+    get_telemetry,
+    instrument_iter,
+    instrument_stream,
+)
 from agentwatch.telemetry.names import OP_CHAT, OUTCOME_CANCELLED
 
 from .providers import provider_name
 from .recording import Recorded, Recording, current, enter, leave, parent_context, within
-from .streams import instrument_iter, marked_aiter, marked_iter, opened
+from .streams import marked_aiter, marked_iter, opened
 
 Wrapped = Callable[..., Any]
 

@@ -1,5 +1,5 @@
-"""Streams a boundary records: its marker current while the producer runs, and the sync
-twin of ``agentwatch.telemetry.instrument_stream`` for LangChain's sync ``stream()``.
+"""Streams a boundary records: its marker current while the producer runs (the span
+is telemetry's: ``instrument_stream`` / ``instrument_iter``).
 
 Neither the span nor the marker is current across a ``yield``: set around each step of
 the producer, reset before the item goes to the consumer (whose own code is not part of
@@ -10,9 +10,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import TypeVar
-
-from agentwatch.telemetry import Invocation
-from agentwatch.telemetry.names import OUTCOME_CANCELLED, OUTCOME_OK
 
 from .recording import Recording, enter, leave
 
@@ -72,50 +69,3 @@ def marked_iter(
         close = getattr(stream, "close", None)
         if close is not None:
             close()
-
-
-def instrument_iter(
-    invocation: Invocation,
-    stream: Iterator[T],
-    on_item: Callable[[T], None] | None = None,
-    *,
-    closed_early: str = OUTCOME_OK,
-    current_throughout: bool = True,
-) -> Generator[T, None, None]:
-    """``instrument_stream`` for a sync iterator: the same rules (the span current while
-    the producer runs, never across a ``yield``; ended when the stream ends, fails or
-    is closed — as cancelled with ``closed_early=OUTCOME_CANCELLED``)."""
-    error: BaseException | None = None
-    current = True
-    try:
-        while True:
-            if current:
-                invocation.activate()
-                current = current_throughout
-                try:
-                    item = next(stream)
-                except StopIteration:
-                    break
-                finally:
-                    invocation.deactivate()
-            else:
-                try:
-                    item = next(stream)
-                except StopIteration:
-                    break
-            if on_item is not None:
-                on_item(item)
-            yield item
-    except GeneratorExit as exc:
-        if closed_early == OUTCOME_CANCELLED:
-            error = exc
-    except BaseException as exc:
-        error = exc
-        raise
-    finally:
-        try:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-        finally:
-            invocation.end(error)

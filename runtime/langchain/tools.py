@@ -133,7 +133,30 @@ def _finish(invocation: ToolCallInvocation, output: Any, capturing: bool) -> Non
         invocation.fail(ToolReportedError(tool_result(output)))
 
 
-def _failed(exc: BaseException, message: str) -> str:
+def error_text(name: str, timeout: float, exc: BaseException, *, validates: bool = True) -> str:
+    """What the model is told of a call of tool ``name`` that raised ``exc``
+    (``validates``: the tool checks its arguments itself, so a ``ValidationError`` is
+    about them; otherwise it came from the tool's own work)."""
+    if isinstance(exc, TimeoutError):
+        return f"{name} timed out after {timeout:g} s"
+    if validates and isinstance(exc, ValidationError):
+        return invalid_arguments(exc)
+    if isinstance(exc, AgentwatchError | ToolException):
+        return str(exc)
+    return f"{name} failed: {type(exc).__name__}: {exc}"
+
+
+def invalid_arguments(error: ValidationError | Any) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+        for e in getattr(error, "errors", list)()
+    )
+    return f"invalid arguments ({problems or error})"
+
+
+def fail_call(exc: BaseException, message: str) -> str:
+    """The tool call being recorded here failed with ``exc``; ``message`` (what the
+    model is told) is its result."""
     invocation = _current.get()
     if invocation is not None:
         invocation.capture(result=message)  # before it ends: an ended span takes nothing
@@ -143,15 +166,11 @@ def _failed(exc: BaseException, message: str) -> str:
 
 def _tool_error(error: ToolException) -> str:
     cause = error.__cause__ if isinstance(error.__cause__, BaseException) else error
-    return _failed(cause, f"Error: {error}")
+    return fail_call(cause, f"Error: {error}")
 
 
 def _validation_error(error: ValidationError | Any) -> str:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
-        for e in getattr(error, "errors", list)()
-    )
-    return _failed(error, f"Error: invalid arguments ({problems or error})")
+    return fail_call(error, f"Error: {invalid_arguments(error)}")
 
 
 class InstrumentedTool(StructuredTool):
@@ -175,14 +194,12 @@ def _coroutine(spec: ToolSpec, retrier: Retrier | None) -> Any:
             if retrier is None:
                 return await attempt(kwargs)
             return await retrier.call(OP_EXECUTE_TOOL, lambda: attempt(kwargs))
-        except TimeoutError as exc:
-            raise ToolException(f"{spec.name} timed out after {spec.timeout:g} s") from exc
-        except AgentwatchError as exc:
-            raise ToolException(str(exc)) from exc
         except ToolException:
             raise
         except Exception as exc:
-            raise ToolException(f"{spec.name} failed: {type(exc).__name__}: {exc}") from exc
+            # Arguments were checked before the call: a ValidationError is the tool's own.
+            text = error_text(spec.name, spec.timeout, exc, validates=False)
+            raise ToolException(text) from exc
 
     return run
 
