@@ -175,11 +175,5 @@ def adopt_model(
 
 @cache
 def _instrumented(cls: type[BaseChatModel]) -> type[InstrumentedChatModel]:
-    """``cls`` with ``InstrumentedChatModel`` first among its bases (one per class).
-
-    A model that cannot stream keeps LangChain's own ``_astream``: LangChain streams any
-    model whose class defines one, and the mixin's (retries until the first chunk)
-    would make it try (``NotImplementedError`` under ``astream`` / ``stream_mode``)."""
-    streams = cls._astream is not BaseChatModel._astream or cls._stream is not BaseChatModel._stream
-    namespace = {} if streams else {"_astream": BaseChatModel._astream}
-    return type(f"Instrumented{cls.__name__}", (InstrumentedChatModel, cls), namespace)
+    """``cls`` with ``InstrumentedChatModel`` first among its bases (one per class)."""
+    return type(f"Instrumented{cls.__name__}", (InstrumentedChatModel, cls), {})

@@ -61,6 +61,21 @@ class InstrumentedChatModel(BaseChatModel):
     """A ``RetryPolicy``: every attempt is ours and visible (set the client's own
     ``max_retries=0``). None: one attempt."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A model that cannot stream keeps LangChain's own ``_astream``: LangChain
+        streams any model whose class defines one, and the mixin's (retries until the
+        first chunk) would make it try (``NotImplementedError`` under ``astream`` or a
+        graph's ``stream_mode="messages"``)."""
+        super().__init_subclass__(**kwargs)
+        below = cls.__mro__[cls.__mro__.index(InstrumentedChatModel) + 1 :]
+        streams = any(
+            "_astream" in base.__dict__ or "_stream" in base.__dict__
+            for base in below
+            if base is not BaseChatModel
+        )
+        if not streams and "_astream" not in cls.__dict__:
+            cls._astream = BaseChatModel._astream  # type: ignore[method-assign]
+
     def _telemetry(self) -> Telemetry:
         telemetry: Telemetry = self.telemetry or get_telemetry()
         return telemetry

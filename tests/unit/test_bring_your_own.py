@@ -387,3 +387,16 @@ async def test_a_users_model_that_cannot_stream_answers_streamed_runs_too(
     assert last.result.output == "A plain answer."
     assert (await agent.arun("hello")).output == "A plain answer."
     assert [s.name for s in exporter.get_finished_spans()] == ["chat", "invoke_agent shop"] * 2
+
+
+class InstrumentedPlainChat(InstrumentedChatModel, PlainChat):
+    """The mixin put first by hand on a model that cannot stream."""
+
+
+async def test_the_mixin_on_a_model_that_cannot_stream_streams_as_the_model_does(
+    telemetry: Telemetry, exporter: InMemorySpanExporter
+) -> None:
+    model = InstrumentedPlainChat(telemetry=telemetry)
+    chunks = [chunk async for chunk in model.astream("hello")]
+    assert [chunk.text for chunk in chunks] == ["A plain answer."]
+    assert [s.name for s in exporter.get_finished_spans()] == ["chat"]
