@@ -102,7 +102,7 @@ async def _research(session: aiohttp.ClientSession, base: str, console: Console)
     )
     for query, body in list(zip(queries, results, strict=True))[: len(RESEARCH)]:
         answer = body.get("output") or body.get("error", {}).get("message", "")
-        trace = str(body.get("trace_id", "-"))[:8]
+        trace = str(body.get("trace_id") or "-")[:8]
         console.print(f"  {query[:28]:28} -> {answer[:34]:34} [dim]{trace}[/dim]", highlight=False)
 
 
@@ -116,7 +116,8 @@ async def _stream(session: aiohttp.ClientSession, base: str, console: Console) -
             elif event == "text":
                 console.print(data["text"], end="", soft_wrap=True, highlight=False)
             elif event == "result":
-                console.print(f"\n  [dim]trace {data['trace_id']}[/dim]")
+                trace = data.get("trace_id") or "not exported (set OTEL_EXPORTER_OTLP_ENDPOINT)"
+                console.print(f"\n  [dim]trace {trace}[/dim]")
             elif event == "error":
                 console.print(f"\n  [red]{data['message']}[/red]")
 
