@@ -1,8 +1,8 @@
-"""The ``agentwatch`` command line: ``demo | serve | run | batch | report | model``.
+"""The ``agentwatch`` command line: ``demo | serve | run | batch | report | top | model``.
 
 This module parses the command line (flag values checked by the parser), dispatches to
 the command's own function (serve.py: ``serve``, ``model``, ``demo``; run.py; batch.py;
-report.py) and guards it: a user's ordinary mistake (a port in use, a bad flag value, a
+report.py; top/) and guards it: a user's ordinary mistake (a port in use, a bad flag value, a
 model that cannot be reached) is one line on stderr naming the problem and the flag or
 variable they used, and a documented exit code (``EXIT_CODES``, exits.py); only a bug
 prints a traceback, and only with ``AGENTWATCH_DEBUG=1``.
@@ -35,8 +35,11 @@ from .exits import EXIT_USAGE as EXIT_USAGE
 from .report import report_command
 from .run import run_command
 from .serve import MODEL_PORT, demo_command, model_command, serve_command
+from .top.command import TOP_EPILOG, top_command
+from .top.screen import VIEWS
 
 AGENTWATCH_DEBUG: Final = "AGENTWATCH_DEBUG"
+DEFAULT_METRICS_URL: Final = "http://127.0.0.1:8080/metrics"  # serve's defaults
 
 
 class _Parser(argparse.ArgumentParser):
@@ -176,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print the performance report of a /metrics URL")
     report.add_argument(
         "--url",
-        default="http://127.0.0.1:8080/metrics",
+        default=DEFAULT_METRICS_URL,
         help="the /metrics page to read (default %(default)s)",
     )
     report.add_argument(
@@ -186,6 +189,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for it (default %(default)s)",
     )
     report.set_defaults(func=report_command)
+
+    top = commands.add_parser(
+        "top",
+        help="a live view of one or more /metrics pages",
+        epilog=TOP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument(
+        "--url",
+        action="append",
+        help=f"a /metrics page; repeat for several replicas, shown summed and each "
+        f"(default {DEFAULT_METRICS_URL})",
+    )
+    top.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=2.0,
+        help="seconds between scrapes (default %(default)s)",
+    )
+    top.add_argument(
+        "--timeout",
+        type=_positive_float,
+        help="seconds each scrape may take (default: the interval, at most 5)",
+    )
+    top.add_argument(
+        "--view",
+        choices=VIEWS,
+        default=VIEWS[0],
+        help="the view to start with (default %(default)s)",
+    )
+    top.add_argument(
+        "--once",
+        action="store_true",
+        help="print one frame as text (two scrapes --interval apart) and exit",
+    )
+    top.add_argument("--json", action="store_true", help="print that frame's figures as JSON")
+    top.set_defaults(func=top_command, default_url=DEFAULT_METRICS_URL)
 
     model = commands.add_parser("model", help="run the builtin OpenAI-compatible model alone")
     model.add_argument("--host", help="bind address (default 127.0.0.1)")

@@ -1,0 +1,260 @@
+"""Drawing one frame of ``agentwatch top`` with rich: the header, four panels (runs,
+usage, batches, health) with sparklines, and the table of the chosen view.
+
+The same renderables serve the live screen (inside a full-screen ``Layout``) and
+``--once`` (printed once, as plain text when stdout is not a terminal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from rich.console import Group, RenderableType
+from rich.layout import Layout
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .figures import Figures, ModelRow, Row
+from .monitor import ALL, History, Monitor
+
+VIEWS: Final = ("operations", "tools", "models", "batches")
+KEYS: Final = "o operations  t tools  m models  b batches  tab/←→ target  q quit"
+_BARS: Final = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH: Final = 30
+
+
+@dataclass(frozen=True, slots=True)
+class ViewState:
+    view: str = VIEWS[0]
+    selection: str = ALL
+
+
+def sparkline(values: Iterable[float], width: int = SPARK_WIDTH) -> str:
+    """The last ``width`` values as bars, scaled to their maximum (flat when all 0)."""
+    points = list(values)[-width:]
+    top = max(points, default=0.0)
+    if top <= 0:
+        return _BARS[0] * len(points)
+    last = len(_BARS) - 1
+    return "".join(_BARS[min(last, round(v / top * last))] for v in points)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.1f}ms"
+    return f"{seconds:.2f}s"
+
+
+def rate(value: float | None, unit: str = "/s") -> str:
+    return "-" if value is None else f"{value:.2f}{unit}"
+
+
+def ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def count(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def money(value: float | None, unit: str = "") -> str:
+    return "n/a" if value is None else f"${value:.6f}{unit}"
+
+
+def eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _pairs(rows: Sequence[tuple[str, str]]) -> Table:
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="ellipsis")
+    for label, value in rows:
+        grid.add_row(label, value)
+    return grid
+
+
+def _runs_panel(f: Figures, history: History) -> Panel:
+    r = f.runs
+    types = ", ".join(f"{k} {ratio(v)}" for k, v in r.error_ratio_by_type.items()) or "none"
+    return Panel(
+        _pairs(
+            [
+                ("runs/s", rate(r.per_second)),
+                ("", sparkline(history.runs_per_second)),
+                ("p50 / p95", f"{duration(r.p50_seconds)} / {duration(r.p95_seconds)}"),
+                ("", sparkline(history.p95_seconds)),
+                ("errors", f"{count(r.errors)}  {ratio(r.error_ratio)}"),
+                ("", sparkline(history.errors_per_second)),
+                ("by type", types),
+                ("in flight / waiting", f"{count(r.in_flight)} / {count(r.waiting)}"),
+                ("runs", f"{count(r.count)} in window"),
+                ("cancelled / shed", f"{count(r.cancelled)} / {count(r.shed)}"),
+            ]
+        ),
+        title="Runs",
+    )
+
+
+def _usage_panel(f: Figures) -> Panel:
+    u = f.usage
+    return Panel(
+        _pairs(
+            [
+                ("tokens/s", rate(u.tokens_per_second)),
+                ("tokens in", count(u.input_tokens)),
+                ("tokens out", count(u.output_tokens)),
+                ("spend/s", money(u.usd_per_second, "/s")),
+                ("spend", money(u.usd)),
+            ]
+        ),
+        title="Tokens & spend",
+    )
+
+
+def _batches_panel(f: Figures) -> Panel:
+    b = f.batches
+    return Panel(
+        _pairs(
+            [
+                ("queued", count(b.queue_depth)),
+                ("in progress", count(b.in_progress)),
+                ("done / failed", f"{count(b.completed_total)} / {count(b.failed_total)}"),
+                ("progress", ratio(b.progress)),
+                ("tasks/s", rate(b.finished_per_second)),
+                ("ETA", eta(b.eta_seconds)),
+            ]
+        ),
+        title="Batches",
+    )
+
+
+def _health_panel(f: Figures) -> Panel:
+    h = f.health
+    return Panel(
+        _pairs(
+            [
+                ("retries", count(h.retries)),
+                ("give-ups", count(h.giveups)),
+                ("spans dropped", count(h.spans_dropped)),
+                ("loop lag p95", duration(h.loop_lag_p95_seconds)),
+                ("loop lag max", duration(h.loop_lag_max_seconds)),
+            ]
+        ),
+        title="Health",
+    )
+
+
+def _row_table(title: str, rows: Sequence[Row]) -> Table:
+    table = Table(title=title, expand=True, title_justify="left")
+    for header in ("name", "calls", "/s", "errors", "error %", "p50", "p95", "error types"):
+        table.add_column(header, justify="left" if header in ("name", "error types") else "right")
+    for row in rows:
+        table.add_row(
+            row.name,
+            count(row.calls),
+            rate(row.per_second, ""),
+            count(row.errors),
+            ratio(row.error_ratio),
+            duration(row.p50_seconds),
+            duration(row.p95_seconds),
+            ", ".join(f"{k} {count(v)}" for k, v in row.error_types.items()),
+        )
+    if not rows:
+        table.add_row("(nothing in this window)", *[""] * 7)
+    return table
+
+
+def _model_table(rows: Sequence[ModelRow]) -> Table:
+    table = Table(title="Models", expand=True, title_justify="left")
+    headers = ("model", "calls/s", "errors", "p50", "p95", "first chunk p95", "in tok/s")
+    for header in (*headers, "out tok/s", "spend/s"):
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for m in rows:
+        table.add_row(
+            m.calls.name,
+            rate(m.calls.per_second, ""),
+            count(m.calls.errors),
+            duration(m.calls.p50_seconds),
+            duration(m.calls.p95_seconds),
+            duration(m.first_chunk_p95_seconds),
+            rate(m.input_tokens_per_second, ""),
+            rate(m.output_tokens_per_second, ""),
+            money(m.usd_per_second),
+        )
+    if not rows:
+        table.add_row("(nothing in this window)", *[""] * 8)
+    return table
+
+
+def _view_table(view: str, f: Figures) -> RenderableType:
+    if view == "tools":
+        return _row_table("Tools", f.tools)
+    if view == "models":
+        return _model_table(f.models)
+    if view == "batches":
+        b = f.batches
+        statuses = ", ".join(f"{k} {count(v)}" for k, v in b.finished.items())
+        wait = f"task p95 {duration(b.task_p95_seconds)}  "
+        wait += f"queue wait p95 {duration(b.queue_wait_p95_seconds)}"
+        return Group(
+            _row_table("Batch tasks by status", f.batch_statuses),
+            Text(f"finished in window: {statuses}   {wait}"),
+        )
+    return _row_table("Operations", f.operations)
+
+
+def _header(monitor: Monitor, state: ViewState, figures: Figures | None) -> Text:
+    text = Text()
+    text.append("agentwatch top", style="bold")
+    shown = "all targets summed" if state.selection == ALL else state.selection
+    text.append(f"  {shown}  view: {state.view}")
+    if figures is not None:
+        text.append(f"  window {figures.seconds:.1f} s")
+        if figures.restarted:
+            text.append("  (a target restarted: its counters count from zero)", style="yellow")
+    for target in monitor.targets:
+        text.append("\n")
+        if target.up:
+            text.append("● ", style="green")
+            text.append(f"{target.url} up")
+        elif target.scrapes == 0:
+            text.append(f"○ {target.url} waiting for the first scrape")
+        else:
+            text.append("✗ ", style="red")
+            text.append(f"{target.url} DOWN: {target.error} (retrying; {target.failures} in a row)")
+    return text
+
+
+def frame(monitor: Monitor, state: ViewState) -> Group:
+    """One frame: header, panels, the view's table (or why there are no figures yet)."""
+    figures = monitor.figures.get(state.selection)
+    header = _header(monitor, state, figures)
+    if figures is None:
+        return Group(header, Text("\nwaiting for two scrapes of this target..."))
+    panels = Table.grid(expand=True)
+    for share in (3, 2, 2, 2):
+        panels.add_column(ratio=share)
+    panels.add_row(
+        _runs_panel(figures, monitor.history[state.selection]),
+        _usage_panel(figures),
+        _batches_panel(figures),
+        _health_panel(figures),
+    )
+    return Group(header, panels, _view_table(state.view, figures))
+
+
+def screen(monitor: Monitor, state: ViewState) -> Layout:
+    """The full-screen layout: the frame, and the keys at the bottom."""
+    layout = Layout()
+    layout.split_column(Layout(frame(monitor, state), name="frame"), Layout(name="keys", size=1))
+    layout["keys"].update(Text(KEYS, style="reverse"))
+    return layout

@@ -1,0 +1,247 @@
+"""``agentwatch top``'s model: scrapes, windows between them, the figures of a window.
+
+Pages are rendered by prometheus_client from a real catalog (a fresh registry each), so
+the parser reads exactly what a service exposes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+from agentwatch.runtime.cli.top import command, figures, keys
+from agentwatch.runtime.cli.top.figures import compute
+from agentwatch.runtime.cli.top.monitor import ALL, Monitor
+from agentwatch.runtime.cli.top.scrape import Snapshot, parse_page, scrape
+from agentwatch.runtime.cli.top.window import between, combine
+from agentwatch.telemetry import MetricCatalog
+from agentwatch.telemetry import names as n
+from tests.unit.test_vocabulary import second_spellings
+
+TOP = Path(__file__).resolve().parents[2] / "runtime" / "cli" / "top"
+
+
+def _catalog() -> MetricCatalog:
+    return MetricCatalog.create(CollectorRegistry())
+
+
+def _page(catalog: MetricCatalog, at: float, url: str = "http://a/metrics") -> Snapshot:
+    return parse_page(url, generate_latest(catalog.registry).decode(), at)
+
+
+def _runs(catalog: MetricCatalog, seconds: float, times: int = 1, error: str = "") -> None:
+    child = catalog.gen_ai_invoke_agent_duration.labels("research", "m", error)
+    for _ in range(times):
+        child.observe(seconds)
+
+
+def test_quantiles_come_from_the_bucket_increases_in_the_window() -> None:
+    catalog = _catalog()
+    _runs(catalog, 0.05, times=10)  # before the window: all in the first bucket
+    first = _page(catalog, at=100.0)
+    _runs(catalog, 0.15, times=5)  # (0.1, 0.2]
+    _runs(catalog, 0.3, times=5)  # (0.2, 0.4]
+    window = between(first, _page(catalog, at=102.0))
+    runs = compute(window).runs
+    assert (runs.count, runs.per_second, window.seconds) == (10, 5.0, 2.0)
+    # histogram_quantile over the increases: rank 5 ends bucket 0.2; rank 9.5 in (0.2, 0.4]
+    assert runs.p50_seconds == pytest.approx(0.2)
+    assert runs.p95_seconds == pytest.approx(0.2 + 0.2 * 4.5 / 5)
+
+
+def test_nothing_in_the_window_has_no_latency_and_no_error_ratio() -> None:
+    catalog = _catalog()
+    _runs(catalog, 0.05, times=3)
+    runs = compute(between(_page(catalog, 0.0), _page(catalog, 1.0))).runs
+    assert (runs.count, runs.p50_seconds, runs.p95_seconds, runs.error_ratio) == (
+        0,
+        None,
+        None,
+        None,
+    )
+
+
+def test_errors_by_type_and_cancelled_runs_are_told_apart() -> None:
+    catalog = _catalog()
+    first = _page(catalog, 0.0)
+    _runs(catalog, 0.1, times=6)
+    _runs(catalog, 0.1, times=3, error="TimeoutError")
+    _runs(catalog, 0.1, times=1, error=n.CANCELLED)
+    runs = compute(between(first, _page(catalog, 1.0))).runs
+    assert (runs.count, runs.errors, runs.cancelled) == (10, 3, 1)
+    assert runs.error_ratio_by_type == {"TimeoutError": pytest.approx(0.3)}
+
+
+def test_a_restarted_target_counts_from_zero_not_below() -> None:
+    before = _catalog()
+    _runs(before, 0.1, times=50)
+    before.retry_attempts.labels(n.OP_CHAT, n.RETRY_RETRY).inc(20)
+    after = _catalog()  # a new process: every counter starts again
+    _runs(after, 0.1, times=4)
+    after.retry_attempts.labels(n.OP_CHAT, n.RETRY_RETRY).inc(2)
+    window = between(_page(before, 0.0), _page(after, 2.0))
+    assert window.restarted
+    found = compute(window)
+    assert (found.runs.count, found.health.retries) == (4, 2)
+
+
+def test_targets_are_summed_and_each_kept() -> None:
+    a, b = _catalog(), _catalog()
+    monitor = Monitor(["http://a/metrics", "http://b/metrics"])
+    monitor.update([_page(a, 0.0, "http://a/metrics"), _page(b, 0.0, "http://b/metrics")])
+    _runs(a, 0.1, times=3)
+    _runs(b, 0.1, times=5)
+    a.batch_queue_depth.set(4)
+    b.batch_queue_depth.set(6)
+    monitor.update([_page(a, 1.0, "http://a/metrics"), _page(b, 1.0, "http://b/metrics")])
+    summed = monitor.figures[ALL]
+    assert summed is not None
+    assert (summed.runs.count, summed.batches.queue_depth) == (8, 10)
+    each = [monitor.figures[url] for url in monitor.selections[1:]]
+    assert [f.runs.count for f in each if f is not None] == [3, 5]
+
+
+def test_a_target_gone_is_shown_and_its_window_resumes_when_it_is_back() -> None:
+    catalog = _catalog()
+    monitor = Monitor(["http://a/metrics"])
+    monitor.update([_page(catalog, 0.0)])
+    monitor.update([Snapshot("http://a/metrics", 1.0, error="no answer within 1 s")])
+    [target] = monitor.as_json()["targets"]
+    assert (target["up"], target["error"], target["failures_in_a_row"]) == (
+        False, "no answer within 1 s", 1,
+    )  # fmt: skip
+    assert monitor.figures[ALL] is None
+    _runs(catalog, 0.1, times=6)
+    monitor.update([_page(catalog, 3.0)])
+    back = monitor.figures[ALL]
+    assert back is not None
+    assert (back.seconds, back.runs.count) == (3.0, 6)  # from the last good scrape
+    assert monitor.targets[0].up
+
+
+def test_spend_is_absent_without_the_cost_metric_and_read_when_present(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    catalog = _catalog()
+    window = between(_page(catalog, 0.0), _page(catalog, 1.0))
+    assert (compute(window).usage.usd, compute(window).usage.usd_per_second) == (None, None)
+
+    monkeypatch.setattr(figures, "COST_METRIC", "agentwatch_cost_usd")
+    cost = Counter(
+        "agentwatch_cost_usd", "spend", [n.L_GEN_AI_REQUEST_MODEL], registry=catalog.registry
+    )
+    first = _page(catalog, 0.0)
+    cost.labels("m").inc(0.5)
+    catalog.gen_ai_operation_duration.labels(n.OP_CHAT, "p", "m", "").observe(0.1)
+    found = compute(between(first, _page(catalog, 2.0)))
+    assert (found.usage.usd, found.usage.usd_per_second) == (0.5, 0.25)
+    [model] = found.models
+    assert (model.calls.name, model.usd_per_second) == ("m", 0.25)
+
+
+def test_batch_progress_and_eta_at_the_windows_rate() -> None:
+    catalog = _catalog()
+    catalog.batch_tasks.labels(n.STATUS_COMPLETED).inc(10)
+    first = _page(catalog, 0.0)
+    catalog.batch_tasks.labels(n.STATUS_COMPLETED).inc(8)
+    catalog.batch_tasks.labels(n.STATUS_FAILED).inc(2)
+    catalog.batch_queue_depth.set(36)
+    catalog.batch_in_progress.set(4)
+    batches = compute(between(first, _page(catalog, 2.0))).batches
+    assert (batches.finished_per_second, batches.eta_seconds) == (5.0, 8.0)  # 40 left at 5/s
+    assert (batches.completed_total, batches.failed_total) == (18, 2)
+    assert batches.progress == pytest.approx(20 / 60)
+
+
+def test_several_windows_of_one_length_add_as_they_are() -> None:
+    a = _catalog()
+    first = _page(a, 0.0)
+    _runs(a, 0.1, times=4)
+    one = between(first, _page(a, 2.0))
+    long = between(first, _page(a, 8.0))  # a target back after 3 missed ticks
+    summed = combine([one, one])
+    assert summed is not None
+    assert compute(summed).runs.count == 8
+    scaled = combine([one, long])
+    assert scaled is not None
+    assert compute(scaled).runs.count == 4 + 1  # the long window adds its rate over 2 s
+
+
+async def _serve(handler: Callable[[web.Request], object]) -> TestServer:
+    app = web.Application()
+    app.router.add_get("/metrics", handler)  # type: ignore[arg-type]
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def test_a_scrape_is_timed_refused_or_read_and_says_which() -> None:
+    catalog = _catalog()
+    page = generate_latest(catalog.registry)
+    seen: list[str] = []
+
+    async def good(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization") != "Bearer t0k":
+            return web.Response(status=401)
+        return web.Response(body=page, content_type="text/plain")
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(30)
+        return web.Response(body=page)
+
+    async def garbage(request: web.Request) -> web.Response:
+        return web.Response(text="<html>hello</html> { not metrics")
+
+    servers = [await _serve(h) for h in (good, slow, garbage)]
+    try:
+        async with aiohttp.ClientSession() as session:
+            urls = [str(s.make_url("/metrics")) for s in servers]
+            ok = await scrape(session, urls[0], time_limit=10, token="t0k")
+            refused = await scrape(session, urls[0], time_limit=10)
+            late = await scrape(session, urls[1], time_limit=0.2)
+            wrong = await scrape(session, urls[2], time_limit=10)
+            closed = await scrape(session, "http://127.0.0.1:9/metrics", time_limit=10)
+    finally:
+        for server in servers:
+            await server.close()
+    assert ok.ok
+    assert ok.values
+    assert seen == ["Bearer t0k", ""]
+    assert refused.error is not None
+    assert refused.error.startswith("401 unauthorized: set AGENTWATCH_METRICS_TOKEN")
+    assert late.error == "no answer within 0.2 s"
+    assert wrong.error == "not a Prometheus metrics page"
+    assert closed.error
+
+
+def test_keys_decode_arrows_and_letters() -> None:
+    assert keys.decode("\x1b[Cm\tQ\x1b[D") == ["right", "m", "tab", "q", "left"]
+
+
+def test_keys_switch_the_view_and_the_target_and_quit() -> None:
+    monitor = Monitor(["http://a/metrics", "http://b/metrics"])
+    redraws: list[None] = []
+    controls = command._Controls(monitor, "operations", lambda: redraws.append(None))
+    controls.on_key("m")
+    controls.on_key("right")
+    assert (controls.state.view, controls.state.selection) == ("models", "http://a/metrics")
+    controls.on_key("left")
+    controls.on_key("left")
+    assert controls.state.selection == "http://b/metrics"  # wraps round
+    assert not controls.quit.is_set()
+    controls.on_key("q")
+    assert controls.quit.is_set()
+    assert len(redraws) == 5
+
+
+@pytest.mark.parametrize("module", sorted(p.name for p in TOP.glob("*.py")))
+def test_top_draws_its_names_from_telemetry(module: str) -> None:
+    assert second_spellings(TOP / module) == []
