@@ -1,5 +1,6 @@
 # Every target bootstraps .venv on a fresh machine; `make test` also installs Debian's
-# prometheus (promtool and the server the integration tests start) when it is missing.
+# prometheus (promtool and the server the integration tests start) and tmux (the terminal
+# `agentwatch top` is tested in) when they are missing.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -18,6 +19,9 @@ tools:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
 	  echo "installing Debian prometheus (promtool + server for the integration tests)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq prometheus >/dev/null; }
+	@command -v tmux >/dev/null 2>&1 || { \
+	  echo "installing Debian tmux (the terminal agentwatch top is tested in)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tmux >/dev/null; }
 
 demo: $(STAMP)
 	$(VENV)/bin/agentwatch demo
