@@ -133,6 +133,46 @@ def query_variable(name: str, definition: str) -> dict[str, Any]:
     }
 
 
+def admission_row(d: Layout) -> None:
+    """How many runs the process takes at once (adaptive by default), and who waits."""
+    d.row("Admission")
+    d.panel(
+        "Run limit, in flight, waiting",
+        [
+            target(f"sum({metric}{{{SEL}}})", title, ref)
+            for metric, title, ref in (
+                (n.M_ADMISSION_LIMIT, "limit", "A"),
+                (n.M_ADMISSION_IN_FLIGHT, "in flight", "B"),
+                (n.M_ADMISSION_WAITING, "waiting", "C"),
+            )
+        ],
+        "short",
+        "The limit on runs at once (adaptive unless AGENTWATCH_MAX_CONCURRENT_RUNS pins it; "
+        "0: no limit), the runs holding a slot and those waiting for one. An adaptive limit "
+        "falls when the event loop runs late and grows while runs wait and the loop keeps up.",
+    )
+    d.panel(
+        "Wait for a run slot p50 / p95 / p99",
+        [
+            target(quantile(q, n.M_ADMISSION_WAIT), f"p{int(q * 100)}", ref)
+            for q, ref in ((0.5, "A"), (0.95, "B"), (0.99, "C"))
+        ],
+        "s",
+        "Time from a run's arrival to its slot (0 when one was free): part of every "
+        "interactive run's latency.",
+    )
+    shed = rate(n.M_ADMISSION_SHED + TOTAL, f'{n.L_REASON}!="{n.SHED_CANCELLED}"')
+    arrived = f"({rate(n.M_ADMISSION_WAIT + '_count')} + {shed})"
+    d.panel(
+        "Share of runs shed",
+        [target(f"{shed} / {arrived}", "shed / arrived", "A")],
+        "percentunit",
+        "Runs refused (503 overloaded, or 504 when their own deadline passed waiting) out of "
+        "all that arrived; callers that went away are not counted. Alert "
+        "AgentwatchRunsShed when it stays above 1%.",
+    )
+
+
 def build() -> dict[str, Any]:
     d = Layout()
     agent = n.M_GEN_AI_INVOKE_AGENT_DURATION
@@ -178,9 +218,12 @@ def build() -> dict[str, Any]:
         ],
         "reqps",
         "Runs that ended waiting for a run slot (AGENTWATCH_MAX_CONCURRENT_RUNS), by reason: "
-        "their deadline passed (timeout) or their caller went away (cancelled). They never "
-        "started, so they are not in the runs panels; 0 while there is room.",
+        "their deadline passed (timeout), their caller went away (cancelled), or the wait "
+        "queue was full (too_many_waiting). They never started, so they are not in the runs "
+        "panels; 0 while there is room.",
     )
+
+    admission_row(d)
 
     d.row("LLM calls")
     d.panel(

@@ -26,6 +26,8 @@ AGENTWATCH_TEMPERATURE: Final = "AGENTWATCH_TEMPERATURE"
 AGENTWATCH_MAX_TOKENS: Final = "AGENTWATCH_MAX_TOKENS"
 AGENTWATCH_BUILTIN_LATENCY: Final = "AGENTWATCH_BUILTIN_LATENCY"
 AGENTWATCH_MAX_CONCURRENT_RUNS: Final = "AGENTWATCH_MAX_CONCURRENT_RUNS"
+AGENTWATCH_ADMISSION_MAX_WAITING: Final = "AGENTWATCH_ADMISSION_MAX_WAITING"
+AGENTWATCH_ADMISSION_TIMEOUT: Final = "AGENTWATCH_ADMISSION_TIMEOUT"
 AGENTWATCH_MAX_RUNNING_BATCHES: Final = "AGENTWATCH_MAX_RUNNING_BATCHES"
 AGENTWATCH_MAX_BATCH_QUEUED_TASKS: Final = "AGENTWATCH_MAX_BATCH_QUEUED_TASKS"
 AGENTWATCH_MAX_BATCH_KEPT_TASKS: Final = "AGENTWATCH_MAX_BATCH_KEPT_TASKS"
@@ -50,7 +52,10 @@ class RuntimeSettings:
     temperature: float | None = None  # None: the model's own default (not sent)
     max_tokens: int | None = None  # of each answer; None: the model's own limit
     builtin_latency: float = 0.0  # seconds per answer of the builtin model (demos, tests)
-    max_concurrent_runs: int = 64  # admission: more runs wait for a slot (0: no limit)
+    # admission: runs at once, more wait for a slot; None (unset): adaptive, 0: no limit
+    max_concurrent_runs: int | None = None
+    admission_max_waiting: int = 1000  # interactive runs waiting at once; more get 503
+    admission_timeout: float = 30.0  # the longest an interactive run waits; then 503
     max_input_chars: int = 32_000
     max_body_bytes: int = 1024 * 1024
     # /v1/batches, per process: a batch past either of the first two gets 429 + Retry-After
@@ -70,8 +75,12 @@ class RuntimeSettings:
             return "port", f"must be 0-65535, got {self.port}"
         if not self.run_timeout > 0:
             return "run_timeout", f"must be positive, got {self.run_timeout:g}"
-        if self.max_concurrent_runs < 0:
+        if self.max_concurrent_runs is not None and self.max_concurrent_runs < 0:
             return "max_concurrent_runs", f"must not be negative, got {self.max_concurrent_runs}"
+        if self.admission_max_waiting < 1:
+            return "admission_max_waiting", f"must be at least 1, got {self.admission_max_waiting}"
+        if not self.admission_timeout > 0:
+            return "admission_timeout", f"must be positive, got {self.admission_timeout:g}"
         for name in ("max_running_batches", "max_batch_queued_tasks", "max_batch_kept_tasks"):
             if getattr(self, name) < 1:
                 return name, f"must be at least 1, got {getattr(self, name)}"
@@ -159,6 +168,8 @@ _NUMBERS: Final[tuple[tuple[str, str, type[int] | type[float]], ...]] = (
     ("max_tokens", AGENTWATCH_MAX_TOKENS, int),
     ("builtin_latency", AGENTWATCH_BUILTIN_LATENCY, float),
     ("max_concurrent_runs", AGENTWATCH_MAX_CONCURRENT_RUNS, int),
+    ("admission_max_waiting", AGENTWATCH_ADMISSION_MAX_WAITING, int),
+    ("admission_timeout", AGENTWATCH_ADMISSION_TIMEOUT, float),
     ("max_running_batches", AGENTWATCH_MAX_RUNNING_BATCHES, int),
     ("max_batch_queued_tasks", AGENTWATCH_MAX_BATCH_QUEUED_TASKS, int),
     ("max_batch_kept_tasks", AGENTWATCH_MAX_BATCH_KEPT_TASKS, int),

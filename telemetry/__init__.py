@@ -9,7 +9,7 @@ from .catalog import MetricCatalog
 from .core import Telemetry
 from .errors import AgentwatchError, ConfigurationError
 from .labels import BoundedLabel
-from .loop_lag import loop_lag_ctx, monitor_loop_lag
+from .loop_lag import loop_lag_ctx, monitor_loop_lag, sample_loop_lag
 from .observe import Observation, observe
 from .report import fetch_metrics_text, format_report, stats_from_registry, stats_from_text
 from .settings import TelemetrySettings
@@ -51,6 +51,7 @@ __all__ = [
     "loop_lag_ctx",
     "monitor_loop_lag",
     "observe",
+    "sample_loop_lag",
     "setup_telemetry",
     "start_metrics_server",
     "stats_from_registry",

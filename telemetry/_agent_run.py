@@ -78,6 +78,24 @@ class AgentRunMeter:
         self._recorder = recorder
 
     def shed(self, reason: str) -> None:
-        """A run that ended before it got a run slot: ``n.SHED_TIMEOUT`` or ``n.SHED_CANCELLED``."""
+        """A run that ended before it got a run slot: one of ``n.ADMISSION_SHED_REASONS``."""
         r = self._recorder
         r.child(r.metrics.admission_shed, reason).inc()
+
+    def admitted(self, waited: float) -> None:
+        """A run got its slot after waiting ``waited`` seconds (0: at once)."""
+        metrics = self._recorder.metrics
+        metrics.admission_in_flight.inc()
+        metrics.admission_wait.observe(waited)
+
+    def released(self) -> None:
+        """A run gave its slot back."""
+        self._recorder.metrics.admission_in_flight.dec()
+
+    def waiting(self, change: int) -> None:
+        """Runs started (+1) or stopped (-1) waiting for a slot."""
+        self._recorder.metrics.admission_waiting.inc(change)
+
+    def limit(self, limit: int | None) -> None:
+        """The admission limit now (None: no limit, shown as 0)."""
+        self._recorder.metrics.admission_limit.set(limit or 0)

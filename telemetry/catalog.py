@@ -63,6 +63,10 @@ class MetricCatalog:
     event_loop_lag: Histogram
     event_loop_lag_max: Gauge
     admission_shed: Counter
+    admission_limit: Gauge
+    admission_in_flight: Gauge
+    admission_waiting: Gauge
+    admission_wait: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> MetricCatalog:
@@ -185,9 +189,28 @@ class MetricCatalog:
             admission_shed=Counter(
                 n.M_ADMISSION_SHED,
                 "Runs that ended before they got a run slot (no invoke_agent span): "
-                "their deadline passed (timeout) or their caller went away (cancelled).",
+                "their deadline passed (timeout), their caller went away (cancelled) "
+                "or the wait queue was full (too_many_waiting).",
                 (n.L_REASON,),
                 registry=reg,
+            ),
+            admission_limit=Gauge(
+                n.M_ADMISSION_LIMIT,
+                "Runs admitted at once at most (adaptive: moved by the event loop's lag); "
+                "0: no limit.",
+                registry=reg,
+            ),
+            admission_in_flight=Gauge(
+                n.M_ADMISSION_IN_FLIGHT, "Runs holding a run slot.", registry=reg
+            ),
+            admission_waiting=Gauge(
+                n.M_ADMISSION_WAITING, "Runs waiting for a run slot.", registry=reg
+            ),
+            admission_wait=histogram(
+                n.M_ADMISSION_WAIT,
+                "Time a run waited for its run slot (0 when it got one at once).",
+                (),
+                n.OPERATION_BUCKETS,
             ),
         )
         catalog._declare_known_series()

@@ -68,6 +68,29 @@ class LagWindow:
         return max(recorded, ongoing, 0.0)
 
 
+async def sample_loop_lag(
+    on_sample: Callable[[float, float], None],
+    interval: float = DEFAULT_INTERVAL,
+    *,
+    samples: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    on_due: Callable[[float], None] | None = None,
+) -> None:
+    """Sleep ``interval`` again and again; ``on_sample(now, lag)`` with how much later than
+    asked each sleep ended, until cancelled (or after ``samples`` samples). ``on_due(t)``
+    is told before each sleep when it should end. The one sampler of the loop's lag: the
+    monitor below records it; the runtime's admission control steers by it."""
+    taken = 0
+    while samples is None or taken < samples:
+        before = clock()
+        if on_due is not None:
+            on_due(before + interval)
+        await asyncio.sleep(interval)
+        now = clock()
+        on_sample(now, max(0.0, now - before - interval))
+        taken += 1
+
+
 async def monitor_loop_lag(
     telemetry: Telemetry,
     interval: float = DEFAULT_INTERVAL,
@@ -79,18 +102,15 @@ async def monitor_loop_lag(
     histogram = telemetry.metrics.event_loop_lag
     lags = LagWindow(window)
     telemetry.metrics.event_loop_lag_max.set_function(lags.max)
-    clock = lags.clock
-    taken = 0
+
+    def record(now: float, lag: float) -> None:
+        histogram.observe(lag)
+        lags.record(now, lag)
+
     try:
-        while samples is None or taken < samples:
-            before = clock()
-            lags.expect(before + interval)
-            await asyncio.sleep(interval)
-            now = clock()
-            lag = max(0.0, now - before - interval)
-            histogram.observe(lag)
-            lags.record(now, lag)
-            taken += 1
+        await sample_loop_lag(
+            record, interval, samples=samples, clock=lags.clock, on_due=lags.expect
+        )
     finally:
         lags.expect(None)  # stopped: no stall to report from here on
 

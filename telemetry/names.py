@@ -106,10 +106,16 @@ M_SPANS_DROPPED: Final = "agentwatch_telemetry_spans_dropped"  # counter: ..._to
 M_EVENT_LOOP_LAG: Final = "agentwatch_event_loop_lag_seconds"
 M_EVENT_LOOP_LAG_MAX: Final = "agentwatch_event_loop_lag_max_seconds"
 M_ADMISSION_SHED: Final = "agentwatch_admission_shed"  # counter: ..._total
-# its reasons: a run got no slot before its deadline, or its caller went away waiting
+# its reasons: a run got no slot before its deadline, its caller went away waiting, or
+# the wait queue was full when it came
 SHED_TIMEOUT: Final = "timeout"
 SHED_CANCELLED: Final = CANCELLED
-ADMISSION_SHED_REASONS: Final = (SHED_TIMEOUT, SHED_CANCELLED)
+SHED_TOO_MANY_WAITING: Final = "too_many_waiting"
+ADMISSION_SHED_REASONS: Final = (SHED_TIMEOUT, SHED_CANCELLED, SHED_TOO_MANY_WAITING)
+M_ADMISSION_LIMIT: Final = "agentwatch_admission_limit"  # gauge: runs at once, 0 = none
+M_ADMISSION_IN_FLIGHT: Final = "agentwatch_admission_runs_in_flight"
+M_ADMISSION_WAITING: Final = "agentwatch_admission_runs_waiting"
+M_ADMISSION_WAIT: Final = "agentwatch_admission_wait_seconds"
 
 # --- label names (Prometheus form of the attribute keys) ---------------------------
 L_OPERATION: Final = "operation"

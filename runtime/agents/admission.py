@@ -1,21 +1,45 @@
 """Admission: how many runs an ``Agent`` runs at once, and who waits.
 
 At most ``limit`` runs hold a slot at once; the rest wait their turn, first come first
-served. Runs of batches (``batch=True``) may hold at most ``batch_limit`` of the slots:
-the other ``limit - batch_limit`` (a quarter, at least one, when ``limit`` > 1) stay for
+served. The limit is a number (``AGENTWATCH_MAX_CONCURRENT_RUNS=N``), none (``0``), or
+adaptive (the default: ``concurrency.AdaptiveLimit``, moved by the event loop's lag,
+sampled while runs are in flight or waiting).
+
+Runs of batches (``batch=True``) may hold at most ``batch_limit`` of the slots: the other
+``limit - batch_limit`` (a quarter, at least one, when ``limit`` > 1) stay for
 interactive runs, so a queue of batch tasks never makes a plain run wait behind it for
 more than ``batch_limit`` runs already admitted. Callers give a deadline for the wait
 (an interactive run's wait is part of its time) or None (a batch's run: its task has
 its own timeout); a run that gets no slot by its deadline fails with ``TimeoutError``.
+
+Load shedding, for interactive runs only (a batch bounds its own queue): at most
+``max_waiting`` wait at once, and none longer than ``max_wait`` seconds; past either the
+run is refused with ``AdmissionRefused`` (the service answers 503 with Retry-After).
+Every end of a wait is recorded through ``telemetry.agent_runs``: admitted (its wait),
+or shed by reason (``timeout``, ``cancelled``, ``too_many_waiting``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Final
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final
+
+from agentwatch.telemetry import AgentwatchError, Telemetry, sample_loop_lag
+from agentwatch.telemetry.names import SHED_CANCELLED, SHED_TIMEOUT, SHED_TOO_MANY_WAITING
+
+from .concurrency import AdaptiveLimit
 
 INTERACTIVE_SHARE: Final = 0.25  # of the slots, that runs of batches never take
+DEFAULT_MAX_WAITING: Final = 1000  # interactive runs waiting at once
+DEFAULT_MAX_WAIT: Final = 30.0  # seconds an interactive run may wait for its slot
+RETRY_AFTER: Final = 1  # seconds, the Retry-After of a refused run
+IDLE_STOP: Final = 1.0  # the lag sampler stops after this long with no run in sight
+
+
+# Calls its argument with (now, lag) for each sample of the loop's lag, until cancelled.
+LagFeed = Callable[[Callable[[float, float], None]], Coroutine[Any, Any, None]]
 
 
 def batch_limit_for(limit: int) -> int:
@@ -25,40 +49,106 @@ def batch_limit_for(limit: int) -> int:
     return limit - max(1, int(limit * INTERACTIVE_SHARE))
 
 
+class AdmissionRefused(AgentwatchError):
+    """The run was not admitted: too many runs wait already (``too_many_waiting``), or it
+    waited ``max_wait`` without a slot (``timeout``). Try again after ``retry_after``."""
+
+    def __init__(self, reason: str, message: str, retry_after: int = RETRY_AFTER) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class _Waiter:
+    __slots__ = ("batch", "future", "since")
+
+    def __init__(self, future: asyncio.Future[None], batch: bool, since: float) -> None:
+        self.future = future
+        self.batch = batch
+        self.since = since  # when it came (the loop's clock)
+
+
 class Admission:
-    """Run slots (``limit`` None or 0: no limit, nobody waits)."""
+    """Run slots. ``limit``: a number, None or 0 (no limit, nobody waits), or an
+    ``AdaptiveLimit``. ``telemetry``: where waits, sheds and the limit are recorded."""
 
-    def __init__(self, limit: int | None) -> None:
-        self.limit = limit or None
-        self.batch_limit = batch_limit_for(limit) if limit else None
-        self._slots = asyncio.Semaphore(limit) if limit else None
-        self._batch_slots = asyncio.Semaphore(self.batch_limit) if self.batch_limit else None
+    def __init__(
+        self,
+        limit: int | AdaptiveLimit | None,
+        *,
+        telemetry: Telemetry | None = None,
+        max_waiting: int | None = DEFAULT_MAX_WAITING,
+        max_wait: float | None = DEFAULT_MAX_WAIT,
+        lag_feed: LagFeed | None = sample_loop_lag,
+    ) -> None:
+        self.adaptive = limit if isinstance(limit, AdaptiveLimit) else None
+        self._fixed = None if isinstance(limit, AdaptiveLimit) else (limit or None)
+        self.max_waiting = max_waiting
+        self.max_wait = max_wait
+        self.in_flight = 0
+        self.batch_in_flight = 0
+        self._waiters: OrderedDict[int, _Waiter] = OrderedDict()  # interactive, in order
+        self._batch_waiters: OrderedDict[int, _Waiter] = OrderedDict()
+        self._arrivals = 0
+        self._meter = telemetry.agent_runs if telemetry is not None else None
+        self._lag_feed = lag_feed  # None: the caller calls observe_lag itself (tests)
+        self._sampler: asyncio.Task[None] | None = None
+        self._busy_at = 0.0  # when a run was last in flight or waiting (the loop's clock)
+        if self._meter is not None:
+            self._meter.limit(self.limit)
 
-    async def _acquire(self, batch: bool) -> None:
-        if self._slots is None:
-            return
-        if batch and self._batch_slots is not None:
-            await self._batch_slots.acquire()
-        try:
-            await self._slots.acquire()
-        except BaseException:
-            if batch and self._batch_slots is not None:
-                self._batch_slots.release()
-            raise
+    @property
+    def limit(self) -> int | None:
+        return self.adaptive.limit if self.adaptive is not None else self._fixed
+
+    @property
+    def batch_limit(self) -> int | None:
+        limit = self.limit
+        return batch_limit_for(limit) if limit else None
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters) + len(self._batch_waiters)
+
+    def _free(self, batch: bool) -> bool:
+        limit = self.limit
+        if limit is None:
+            return True
+        if self.in_flight >= limit:
+            return False
+        return not batch or self.batch_in_flight < batch_limit_for(limit)
+
+    def _take(self, batch: bool, waited: float) -> None:
+        self.in_flight += 1
+        if batch:
+            self.batch_in_flight += 1
+        if self._meter is not None:
+            self._meter.admitted(waited)
 
     def release(self, *, batch: bool = False) -> None:
-        if self._slots is None:
-            return
-        self._slots.release()
-        if batch and self._batch_slots is not None:
-            self._batch_slots.release()
+        self.in_flight -= 1
+        if batch:
+            self.batch_in_flight -= 1
+        if self._meter is not None:
+            self._meter.released()
+        self._wake()
 
-    def _free_now(self, batch: bool) -> bool:
-        if self._slots is None:
-            return True
-        if batch and self._batch_slots is not None and self._batch_slots.locked():
-            return False
-        return not self._slots.locked()
+    def _wake(self) -> None:
+        """Give free slots to the waiters first in line that may take them."""
+        while True:
+            interactive = next(iter(self._waiters.items()), None)
+            batch = next(iter(self._batch_waiters.items()), None) if self._free(True) else None
+            if not self._free(False) or (interactive is None and batch is None):
+                return
+            if interactive is None or (batch is not None and batch[0] < interactive[0]):
+                assert batch is not None
+                self._batch_waiters.popitem(last=False)
+                waiter = batch[1]
+            else:
+                self._waiters.popitem(last=False)
+                waiter = interactive[1]
+            self._take(waiter.batch, asyncio.get_running_loop().time() - waiter.since)
+            waiter.future.set_result(None)
 
     async def acquire(
         self,
@@ -69,35 +159,108 @@ class Admission:
         interval: float = 10.0,
     ) -> None:
         """Take a slot by ``deadline`` (the loop's clock; None: no limit), else
-        ``TimeoutError``.
+        ``TimeoutError``; an interactive run refused by the load shedding raises
+        ``AdmissionRefused``.
 
         When the run has to wait, ``on_wait()`` is awaited at once and then every
         ``interval`` seconds while it waits (a stream's keep-alive); the run keeps its
         place in the queue meanwhile. Cancelled or timed out, it holds nothing.
         """
-        if on_wait is None or self._free_now(batch):
-            async with asyncio.timeout_at(deadline):
-                await self._acquire(batch)
+        self._watch()
+        if self._free(batch) and not (self._batch_waiters if batch else self._waiters):
+            self._take(batch, 0.0)
+            return
+        if not batch and self.max_waiting is not None and len(self._waiters) >= self.max_waiting:
+            self._shed(SHED_TOO_MANY_WAITING)
+            raise AdmissionRefused(
+                SHED_TOO_MANY_WAITING,
+                f"{self.max_waiting} runs are waiting already; try again later",
+            )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        cap = None if batch or self.max_wait is None else started + self.max_wait
+        until = cap if deadline is None or (cap is not None and cap < deadline) else deadline
+        self._arrivals += 1
+        key, waiter = self._arrivals, _Waiter(loop.create_future(), batch, started)
+        (self._batch_waiters if batch else self._waiters)[key] = waiter
+        if self._meter is not None:
+            self._meter.waiting(1)
+        try:
+            await self._wait(waiter.future, until, on_wait, interval)
+        except BaseException as exc:
+            self._leave(key, waiter)
+            if isinstance(exc, TimeoutError) and until is not None and until == cap:
+                self._shed(SHED_TIMEOUT)
+                raise AdmissionRefused(
+                    SHED_TIMEOUT, f"no run slot within {self.max_wait:g} s; try again later"
+                ) from None
+            self._shed(SHED_CANCELLED if isinstance(exc, asyncio.CancelledError) else SHED_TIMEOUT)
+            raise
+        finally:
+            if self._meter is not None:
+                self._meter.waiting(-1)
+
+    async def _wait(
+        self,
+        future: asyncio.Future[None],
+        until: float | None,
+        on_wait: Callable[[], Awaitable[None]] | None,
+        interval: float,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if on_wait is not None:
+                await on_wait()
+                if future.done():
+                    return
+            remaining = None if until is None else until - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError
+            step = remaining if on_wait is None else min(interval, remaining or interval)
+            done, _ = await asyncio.wait({future}, timeout=step)
+            if done:
+                return
+
+    def _leave(self, key: int, waiter: _Waiter) -> None:
+        """The waiter stopped waiting: out of the line, and a slot it was given back."""
+        (self._batch_waiters if waiter.batch else self._waiters).pop(key, None)
+        if waiter.future.done() and not waiter.future.cancelled():
+            self.release(batch=waiter.batch)  # granted meanwhile: to the next in line
+        else:
+            waiter.future.cancel()
+
+    def _shed(self, reason: str) -> None:
+        if self._meter is not None:
+            self._meter.shed(reason)
+
+    # --- the adaptive limit's feedback: the loop's lag while there is work ------------
+
+    def _watch(self) -> None:
+        if self.adaptive is None or self._lag_feed is None:
             return
         loop = asyncio.get_running_loop()
-        waiter = loop.create_task(self._acquire(batch), name="agentwatch-admission")
-        try:
-            while True:
-                await on_wait()
-                remaining = interval if deadline is None else deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError
-                done, _ = await asyncio.wait({waiter}, timeout=min(interval, remaining))
-                if done:
-                    waiter.result()
-                    return
-        except BaseException:
-            self._abandon(waiter, batch)
-            raise
+        self._busy_at = loop.time()
+        if self._sampler is None:
+            self._sampler = loop.create_task(
+                self._lag_feed(self.observe_lag), name="agentwatch-admission-lag"
+            )
 
-    def _abandon(self, waiter: asyncio.Task[None], batch: bool) -> None:
-        """Give back what ``waiter`` took or will take: the caller stopped waiting."""
-        if not waiter.done():
-            waiter.cancel()  # the semaphores hand a slot granted meanwhile to the next
-        elif not waiter.cancelled() and waiter.exception() is None:
-            self.release(batch=batch)
+    def observe_lag(self, now: float, lag: float) -> None:
+        adaptive = self.adaptive
+        assert adaptive is not None
+        loop = asyncio.get_running_loop()
+        if self.in_flight or self.waiting:
+            self._busy_at = loop.time()
+        elif loop.time() - self._busy_at > IDLE_STOP:
+            self.close()  # nothing to steer: sampling again with the next run
+            return
+        if adaptive.observe(now, lag, self.in_flight, self.waiting):
+            if self._meter is not None:
+                self._meter.limit(adaptive.limit)
+            self._wake()
+
+    def close(self) -> None:
+        """Stop sampling the loop's lag (the runtime stops; the next run starts it again)."""
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.cancel()

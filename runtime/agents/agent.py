@@ -35,12 +35,7 @@ from agentwatch.telemetry import (
     Telemetry,
     instrument_stream,
 )
-from agentwatch.telemetry.names import (
-    OP_INVOKE_AGENT,
-    OUTCOME_CANCELLED,
-    SHED_CANCELLED,
-    SHED_TIMEOUT,
-)
+from agentwatch.telemetry.names import OP_INVOKE_AGENT, OUTCOME_CANCELLED
 
 from ..events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ..langchain.adopt import adopt_model, agent_tools
@@ -106,6 +101,7 @@ class Agent:
         retry_policy: RetryPolicy | None = None,
         max_concurrent: int | None = None,
         max_steps: int = RECURSION_LIMIT,
+        admission: Admission | None = None,
     ) -> None:
         self.name = checked_name(name)
         self.model = adopt_model(model, telemetry, retry_policy)
@@ -122,7 +118,8 @@ class Agent:
         # One event loop runs every ready callback of every run in each iteration, so
         # bounding the runs in flight bounds how late anything else on the loop runs.
         # Runs of batches take at most three quarters of the slots (admission.py).
-        self.admission = Admission(max_concurrent)
+        # ``admission`` given (AgentRuntime's: adaptive by default) wins over the number.
+        self.admission = admission or Admission(max_concurrent, telemetry=telemetry)
         telemetry.agents.declare([name])
         telemetry.models.declare([self.model_name])
         self.graph = create_agent(
@@ -179,8 +176,9 @@ class Agent:
 
         An interactive run's deadline counts from the call, the wait included; a batch's
         run waits without one and its deadline starts with its slot. A run that ends
-        waiting never started (no ``invoke_agent`` span): it is counted in
-        ``agentwatch_admission_shed_total{reason}``.
+        waiting never started (no ``invoke_agent`` span): admission counts it in
+        ``agentwatch_admission_shed_total{reason}``; one it refuses (too many waiting,
+        or waiting too long) raises ``AdmissionRefused``.
         """
         query = self.check_input(query)
         deadline = None if batch else self._deadline()
@@ -189,11 +187,7 @@ class Agent:
                 deadline=deadline, batch=batch, on_wait=on_wait, interval=interval
             )
         except TimeoutError:
-            self.telemetry.agent_runs.shed(SHED_TIMEOUT)
             raise RunTimeoutError(self.run_timeout) from None
-        except asyncio.CancelledError:
-            self.telemetry.agent_runs.shed(SHED_CANCELLED)
-            raise
         return query, self._deadline() if deadline is None else deadline
 
     def _deadline(self) -> float:

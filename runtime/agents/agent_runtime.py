@@ -23,7 +23,9 @@ from ..langchain.chat_model import InstrumentedChatOpenAI
 from ..retry import RetryPolicy
 from ..settings import RuntimeSettings
 from ..tools import BUNDLED_CORPUS, SearchIndex, ToolRegistry, ToolSpec, builtin_tools
+from .admission import Admission
 from .agent import DEFAULT_AGENT_NAME, RECURSION_LIMIT, Agent, checked_name
+from .concurrency import AdaptiveLimit
 
 
 def build_chat_model(
@@ -49,6 +51,19 @@ def build_chat_model(
         telemetry=telemetry,
         provider_name=settings.provider,
         retry_policy=retry_policy or RetryPolicy.from_env(),
+    )
+
+
+def build_admission(settings: RuntimeSettings, telemetry: Telemetry) -> Admission:
+    """The run slots ``settings`` ask for: ``max_concurrent_runs`` None adaptive, 0 no
+    limit, N a fixed N; interactive runs shed past ``admission_max_waiting`` waiting or
+    ``admission_timeout`` seconds of waiting."""
+    limit = settings.max_concurrent_runs
+    return Admission(
+        AdaptiveLimit() if limit is None else limit,
+        telemetry=telemetry,
+        max_waiting=settings.admission_max_waiting,
+        max_wait=settings.admission_timeout,
     )
 
 
@@ -133,7 +148,7 @@ class AgentRuntime:
             run_timeout=settings.run_timeout,
             max_input_chars=settings.max_input_chars,
             retry_policy=self.retry_policy,
-            max_concurrent=settings.max_concurrent_runs or None,
+            admission=build_admission(settings, self.telemetry),
         )
         return self
 
@@ -157,6 +172,8 @@ class AgentRuntime:
         return model
 
     async def stop(self) -> None:
+        if self._agent is not None:
+            self._agent.admission.close()
         self._agent = None
         if self._http is not None:
             http, self._http = self._http, None

@@ -48,6 +48,7 @@ from agentwatch.telemetry import (
     loop_lag_ctx,
 )
 
+from ..agents.admission import AdmissionRefused
 from ..agents.agent import Agent, AgentInputError, AgentRunError, RunTimeoutError, StepLimitError
 from ..agents.agent_runtime import AgentRuntime
 from ..events import event_data
@@ -175,6 +176,9 @@ def _as_api_error(exc: Exception) -> ApiError | None:
         return ApiError(422, "invalid_input", str(exc))
     if isinstance(exc, RunTimeoutError):
         return ApiError(504, "run_timeout", str(exc))
+    if isinstance(exc, AdmissionRefused):  # load shed: too many runs wait, or too long
+        retry = {str(hdrs.RETRY_AFTER): str(exc.retry_after)}
+        return ApiError(503, "overloaded", f"The service is overloaded: {exc}.", headers=retry)
     if isinstance(exc, StepLimitError):
         # 508 Loop Detected (RFC 5842): the agent went round (model, tools, model, ...)
         # without a final answer and the server stopped it; a server-side failure.

@@ -168,7 +168,13 @@ SPEC: Final[dict[str, Any]] = {
                         "description": "The answer, or an event stream when asked.",
                         **_json("RunResult"),
                     },
-                    "503": _TOO_MANY_BODIES,
+                    "503": {
+                        **_ERROR,
+                        "description": "The server is receiving too many request bodies at "
+                        "once, or the run was shed: too many runs wait for a slot already, or it "
+                        "waited AGENTWATCH_ADMISSION_TIMEOUT without one (overloaded, "
+                        "Retry-After).",
+                    },
                     **_ERRORS,
                 },
             }

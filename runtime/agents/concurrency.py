@@ -1,0 +1,115 @@
+"""The adaptive run limit: how many runs the process takes at once, steered by the event
+loop's lag (a gradient controller in the manner of Netflix's concurrency-limits
+``Gradient2`` and Envoy's adaptive concurrency filter, with the loop's lag as the
+latency it watches).
+
+Every run in flight costs the one event loop some work; past what the CPU can do, the
+loop runs late, and everything on it (every run, every request, ``/metrics``) waits. The
+lag of a 20 ms timer is that cost, measured. Each ``window`` of lag samples the limit
+moves:
+
+- the window's lag (its second highest sample: one stray pause is not a trend) above
+  ``target_lag``: the limit shrinks to the runs that were in flight times the gradient,
+  halfway between 1 and ``target / lag`` (at most by half in one window);
+- below the target, and runs were held back by the limit (some waited, or nearly every
+  slot was taken): the limit grows, by a quarter while the lag is under a quarter of
+  the target, by ``sqrt(limit)`` nearer to it;
+- otherwise (the limit held nobody back) it stays: no evidence that more would help.
+
+So the limit is never what caps throughput while the loop keeps up, and never lets the
+loop fall behind for long. Pure arithmetic on the samples it is given: no clock, no
+loop, no sleep (tests feed it samples of a simulated clock).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from agentwatch.telemetry import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptivePolicy:
+    """``initial`` runs at once to start with, moved between ``min_limit`` and
+    ``max_limit`` to keep the loop's lag under ``target_lag`` seconds; one decision per
+    ``window`` seconds of samples (at least ``min_samples`` of them)."""
+
+    initial: int = 64
+    min_limit: int = 8
+    max_limit: int = 10_000
+    target_lag: float = 0.05
+    window: float = 0.5
+    min_samples: int = 5
+    growth: float = 1.25  # per window, while the lag is under a quarter of the target
+    max_shrink: float = 0.5  # the most one window may take off
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_limit <= self.initial <= self.max_limit:
+            raise ConfigurationError(
+                "the adaptive limit needs 1 <= min_limit <= initial <= max_limit, got "
+                f"{self.min_limit}, {self.initial}, {self.max_limit}"
+            )
+        if not (self.target_lag > 0 and self.window > 0 and self.min_samples >= 1):
+            raise ConfigurationError("target_lag and window must be positive, min_samples >= 1")
+        if not (self.growth > 1 and 0 < self.max_shrink < 1):
+            raise ConfigurationError("growth must be above 1 and max_shrink between 0 and 1")
+
+
+class AdaptiveLimit:
+    """The current ``limit``, moved by ``observe(now, lag, in_flight, waiting)``."""
+
+    __slots__ = ("_busiest", "_held_back", "_lags", "_started", "limit", "policy")
+
+    def __init__(self, policy: AdaptivePolicy | None = None) -> None:
+        self.policy = policy or AdaptivePolicy()
+        self.limit = self.policy.initial
+        self._started: float | None = None
+        self._lags: list[float] = []
+        self._busiest = 0
+        self._held_back = False
+
+    def observe(self, now: float, lag: float, in_flight: int, waiting: int) -> bool:
+        """One lag sample at ``now`` with ``in_flight`` runs holding slots and ``waiting``
+        more waiting. True when the limit changed."""
+        if self._started is None:
+            self._started = now
+        self._lags.append(lag)
+        self._busiest = max(self._busiest, in_flight)
+        self._held_back = self._held_back or waiting > 0
+        policy = self.policy
+        if now - self._started < policy.window or len(self._lags) < policy.min_samples:
+            return False
+        new = self._next(_high(self._lags))
+        self._started, self._lags, self._busiest, self._held_back = now, [], 0, False
+        changed, self.limit = new != self.limit, new
+        return changed
+
+    def _next(self, lag: float) -> int:
+        policy, limit = self.policy, self.limit
+        held_back = self._held_back or self._busiest >= limit - max(1, limit // 10)
+        if lag > policy.target_lag:
+            used = min(limit, max(self._busiest, 1))
+            gradient = 1 - (1 - policy.target_lag / lag) / 2  # halfway to target / lag
+            new = math.floor(used * max(gradient, 1 - policy.max_shrink))
+            new = min(new, limit - 1)
+        elif not held_back:
+            new = limit
+        elif lag < policy.target_lag / 4:
+            new = math.ceil(limit * policy.growth)
+        else:
+            new = limit + math.ceil(math.sqrt(limit))
+        return max(policy.min_limit, min(policy.max_limit, new))
+
+
+def _high(lags: list[float]) -> float:
+    """The second highest sample of a window (its only one when alone)."""
+    if len(lags) < 2:
+        return lags[0]
+    first = second = 0.0
+    for lag in lags:
+        if lag > first:
+            first, second = lag, first
+        elif lag > second:
+            second = lag
+    return second

@@ -1,0 +1,264 @@
+"""Admission: the adaptive limit on a simulated clock, the wait queue, load shedding."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agentwatch.runtime.agents.admission import Admission, AdmissionRefused
+from agentwatch.runtime.agents.agent_runtime import build_admission
+from agentwatch.runtime.agents.concurrency import AdaptiveLimit, AdaptivePolicy
+from agentwatch.runtime.settings import RuntimeSettings, SettingError
+from agentwatch.telemetry import ConfigurationError, Telemetry
+
+SAMPLE = 0.02  # the lag sampler's interval
+
+
+def feed(
+    limit: AdaptiveLimit,
+    seconds: float,
+    lag: float,
+    in_flight: int | None = None,
+    waiting: int = 0,
+    start: float = 0.0,
+) -> float:
+    """``seconds`` of samples every 20 ms of a simulated clock; returns the clock after.
+    ``in_flight`` None: every slot taken (the limit holds runs back)."""
+    now = start
+    for _ in range(round(seconds / SAMPLE)):
+        now += SAMPLE
+        limit.observe(now, lag, limit.limit if in_flight is None else in_flight, waiting)
+    return now
+
+
+# --- the controller -------------------------------------------------------------------
+
+
+def test_a_quiet_loop_and_a_binding_limit_grow_the_limit() -> None:
+    limit = AdaptiveLimit()
+    feed(limit, 5.0, lag=0.001, waiting=10)
+    assert limit.limit > 400  # x1.25 every half second: 64 -> 582 in 5 s
+
+
+def test_the_limit_grows_gently_near_the_target() -> None:
+    limit = AdaptiveLimit(AdaptivePolicy(initial=100))
+    feed(limit, 0.6, lag=0.04, waiting=1)  # under the target, above half of it
+    assert limit.limit == 110  # + sqrt(100)
+
+
+def test_a_limit_nobody_reaches_stays_where_it_is() -> None:
+    """Ten runs in flight under a limit of 64, nobody waiting: no evidence more would help."""
+    limit = AdaptiveLimit()
+    feed(limit, 10.0, lag=0.001, in_flight=10)
+    assert limit.limit == 64
+
+
+def test_lag_over_the_target_shrinks_the_limit_by_its_gradient() -> None:
+    limit = AdaptiveLimit(AdaptivePolicy(initial=200))
+    feed(limit, 0.6, lag=0.1)  # twice the target: halfway from 1 to 1/2
+    assert limit.limit == 150
+    feed(limit, 0.6, lag=10.0, start=0.6)  # far over: at most half per window
+    assert limit.limit == 75
+
+
+def test_shrinking_starts_from_the_runs_actually_in_flight() -> None:
+    """A limit of 1,000 with 40 runs in flight and the loop late: the limit goes under
+    the 40 at once, not 1,000 -> 500 -> ... with no effect on the runs."""
+    limit = AdaptiveLimit(AdaptivePolicy(initial=1000))
+    feed(limit, 0.6, lag=0.08, in_flight=40)
+    assert limit.limit == 32  # 40 x (1 + 50/80) / 2
+
+
+def test_one_stray_pause_is_not_a_trend() -> None:
+    limit = AdaptiveLimit()
+    now = feed(limit, 0.5, lag=0.001, waiting=5)
+    limit.observe(now + 0.05, 0.5, 64, 5)  # one 500 ms pause in the window
+    assert limit.limit == 80  # grown, not shrunk
+
+
+def test_the_limit_stays_within_its_bounds() -> None:
+    limit = AdaptiveLimit(AdaptivePolicy(initial=16, min_limit=8, max_limit=100))
+    feed(limit, 10.0, lag=2.0)
+    assert limit.limit == 8
+    feed(limit, 30.0, lag=0.0, waiting=1, start=10.0)
+    assert limit.limit == 100
+
+
+def test_under_a_cpu_bound_load_the_limit_settles_near_the_target() -> None:
+    """A simulated process whose loop lag rises with the runs in flight past a knee (150
+    runs): the limit climbs to the knee and stays around it, the lag near the target."""
+    limit = AdaptiveLimit()
+    now, lags, limits = 0.0, [], []
+    for _ in range(3000):  # 60 s of samples
+        now += SAMPLE
+        lag = max(0.0, (limit.limit - 150) * 0.002)  # 2 ms more per run past the knee
+        limit.observe(now, lag, limit.limit, 100)
+        lags.append(lag)
+        limits.append(limit.limit)
+    settled = limits[1500:]
+    assert min(settled) >= 150, min(settled)
+    assert max(settled) <= 200, max(settled)
+    assert sorted(lags[1500:])[int(0.99 * 1500)] <= 0.1
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"min_limit": 0},
+        {"initial": 4, "min_limit": 8},
+        {"target_lag": 0.0},
+        {"growth": 1.0},
+        {"max_shrink": 1.0},
+    ],
+)
+def test_an_impossible_policy_is_refused(policy: dict[str, float]) -> None:
+    with pytest.raises(ConfigurationError):
+        AdaptivePolicy(**policy)  # type: ignore[arg-type]
+
+
+# --- the queue ------------------------------------------------------------------------
+
+
+def sample(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float:
+    return registry.get_sample_value(name, labels or {}) or 0.0
+
+
+async def test_a_full_wait_queue_refuses_at_once_and_counts_it(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    admission = Admission(1, telemetry=telemetry, max_waiting=2)
+    loop = asyncio.get_running_loop()
+    await admission.acquire(deadline=None)
+    waiters = [asyncio.create_task(admission.acquire(deadline=None)) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert admission.waiting == 2
+    assert sample(registry, "agentwatch_admission_runs_waiting") == 2
+    with pytest.raises(AdmissionRefused) as refused:
+        await admission.acquire(deadline=loop.time() + 60)
+    assert refused.value.reason == "too_many_waiting"
+    assert refused.value.retry_after >= 1
+    assert sample(registry, "agentwatch_admission_shed_total", {"reason": "too_many_waiting"}) == 1
+    for _ in range(3):
+        admission.release()
+        await asyncio.sleep(0)
+    await asyncio.gather(*waiters)
+    assert admission.in_flight == 0
+    assert sample(registry, "agentwatch_admission_runs_waiting") == 0
+    assert sample(registry, "agentwatch_admission_runs_in_flight") == 0
+    assert sample(registry, "agentwatch_admission_wait_seconds_count") == 3
+
+
+async def test_a_run_that_waits_past_max_wait_is_refused_not_timed_out(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    """The admission's own cap (before the run's deadline): refused, to retry later.
+    The run's deadline first: TimeoutError, as before (the run's own time is up)."""
+    admission = Admission(1, telemetry=telemetry, max_wait=0.05)
+    loop = asyncio.get_running_loop()
+    await admission.acquire(deadline=None)
+    with pytest.raises(AdmissionRefused) as refused:
+        await admission.acquire(deadline=loop.time() + 60)
+    assert refused.value.reason == "timeout"
+    with pytest.raises(TimeoutError):
+        await admission.acquire(deadline=loop.time() + 0.01)
+    assert sample(registry, "agentwatch_admission_shed_total", {"reason": "timeout"}) == 2
+    assert admission.waiting == 0
+    admission.release()
+    await admission.acquire(deadline=None)  # the slot was never leaked
+
+
+async def test_runs_of_batches_wait_without_the_caps_and_keep_their_share() -> None:
+    admission = Admission(4, max_waiting=1, max_wait=0.01)
+    batch_runs = [
+        asyncio.create_task(admission.acquire(deadline=None, batch=True)) for _ in range(5)
+    ]
+    await asyncio.sleep(0.05)  # longer than max_wait: runs of batches are not shed
+    assert admission.batch_in_flight == 3
+    assert admission.waiting == 2
+    await admission.acquire(deadline=None)  # the interactive share: at once
+    assert admission.in_flight == 4
+    admission.release()
+    await asyncio.sleep(0)
+    assert admission.batch_in_flight == 3  # the freed slot is not the batches'
+    admission.release(batch=True)
+    admission.release(batch=True)
+    await asyncio.sleep(0)
+    assert admission.batch_in_flight == 3
+    assert admission.waiting == 0
+    for _ in range(3):
+        admission.release(batch=True)
+    await asyncio.gather(*batch_runs)
+
+
+async def test_first_come_first_served_across_interactive_and_batch_runs() -> None:
+    admission = Admission(4)
+    for _ in range(4):
+        await admission.acquire(deadline=None)
+    order: list[str] = []
+
+    async def run(name: str, batch: bool) -> None:
+        await admission.acquire(deadline=None, batch=batch)
+        order.append(name)
+
+    tasks = []
+    for name, batch in (("b1", True), ("i1", False), ("b2", True), ("i2", False)):
+        tasks.append(asyncio.create_task(run(name, batch)))
+        await asyncio.sleep(0)
+    for _ in range(4):
+        admission.release()
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert order == ["b1", "i1", "b2", "i2"]
+
+
+async def test_a_cancelled_waiter_holds_nothing_even_when_granted_meanwhile() -> None:
+    admission = Admission(1)
+    await admission.acquire(deadline=None)
+    gone = asyncio.create_task(admission.acquire(deadline=None))
+    await asyncio.sleep(0)
+    admission.release()  # granted to the waiter...
+    gone.cancel()  # ...which is cancelled before it resumes
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert admission.in_flight == 0
+    await admission.acquire(deadline=None)
+
+
+async def test_a_grown_adaptive_limit_admits_waiting_runs_at_once(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    policy = AdaptivePolicy(initial=8, min_limit=8, window=0.1)
+    admission = Admission(AdaptiveLimit(policy), telemetry=telemetry, lag_feed=None)
+    for _ in range(8):
+        await admission.acquire(deadline=None)
+    waiters = [asyncio.create_task(admission.acquire(deadline=None)) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert admission.waiting == 2
+    for i in range(1, 8):  # the sampler's feedback, on a simulated clock
+        admission.observe_lag(i * SAMPLE, 0.001)
+    await asyncio.gather(*waiters)
+    assert admission.limit == 10
+    assert admission.in_flight == 10
+    assert sample(registry, "agentwatch_admission_limit") == 10
+    admission.close()
+
+
+async def test_no_limit_admits_everyone() -> None:
+    admission = Admission(0)
+    for _ in range(1000):
+        await admission.acquire(deadline=None)
+    assert admission.limit is None
+    assert admission.waiting == 0
+
+
+def test_the_setting_chooses_the_limit(telemetry: Telemetry) -> None:
+    assert build_admission(RuntimeSettings(), telemetry).adaptive is not None
+    assert build_admission(RuntimeSettings(max_concurrent_runs=0), telemetry).limit is None
+    assert build_admission(RuntimeSettings(max_concurrent_runs=32), telemetry).limit == 32
+    env = {"AGENTWATCH_MAX_CONCURRENT_RUNS": "5", "AGENTWATCH_ADMISSION_TIMEOUT": "2.5"}
+    settings = RuntimeSettings.from_env(env)
+    assert (settings.max_concurrent_runs, settings.admission_timeout) == (5, 2.5)
+    with pytest.raises(SettingError, match="AGENTWATCH_ADMISSION_MAX_WAITING must be at least 1"):
+        RuntimeSettings.from_env({"AGENTWATCH_ADMISSION_MAX_WAITING": "0"})
