@@ -1,5 +1,6 @@
 """``agentwatch top --once`` / ``--json`` against a real ``agentwatch serve``: the figures
-of the scrape window are what the workload did inside it, and nothing from before.
+of the scrape window are what the workload did inside it, and nothing from before; a
+service that goes away is shown down, and once restarted counts from zero.
 
 The service's model is the builtin model in this process, so the test decides which
 model calls fail (HTTP 400: a run that fails, never retried). The service's /metrics
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -19,7 +23,9 @@ import pytest
 
 from agentwatch.runtime.builtin_model.behavior import ModelBehavior
 from agentwatch.runtime.builtin_model.server import BuiltinModelServer
-from tests.helpers import cli_env, serve_process, time_bound, wait_until_ready
+from agentwatch.runtime.cli.top.monitor import ALL, Monitor
+from agentwatch.runtime.cli.top.scrape import scrape_all
+from tests.helpers import cli_env, free_port, serve_process, time_bound, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +149,51 @@ async def test_top_once_and_json_show_what_the_workload_did_in_the_window() -> N
 
     assert refused_code == 2
     assert f"cannot read {metrics}: 401 unauthorized" in refused
+
+
+@contextmanager
+def _serve_on(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """``agentwatch serve --port PORT``: the same address each time (a restart)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "agentwatch.runtime.cli", "serve", "--port", str(port)],
+        env=cli_env(OTEL_TRACES_EXPORTER="none"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+async def test_a_target_that_goes_away_is_down_then_counts_from_zero_when_back() -> None:
+    port = free_port()
+    base, monitor = f"http://127.0.0.1:{port}", Monitor([f"http://127.0.0.1:{port}/metrics"])
+    urls = [target.url for target in monitor.targets]
+    async with aiohttp.ClientSession() as session:
+
+        async def tick() -> None:
+            monitor.update(await scrape_all(session, urls, time_limit=10, token=None))
+
+        with _serve_on(port):
+            await wait_until_ready(session, f"{base}/readyz", seconds=60)
+            for i in range(5):
+                assert (await _run(session, base, f"what is {i} + 1"))["status"] == 200
+            await tick()
+        await tick()  # nothing listens now
+        [down] = monitor.as_json()["targets"]
+        assert (down["up"], down["failures_in_a_row"]) == (False, 1)
+        assert down["error"].startswith("cannot connect")
+        assert monitor.figures[ALL] is None
+
+        with _serve_on(port):  # a new process: its counters start at 0
+            await wait_until_ready(session, f"{base}/readyz", seconds=60)
+            for i in range(2):
+                assert (await _run(session, base, f"what is {i} + 2"))["status"] == 200
+            await tick()
+    figures = monitor.figures[ALL]
+    assert figures is not None
+    assert monitor.targets[0].up
+    assert monitor.targets[0].restarted
+    assert (figures.restarted, figures.runs.count, figures.tools[0].calls) == (True, 2, 2)

@@ -15,14 +15,16 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.helpers import cli_env, free_port, serve_process, wait_until_ready
+from agentwatch.runtime.builtin_model.behavior import ModelBehavior
+from agentwatch.runtime.builtin_model.server import BuiltinModelServer
+from tests.helpers import ServiceProcess, cli_env, free_port, serve_process, wait_until_ready
 
 pytestmark = [
     pytest.mark.integration,
@@ -34,6 +36,7 @@ pytestmark = [
 
 WIDTH, HEIGHT = 160, 50
 SCREEN_WAIT = 60.0  # seconds a screen may take to show what a step expects
+CAPTURE = os.environ.get("AGENTWATCH_TOP_CAPTURE", "")  # where to save the last screen
 
 
 class Tmux:
@@ -106,7 +109,12 @@ def _shows_figures(text: str) -> bool:
 
 async def test_top_in_tmux_shows_the_panels_and_switches_views() -> None:
     gone = f"http://127.0.0.1:{free_port()}/metrics"  # nothing listens: shown DOWN
-    with serve_process(AGENTWATCH_BUILTIN_LATENCY="0.05") as service:
+    # the model: 50 ms an answer, one request in five a 503 (retried; a few give up)
+    behavior = ModelBehavior(latency=0.05, error_rate=0.2, fail_status=503, seed=7)
+    async with (
+        BuiltinModelServer(behavior) as model,
+        _serve(OPENAI_BASE_URL=model.base_url, OPENAI_API_KEY="sk-test") as service,
+    ):
         async with aiohttp.ClientSession() as session:
             await wait_until_ready(session, f"{service.base}/readyz", seconds=60)
         top = [sys.executable, "-m", "agentwatch.runtime.cli", "top", "--interval", "1"]
@@ -149,7 +157,9 @@ async def test_top_in_tmux_shows_the_panels_and_switches_views() -> None:
                     lambda s: "all targets summed" in s and "view: operations" in s
                     and _shows_figures(s),
                 )  # fmt: skip
-                capture = tmux.last
+                if CAPTURE:  # a screen with some history in its sparklines
+                    await asyncio.sleep(20)
+                capture = tmux.screen()
                 tmux("send-keys", "-t", "top", "q")
                 await tmux.wait_for("top's exit", lambda s: "top-exited-0" in s)
         finally:
@@ -165,8 +175,13 @@ def _child_env() -> dict[str, str]:
     return {k: os.environ[k] for k in keep if k in os.environ} | {"LANG": "C.UTF-8"}
 
 
+@asynccontextmanager
+async def _serve(**env: str) -> AsyncIterator[ServiceProcess]:
+    with serve_process(**env) as service:
+        yield service
+
+
 def _save(screen: str) -> None:
-    target = os.environ.get("AGENTWATCH_TOP_CAPTURE", "")
-    if target:
+    if CAPTURE:
         lines = [line.rstrip() for line in screen.splitlines()]
-        Path(target).write_text("\n".join(lines).rstrip("\n") + "\n")
+        Path(CAPTURE).write_text("\n".join(lines).rstrip("\n") + "\n")

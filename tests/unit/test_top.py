@@ -245,3 +245,22 @@ def test_keys_switch_the_view_and_the_target_and_quit() -> None:
 @pytest.mark.parametrize("module", sorted(p.name for p in TOP.glob("*.py")))
 def test_top_draws_its_names_from_telemetry(module: str) -> None:
     assert second_spellings(TOP / module) == []
+
+
+def test_a_new_process_start_time_is_a_restart_even_when_counters_grew() -> None:
+    tasks = f"# TYPE {n.M_BATCH_TASKS}_total counter\n"
+    tasks += f'{n.M_BATCH_TASKS}_total{{{n.L_STATUS}="{n.STATUS_COMPLETED}"}}'
+    before = parse_page("u", f"process_start_time_seconds 100\n{tasks} 5\n", 0.0)
+    after = parse_page("u", f"process_start_time_seconds 200\n{tasks} 50\n", 1.0)
+    window = between(before, after)
+    assert window.restarted
+    assert compute(window).batches.finished[n.STATUS_COMPLETED] == 50  # not 45
+
+
+def test_an_error_type_seen_before_the_window_but_not_in_it_is_not_listed() -> None:
+    catalog = _catalog()
+    _runs(catalog, 0.1, times=2, error="TimeoutError")
+    first = _page(catalog, 0.0)
+    _runs(catalog, 0.1, times=3)
+    runs = compute(between(first, _page(catalog, 1.0))).runs
+    assert (runs.errors, runs.error_ratio_by_type) == (0, {})

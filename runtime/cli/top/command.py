@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,7 +31,7 @@ from .screen import VIEWS, ViewState, frame, screen
 
 MAX_SCRAPE_TIMEOUT: Final = 5.0  # the default per-scrape timeout: the interval, at most this
 _VIEW_KEYS: Final = {view[0]: view for view in VIEWS}  # o, t, m, b
-_QUIT_KEYS: Final = frozenset({"q", "\x1b"})
+_QUIT_KEYS: Final = frozenset({"q"})
 TOP_EPILOG: Final = f"""\
 keys: {", ".join(f"{k} {v}" for k, v in _VIEW_KEYS.items())}; tab or right/left arrow
   the next/previous target (all targets summed first); q quit.
@@ -52,7 +53,7 @@ def _token() -> str | None:
 
 
 def top_command(args: argparse.Namespace) -> int:
-    urls: list[str] = args.url or [args.default_url]
+    urls = list(dict.fromkeys(args.url or [args.default_url]))  # each target once
     bad = [u for u in urls if not u.startswith(("http://", "https://"))]
     if bad:
         print(f"agentwatch top: --url must be an http(s) URL, got {bad[0]!r}", file=sys.stderr)
@@ -141,6 +142,7 @@ async def _live(urls: list[str], args: argparse.Namespace) -> int:
             await asyncio.sleep(max(0.0, started + args.interval - loop.time()))
 
     console = Console()
+    loop.add_signal_handler(signal.SIGWINCH, changed.set)  # a resized terminal: redraw
     with (
         Live(
             screen(monitor, controls.state), console=console, screen=True, auto_refresh=False
@@ -157,4 +159,5 @@ async def _live(urls: list[str], args: argparse.Namespace) -> int:
             finally:
                 ticker.cancel()
                 await asyncio.gather(ticker, return_exceptions=True)
+                loop.remove_signal_handler(signal.SIGWINCH)
     return EXIT_OK

@@ -42,7 +42,9 @@ def _counter(name: str) -> str:
 
 
 # Added by other issues: picked up as soon as names.py defines them.
-COST_METRIC: Final = _optional("M_COST_USD")
+COST_METRIC: Final = _optional("M_COST")  # counter, USD
+UNPRICED_METRIC: Final = _optional("M_UNPRICED_CALLS")  # counter: calls with no price
+RUN_COST_METRIC: Final = _optional("M_RUN_COST")  # histogram: the cost of each run, USD
 IN_FLIGHT_METRIC: Final = _optional("M_ADMISSION_IN_FLIGHT")
 WAITING_METRIC: Final = _optional("M_ADMISSION_WAITING")
 
@@ -98,6 +100,9 @@ class Usage:
     tokens_per_second: float
     usd: float | None  # None: the target exposes no cost metric
     usd_per_second: float | None
+    unpriced_calls: float | None  # model calls with no price (no cost recorded)
+    run_cost_p50_usd: float | None  # the cost of a run, from the run cost histogram
+    run_cost_p95_usd: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +190,7 @@ class _Group:
             error_ratio=errors / calls if calls else None,
             p50_seconds=_quantile(self.stats, 0.5),
             p95_seconds=_quantile(self.stats, 0.95),
-            error_types=dict(sorted(self.error_types.items())),
+            error_types={k: v for k, v in sorted(self.error_types.items()) if v},
         )
 
 
@@ -277,12 +282,17 @@ def _usage(window: Window) -> Usage:
     tokens_in = _tokens(window, n.TOKEN_INPUT)
     tokens_out = _tokens(window, n.TOKEN_OUTPUT)
     usd = _spend(window)
+    unpriced = _counter(UNPRICED_METRIC) if UNPRICED_METRIC else None
+    run_cost = _one(window, RUN_COST_METRIC).stats if RUN_COST_METRIC else None
     return Usage(
         input_tokens=tokens_in,
         output_tokens=tokens_out,
         tokens_per_second=(tokens_in + tokens_out) / window.seconds,
         usd=usd,
         usd_per_second=None if usd is None else usd / window.seconds,
+        unpriced_calls=window.increase(unpriced) if unpriced and window.has(unpriced) else None,
+        run_cost_p50_usd=None if run_cost is None else _quantile(run_cost, 0.5),
+        run_cost_p95_usd=None if run_cost is None else _quantile(run_cost, 0.95),
     )
 
 

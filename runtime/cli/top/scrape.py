@@ -100,13 +100,16 @@ async def scrape(
                 text = await _read(response, limit)
     except TimeoutError:
         return Snapshot(url, time.monotonic(), error=f"no answer within {time_limit:g} s")
+    except aiohttp.ClientConnectorError as exc:
+        reason = exc.os_error.strerror or _one_line(exc.os_error) or type(exc.os_error).__name__
+        return Snapshot(url, time.monotonic(), error=f"cannot connect: {reason}")
     except aiohttp.ClientError as exc:
         return Snapshot(url, time.monotonic(), error=_one_line(exc) or type(exc).__name__)
     except (ValueError, UnicodeDecodeError) as exc:
         return Snapshot(url, time.monotonic(), error=_one_line(exc))
     at = time.monotonic()
-    try:
-        return parse_page(url, text, at)
+    try:  # a large page takes the pure-Python parser a while: keys stay answered meanwhile
+        return await asyncio.to_thread(parse_page, url, text, at)
     except ValueError:
         return Snapshot(url, at, error="not a Prometheus metrics page")
 

@@ -114,6 +114,8 @@ def _usage_panel(f: Figures) -> Panel:
                 ("tokens out", count(u.output_tokens)),
                 ("spend/s", money(u.usd_per_second, "/s")),
                 ("spend", money(u.usd)),
+                ("run p50/p95", f"{money(u.run_cost_p50_usd)} / {money(u.run_cost_p95_usd)}"),
+                ("unpriced calls", "n/a" if u.unpriced_calls is None else count(u.unpriced_calls)),
             ]
         ),
         title="Tokens & spend",

@@ -19,49 +19,56 @@ _START_KEY: Final[SeriesKey] = (PROCESS_START, ())
 _SAME_LENGTH: Final = 1.5  # windows up to this ratio apart are summed as they are
 
 
+Labels = tuple[tuple[str, str], ...]
+BySample = Mapping[str, Mapping[Labels, float]]  # sample name -> its series' values
+
+
+def by_sample(values: Iterable[tuple[SeriesKey, float]]) -> dict[str, dict[Labels, float]]:
+    """Series grouped by sample name (values of one key added up)."""
+    grouped: dict[str, dict[Labels, float]] = {}
+    for (name, labels), value in values:
+        series = grouped.setdefault(name, {})
+        series[labels] = series.get(labels, 0.0) + value
+    return grouped
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     """``seconds`` between two scrapes; ``increases`` of the cumulative series in that
-    time, ``gauges`` at its end; ``restarted``: a target's counters were reset."""
+    time, ``gauges`` and ``totals`` (the cumulative values) at its end; ``restarted``: a
+    target's counters were reset. Each grouped by sample name."""
 
     seconds: float
-    increases: Mapping[SeriesKey, float] = field(default_factory=dict)
-    gauges: Mapping[SeriesKey, float] = field(default_factory=dict)
+    increases: BySample = field(default_factory=dict)
+    gauges: BySample = field(default_factory=dict)
     restarted: bool = False
-    totals: Mapping[SeriesKey, float] = field(default_factory=dict)  # cumulative, at its end
+    totals: BySample = field(default_factory=dict)
 
     def increase(self, sample: str, **labels: str) -> float:
         """The sum of the increases of ``sample``'s series that carry ``labels``."""
-        return _sum(self.increases, sample, labels)
+        return _sum(self.increases.get(sample, {}), labels)
 
     def total(self, sample: str, **labels: str) -> float:
         """The sum of ``sample``'s cumulative values at the window's end (since start)."""
-        return _sum(self.totals, sample, labels)
+        return _sum(self.totals.get(sample, {}), labels)
 
     def gauge(self, sample: str, **labels: str) -> float | None:
         """The sum of ``sample``'s gauge series that carry ``labels`` (None: none exist)."""
-        if not any(name == sample for name, _ in self.gauges):
-            return None
-        return _sum(self.gauges, sample, labels)
+        series = self.gauges.get(sample)
+        return None if series is None else _sum(series, labels)
 
     def series(self, sample: str) -> Iterable[tuple[dict[str, str], float]]:
         """Each series of ``sample`` in this window: its labels and its increase."""
-        for (name, labels), value in self.increases.items():
-            if name == sample:
-                yield dict(labels), value
+        for labels, value in self.increases.get(sample, {}).items():
+            yield dict(labels), value
 
     def has(self, sample: str) -> bool:
-        return any(name == sample for name, _ in self.increases) or any(
-            name == sample for name, _ in self.gauges
-        )
+        return sample in self.increases or sample in self.gauges
 
 
-def _sum(values: Mapping[SeriesKey, float], sample: str, labels: Mapping[str, str]) -> float:
-    total = 0.0
-    for (name, pairs), value in values.items():
-        if name == sample and all((k, v) in pairs for k, v in labels.items()):
-            total += value
-    return total
+def _sum(series: Mapping[Labels, float], labels: Mapping[str, str]) -> float:
+    wanted = labels.items()
+    return sum(v for pairs, v in series.items() if all(item in pairs for item in wanted))
 
 
 def restarted(before: Snapshot, after: Snapshot) -> bool:
@@ -75,14 +82,11 @@ def restarted(before: Snapshot, after: Snapshot) -> bool:
 def between(before: Snapshot, after: Snapshot) -> Window:
     """The window from ``before`` to ``after``, two good scrapes of one target."""
     reset = restarted(before, after)
-    increases = {
-        key: value if reset else value - before.values.get(key, 0.0)
-        for key, value in after.values.items()
-        if key in after.cumulative
-    }
-    gauges = {key: v for key, v in after.values.items() if key not in after.cumulative}
-    totals = {key: v for key, v in after.values.items() if key in after.cumulative}
-    return Window(max(after.at - before.at, 1e-9), increases, gauges, reset, totals)
+    grows = [(key, value) for key, value in after.values.items() if key in after.cumulative]
+    increases = [(k, v if reset else v - before.values.get(k, 0.0)) for k, v in grows]
+    gauges = [(k, v) for k, v in after.values.items() if k not in after.cumulative]
+    seconds = max(after.at - before.at, 1e-9)
+    return Window(seconds, by_sample(increases), by_sample(gauges), reset, by_sample(grows))
 
 
 def combine(windows: Iterable[Window]) -> Window | None:
@@ -96,16 +100,23 @@ def combine(windows: Iterable[Window]) -> Window | None:
     if not items:
         return None
     usual = min(w.seconds for w in items)
-    increases: dict[SeriesKey, float] = {}
-    gauges: dict[SeriesKey, float] = {}
-    totals: dict[SeriesKey, float] = {}
+    increases: list[tuple[SeriesKey, float]] = []
+    gauges: list[tuple[SeriesKey, float]] = []
+    totals: list[tuple[SeriesKey, float]] = []
     for window in items:
         scale = usual / window.seconds if window.seconds > usual * _SAME_LENGTH else 1.0
-        for key, value in window.increases.items():
-            increases[key] = increases.get(key, 0.0) + value * scale
-        for key, value in window.gauges.items():
-            gauges[key] = gauges.get(key, 0.0) + value
-        for key, value in window.totals.items():
-            totals[key] = totals.get(key, 0.0) + value
+        increases += [(key, value * scale) for key, value in _flat(window.increases)]
+        gauges += _flat(window.gauges)
+        totals += _flat(window.totals)
     seconds = max(w.seconds for w in items if w.seconds <= usual * _SAME_LENGTH)
-    return Window(seconds, increases, gauges, any(w.restarted for w in items), totals)
+    return Window(
+        seconds,
+        by_sample(increases),
+        by_sample(gauges),
+        any(w.restarted for w in items),
+        by_sample(totals),
+    )
+
+
+def _flat(grouped: BySample) -> list[tuple[SeriesKey, float]]:
+    return [((name, labels), v) for name, series in grouped.items() for labels, v in series.items()]
