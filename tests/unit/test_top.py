@@ -264,3 +264,20 @@ def test_an_error_type_seen_before_the_window_but_not_in_it_is_not_listed() -> N
     _runs(catalog, 0.1, times=3)
     runs = compute(between(first, _page(catalog, 1.0))).runs
     assert (runs.errors, runs.error_ratio_by_type) == (0, {})
+
+
+def test_runs_in_flight_and_waiting_come_from_admission() -> None:
+    catalog = _catalog()
+    first = _page(catalog, 0.0)
+    catalog.admission_limit.set(64)
+    catalog.admission_in_flight.set(64)
+    catalog.admission_waiting.set(12)
+    runs = compute(between(first, _page(catalog, 1.0))).runs
+    assert (runs.slots, runs.in_flight, runs.waiting) == (64, 64, 12)
+
+
+def test_a_page_without_a_metric_shows_none_not_zero() -> None:
+    old = parse_page("u", f"# TYPE {n.M_BATCH_QUEUE_DEPTH} gauge\n{n.M_BATCH_QUEUE_DEPTH} 3\n", 0)
+    found = compute(between(old, old))
+    assert (found.runs.in_flight, found.batches.queue_depth) == (None, 3)
+    assert (found.health.loop_lag_max_seconds, found.usage.usd) == (None, None)

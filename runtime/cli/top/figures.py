@@ -6,9 +6,8 @@ increase of each histogram bucket, interpolated within the bucket as PromQL's
 ``histogram_quantile`` does (``OperationStats.quantile`` of the report, the same code).
 A latency is None when nothing was observed in the window.
 
-Metric and label names come from ``agentwatch.telemetry.names``. Metrics other work
-adds (spend, issue 17; admission's runs in flight and waiting, issue 18) are read when
-the page has them and left out (None) when it has not.
+Metric and label names come from ``agentwatch.telemetry.names``. A figure whose metric
+the page lacks (an older agentwatch; spend before issue 17 lands) is None, never 0.
 """
 
 from __future__ import annotations
@@ -45,8 +44,6 @@ def _counter(name: str) -> str:
 COST_METRIC: Final = _optional("M_COST")  # counter, USD
 UNPRICED_METRIC: Final = _optional("M_UNPRICED_CALLS")  # counter: calls with no price
 RUN_COST_METRIC: Final = _optional("M_RUN_COST")  # histogram: the cost of each run, USD
-IN_FLIGHT_METRIC: Final = _optional("M_ADMISSION_IN_FLIGHT")
-WAITING_METRIC: Final = _optional("M_ADMISSION_WAITING")
 
 QUANTILES: Final = (0.5, 0.95)
 
@@ -89,8 +86,10 @@ class Runs:
     shed: float  # ended waiting for a run slot, never started
     p50_seconds: float | None
     p95_seconds: float | None
-    in_flight: float | None  # admission's gauges, when the page has them
+    in_flight: float | None  # admission's gauges and wait (None: the page has none)
     waiting: float | None
+    slots: float | None  # the admission limit now (0: none)
+    slot_wait_p95_seconds: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,8 +260,10 @@ def _runs(window: Window) -> Runs:
         shed=window.increase(_counter(n.M_ADMISSION_SHED)),
         p50_seconds=row.p50_seconds,
         p95_seconds=row.p95_seconds,
-        in_flight=window.gauge(IN_FLIGHT_METRIC) if IN_FLIGHT_METRIC else None,
-        waiting=window.gauge(WAITING_METRIC) if WAITING_METRIC else None,
+        in_flight=window.gauge(n.M_ADMISSION_IN_FLIGHT),
+        waiting=window.gauge(n.M_ADMISSION_WAITING),
+        slots=window.gauge(n.M_ADMISSION_LIMIT),
+        slot_wait_p95_seconds=_quantile(_one(window, n.M_ADMISSION_WAIT).stats, 0.95),
     )
 
 

@@ -96,6 +96,7 @@ def _runs_panel(f: Figures, history: History) -> Panel:
                 ("", sparkline(history.errors_per_second)),
                 ("by type", types),
                 ("in flight / waiting", f"{count(r.in_flight)} / {count(r.waiting)}"),
+                ("slots / wait p95", f"{count(r.slots)} / {duration(r.slot_wait_p95_seconds)}"),
                 ("runs", f"{count(r.count)} in window"),
                 ("cancelled / shed", f"{count(r.cancelled)} / {count(r.shed)}"),
             ]
