@@ -1,7 +1,13 @@
 """agentwatch.telemetry: spans, metrics and their exposition. Knows nothing of the runtime."""
 
 from ._agent_run import AgentRunInvocation
-from ._invocation import Invocation, instrument_iter, instrument_stream, is_cancellation
+from ._invocation import (
+    Invocation,
+    instrument_iter,
+    instrument_stream,
+    is_cancellation,
+    treat_as_control_flow,
+)
 from ._llm_call import LlmCallInvocation
 from ._retry_attempt import RetryAttemptInvocation
 from ._tool_call import ToolCallInvocation
@@ -56,4 +62,5 @@ __all__ = [
     "start_metrics_server",
     "stats_from_registry",
     "stats_from_text",
+    "treat_as_control_flow",
 ]

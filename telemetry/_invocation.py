@@ -44,6 +44,17 @@ def is_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.CancelledError | GeneratorExit)
 
 
+_control_flow: tuple[type[BaseException], ...] = ()
+
+
+def treat_as_control_flow(*kinds: type[BaseException]) -> None:
+    """Exceptions of these classes end an operation without failing it: a framework
+    that steers with exceptions (LangGraph's ``interrupt()`` and ``Command`` handoffs
+    bubble up as ``GraphBubbleUp``) pauses or hands off a run, it does not fail it."""
+    global _control_flow
+    _control_flow = tuple(dict.fromkeys((*_control_flow, *kinds)))
+
+
 class Invocation:
     """One running operation. End it with ``stop()``, ``fail(exc)`` or ``end(exc)``."""
 
@@ -130,7 +141,9 @@ class Invocation:
         self._finish(CANCELLED, OUTCOME_CANCELLED)
 
     def end(self, exc: BaseException | None) -> None:
-        if exc is None:
+        """End by how the operation ended: ``exc`` None (or control flow: see
+        ``treat_as_control_flow``) a success, else ``fail(exc)``."""
+        if exc is None or isinstance(exc, _control_flow):
             self.stop()
         else:
             self.fail(exc)

@@ -80,6 +80,18 @@ _CAPTURE: Final[Mapping[str, ContentCapture]] = {
 }
 
 
+def content_capture(environ: Mapping[str, str]) -> ContentCapture:
+    """``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` of ``environ``: whether
+    prompts and outputs go on spans (a value it does not know: ``ConfigurationError``)."""
+    raw = environ.get(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, "").strip().lower()
+    if raw not in _CAPTURE:
+        raise ConfigurationError(
+            f"{OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT}={raw!r}: use "
+            "SPAN_ONLY, SPAN_AND_EVENT, NO_CONTENT (or true/false)"
+        )
+    return _CAPTURE[raw]
+
+
 @dataclass(frozen=True, slots=True)
 class TelemetrySettings:
     sdk_disabled: bool = False
@@ -133,19 +145,13 @@ class TelemetrySettings:
         protocol = (
             e.get(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL) or e.get(OTEL_EXPORTER_OTLP_PROTOCOL) or ""
         ).strip().lower() or "http/protobuf"
-        capture_raw = e.get(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT, "").strip().lower()
-        if capture_raw not in _CAPTURE:
-            raise ConfigurationError(
-                f"{OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT}={capture_raw!r}: use "
-                "SPAN_ONLY, SPAN_AND_EVENT, NO_CONTENT (or true/false)"
-            )
         return cls(
             sdk_disabled=e.get(OTEL_SDK_DISABLED, "").strip().lower() == "true",
             traces_exporter=exporter,  # type: ignore[arg-type]  # checked in __post_init__
             otlp_protocol=protocol,  # type: ignore[arg-type]
             max_queue_size=_int(e, OTEL_BSP_MAX_QUEUE_SIZE, 2048),
             max_export_batch_size=_int(e, OTEL_BSP_MAX_EXPORT_BATCH_SIZE, 512),
-            capture_content=_CAPTURE[capture_raw],
+            capture_content=content_capture(e),
             shutdown_timeout=_float(
                 e, AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT
             ),

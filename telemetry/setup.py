@@ -56,7 +56,9 @@ from .settings import (
     OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT,
     OTEL_SPAN_EVENT_COUNT_LIMIT,
     OTEL_SPAN_LINK_COUNT_LIMIT,
+    ContentCapture,
     TelemetrySettings,
+    content_capture,
 )
 
 _logger = logging.getLogger("agentwatch.telemetry")
@@ -141,13 +143,25 @@ def _state_where_spans_go(
 
 def get_telemetry() -> Telemetry:
     """The process's telemetry; without ``setup_telemetry()``, metrics on the default
-    registry and spans through whatever global tracer provider is installed."""
+    registry and spans through whatever global tracer provider is installed, content
+    captured as ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` says (the
+    zero-code way: ``opentelemetry-instrument`` sets up tracing, not agentwatch)."""
     global _telemetry
     if _telemetry is None:
         with _lock:
             if _telemetry is None:
-                _telemetry = Telemetry()
+                _telemetry = Telemetry(capture_content=_content_capture())
     return _telemetry
+
+
+def _content_capture() -> ContentCapture:
+    """The capture setting, or none (logged) when it is not one we know: the first
+    call this runs in is a user's model call, which telemetry must never fail."""
+    try:
+        return content_capture(os.environ)
+    except ConfigurationError as exc:
+        _logger.warning("agentwatch: %s; content is not captured", exc)
+        return "none"
 
 
 def build_telemetry(

@@ -36,7 +36,7 @@ from agentwatch.telemetry import (
 )
 from agentwatch.telemetry.names import OP_INVOKE_AGENT, OUTCOME_CANCELLED
 
-from .recording import Recorded, Recording, own_run, within
+from .recording import Recorded, Recording, call_callbacks, own_run, parent_context, within_run
 from .streams import marked_aiter, marked_iter, opened
 
 UNNAMED_GRAPH: Final = "LangGraph"
@@ -53,11 +53,13 @@ def agent_name(graph: Any) -> str | None:
     return None
 
 
-def _recorded_here(graph: Any) -> str | None:
+def _recorded_here(graph: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
     """The agent name to record this graph's run under; None: not an agent, or its
     own boundary records the run already (``invoke`` calling ``stream``)."""
     name = agent_name(graph)
-    return None if name is None or within(graph) else name
+    if name is None or within_run(graph, _config(args, kwargs).get("run_id")):
+        return None
+    return name
 
 
 def _config(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -118,7 +120,12 @@ class GraphBoundary:
         config = _config(args, kwargs)
         # The agent's model is not known before its first call: the first chat call
         # beneath it names it (span attribute and the duration's label).
-        invocation = telemetry.agent_run(name, "", conversation_id=_conversation_id(config))
+        invocation = telemetry.agent_run(
+            name,
+            "",
+            conversation_id=_conversation_id(config),
+            parent=parent_context(call_callbacks(config)),
+        )
         run_id = own_run(config.get("run_id"))
         marker = Recording(
             OP_INVOKE_AGENT,
@@ -133,7 +140,7 @@ class GraphBoundary:
     def invoke(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        name = _recorded_here(instance)
+        name = _recorded_here(instance, args, kwargs)
         if name is None:
             return wrapped(*args, **kwargs)
         invocation, marker, args = self._start(name, instance, args, kwargs)
@@ -143,7 +150,7 @@ class GraphBoundary:
     async def ainvoke(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        name = _recorded_here(instance)
+        name = _recorded_here(instance, args, kwargs)
         if name is None:
             return await wrapped(*args, **kwargs)
         invocation, marker, args = self._start(name, instance, args, kwargs)
@@ -153,7 +160,7 @@ class GraphBoundary:
     def stream(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Iterator[Any]:
-        name = _recorded_here(instance)
+        name = _recorded_here(instance, args, kwargs)
         if name is None:
             stream: Iterator[Any] = wrapped(*args, **kwargs)
             return stream
@@ -178,7 +185,7 @@ class GraphBoundary:
     def astream(
         self, wrapped: Wrapped, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> AsyncIterator[Any]:
-        name = _recorded_here(instance)
+        name = _recorded_here(instance, args, kwargs)
         if name is None:
             stream: AsyncIterator[Any] = wrapped(*args, **kwargs)
             return stream

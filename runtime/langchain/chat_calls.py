@@ -49,7 +49,16 @@ from agentwatch.telemetry import (
 from agentwatch.telemetry.names import OP_CHAT, OUTCOME_CANCELLED
 
 from .providers import provider_name
-from .recording import Recorded, Recording, current, enter, leave, parent_context, within
+from .recording import (
+    Recorded,
+    Recording,
+    call_callbacks,
+    current,
+    enter,
+    leave,
+    parent_context,
+    within,
+)
 from .streams import marked_aiter, marked_iter, opened
 
 Wrapped = Callable[..., Any]
@@ -125,12 +134,14 @@ def record_result(
         invocation.capture(output_messages=messages_json([g.message for g in generations]))
 
 
-_MODEL_FIELDS = ("model_name", "model", "model_id")
+_MODEL_FIELDS = ("model_name", "model", "model_id", "deployment_name")
+"""Where chat models keep the model they ask for; last, Azure OpenAI's deployment (what
+its requests name when no model is given)."""
 
 
 def request_model(model: BaseChatModel, options: Mapping[str, Any]) -> str:
     """The model a call asks for: a per-call ``model=`` (``bind(model=...)``), else the
-    chat model's own ``model_name`` / ``model`` / ``model_id``."""
+    chat model's own ``model_name`` / ``model`` / ``model_id`` / ``deployment_name``."""
     value = options.get("model")
     if isinstance(value, str) and value:
         return value
@@ -414,8 +425,7 @@ class ChatBoundary:
             given = args[0] if args else kwargs.get("input")
             messages = instance._convert_input(given).to_messages()
         options = _stream_options(kwargs)
-        config = args[1] if len(args) > 1 else kwargs.get("config")
-        callbacks = config.get("callbacks") if isinstance(config, Mapping) else None
+        callbacks = call_callbacks(args[1] if len(args) > 1 else kwargs.get("config"))
         return self._start(
             telemetry, instance, messages, options, stream=True, runs=1, callbacks=callbacks
         )

@@ -39,18 +39,20 @@ hops (which copy the context); setting and resetting it costs well under a micro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Generic, TypeVar
 from uuid import UUID, uuid4
 
+from langchain_core.runnables.config import var_child_runnable_config
+from langgraph.errors import GraphBubbleUp
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
-from agentwatch.telemetry import Invocation
+from agentwatch.telemetry import Invocation, treat_as_control_flow
 
 
 class Recording:
@@ -115,6 +117,10 @@ class Recording:
 
 _current: ContextVar[Recording | None] = ContextVar("agentwatch_recording", default=None)
 
+# LangGraph's interrupt() and Command handoffs (to a parent graph) bubble up as
+# exceptions: a run paused or handed off, not failed, wherever it is recorded.
+treat_as_control_flow(GraphBubbleUp)
+
 
 def current() -> Recording | None:
     """The innermost operation a boundary is recording here, if any."""
@@ -142,6 +148,32 @@ def within(instance: object) -> bool:
     a nested boundary of the same object passes the call through."""
     marker = _current.get()
     return marker is not None and marker.owner is instance and marker.span is not None
+
+
+def within_run(instance: object, run_id: object) -> bool:
+    """``within`` for a boundary that names its run (a tool, a graph): the same call
+    passed on (``invoke`` calling ``stream``, our tool over the instrumentor's wrapper)
+    carries the run id the outer boundary gave it. A call of the same object under
+    another run (a tool that calls itself, a graph run from its own node) is a call
+    of its own."""
+    marker = _current.get()
+    return (
+        marker is not None
+        and marker.owner is instance
+        and marker.span is not None
+        and run_id in marker.run_ids
+    )
+
+
+def call_callbacks(config: object) -> object:
+    """The callbacks a LangChain call made with ``config`` runs with: the config's
+    own, else those LangChain hands down to calls made without one (inside a node, a
+    tool or a chain step), as ``ensure_config`` merges them."""
+    given = config.get("callbacks") if isinstance(config, Mapping) else None
+    if given is not None:
+        return given
+    inherited = var_child_runnable_config.get()
+    return inherited.get("callbacks") if inherited is not None else None
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from agentwatch.telemetry.names import OP_EXECUTE_TOOL
 
 from ..retry import Retrier, RetryPolicy
 from ..tools.registry import ToolRegistry, ToolSpec
-from .recording import Recorded, Recording, current_agent, own_run, parent_context, within
+from .recording import Recorded, Recording, current_agent, own_run, parent_context, within_run
 
 _current: ContextVar[ToolCallInvocation | None] = ContextVar("agentwatch_tool", default=None)
 
@@ -59,7 +59,7 @@ class ToolBoundary:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        if within(instance):
+        if within_run(instance, kwargs.get("run_id")):
             return wrapped(*args, **kwargs)
         invocation, marker, capturing = self._start(instance, args, kwargs)
         with _Recorded(invocation, marker):
@@ -74,7 +74,7 @@ class ToolBoundary:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        if within(instance):
+        if within_run(instance, kwargs.get("run_id")):
             return await wrapped(*args, **kwargs)
         invocation, marker, capturing = self._start(instance, args, kwargs)
         with _Recorded(invocation, marker):
