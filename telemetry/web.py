@@ -39,11 +39,17 @@ def render_metrics(registry: CollectorRegistry, accept: str) -> tuple[bytes, str
     return encoder(registry), content_type
 
 
-def metrics_handler(registry: CollectorRegistry) -> Handler:
+MetricsSource = Callable[[], Awaitable[CollectorRegistry]]
+"""What a scrape renders when it is not one registry as it is (several processes'
+series merged: ``agentwatch serve --workers``)."""
+
+
+def metrics_handler(registry: CollectorRegistry, source: MetricsSource | None = None) -> Handler:
     async def handle_metrics(request: web.Request) -> web.Response:
         accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
         loop = asyncio.get_running_loop()
-        body, content_type = await loop.run_in_executor(None, render_metrics, registry, accept)
+        rendered = registry if source is None else await source()
+        body, content_type = await loop.run_in_executor(None, render_metrics, rendered, accept)
         response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
         response.enable_compression()
         return response
@@ -78,15 +84,17 @@ def add_telemetry_routes(
     *,
     readiness: list[ReadinessCheck] | None = None,
     metrics_token: str | None = None,
+    metrics_source: MetricsSource | None = None,
 ) -> None:
     """Mount ``/metrics``, ``/healthz`` and ``/readyz`` on ``app``.
 
     With ``metrics_token``, ``/metrics`` needs ``Authorization: Bearer <token>``
     (Prometheus: ``authorization: {credentials: ...}``); health routes stay open.
+    ``metrics_source``: what ``/metrics`` renders instead of the telemetry's registry.
     """
     app[TELEMETRY_KEY] = telemetry
     app[READINESS_KEY] = list(readiness or [])
-    handler = metrics_handler(telemetry.registry)
+    handler = metrics_handler(telemetry.registry, metrics_source)
     if metrics_token:
         handler = _bearer_only(handler, metrics_token)
     app.router.add_get("/metrics", handler)

@@ -91,14 +91,15 @@ class ServiceProcess:
 
 
 @contextmanager
-def cli_process(command: str, **env: str) -> Iterator[ServiceProcess]:
-    """``agentwatch COMMAND --port P`` (``serve`` or ``model``) in its own process on a free
-    loopback port, spans not exported. Stopped on exit; when the body passed, its stderr
-    must hold no traceback (stderr goes to a file: a chatty server never blocks on a pipe)."""
+def cli_process(command: str, *args: str, **env: str) -> Iterator[ServiceProcess]:
+    """``agentwatch COMMAND --port P ARGS`` (``serve`` or ``model``) in its own process on a
+    free loopback port, spans not exported. Stopped on exit; when the body passed, its
+    stderr must hold no traceback (stderr goes to a file: a chatty server never blocks on
+    a pipe)."""
     port = free_port()
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(
-            [sys.executable, "-m", "agentwatch.runtime.cli", command, "--port", str(port)],
+            [sys.executable, "-m", "agentwatch.runtime.cli", command, "--port", str(port), *args],
             env=cli_env(OTEL_TRACES_EXPORTER="none", **env),
             stdout=subprocess.DEVNULL,
             stderr=stderr,

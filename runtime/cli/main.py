@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve /v1/runs and /metrics")
     serve.add_argument("--host", help="bind address (default 127.0.0.1, or AGENTWATCH_HOST)")
     serve.add_argument("--port", type=_port, help="port (default 8080, or AGENTWATCH_PORT)")
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="worker processes serving the port (default 1); /metrics on any counts all",
+    )
     serve.set_defaults(func=serve_command)
 
     run = commands.add_parser("run", help="run one query and print the answer and trace id")

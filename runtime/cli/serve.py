@@ -22,34 +22,63 @@ from agentwatch.telemetry import setup_telemetry
 from ..builtin_model import ModelBehavior, create_model_app
 from ..http.serving import BindError, run_service
 from ..service.app import create_app
+from ..service.federation import federated, own_metrics_ctx
 from ..settings import AGENTWATCH_HOST, AGENTWATCH_PORT, RuntimeSettings
 from . import demo
 from .exits import EXIT_CANNOT_LISTEN, EXIT_OK, EXIT_USAGE, CliError
+from .workers import WorkerRole, supervise
 
 MODEL_PORT: Final = 8081
 
 
+SHUTDOWN_TIMEOUT: Final = 10.0
+"""SIGTERM: in-flight runs get this long, then are cancelled."""
+
+
 def serve_command(args: argparse.Namespace) -> int:
-    """``agentwatch serve``: the service until SIGTERM/SIGINT."""
+    """``agentwatch serve``: the service until SIGTERM/SIGINT (``--workers N``: N
+    processes serving the port, workers.py)."""
     settings = _settings(args)
-    telemetry = setup_telemetry()
     model = "the builtin model" if settings.uses_builtin_model else settings.model
+    role = WorkerRole.from_env()
+    where = {
+        "host_from": _origin("--host", args.host, AGENTWATCH_HOST),
+        "port_from": _origin("--port", args.port, AGENTWATCH_PORT),
+    }
+    count = getattr(args, "workers", 1)
+    if role is None and count > 1:
+        with listening(settings.host, settings.port, **where):
+            return supervise(
+                settings.host,
+                settings.port,
+                count,
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
+                serving=lambda port: (
+                    f"agentwatch serving on http://{settings.host}:{port} with {model} "
+                    f"({count} worker processes)"
+                ),
+            )
     serving = f"agentwatch serving on http://{settings.host}:{settings.port} with {model}"
-    app = create_app(settings, telemetry)
+    telemetry = setup_telemetry()
+    source = None
+    if role is not None:  # one of --workers N: /metrics answers for every worker
+        source = federated(telemetry, role.directory, role.index, role.count)
+    app = create_app(settings, telemetry, metrics_source=source)
     app.on_startup.append(_freeze_startup_objects)
+    if role is not None:
+        app.cleanup_ctx.append(own_metrics_ctx(telemetry.registry, role.socket_path))
+        app.on_response_prepare.append(role.sign)
     try:
-        with listening(
-            settings.host,
-            settings.port,
-            host_from=_origin("--host", args.host, AGENTWATCH_HOST),
-            port_from=_origin("--port", args.port, AGENTWATCH_PORT),
-        ):
+        with listening(settings.host, settings.port, **where):
             run_service(  # aiohttp with the connection limits of runtime/http/serving.py
                 app,
                 host=settings.host,
                 port=settings.port,
-                on_listening=lambda: print(serving, flush=True),
-                shutdown_timeout=10.0,  # SIGTERM: in-flight runs get this long, then cancelled
+                on_listening=(
+                    (lambda: print(serving, flush=True)) if role is None else role.listening
+                ),
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
+                reuse_port=role is not None,
             )
     finally:
         telemetry.shutdown()  # AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT

@@ -265,10 +265,13 @@ def make_runner(
     return ServiceRunner(app, **(options | kwargs))
 
 
-async def start_site(runner: web.BaseRunner, host: str, port: int) -> web.TCPSite:
+async def start_site(
+    runner: web.BaseRunner, host: str, port: int, *, reuse_port: bool = False
+) -> web.TCPSite:
     """Listen on ``host``:``port`` with ``runner`` (set up already); ``BindError`` when the
-    address cannot be used."""
-    site = web.TCPSite(runner, host, port)
+    address cannot be used. ``reuse_port``: beside the other processes listening on it
+    with ``SO_REUSEPORT`` (the kernel spreads new connections among them)."""
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
     try:
         await site.start()
     except (OSError, OverflowError) as exc:  # gaierror is an OSError
@@ -283,12 +286,14 @@ def run_service(
     port: int,
     on_listening: Callable[[], None] | None = None,
     shutdown_timeout: float = 10.0,
+    reuse_port: bool = False,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM; then requests in flight get
     ``shutdown_timeout`` seconds and are cancelled. A client that goes away cancels
     its request's handler (and so its run). ``BindError`` when it cannot listen;
-    an error of the app's own start-up propagates as it is."""
-    asyncio.run(_serve(app, host, port, on_listening, shutdown_timeout))
+    an error of the app's own start-up propagates as it is. ``reuse_port``: one of
+    several processes serving the port (``start_site``)."""
+    asyncio.run(_serve(app, host, port, on_listening, shutdown_timeout, reuse_port))
 
 
 async def _serve(
@@ -297,6 +302,7 @@ async def _serve(
     port: int,
     on_listening: Callable[[], None] | None,
     shutdown_timeout: float,
+    reuse_port: bool,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -306,7 +312,7 @@ async def _serve(
     runner = make_runner(app, shutdown_timeout=shutdown_timeout)
     try:
         await runner.setup()
-        await start_site(runner, host, port)
+        await start_site(runner, host, port, reuse_port=reuse_port)
         if on_listening is not None:
             on_listening()
         await stop.wait()

@@ -47,6 +47,7 @@ from agentwatch.telemetry import (
     http_metrics_middleware,
     loop_lag_ctx,
 )
+from agentwatch.telemetry.web import MetricsSource
 
 from ..agents.admission import AdmissionRefused
 from ..agents.agent import Agent, AgentInputError, AgentRunError, RunTimeoutError, StepLimitError
@@ -298,8 +299,14 @@ _EXPECT_MESSAGE: Final = "The Expect header is not supported (only 100-continue)
 
 
 def create_app(
-    settings: RuntimeSettings, telemetry: Telemetry, *, runtime: AgentRuntime | None = None
+    settings: RuntimeSettings,
+    telemetry: Telemetry,
+    *,
+    runtime: AgentRuntime | None = None,
+    metrics_source: MetricsSource | None = None,
 ) -> web.Application:
+    """The service (``metrics_source``: what ``/metrics`` renders instead of this
+    process's registry: every worker's series under ``serve --workers``)."""
     middlewares = [http_metrics_middleware(telemetry), json_errors]
     auth = bearer_auth(settings.api_token)
     if auth is not None:
@@ -331,7 +338,11 @@ def create_app(
 
     app.cleanup_ctx.append(runtime_ctx)
     add_telemetry_routes(
-        app, telemetry, readiness=[runtime_started], metrics_token=settings.metrics_token
+        app,
+        telemetry,
+        readiness=[runtime_started],
+        metrics_token=settings.metrics_token,
+        metrics_source=metrics_source,
     )
     app.cleanup_ctx.append(lambda _: loop_lag_ctx(telemetry))
     add_openapi_route(app)
