@@ -173,6 +173,47 @@ def admission_row(d: Layout) -> None:
     )
 
 
+def cost_panels(d: Layout) -> None:
+    """Spend from the offline price table (telemetry/prices.py): what calls cost by model
+    and agent, what a run costs, and the calls no price was found for."""
+    spend = n.M_COST + TOTAL
+    d.row("Cost")
+    for by, title in ((n.L_GEN_AI_REQUEST_MODEL, "model"), (n.L_GEN_AI_AGENT_NAME, "agent")):
+        d.panel(
+            f"Spend per hour by {title}",
+            [target(f"3600 * {rate(spend, by=by)}", legend(by), "A", True)],
+            "currencyUSD",
+            f"USD per hour spent on model calls, by {title} (agentwatch_cost_usd_total; "
+            "failed calls that were billed included). Alert: AgentwatchSpendRateHigh.",
+            width=6,
+        )
+    d.panel(
+        "Cost per run p50 / p95",
+        [
+            target(quantile(q, n.M_RUN_COST), f"p{int(q * 100)}", ref, True)
+            for q, ref in ((0.5, "A"), (0.95, "B"))
+        ],
+        "currencyUSD",
+        "What one agent run cost (runs with no priced call are not in it); exemplar dots "
+        "open an expensive run's trace.",
+        width=6,
+    )
+    d.panel(
+        "Unpriced calls by model",
+        [
+            target(
+                rate(n.M_UNPRICED_CALLS + TOTAL, by=n.L_GEN_AI_REQUEST_MODEL),
+                legend(n.L_GEN_AI_REQUEST_MODEL),
+                "A",
+            )
+        ],
+        "reqps",
+        "Billed calls of models with no known price: their cost is missing from the spend "
+        "panels. Price them in AGENTWATCH_PRICES_FILE.",
+        width=6,
+    )
+
+
 def build() -> dict[str, Any]:
     d = Layout()
     agent = n.M_GEN_AI_INVOKE_AGENT_DURATION
@@ -284,6 +325,8 @@ def build() -> dict[str, Any]:
         "s",
         "Streaming: each gap between chunks after the first.",
     )
+
+    cost_panels(d)
 
     d.row("Tools")
     d.panel(

@@ -28,6 +28,9 @@ class ToolCallRecord:
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
+    cost_usd: float | None = None
+    """What the run's model calls cost, USD, from the offline price table (telemetry's
+    ``PriceTable``); None when no call could be priced (an unknown price is not 0)."""
 
     @property
     def total_tokens(self) -> int:
@@ -53,6 +56,7 @@ class RunResult:
                 "input_tokens": self.usage.input_tokens,
                 "output_tokens": self.usage.output_tokens,
                 "total_tokens": self.usage.total_tokens,
+                "cost_usd": self.usage.cost_usd,
             },
             "trace_id": self.trace_id,
             "sampled": self.sampled,
@@ -60,9 +64,13 @@ class RunResult:
 
 
 def result_from_messages(
-    messages: list[BaseMessage], trace_id: str, sampled: bool | None = None
+    messages: list[BaseMessage],
+    trace_id: str,
+    sampled: bool | None = None,
+    cost_usd: float | None = None,
 ) -> RunResult:
-    """Answer, tool calls and summed usage of a finished run's messages.
+    """Answer, tool calls and summed usage of a finished run's messages; ``cost_usd``:
+    what its calls cost (the run's ``Spend``, which priced each call once).
 
     ``sampled`` None: sampled exactly when there is a trace id."""
     results = {m.tool_call_id: m for m in messages if isinstance(m, ToolMessage)}
@@ -89,7 +97,8 @@ def result_from_messages(
         if not message.tool_calls:
             output = message.text
     sampled = bool(trace_id) if sampled is None else sampled
-    return RunResult(output, calls, Usage(input_tokens, output_tokens), trace_id, sampled)
+    usage = Usage(input_tokens, output_tokens, cost_usd)
+    return RunResult(output, calls, usage, trace_id, sampled)
 
 
 def trace_line(result: RunResult) -> str:

@@ -10,6 +10,7 @@ from ._invocation import (
 )
 from ._llm_call import LlmCallInvocation
 from ._retry_attempt import RetryAttemptInvocation
+from ._spend import Spend, current_spend
 from ._tool_call import ToolCallInvocation
 from .catalog import MetricCatalog
 from .core import Telemetry
@@ -17,6 +18,7 @@ from .errors import AgentwatchError, ConfigurationError
 from .labels import BoundedLabel
 from .loop_lag import loop_lag_ctx, monitor_loop_lag, sample_loop_lag
 from .observe import Observation, observe
+from .prices import Price, PriceTable
 from .report import fetch_metrics_text, format_report, stats_from_registry, stats_from_text
 from .settings import TelemetrySettings
 from .setup import build_telemetry, get_telemetry, setup_telemetry
@@ -39,7 +41,10 @@ __all__ = [
     "MetricCatalog",
     "MetricsServer",
     "Observation",
+    "Price",
+    "PriceTable",
     "RetryAttemptInvocation",
+    "Spend",
     "Telemetry",
     "TelemetrySettings",
     "ToolCallInvocation",
@@ -47,6 +52,7 @@ __all__ = [
     "bearer_matches",
     "build_telemetry",
     "create_metrics_app",
+    "current_spend",
     "fetch_metrics_text",
     "format_report",
     "get_telemetry",

@@ -12,12 +12,17 @@ from opentelemetry.trace import SpanKind
 from . import names as n
 from ._invocation import Exemplar, Invocation
 from ._recorder import Recorder
+from ._spend import Spend, current_spend, with_spend
 
 OPERATION = n.OP_INVOKE_AGENT
 
 
 class AgentRunInvocation(Invocation):
-    __slots__ = ("_agent", "_model", "_recorder")
+    """An agent run. Its ``spend`` sums what the chat calls beneath it cost (they find it
+    in the context this invocation makes current, or in ``context``); the total goes on
+    the span and into ``agentwatch_run_cost_usd`` when the run ends."""
+
+    __slots__ = ("_agent", "_model", "_recorder", "spend")
 
     def __init__(
         self,
@@ -29,8 +34,9 @@ class AgentRunInvocation(Invocation):
         parent: Context | None = None,
         start_time_ns: int | None = None,
         started_at: float | None = None,
+        budget_usd: float | None = None,
     ) -> None:
-        attributes: dict[str, str] = {
+        attributes: dict[str, str | float] = {
             n.GEN_AI_OPERATION_NAME: OPERATION,
             n.GEN_AI_AGENT_NAME: agent_name,
         }
@@ -38,6 +44,8 @@ class AgentRunInvocation(Invocation):
             attributes[n.GEN_AI_REQUEST_MODEL] = request_model
         if conversation_id:
             attributes[n.GEN_AI_CONVERSATION_ID] = conversation_id
+        if budget_usd is not None:
+            attributes[n.AGENTWATCH_RUN_BUDGET] = budget_usd
         super().__init__(
             recorder.tracer,
             recorder.clock,
@@ -51,6 +59,10 @@ class AgentRunInvocation(Invocation):
         self._recorder = recorder
         self._agent = recorder.agents(agent_name)
         self._model = recorder.models(request_model)
+        self.spend = Spend(agent=self._agent, budget_usd=budget_usd, parent=current_spend(parent))
+
+    def _context(self) -> Context:
+        return with_spend(self.spend, super()._context())
 
     def set_request_model(self, request_model: str) -> None:
         """The run's model, when it was not known at its start (the first model call
@@ -67,6 +79,12 @@ class AgentRunInvocation(Invocation):
             self._model,
             r.error_label(error_type),
         ).observe(duration, exemplar)
+        spend = self.spend
+        if not spend.priced_calls:
+            return  # no call priced: no cost to tell (an unknown price is not 0)
+        r.child(r.metrics.run_cost, self._agent, self._model).observe(spend.cost_usd, exemplar)
+        if self.span.is_recording():
+            self.span.set_attribute(n.AGENTWATCH_RUN_COST_AMOUNT, spend.cost_usd)
 
 
 class AgentRunMeter:

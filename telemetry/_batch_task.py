@@ -15,6 +15,7 @@ from opentelemetry.context import Context
 from . import names as n
 from ._invocation import Exemplar, Invocation
 from ._recorder import Recorder
+from ._spend import Spend, current_spend, with_spend
 
 PRIORITIES = frozenset(str(p) for p in range(10))  # the closed set of priority labels
 
@@ -26,7 +27,7 @@ class BatchTaskInvocation(Invocation):
     ``finish(status, error)`` rather than ``stop()``/``fail()``.
     """
 
-    __slots__ = ("_recorder", "_status")
+    __slots__ = ("_recorder", "_status", "spend")
 
     def __init__(
         self,
@@ -52,15 +53,21 @@ class BatchTaskInvocation(Invocation):
         )
         self._recorder = recorder
         self._status = n.STATUS_COMPLETED
+        self.spend = Spend(parent=current_spend(parent))  # what the task's calls cost
         label = str(priority) if str(priority) in PRIORITIES else n.OTHER
         recorder.child(recorder.metrics.batch_queue_wait, label).observe(
             queue_wait, self.exemplar()
         )
 
+    def _context(self) -> Context:
+        return with_spend(self.spend, super()._context())
+
     def finish(self, status: str, error: BaseException | None = None) -> None:
         self._status = status
         if self.span.is_recording():
             self.span.set_attribute(n.AGENTWATCH_TASK_STATUS, status)
+            if self.spend.priced_calls:
+                self.span.set_attribute(n.AGENTWATCH_TASK_COST_AMOUNT, self.spend.cost_usd)
         self.end(error)
 
     def _record(self, duration: float, error_type: str, exemplar: Exemplar) -> None:

@@ -90,11 +90,15 @@ class Invocation:
     @property
     def context(self) -> otel_context.Context:
         """A context whose current span is this one, for children started elsewhere."""
+        return self._context()
+
+    def _context(self) -> otel_context.Context:
+        """What this invocation makes current: its span (and what a subclass adds to it)."""
         return trace.set_span_in_context(self.span)
 
     def activate(self) -> None:
         """Make this span current until ``deactivate()`` (in the same task)."""
-        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        self._token = otel_context.attach(self._context())
 
     def deactivate(self) -> None:
         if self._token is not None:

@@ -12,6 +12,7 @@ from opentelemetry.util.types import AttributeValue
 from . import names as n
 from ._invocation import Exemplar, Invocation
 from ._recorder import Recorder
+from ._spend import current_spend
 
 if TYPE_CHECKING:
     from prometheus_client.metrics import Histogram
@@ -21,14 +22,24 @@ FIRST_CHUNK_EVENT = "gen_ai.first_chunk"
 
 
 class LlmCallInvocation(Invocation):
+    """A chat call. Its cost is worked out once, when it ends, from the token counts it
+    was given (a call that failed after its usage arrived was billed, and counts)."""
+
     __slots__ = (
         "_chunk_gap",
         "_last_chunk",
         "_model",
         "_provider",
+        "_provider_name",
         "_recorder",
+        "_request_model",
+        "_spend",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cost_usd",
         "input_tokens",
         "output_tokens",
+        "response_model",
         "time_to_first_chunk",
     )
 
@@ -60,10 +71,17 @@ class LlmCallInvocation(Invocation):
         self._recorder = recorder
         self._model = recorder.models(request_model)
         self._provider = recorder.providers(provider)
+        self._request_model = request_model
+        self._provider_name = provider
+        self._spend = current_spend(parent)  # the enclosing run's and task's totals
         self._last_chunk: float | None = None
         self._chunk_gap: Histogram | None = None
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
+        self.cache_read_tokens = 0
+        self.cache_write_tokens = 0
+        self.response_model = ""
+        self.cost_usd: float | None = None  # once ended: None when unpriced or unbilled
         self.time_to_first_chunk: float | None = None
 
     def set_response(
@@ -74,12 +92,23 @@ class LlmCallInvocation(Invocation):
         finish_reasons: Sequence[str] = (),
         input_tokens: int | None = None,
         output_tokens: int | None = None,
+        cache_read_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
     ) -> None:
-        """What the model answered with; token counts are recorded when the call ends."""
+        """What the model answered with; token counts are recorded (and priced) when the
+        call ends. ``input_tokens`` includes the cached ones, ``output_tokens`` the
+        reasoning ones, as the GenAI conventions count them."""
         if input_tokens is not None:
             self.input_tokens = input_tokens
         if output_tokens is not None:
             self.output_tokens = output_tokens
+        if cache_read_tokens is not None:
+            self.cache_read_tokens = cache_read_tokens
+        if cache_write_tokens is not None:
+            self.cache_write_tokens = cache_write_tokens
+        if response_model:
+            self.response_model = response_model
         span = self.span
         if not span.is_recording():
             return
@@ -94,6 +123,12 @@ class LlmCallInvocation(Invocation):
             attributes[n.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
         if output_tokens is not None:
             attributes[n.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+        if cache_read_tokens:
+            attributes[n.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = cache_read_tokens
+        if cache_write_tokens:
+            attributes[n.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_write_tokens
+        if reasoning_tokens:
+            attributes[n.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning_tokens
         span.set_attributes(attributes)  # one lock and one pass, not five
 
     def capture(
@@ -144,3 +179,40 @@ class LlmCallInvocation(Invocation):
             r.child(usage, n.TOKEN_OUTPUT, OPERATION, self._provider, self._model).observe(
                 self.output_tokens, exemplar
             )
+        if self.input_tokens is not None or self.output_tokens is not None:
+            self._record_cost(exemplar)
+
+    def _record_cost(self, exemplar: Exemplar) -> None:
+        """A billed call (its usage arrived): priced by its provider and response model
+        (else its request model), added to the enclosing run's and task's totals."""
+        r = self._recorder
+        prices = r.prices
+        price = None
+        if self.response_model:
+            price = prices.price(self._provider_name, self.response_model)
+        if price is None and self._request_model != self.response_model:
+            price = prices.price(self._provider_name, self._request_model)
+        spend = self._spend
+        span = self.span
+        if price is None:
+            r.child(r.metrics.unpriced_calls, self._provider, self._model).inc()
+            if span.is_recording():
+                span.set_attribute(n.AGENTWATCH_USAGE_COST_UNPRICED, True)
+        else:
+            cost = self.cost_usd = price.cost(
+                self.input_tokens or 0,
+                self.output_tokens or 0,
+                self.cache_read_tokens,
+                self.cache_write_tokens,
+            )
+            agent = spend.agent if spend is not None else ""
+            r.child(r.metrics.cost, self._provider, self._model, agent).inc(cost, exemplar)
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        n.AGENTWATCH_USAGE_COST_AMOUNT: cost,
+                        n.AGENTWATCH_USAGE_COST_CURRENCY: n.CURRENCY_USD,
+                    }
+                )
+        if spend is not None:
+            spend.add(self.cost_usd)

@@ -1,7 +1,7 @@
 """``Recorder``: what every operation records with, and nothing that names an operation.
 
-The tracer, the metric catalog, the clock, the closed label sets and the cache of bound
-label children. The operation modules (``_agent_run``, ``_llm_call``, ...) take a
+The tracer, the metric catalog, the clock, the price table, the closed label sets and
+the cache of bound label children. The operation modules (``_agent_run``, ``_llm_call``, ...) take a
 ``Recorder``; ``Telemetry`` (core.py), the factory that names them, is one.
 """
 
@@ -17,6 +17,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from ._invocation import Clock
 from .catalog import MetricCatalog
 from .labels import BoundedLabel
+from .prices import PriceTable
 from .settings import ContentCapture
 
 M = TypeVar("M", bound=MetricWrapperBase)
@@ -35,6 +36,7 @@ class Recorder:
         clock: Clock = time.perf_counter,
         capture_content: ContentCapture = "none",
         catalog: MetricCatalog | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         self.tracer = provider.get_tracer(INSTRUMENTATION_NAME)
@@ -42,6 +44,9 @@ class Recorder:
         self.metrics = catalog if catalog is not None else MetricCatalog.create(registry)
         self.clock = clock
         self.capture_content = capture_content
+        # What model calls cost: the bundled table, or the one built from the settings
+        # (the user's AGENTWATCH_PRICES_FILE over it).
+        self.prices = prices if prices is not None else PriceTable()
         # Closed label sets, one per label. The runtime declares what it registers
         # (agents, models, tools): declared names always pass; any other value is
         # admitted while there is room (the first `limit`), the rest become _OTHER.

@@ -67,6 +67,9 @@ class MetricCatalog:
     admission_in_flight: Gauge
     admission_waiting: Gauge
     admission_wait: Histogram
+    cost: Counter
+    unpriced_calls: Counter
+    run_cost: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> MetricCatalog:
@@ -211,6 +214,25 @@ class MetricCatalog:
                 "Time a run waited for its run slot (0 when it got one at once).",
                 (),
                 n.OPERATION_BUCKETS,
+            ),
+            cost=Counter(
+                n.M_COST,
+                "Money spent on model calls, USD, from the offline price table (each billed "
+                "call, failed ones included).",
+                (n.L_GEN_AI_PROVIDER_NAME, n.L_GEN_AI_REQUEST_MODEL, n.L_GEN_AI_AGENT_NAME),
+                registry=reg,
+            ),
+            unpriced_calls=Counter(
+                n.M_UNPRICED_CALLS,
+                "Billed model calls with no known price (no cost recorded for them).",
+                (n.L_GEN_AI_PROVIDER_NAME, n.L_GEN_AI_REQUEST_MODEL),
+                registry=reg,
+            ),
+            run_cost=histogram(
+                n.M_RUN_COST,
+                "Cost of one agent run, USD (runs whose calls were all unpriced: none).",
+                (n.L_GEN_AI_AGENT_NAME, n.L_GEN_AI_REQUEST_MODEL),
+                n.COST_BUCKETS,
             ),
         )
         catalog._declare_known_series()

@@ -27,6 +27,7 @@ from ._recorder import Recorder
 from ._retry_attempt import RetryAttemptInvocation, RetryMeter
 from ._tool_call import ToolCallInvocation
 from .catalog import MetricCatalog
+from .prices import PriceTable
 from .settings import DEFAULT_SHUTDOWN_TIMEOUT, ContentCapture
 
 
@@ -49,6 +50,7 @@ class Telemetry(Recorder):
         catalog: MetricCatalog | None = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         exports_spans: bool = True,
+        prices: PriceTable | None = None,
     ) -> None:
         super().__init__(
             tracer_provider=tracer_provider,
@@ -56,6 +58,7 @@ class Telemetry(Recorder):
             clock=clock,
             capture_content=capture_content,
             catalog=catalog,
+            prices=prices,
         )
         self._on_shutdown = on_shutdown
         self.shutdown_timeout = shutdown_timeout
@@ -90,9 +93,12 @@ class Telemetry(Recorder):
         parent: Context | None = None,
         start_time_ns: int | None = None,
         started_at: float | None = None,
+        budget_usd: float | None = None,
     ) -> AgentRunInvocation:
         """An ``invoke_agent {agent_name}`` span and its duration histogram
-        (``start_time_ns`` / ``started_at``: a run recognised after it started)."""
+        (``start_time_ns`` / ``started_at``: a run recognised after it started); its
+        ``spend`` sums its calls' cost (``budget_usd``: the run's budget, for the
+        runtime to enforce)."""
         return AgentRunInvocation(
             self,
             agent_name,
@@ -101,6 +107,7 @@ class Telemetry(Recorder):
             parent=parent,
             start_time_ns=start_time_ns,
             started_at=started_at,
+            budget_usd=budget_usd,
         )
 
     def llm_call(

@@ -36,6 +36,10 @@ GEN_AI_RESPONSE_FINISH_REASONS: Final = _gen_ai.GEN_AI_RESPONSE_FINISH_REASONS
 GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: Final = _gen_ai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK
 GEN_AI_USAGE_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_INPUT_TOKENS
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS
+# token detail (input tokens include the cached ones; output tokens the reasoning ones)
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS
+GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS
+GEN_AI_USAGE_REASONING_OUTPUT_TOKENS: Final = _gen_ai.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS
 GEN_AI_AGENT_NAME: Final = _gen_ai.GEN_AI_AGENT_NAME
 GEN_AI_TOOL_NAME: Final = _gen_ai.GEN_AI_TOOL_NAME
 GEN_AI_TOOL_CALL_ID: Final = _gen_ai.GEN_AI_TOOL_CALL_ID
@@ -56,6 +60,17 @@ AGENTWATCH_TASK_STATUS: Final = "agentwatch.task.status"
 AGENTWATCH_RETRY_ATTEMPT: Final = "agentwatch.retry.attempt"
 AGENTWATCH_RETRY_WAIT: Final = "agentwatch.retry.wait"
 AGENTWATCH_RETRY_OUTCOME: Final = "agentwatch.retry.outcome"
+# Cost, after the open proposal for gen_ai.usage.cost.* (semantic-conventions-genai #443:
+# amount + ISO 4217 currency, on inference spans only) under our namespace until it is
+# merged. A call's cost is on its chat span; the totals of a run and of a batch task
+# have keys of their own, so that summing the calls' amounts never counts one twice.
+AGENTWATCH_USAGE_COST_AMOUNT: Final = "agentwatch.usage.cost.amount"
+AGENTWATCH_USAGE_COST_CURRENCY: Final = "agentwatch.usage.cost.currency"
+AGENTWATCH_USAGE_COST_UNPRICED: Final = "agentwatch.usage.cost.unpriced"  # True: no price
+AGENTWATCH_RUN_COST_AMOUNT: Final = "agentwatch.run.cost.amount"
+AGENTWATCH_RUN_BUDGET: Final = "agentwatch.run.budget"  # USD, when the run has one
+AGENTWATCH_TASK_COST_AMOUNT: Final = "agentwatch.task.cost.amount"
+CURRENCY_USD: Final = "USD"  # every amount agentwatch records
 
 # agentwatch_retry_attempts_total{outcome}
 RETRY_SUCCESS: Final = "success"
@@ -106,6 +121,9 @@ M_SPANS_DROPPED: Final = "agentwatch_telemetry_spans_dropped"  # counter: ..._to
 M_EVENT_LOOP_LAG: Final = "agentwatch_event_loop_lag_seconds"
 M_EVENT_LOOP_LAG_MAX: Final = "agentwatch_event_loop_lag_max_seconds"
 M_ADMISSION_SHED: Final = "agentwatch_admission_shed"  # counter: ..._total
+M_COST: Final = "agentwatch_cost_usd"  # counter: exposed as agentwatch_cost_usd_total
+M_UNPRICED_CALLS: Final = "agentwatch_unpriced_calls"  # counter: ..._total
+M_RUN_COST: Final = "agentwatch_run_cost_usd"  # histogram: the cost of each agent run
 # its reasons: a run got no slot before its deadline, its caller went away waiting, or
 # the wait queue was full when it came
 SHED_TIMEOUT: Final = "timeout"
@@ -141,6 +159,11 @@ TOKEN_BUCKETS: Final = tuple(float(4**i) for i in range(14))  # 1 .. 67108864
 # HTTP server semconv buckets (http-metrics.md).
 HTTP_DURATION_BUCKETS: Final = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+# Cost of one agent run, USD: $0.00001 (a few hundred tokens of a small model) to $10.
+COST_BUCKETS: Final = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 # Event loop lag: how late a timer fires; 100 ms is where users notice.
 LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from .errors import ConfigurationError
+from .prices import AGENTWATCH_PRICES_FILE
 
 OTEL_SDK_DISABLED: Final = "OTEL_SDK_DISABLED"
 OTEL_SERVICE_NAME: Final = "OTEL_SERVICE_NAME"
@@ -108,6 +109,9 @@ class TelemetrySettings:
     # The span limit variables that were set (SPAN_LIMIT_VARIABLES): name and value, a
     # whole number >= 0 or "unset" (no limit), as the SDK reads them.
     span_limits_env: tuple[tuple[str, str], ...] = ()
+    # AGENTWATCH_PRICES_FILE: the user's prices over the bundled table ("": none);
+    # read and checked when the telemetry is built (prices.read_price_file).
+    prices_file: str = ""
 
     def __post_init__(self) -> None:
         if self.traces_exporter not in _EXPORTERS:
@@ -160,6 +164,7 @@ class TelemetrySettings:
             span_limits_env=tuple(
                 (name, e[name].strip()) for name in SPAN_LIMIT_VARIABLES if e.get(name, "").strip()
             ),
+            prices_file=e.get(AGENTWATCH_PRICES_FILE, "").strip(),
         )
 
     def describe_export(self) -> str:

@@ -44,6 +44,7 @@ from ._export import CountingBatchSpanProcessor
 from .catalog import MetricCatalog
 from .core import Telemetry
 from .errors import ConfigurationError
+from .prices import PriceTable
 from .settings import (
     DEFAULT_SERVICE_NAME,
     OTEL_ATTRIBUTE_COUNT_LIMIT,
@@ -183,12 +184,14 @@ def build_telemetry(
     running event loop call it, or ``setup_telemetry()``, through ``asyncio.to_thread``.
     """
     s = settings if settings is not None else TelemetrySettings.from_env()
+    prices = PriceTable.from_file(s.prices_file)  # a bad price file stops the start here
     if s.sdk_disabled:
         return Telemetry(
             tracer_provider=trace.NoOpTracerProvider(),
             registry=registry,
             capture_content=s.capture_content,
             catalog=catalog,
+            prices=prices,
         )
     owned = tracer_provider is None
     if tracer_provider is None:
@@ -235,6 +238,7 @@ def build_telemetry(
         shutdown_timeout=s.shutdown_timeout,
         # A provider of the application's: its own exporters decide where spans go.
         exports_spans=exporter is not None or not owned,
+        prices=prices,
     )
     holder.append(telemetry)
     return telemetry

@@ -29,6 +29,7 @@ from langgraph.types import StreamMode
 from opentelemetry.context import Context
 
 from agentwatch.telemetry import (
+    AgentRunInvocation,
     AgentwatchError,
     ConfigurationError,
     Invocation,
@@ -259,7 +260,7 @@ class Agent:
             self.admission.release()
 
     async def _events(
-        self, query: str, invocation: Invocation, deadline: float
+        self, query: str, invocation: AgentRunInvocation, deadline: float
     ) -> AsyncGenerator[RunEvent, None]:
         messages: list[BaseMessage] = [HumanMessage(query)]
         modes: list[StreamMode] = ["messages", "updates"]
@@ -300,8 +301,9 @@ class Agent:
         )
         return config, marker
 
-    def _result(self, messages: list[BaseMessage], invocation: Invocation) -> RunResult:
-        return result_from_messages(messages, *_trace_of(invocation, self.telemetry.exports_spans))
+    def _result(self, messages: list[BaseMessage], invocation: AgentRunInvocation) -> RunResult:
+        trace_id, sampled = _trace_of(invocation, self.telemetry.exports_spans)
+        return result_from_messages(messages, trace_id, sampled, invocation.spend.total_usd)
 
 
 def checked_name(name: str) -> str:

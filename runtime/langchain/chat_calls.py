@@ -81,8 +81,7 @@ def response_fields(
         message = generations[0].message
         usage = getattr(message, "usage_metadata", None)
         if usage:
-            fields["input_tokens"] = int(usage.get("input_tokens", 0))
-            fields["output_tokens"] = int(usage.get("output_tokens", 0))
+            fields.update(usage_fields(usage))
         metadata = message.response_metadata or {}
         model = metadata.get("model_name") or (llm_output or {}).get("model_name")
         if model:
@@ -90,6 +89,23 @@ def response_fields(
         response_id = metadata.get("id") or message.id
         if response_id:
             fields["response_id"] = str(response_id)
+    return fields
+
+
+def usage_fields(usage: Mapping[str, Any]) -> dict[str, int]:
+    """``set_response`` token counts from LangChain's ``usage_metadata``: input and output
+    tokens, and their details (cache read and write, reasoning) when given."""
+    fields = {
+        "input_tokens": int(usage.get("input_tokens", 0)),
+        "output_tokens": int(usage.get("output_tokens", 0)),
+    }
+    details = usage.get("input_token_details")
+    if details:
+        fields["cache_read_tokens"] = int(details.get("cache_read") or 0)
+        fields["cache_write_tokens"] = int(details.get("cache_creation") or 0)
+    details = usage.get("output_token_details")
+    if details:
+        fields["reasoning_tokens"] = int(details.get("reasoning") or 0)
     return fields
 
 

@@ -81,7 +81,21 @@ SPEC: Final[dict[str, Any]] = {
                 "properties": {
                     "output": {"type": "string"},
                     "tool_calls": {"type": "array", "items": {"type": "object"}},
-                    "usage": {"type": "object"},
+                    "usage": {
+                        "type": "object",
+                        "required": ["input_tokens", "output_tokens", "total_tokens", "cost_usd"],
+                        "properties": {
+                            "input_tokens": {"type": "integer"},
+                            "output_tokens": {"type": "integer"},
+                            "total_tokens": {"type": "integer"},
+                            "cost_usd": {
+                                "type": ["number", "null"],
+                                "description": "What the run's model calls cost, USD, from "
+                                "the offline price table (AGENTWATCH_PRICES_FILE over the "
+                                "bundled one); null when no call could be priced.",
+                            },
+                        },
+                    },
                     "trace_id": {
                         "type": "string",
                         "description": "The run's trace (32 hex digits); empty when no "

@@ -129,7 +129,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 def alert_expressions() -> list[tuple[str, str]]:
     rules = yaml.safe_load((DASHBOARDS / "alerts.yml").read_text())
-    return [(r["alert"], r["expr"]) for g in rules["groups"] for r in g["rules"]]
+    return [(r["alert"], r["expr"]) for g in rules["groups"] for r in g["rules"] if "alert" in r]
 
 
 def as_prometheus_query(expr: str) -> str:
@@ -144,8 +144,13 @@ def as_prometheus_query(expr: str) -> str:
 async def service(telemetry: Telemetry) -> AsyncIterator[str]:
     faults = ModelBehavior(error_rate=0.25, fail_status=429, retry_after=0.01, seed=3)
     quick = RetryPolicy(max_tries=8, base_delay=0.01, max_delay=0.05)
-    runtime = AgentRuntime(RuntimeSettings(), telemetry, model_behavior=faults, retry_policy=quick)
+    # gpt-4o-mini: a model the bundled price table knows, so the cost panels have data
+    priced = RuntimeSettings(model="gpt-4o-mini")
+    runtime = AgentRuntime(priced, telemetry, model_behavior=faults, retry_policy=quick)
     await runtime.start()
+    # a user's chain on a model no table prices (as the callback handler records it)
+    with telemetry.llm_call("my-own-llm", "vllm") as call:
+        call.set_response(input_tokens=10, output_tokens=5)
     runner = web.AppRunner(
         create_app(RuntimeSettings(), telemetry, runtime=runtime), handler_cancellation=True
     )
