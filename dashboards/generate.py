@@ -183,8 +183,8 @@ def cost_panels(d: Layout) -> None:
             f"Spend per hour by {title}",
             [target(f"3600 * {rate(spend, by=by)}", legend(by), "A", True)],
             "currencyUSD",
-            f"USD per hour spent on model calls, by {title} (agentwatch_cost_usd_total; "
-            "failed calls that were billed included). Alert: AgentwatchSpendRateHigh.",
+            f"USD per hour spent on model calls, by {title} ({spend}; failed calls that "
+            "were billed included). Alert: AgentwatchSpendRateHigh.",
             width=6,
         )
     d.panel(

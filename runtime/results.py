@@ -101,6 +101,12 @@ def result_from_messages(
     return RunResult(output, calls, usage, trace_id, sampled)
 
 
+def usage_line(usage: Usage) -> str:
+    """What a person is told of a run's usage: its tokens and what they cost."""
+    cost = "unpriced" if usage.cost_usd is None else f"${usage.cost_usd:.6f}"
+    return f"tokens: {usage.input_tokens} in, {usage.output_tokens} out  cost: {cost}"
+
+
 def trace_line(result: RunResult) -> str:
     """What a person is told of a run's trace: its id, or why no backend has it."""
     if result.trace_id:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ AGENTWATCH_ADMISSION_TIMEOUT: Final = "AGENTWATCH_ADMISSION_TIMEOUT"
 AGENTWATCH_MAX_RUNNING_BATCHES: Final = "AGENTWATCH_MAX_RUNNING_BATCHES"
 AGENTWATCH_MAX_BATCH_QUEUED_TASKS: Final = "AGENTWATCH_MAX_BATCH_QUEUED_TASKS"
 AGENTWATCH_MAX_BATCH_KEPT_TASKS: Final = "AGENTWATCH_MAX_BATCH_KEPT_TASKS"
+AGENTWATCH_RUN_BUDGET_USD: Final = "AGENTWATCH_RUN_BUDGET_USD"
 
 DEFAULT_OPENAI_MODEL: Final = "gpt-4o-mini"
 
@@ -62,6 +64,9 @@ class RuntimeSettings:
     max_running_batches: int = 8
     max_batch_queued_tasks: int = 20_000  # tasks not yet finished, all running batches
     max_batch_kept_tasks: int = 50_000  # tasks of finished batches kept to be read
+    # USD a run may spend on model calls, then it stops (budget_exceeded); a run may ask
+    # for less (/v1/runs budget_usd), never more. None: no limit.
+    run_budget_usd: float | None = None
 
     def __post_init__(self) -> None:
         problem = self.problem()
@@ -84,6 +89,8 @@ class RuntimeSettings:
         for name in ("max_running_batches", "max_batch_queued_tasks", "max_batch_kept_tasks"):
             if getattr(self, name) < 1:
                 return name, f"must be at least 1, got {getattr(self, name)}"
+        if self.run_budget_usd is not None and not 0 < self.run_budget_usd < math.inf:
+            return "run_budget_usd", f"must be a positive amount, got {self.run_budget_usd:g}"
         if self.builtin_latency < 0:
             return "builtin_latency", f"must not be negative, got {self.builtin_latency:g}"
         if not self.model_timeout > 0:
@@ -173,6 +180,7 @@ _NUMBERS: Final[tuple[tuple[str, str, type[int] | type[float]], ...]] = (
     ("max_running_batches", AGENTWATCH_MAX_RUNNING_BATCHES, int),
     ("max_batch_queued_tasks", AGENTWATCH_MAX_BATCH_QUEUED_TASKS, int),
     ("max_batch_kept_tasks", AGENTWATCH_MAX_BATCH_KEPT_TASKS, int),
+    ("run_budget_usd", AGENTWATCH_RUN_BUDGET_USD, float),
 )
 
 

@@ -1,4 +1,9 @@
-"""The performance report: calls, errors, avg, p95, min and max per operation.
+"""The performance report: calls, errors, avg, p95, min, max and cost per operation.
+
+Cost: a ``chat {model}`` row's is what its calls cost (``agentwatch_cost_usd_total``,
+"unpriced" when no price was known: ``agentwatch_unpriced_calls_total``), an
+``invoke_agent {agent}`` row's what its runs cost (``agentwatch_run_cost_usd``); the total
+under the table sums the calls, so nothing is counted twice.
 
 Built from the duration histograms of the catalog, read either from a live registry or
 from the text of a scraped ``/metrics``. Histograms keep buckets, not raw samples, so
@@ -38,6 +43,9 @@ class OperationStats:
     errors: float = 0.0
     total: float = 0.0
     buckets: dict[float, float] = field(default_factory=dict)  # le -> cumulative count
+    cost_usd: float | None = None  # what the row's calls (or runs) cost; None: none priced
+    unpriced_calls: float = 0.0  # its billed calls no price was known for
+    family: str = ""  # the duration histogram the row comes from
 
     @property
     def avg(self) -> float:
@@ -88,7 +96,7 @@ def collect_stats(families: Iterable[Metric]) -> list[OperationStats]:
         for sample in family.samples:
             labels = sample.labels
             title = " ".join(x for x in (prefix, *(labels.get(k, "") for k in key_labels)) if x)
-            row = rows.setdefault(title, OperationStats(title or family_name))
+            row = rows.setdefault(title, OperationStats(title or family_name, family=family_name))
             failed = _is_failure(labels)
             if sample.name.endswith("_count"):
                 row.calls += sample.value
@@ -99,7 +107,31 @@ def collect_stats(families: Iterable[Metric]) -> list[OperationStats]:
             elif sample.name.endswith("_bucket"):
                 le = float(labels["le"])
                 row.buckets[le] = row.buckets.get(le, 0.0) + sample.value
+    _add_costs(by_family, rows)
     return [row for row in rows.values() if row.calls]
+
+
+# (family, its samples' name, the row a sample adds to, and to which of the row's fields)
+_COSTS: tuple[tuple[str, str, tuple[str, str], str], ...] = (
+    (n.M_COST, n.M_COST + "_total", (n.OP_CHAT, n.L_GEN_AI_REQUEST_MODEL), "cost_usd"),
+    (
+        n.M_UNPRICED_CALLS,
+        n.M_UNPRICED_CALLS + "_total",
+        (n.OP_CHAT, n.L_GEN_AI_REQUEST_MODEL),
+        "unpriced_calls",
+    ),
+    (n.M_RUN_COST, n.M_RUN_COST + "_sum", (n.OP_INVOKE_AGENT, n.L_GEN_AI_AGENT_NAME), "cost_usd"),
+)
+
+
+def _add_costs(by_family: dict[str, Metric], rows: dict[str, OperationStats]) -> None:
+    for family_name, sample_name, (prefix, label), attribute in _COSTS:
+        family = by_family.get(family_name)
+        for sample in family.samples if family is not None else ():
+            row = rows.get(f"{prefix} {sample.labels.get(label, '')}".strip())
+            if sample.name != sample_name or row is None:
+                continue
+            setattr(row, attribute, (getattr(row, attribute) or 0.0) + sample.value)
 
 
 def _is_failure(labels: dict[str, str]) -> bool:
@@ -154,8 +186,15 @@ def _seconds(value: float, bound: bool = False) -> str:
     return f"<={text}" if bound else text
 
 
+def _usd(cost: float | None, unpriced: float = 0.0) -> str:
+    text = "-" if cost is None else f"${cost:.6f}"
+    if unpriced:
+        text = "unpriced" if cost is None else f"{text} +{unpriced:.0f} unpriced"
+    return text
+
+
 def format_report(rows: list[OperationStats], title: str = "Performance report") -> str:
-    header = ("operation", "calls", "errors", "avg", "p95", "min", "max")
+    header = ("operation", "calls", "errors", "avg", "p95", "min", "max", "cost")
     table = [header]
     for row in sorted(rows, key=lambda r: r.name):
         table.append(
@@ -167,6 +206,7 @@ def format_report(rows: list[OperationStats], title: str = "Performance report")
                 _seconds(row.quantile(0.95)),
                 _seconds(row.min_bound, bound=True),
                 _seconds(row.max_bound, bound=True),
+                _usd(row.cost_usd, row.unpriced_calls),
             )
         )
     if len(table) == 1:
@@ -180,4 +220,12 @@ def format_report(rows: list[OperationStats], title: str = "Performance report")
         lines.append("  ".join(cells))
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
+    calls = [r for r in rows if r.family == n.M_GEN_AI_OPERATION_DURATION]
+    priced = [r.cost_usd for r in calls if r.cost_usd is not None]
+    unpriced = sum(r.unpriced_calls for r in calls)
+    if priced or unpriced:
+        total = _usd(sum(priced) if priced else None)
+        lines.append(
+            f"total cost: {total}" + (f" ({unpriced:.0f} calls unpriced)" if unpriced else "")
+        )
     return "\n".join(lines) + "\n"

@@ -38,6 +38,7 @@ from agentwatch.telemetry import (
 )
 from agentwatch.telemetry.names import OP_INVOKE_AGENT, OUTCOME_CANCELLED
 
+from ..budget import run_budget
 from ..events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ..langchain.adopt import adopt_model, agent_tools
 from ..langchain.chat_calls import request_model
@@ -103,6 +104,7 @@ class Agent:
         max_concurrent: int | None = None,
         max_steps: int = RECURSION_LIMIT,
         admission: Admission | None = None,
+        budget_usd: float | None = None,
     ) -> None:
         self.name = checked_name(name)
         self.model = adopt_model(model, telemetry, retry_policy)
@@ -115,6 +117,9 @@ class Agent:
         self.run_timeout = run_timeout
         self.max_input_chars = max_input_chars
         self.max_steps = max_steps  # LangGraph's recursion_limit: model and tool steps
+        # What a run may spend, USD (AGENTWATCH_RUN_BUDGET_USD): then it makes no more
+        # model calls (budget.py); a run may ask for less, never more. None: no limit.
+        self.budget_usd = budget_usd
         # Admission: at most this many runs at once; the rest wait their turn (cheaply).
         # One event loop runs every ready callback of every run in each iteration, so
         # bounding the runs in flight bounds how late anything else on the loop runs.
@@ -152,6 +157,7 @@ class Agent:
         parent: Context | None = None,
         conversation_id: str | None = None,
         batch: bool = False,
+        budget_usd: float | None = None,
     ) -> RunResult:
         """Run one query to its final answer, as one ``invoke_agent`` span.
 
@@ -159,10 +165,11 @@ class Agent:
         ``batch=True`` marks a run of a batch: it may take only part of the slots, and
         its ``run_timeout`` counts from when it gets one (a batch task waits in line for
         as long as its batch lets it: the task's own timeout bounds the wait).
+        ``budget_usd``: this run's budget, at most the agent's (``budget.run_budget``).
         """
         query, deadline = await self._admitted(query, batch)
         try:
-            return await self._arun(query, parent, conversation_id, deadline)
+            return await self._arun(query, parent, conversation_id, deadline, budget_usd)
         finally:
             self.admission.release(batch=batch)
 
@@ -207,10 +214,19 @@ class Agent:
             raise StepLimitError(self.max_steps) from exc
 
     async def _arun(
-        self, query: str, parent: Context | None, conversation_id: str | None, at: float
+        self,
+        query: str,
+        parent: Context | None,
+        conversation_id: str | None,
+        at: float,
+        budget_usd: float | None,
     ) -> RunResult:
         invocation = self.telemetry.agent_run(
-            self.name, self.model_name, conversation_id=conversation_id, parent=parent
+            self.name,
+            self.model_name,
+            conversation_id=conversation_id,
+            parent=parent,
+            budget_usd=run_budget(self.budget_usd, budget_usd),
         )
         config, marker = self._graph_run(invocation)
         # Ends as the run's own error when a limit ended it, as a stream does.
@@ -234,6 +250,7 @@ class Agent:
         conversation_id: str | None = None,
         on_wait: Callable[[], Awaitable[None]] | None = None,
         wait_interval: float = 10.0,
+        budget_usd: float | None = None,
     ) -> AsyncGenerator[RunEvent, None]:
         """Run one query, yielding text deltas and tool events as they happen, then
         ``RunFinished``. One ``invoke_agent`` span for the whole stream; closing the
@@ -246,7 +263,11 @@ class Agent:
         query, deadline = await self._admitted(query, False, on_wait, wait_interval)
         try:
             invocation = self.telemetry.agent_run(
-                self.name, self.model_name, conversation_id=conversation_id, parent=parent
+                self.name,
+                self.model_name,
+                conversation_id=conversation_id,
+                parent=parent,
+                budget_usd=run_budget(self.budget_usd, budget_usd),
             )
             events = instrument_stream(
                 invocation,

@@ -149,6 +149,7 @@ class AgentRuntime:
             max_input_chars=settings.max_input_chars,
             retry_policy=self.retry_policy,
             admission=build_admission(settings, self.telemetry),
+            budget_usd=settings.run_budget_usd,
         )
         return self
 

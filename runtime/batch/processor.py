@@ -17,6 +17,13 @@ sync), because a worker takes its next task only once its record is durable. Wit
 ``retry_failed`` the failed and timed-out tasks of the sink run again too, and their new
 record supersedes the old. An ``add`` that fails stops the batch (``run()`` raises it).
 
+Cost: each task's record holds what its model calls cost (``cost_usd``, from its
+``batch_task`` span's ``Spend``: a failed task's billed calls too). With a budget
+(``BatchOptions.budget_usd``), once the batch's tasks — those already in the sink
+included — have cost that much it drains: no task starts any more, the running ones
+finish, the rest end ``cancelled`` (not final: a later run with a larger budget runs
+them), and the summary says ``budget_exceeded``.
+
 ``drain()`` (wired to SIGTERM/SIGINT by the CLI) stops taking tasks and lets the running
 ones finish or time out; ``cancel()`` stops one task or all of them, whether queued,
 waiting for a concurrency slot or running. Cancelling ``run()`` itself ends every span
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -56,6 +64,9 @@ class BatchOptions:
     concurrency: int | None = None  # at most this many tasks at once (default: workers)
     task_timeout: float | None = None
     retry_failed: bool = False  # run failed / timed-out tasks of the results file again
+    # USD: once the batch's tasks have cost this much, no more tasks start (the running
+    # ones finish); the rest stay unrun (cancelled, not recorded) for a later run.
+    budget_usd: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= MAX_WORKERS:
@@ -69,6 +80,8 @@ class BatchOptions:
             )
         if self.task_timeout is not None and not self.task_timeout > 0:
             raise ValueError("task_timeout must be positive")
+        if self.budget_usd is not None and not 0 < self.budget_usd < math.inf:
+            raise ValueError(f"budget_usd must be a positive amount, got {self.budget_usd}")
 
 
 @dataclass(slots=True)
@@ -79,6 +92,10 @@ class BatchSummary:
     retried: int = 0  # in the file as failed / timed out, run again (retry_failed)
     wall_time: float = 0.0
     durations: list[float] = field(default_factory=list)
+    # what the batch's tasks cost, USD: those run now and those already in the results
+    # (their recorded cost); the budget is measured against it
+    cost_usd: float = 0.0
+    budget_exceeded: bool = False  # tasks were left unrun because the budget was spent
 
     def percentile(self, q: float) -> float:
         if not self.durations:
@@ -122,6 +139,8 @@ class BatchProcessor:
         self._added: set[str] = set()  # ids whose record went to the sink in this run
         self._draining = False
         self._torn_down = False  # set when run() itself is cancelled or fails
+        self.spent_usd = 0.0  # what the batch's tasks cost so far (see BatchSummary.cost_usd)
+        self.budget_exceeded = False
         self._semaphore = asyncio.Semaphore(self.options.concurrency or self.options.workers)
         self._order = itertools.count()
 
@@ -173,6 +192,7 @@ class BatchProcessor:
     async def _run(self, todo: list[Task], done: Mapping[str, Record]) -> BatchSummary:
         summary = BatchSummary(self.batch_id)
         self._enqueue(todo, done, summary)
+        self._check_budget()  # spent by an earlier run: nothing more starts
         attributes = {AGENTWATCH_BATCH_ID: self.batch_id}
         with self.telemetry.start_operation(SPAN_BATCH, attributes) as batch:
             workers = [  # none when every task is already done
@@ -195,6 +215,7 @@ class BatchProcessor:
             await self._add_ended_without_a_worker()
         for task in self.tasks.values():
             summary.counts[str(task.status)] = summary.counts.get(str(task.status), 0) + 1
+        summary.cost_usd, summary.budget_exceeded = self.spent_usd, self.budget_exceeded
         return summary
 
     def _enqueue(self, todo: list[Task], done: Mapping[str, Record], summary: BatchSummary) -> None:
@@ -208,6 +229,8 @@ class BatchProcessor:
                 else:
                     task.status = TaskStatus(previous["status"])
                     task.result, task.error = previous.get("result"), previous.get("error")
+                    task.cost_usd = _cost(previous.get("cost_usd"))
+                    self.spent_usd += task.cost_usd or 0.0
                     summary.skipped += 1
                     if self.on_progress is not None:
                         self.on_progress(task)
@@ -266,6 +289,9 @@ class BatchProcessor:
         self.telemetry.batches.finished()
         self._running.pop(task.id, None)
         summary.durations.append(self.clock() - started)
+        task.cost_usd = invocation.spend.total_usd  # every billed call, a failed task's too
+        self.spent_usd += task.cost_usd or 0.0
+        self._check_budget()
         self._settle(task, status, error)
         if error is None or isinstance(error, Exception):
             return
@@ -292,6 +318,14 @@ class BatchProcessor:
         except BaseException as exc:  # cancelled: this task alone, or the whole batch
             return TaskStatus.CANCELLED, exc
         return TaskStatus.COMPLETED, None
+
+    def _check_budget(self) -> None:
+        """The budget spent: take no more tasks (as ``drain``); the running ones finish."""
+        budget = self.options.budget_usd
+        if budget is None or self.spent_usd < budget or self._draining:
+            return
+        self.budget_exceeded = True
+        self.drain()
 
     def _own_cancel(self, task: Task, worker: asyncio.Task[Any]) -> bool:
         """True when the cancellation is ``cancel(task.id)`` alone: the worker goes on."""
@@ -328,6 +362,13 @@ class BatchProcessor:
         self.telemetry.batches.unstarted(TaskStatus.CANCELLED)
         if self.on_progress is not None:
             self.on_progress(task)
+
+
+def _cost(value: Any) -> float | None:
+    """A recorded ``cost_usd`` (a results file from before costs were recorded: None)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return None
 
 
 def _current() -> asyncio.Task[Any]:

@@ -55,6 +55,7 @@ class Task:
     result: Any = None
     status: TaskStatus = TaskStatus.PENDING
     error: str | None = None
+    cost_usd: float | None = None  # what its model calls cost (None: none could be priced)
 
     def record(self, **extra: Any) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class Task:
             "priority": self.priority,
             "result": self.result,
             "error": self.error,
+            "cost_usd": self.cost_usd,
             **extra,
         }
 

@@ -63,6 +63,7 @@ class Reply:
     tool_calls: tuple[ToolCall, ...] = ()
     prompt_tokens: int = 0
     completion_tokens: int = field(default=0)
+    cached_tokens: int = 0  # of prompt_tokens: reported only when a prompt_cache_key is given
 
     @property
     def finish_reason(self) -> str:
@@ -91,21 +92,31 @@ def respond(
     response_format: Any = None,
     parallel_tool_calls: Any = None,
     seed: Any = None,
+    prompt_cache_key: Any = None,
 ) -> Reply:
     """The answer to a Chat Completions request (its fields as on the wire). A shape it
     cannot read, or a schema beyond the brain's budget, raises ``OptionError`` naming
     the parameter."""
-    options = parse_options(tools, tool_choice, response_format, parallel_tool_calls, seed)
-    return with_usage(messages, _decide(messages, options))
+    options = parse_options(
+        tools, tool_choice, response_format, parallel_tool_calls, seed, prompt_cache_key
+    )
+    return with_usage(messages, _decide(messages, options), cached=options.cache_key is not None)
 
 
-def with_usage(messages: Sequence[Mapping[str, Any]], reply: Reply) -> Reply:
-    """``reply`` with its token counts for this conversation."""
+def with_usage(
+    messages: Sequence[Mapping[str, Any]], reply: Reply, *, cached: bool = False
+) -> Reply:
+    """``reply`` with its token counts for this conversation; ``cached``: its earlier
+    messages (all but the last) count as cached prompt tokens, as if a request with the
+    same ``prompt_cache_key`` had sent them before."""
     completion = count_tokens(reply.content) + sum(
         count_tokens(c.name) + count_tokens(c.arguments) for c in reply.tool_calls
     )
     return dataclasses.replace(
-        reply, prompt_tokens=_prompt_tokens(messages), completion_tokens=completion
+        reply,
+        prompt_tokens=_prompt_tokens(messages),
+        completion_tokens=completion,
+        cached_tokens=_prompt_tokens(messages[:-1]) if cached else 0,
     )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
@@ -29,7 +30,13 @@ from .brain import PIECE, Reply, respond
 from .script import Script
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
-_REQUEST_OPTIONS = ("tool_choice", "response_format", "parallel_tool_calls", "seed")
+_REQUEST_OPTIONS = (
+    "tool_choice",
+    "response_format",
+    "parallel_tool_calls",
+    "seed",
+    "prompt_cache_key",
+)
 
 
 def to_wire(message: BaseMessage) -> dict[str, Any]:
@@ -93,22 +100,26 @@ class BuiltinChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         wire = [to_wire(m) for m in messages]
-        reply = self._script.take(wire) or respond(
+        cached = kwargs.get("prompt_cache_key") is not None
+        reply = self._script.take(wire, cached=cached) or respond(
             wire,
             kwargs.get("tools") or (),
             **{name: kwargs.get(name) for name in _REQUEST_OPTIONS},
         )
+        usage: UsageMetadata = {
+            "input_tokens": reply.prompt_tokens,
+            "output_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        }
+        if cached:
+            usage["input_token_details"] = {"cache_read": reply.cached_tokens}
         message = AIMessage(
             content=reply.content,
             tool_calls=[
                 {"id": c.id, "name": c.name, "args": json.loads(c.arguments), "type": "tool_call"}
                 for c in reply.tool_calls
             ],
-            usage_metadata={
-                "input_tokens": reply.prompt_tokens,
-                "output_tokens": reply.completion_tokens,
-                "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-            },
+            usage_metadata=usage,
             response_metadata={"model_name": kwargs.get("model") or self.model_name},
         )
         info = {"finish_reason": reply.finish_reason}

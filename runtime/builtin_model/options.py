@@ -1,5 +1,6 @@
 """The request options the brain reads, checked: ``tools``, ``tool_choice``,
-``response_format``, ``parallel_tool_calls`` and ``seed``, in OpenAI's wire shapes.
+``response_format``, ``parallel_tool_calls``, ``seed`` and ``prompt_cache_key``, in
+OpenAI's wire shapes.
 
 A shape the brain cannot read raises ``OptionError`` naming the parameter (the server
 answers 400, as OpenAI does), never a ``TypeError`` deep in the brain.
@@ -52,6 +53,10 @@ class Options:
     schema: Any = None  # the json_schema format's schema
     parallel: bool = True
     seed: int = 0
+    # ``prompt_cache_key`` given: the usage reports the conversation's earlier messages
+    # as cached input tokens (as a provider's prompt cache would), so that cost and
+    # token detail can be shown and tested offline.
+    cache_key: str | None = None
 
     def tool(self, name: str) -> OfferedTool | None:
         return next((t for t in self.tools if t.name == name), None)
@@ -63,6 +68,7 @@ def parse_options(
     response_format: Any = None,
     parallel_tool_calls: Any = None,
     seed: Any = None,
+    prompt_cache_key: Any = None,
 ) -> Options:
     """``Options`` from the request's values (``OptionError`` for a shape it cannot read)."""
     offered = tuple(_tool(number, tool) for number, tool in enumerate(tools or ()))
@@ -78,6 +84,8 @@ def parse_options(
         raise OptionError("'parallel_tool_calls' must be a boolean.", "parallel_tool_calls")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise OptionError("'seed' must be an integer.", "seed")
+    if prompt_cache_key is not None:
+        _name(prompt_cache_key, "prompt_cache_key")
     return Options(
         offered,
         choice,
@@ -86,6 +94,7 @@ def parse_options(
         schema,
         parallel_tool_calls is not False,
         abs(seed or 0),
+        prompt_cache_key,
     )
 
 

@@ -37,8 +37,9 @@ class Script:
         """The replies not taken yet."""
         return len(self._replies) - self._next
 
-    def take(self, messages: Sequence[Mapping[str, Any]]) -> Reply | None:
-        """The next reply, with its usage for ``messages`` (None: the script is used up)."""
+    def take(self, messages: Sequence[Mapping[str, Any]], *, cached: bool = False) -> Reply | None:
+        """The next reply, with its usage for ``messages`` (None: the script is used up;
+        ``cached``: as ``with_usage``)."""
         if self._next >= len(self._replies):
             return None
         reply = self._replies[self._next]
@@ -47,7 +48,7 @@ class Script:
             c if c.id else dataclasses.replace(c, id=f"call_{self._next}_{number}")
             for number, c in enumerate(reply.tool_calls)
         )
-        return with_usage(messages, dataclasses.replace(reply, tool_calls=calls))
+        return with_usage(messages, dataclasses.replace(reply, tool_calls=calls), cached=cached)
 
 
 def _reply(reply: Reply | str) -> Reply:

@@ -139,6 +139,7 @@ class _Chat:
     include_usage: bool
     messages: list[Any]
     reply: Reply
+    cached: bool = False  # a prompt_cache_key was given: cached prompt tokens reported
 
 
 def _answer(body: dict[str, Any]) -> _Chat:
@@ -173,10 +174,11 @@ def _answer(body: dict[str, Any]) -> _Chat:
             response_format=body.get("response_format"),
             parallel_tool_calls=body.get("parallel_tool_calls"),
             seed=body.get("seed"),
+            prompt_cache_key=body.get("prompt_cache_key"),
         )
     except OptionError as exc:
         raise _BadRequest(str(exc), exc.param) from None
-    return _Chat(model, stream, include_usage, messages, reply)
+    return _Chat(model, stream, include_usage, messages, reply, "prompt_cache_key" in body)
 
 
 def _array(value: Any, param: str, what: str) -> list[Any]:
@@ -251,7 +253,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     if fault == "hang":
         await asyncio.sleep(behavior.hang_for)  # the injected fault: an upstream that hangs
         return openai_error(504, "The builtin model timed out (injected hang).", "timeout")
-    reply = state.script.take(chat.messages) or chat.reply
+    reply = state.script.take(chat.messages, cached=chat.cached) or chat.reply
 
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     if chat.stream:
@@ -261,7 +263,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
             reply,
             model,
             completion_id,
-            chat.include_usage,
+            _usage(reply, chat.cached) if chat.include_usage else None,
             fault == "disconnect",
         )
     if behavior.latency:
@@ -286,17 +288,20 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
                     "logprobs": None,
                 }
             ],
-            "usage": _usage(reply),
+            "usage": _usage(reply, chat.cached),
         }
     )
 
 
-def _usage(reply: Reply) -> dict[str, int]:
-    return {
+def _usage(reply: Reply, cached: bool = False) -> dict[str, Any]:
+    usage: dict[str, Any] = {
         "prompt_tokens": reply.prompt_tokens,
         "completion_tokens": reply.completion_tokens,
         "total_tokens": reply.prompt_tokens + reply.completion_tokens,
     }
+    if cached:  # OpenAI's shape; prompt_tokens includes the cached ones
+        usage["prompt_tokens_details"] = {"cached_tokens": reply.cached_tokens}
+    return usage
 
 
 def _failure(behavior: ModelBehavior) -> web.Response:
@@ -328,7 +333,7 @@ async def _stream(
     reply: Reply,
     model: str,
     completion_id: str,
-    include_usage: bool,
+    usage: dict[str, Any] | None,
     disconnect: bool,
 ) -> web.StreamResponse:
     response = web.StreamResponse(
@@ -337,7 +342,7 @@ async def _stream(
     await response.prepare(request)
     created = int(time.time())
 
-    async def send(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> None:
+    async def send(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> None:
         chunk: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
@@ -364,8 +369,8 @@ async def _stream(
             await send([{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}])
         finish = {"index": 0, "delta": {}, "finish_reason": reply.finish_reason, "logprobs": None}
         await send([finish])
-        if include_usage:
-            await send([], _usage(reply))
+        if usage is not None:  # stream_options.include_usage
+            await send([], usage)
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
     except ConnectionResetError:  # aiohttp's ClientConnectionResetError too

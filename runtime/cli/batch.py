@@ -1,8 +1,9 @@
-"""``agentwatch batch tasks.jsonl --workers 5 --out results.jsonl [--timeout S]``.
+"""``agentwatch batch tasks.jsonl --workers 5 --out results.jsonl [--timeout S]
+[--budget-usd USD]``.
 
 Exit codes (the table of ``agentwatch --help``): 0 every task completed; 2 the tasks file
-cannot be used; 3 stopped early by SIGINT/SIGTERM (finished results kept, rerun to
-resume); 4 finished, but some tasks failed or timed out (``--retry-failed`` runs them
+cannot be used; 3 stopped early by SIGINT/SIGTERM or by the budget (finished results
+kept, rerun to resume); 4 finished, but some tasks failed or timed out (``--retry-failed`` runs them
 again); 7 the results file cannot be used (not a regular file, its directory missing,
 the tasks file itself, in use by another batch, a write failed).
 """
@@ -32,7 +33,7 @@ from agentwatch.telemetry import Telemetry, setup_telemetry
 from ..agents.agent_runtime import AgentRuntime
 from ..batch.jsonl_sink import JsonlResultSink, ResultFileError, check_results_path
 from ..batch.processor import MAX_WORKERS, BatchOptions, BatchProcessor, BatchSummary
-from ..batch.task import FINAL, RETRYABLE, BatchInputError, Task, read_tasks
+from ..batch.task import FINAL, RETRYABLE, BatchInputError, Task, TaskStatus, read_tasks
 from ..settings import RuntimeSettings
 from .exits import EXIT_OK, EXIT_RESULTS_FILE, EXIT_STOPPED, EXIT_TASKS_FAILED, EXIT_USAGE
 
@@ -51,10 +52,15 @@ again. With --retry-failed, failed and timed-out tasks run again and their new r
 replaces the old one. A line of --out that is not a valid record is moved to
 <out>.corrupt (with a warning naming it) and its task runs again.
 
+cost: each record has cost_usd (what its model calls cost, null when unpriced) and the
+summary the batch's total. --budget-usd: once the batch's tasks (those already in --out
+included) cost that much, no task starts; running ones finish; exit 3.
+
 exit codes:
   0  every task completed (or nothing to run: an empty tasks file, with a warning)
   2  the tasks file cannot be used (nothing started)
-  3  stopped early by SIGINT/SIGTERM; finished results kept, rerun to resume
+  3  stopped early by SIGINT/SIGTERM, or --budget-usd spent; finished results kept,
+     rerun to resume
   4  finished, but some tasks failed or timed out (--retry-failed runs them again)
   7  --out cannot be used: not a regular file, its directory missing, the tasks file
      itself, in use by another batch, or a write failed (e.g. disk full); what was
@@ -94,6 +100,7 @@ def batch_command(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         task_timeout=args.timeout,
         retry_failed=args.retry_failed,
+        budget_usd=args.budget_usd,
     )
     telemetry = setup_telemetry()  # the commands' one export policy
     try:
@@ -111,7 +118,7 @@ def batch_command(args: argparse.Namespace) -> int:
 
 def exit_code(summary: BatchSummary, stopped: bool) -> int:
     """What the batch's end says to a script: stopped early, some tasks failed, or ok."""
-    if stopped:
+    if stopped or summary.budget_exceeded:
         return EXIT_STOPPED
     if any(summary.counts.get(str(status), 0) for status in RETRYABLE):
         return EXIT_TASKS_FAILED
@@ -206,10 +213,19 @@ def print_summary(summary: BatchSummary, out: Path, console: Console) -> None:
     )
     console.print(
         f"wall time {summary.wall_time:.2f} s; task time p50 {summary.percentile(0.5):.3f} s, "
-        f"p95 {summary.percentile(0.95):.3f} s; results in {out}",
+        f"p95 {summary.percentile(0.95):.3f} s; cost ${summary.cost_usd:.6f}; results in {out}",
         markup=False,
         soft_wrap=True,
     )
+    if summary.budget_exceeded:
+        unrun = summary.counts.get(str(TaskStatus.CANCELLED), 0)
+        console.print(
+            f"budget spent (${summary.cost_usd:.6f}): {unrun} task(s) not run. Run the same "
+            "command with a larger --budget-usd to resume.",
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
+        )
     unfinished = sum(summary.counts.get(str(status), 0) for status in RETRYABLE)
     if unfinished:
         console.print(

@@ -22,6 +22,7 @@ from typing import Final, NoReturn
 from agentwatch.telemetry import AgentwatchError
 
 from ..agents.agent import AgentRunError, RunTimeoutError
+from ..budget import BudgetExceededError
 from ..provider_errors import PYTHON, FailureKind, ProviderFailure, classify
 from ..settings import AGENTWATCH_RUN_TIMEOUT, OPENAI_API_KEY, OPENAI_BASE_URL
 from .batch import BATCH_EPILOG, batch_command
@@ -179,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-failed",
         action="store_true",
         help="on resume, run the failed and timed-out tasks of --out again",
+    )
+    batch.add_argument(
+        "--budget-usd",
+        type=_positive_float,
+        help="start no more tasks once the batch's tasks (those in --out too) cost this "
+        "many USD; the rest stay unrun, to resume with a larger budget",
     )
     batch.set_defaults(func=batch_command)
 
@@ -339,7 +346,7 @@ def _explain(exc: BaseException) -> tuple[int, str]:
         return EXIT_MODEL_FAILED, _model_error(exc, failure)
     if isinstance(exc, RunTimeoutError):
         return EXIT_MODEL_FAILED, f"{exc} (the limit is {AGENTWATCH_RUN_TIMEOUT})"
-    if isinstance(exc, AgentRunError):  # the step limit (StepLimitError) and the like
+    if isinstance(exc, AgentRunError | BudgetExceededError):  # step limit, budget, ...
         return EXIT_MODEL_FAILED, str(exc)
     if isinstance(exc, AgentwatchError | ValueError):  # settings, input, configuration
         return EXIT_USAGE, str(exc)

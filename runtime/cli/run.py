@@ -1,5 +1,5 @@
-"""``agentwatch run "query" [--stream]``: one run, its answer, tool calls, trace id and
-tokens printed (with ``--stream``, as they arrive)."""
+"""``agentwatch run "query" [--stream]``: one run, its answer, tool calls, trace id,
+tokens and cost printed (with ``--stream``, as they arrive)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from agentwatch.telemetry import Telemetry, setup_telemetry
 
 from ..agents.agent_runtime import AgentRuntime
 from ..events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
-from ..results import trace_line
+from ..results import trace_line, usage_line
 from ..settings import RuntimeSettings
 from .exits import EXIT_OK
 
@@ -37,8 +37,7 @@ async def _run_once(
         status = "failed" if call.error else "ok"
         print(f"[tool {call.name} {call.arguments} -> {status}]")
     print(result.output)
-    usage = result.usage
-    print(f"{trace_line(result)}  tokens: {usage.input_tokens} in, {usage.output_tokens} out")
+    print(f"{trace_line(result)}  {usage_line(result.usage)}")
     return EXIT_OK
 
 
@@ -54,7 +53,6 @@ async def _typewriter(events: AsyncGenerator[RunEvent, None]) -> int:
                 status = "failed" if event.error else "ok"
                 print(f"[tool {event.name} -> {status}: {event.result[:80]}]", flush=True)
             elif isinstance(event, RunFinished):
-                usage, trace = event.result.usage, trace_line(event.result)
                 print()
-                print(f"{trace}  tokens: {usage.input_tokens} in, {usage.output_tokens} out")
+                print(f"{trace_line(event.result)}  {usage_line(event.result.usage)}")
     return EXIT_OK

@@ -48,6 +48,7 @@ from agentwatch.telemetry import (
 )
 from agentwatch.telemetry.names import OP_CHAT, OUTCOME_CANCELLED
 
+from ..budget import check_budget
 from .providers import provider_name
 from .recording import (
     Recorded,
@@ -292,13 +293,15 @@ class ChatBoundary:
         enclosing = current()
         if enclosing is not None and enclosing.on_chat_model is not None:
             enclosing.on_chat_model(requested)  # an agent that did not know its model
+        parent = parent_context(callbacks)
+        check_budget(parent)  # a run that spent its budget makes no more calls
         invocation = start_llm_call(
             telemetry,
             requested,
             self._provider or provider_name(model),
             messages,
             stream=stream,
-            parent=parent_context(callbacks),
+            parent=parent,
         )
         return invocation, Recording(OP_CHAT, runs, span=invocation.span, owner=model)
 

@@ -52,6 +52,7 @@ from agentwatch.telemetry.web import MetricsSource
 from ..agents.admission import AdmissionRefused
 from ..agents.agent import Agent, AgentInputError, AgentRunError, RunTimeoutError, StepLimitError
 from ..agents.agent_runtime import AgentRuntime
+from ..budget import BUDGET_EXCEEDED, BudgetExceededError, budget_from
 from ..events import event_data
 from ..http.jsonpolicy import BODY_BUDGET_KEY as BODY_BUDGET_KEY
 from ..http.jsonpolicy import BODY_TIMEOUT as BODY_TIMEOUT
@@ -82,7 +83,7 @@ if TYPE_CHECKING:
 _logger = logging.getLogger("agentwatch.server")
 
 SSE_KEEPALIVE: Final = 10.0  # seconds between ": waiting for a run slot" comments
-RUN_FIELDS: Final = frozenset({"input", "stream", "conversation_id"})
+RUN_FIELDS: Final = frozenset({"input", "stream", "conversation_id", "budget_usd"})
 
 
 def error_response(status: int, kind: str, message: str) -> web.Response:
@@ -137,6 +138,7 @@ class RunRequest:
     input: str
     stream: bool
     conversation_id: str | None
+    budget_usd: float | None = None  # at most AGENTWATCH_RUN_BUDGET_USD (the agent's)
 
 
 def _run_request(body: dict[str, Any], accept: str) -> RunRequest:
@@ -152,7 +154,11 @@ def _run_request(body: dict[str, Any], accept: str) -> RunRequest:
     if conversation is not None and len(conversation) > MAX_ID_CHARS:
         message = f"'conversation_id' is longer than {MAX_ID_CHARS} characters."
         raise ApiError(422, "invalid_request", message)
-    return RunRequest(query, stream or "text/event-stream" in accept, conversation)
+    try:
+        budget = budget_from(body.get("budget_usd"))
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+    return RunRequest(query, stream or "text/event-stream" in accept, conversation, budget)
 
 
 # The HTTP answer to a run a provider's failure ended, by the failure's kind: a timeout
@@ -184,6 +190,9 @@ def _as_api_error(exc: Exception) -> ApiError | None:
         # 508 Loop Detected (RFC 5842): the agent went round (model, tools, model, ...)
         # without a final answer and the server stopped it; a server-side failure.
         return ApiError(508, "step_limit_exceeded", str(exc))
+    if isinstance(exc, BudgetExceededError):
+        # 402: the run's money ran out (a limit the caller set, or the service's)
+        return ApiError(402, BUDGET_EXCEEDED, str(exc))
     if isinstance(exc, AgentRunError):
         return ApiError(500, "run_failed", str(exc))
     failure = classify(exc)
@@ -206,7 +215,12 @@ async def post_run(request: web.Request) -> web.StreamResponse:
         agent.check_input(run.input)
         if run.stream:
             return await _stream_run(request, agent, run, parent)
-        result = await agent.arun(run.input, parent=parent, conversation_id=run.conversation_id)
+        result = await agent.arun(
+            run.input,
+            parent=parent,
+            conversation_id=run.conversation_id,
+            budget_usd=run.budget_usd,
+        )
     except Exception as exc:
         mapped = _as_api_error(exc)
         if mapped is None:
@@ -254,6 +268,7 @@ async def _stream_run(
         conversation_id=run.conversation_id,
         on_wait=waiting,
         wait_interval=SSE_KEEPALIVE,
+        budget_usd=run.budget_usd,
     )
     try:
         async with aclosing(events):

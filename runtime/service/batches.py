@@ -50,6 +50,7 @@ from ..batch.memory_sink import MemoryResultSink
 from ..batch.processor import BatchOptions, BatchProcessor
 from ..batch.sink import PagedResultSink
 from ..batch.task import BatchInputError, Task, TaskStatus, check_unique, task_from
+from ..budget import budget_from
 from ..http.jsonpolicy import ApiError, read_json
 from ..settings import RuntimeSettings
 from .state import MAX_ID_CHARS, RUNTIME_KEY, SETTINGS_KEY
@@ -63,7 +64,7 @@ ENDED_STATES: Final = (FINISHED, CANCELLED, FAILED)
 BATCH_STATES: Final = (RUNNING, *ENDED_STATES)
 CANCELLING: Final = "cancelling"  # DELETE's answer while it runs: not a state of its own
 
-BATCH_FIELDS: Final = frozenset({"tasks", "workers", "timeout"})
+BATCH_FIELDS: Final = frozenset({"tasks", "workers", "timeout", "budget_usd"})
 MAX_TASKS: Final = 10_000
 MAX_WORKERS: Final = 64
 KEEP_BATCHES: Final = 64
@@ -128,6 +129,9 @@ class BatchRecord:
             "created_at": _timestamp(self.created_at),
             "finished_at": None if self.finished_at is None else _timestamp(self.finished_at),
             "results_url": f"/v1/batches/{self.batch_id}/results",
+            "cost_usd": self.processor.spent_usd,  # what its tasks cost so far
+            "budget_usd": self.processor.options.budget_usd,
+            "budget_exceeded": self.processor.budget_exceeded,
         }
 
     async def results(self, query: Mapping[str, str]) -> dict[str, Any]:
@@ -292,11 +296,15 @@ def parse_batch(
         or not 0 < timeout < float("inf")  # NaN and Infinity too
     ):
         raise ApiError(422, "invalid_request", "'timeout' must be a positive number of seconds.")
+    try:
+        budget = budget_from(body.get("budget_usd"))
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
     long_ids = [task.id for task in tasks if len(task.id) > MAX_ID_CHARS]
     if long_ids:
         message = f"{len(long_ids)} task ids are longer than {MAX_ID_CHARS} characters."
         raise ApiError(422, "invalid_tasks", message)
-    return tasks, BatchOptions(workers=workers, task_timeout=timeout)
+    return tasks, BatchOptions(workers=workers, task_timeout=timeout, budget_usd=budget)
 
 
 def admit_batch(app: web.Application, settings: RuntimeSettings, tasks: int = 1) -> None:

@@ -73,6 +73,13 @@ SPEC: Final[dict[str, Any]] = {
                     "input": {"type": "string", "minLength": 1, "maxLength": 32000},
                     "stream": {"type": "boolean"},
                     "conversation_id": {"type": "string", "maxLength": MAX_ID_CHARS},
+                    "budget_usd": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "description": "What the run may spend on model calls, USD (at most "
+                        "the service's AGENTWATCH_RUN_BUDGET_USD); spent, it ends with 402 "
+                        "budget_exceeded.",
+                    },
                 },
             },
             "RunResult": {
@@ -139,6 +146,12 @@ SPEC: Final[dict[str, Any]] = {
                     },
                     "workers": {"type": "integer", "minimum": 1, "maximum": MAX_WORKERS},
                     "timeout": {"type": "number", "exclusiveMinimum": 0},
+                    "budget_usd": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "description": "Once the batch's tasks cost this many USD no task "
+                        "starts; running ones finish, the rest end cancelled.",
+                    },
                 },
             },
             "Batch": {"type": "object", "required": ["id", "state"]},
@@ -154,6 +167,16 @@ SPEC: Final[dict[str, Any]] = {
                     "created_at": {"type": "string", "format": "date-time"},
                     "finished_at": {"type": ["string", "null"], "format": "date-time"},
                     "results_url": {"type": "string"},
+                    "cost_usd": {
+                        "type": "number",
+                        "description": "What the batch's tasks have cost so far, USD (priced "
+                        "calls only).",
+                    },
+                    "budget_usd": {"type": ["number", "null"]},
+                    "budget_exceeded": {
+                        "type": "boolean",
+                        "description": "Tasks were left unrun: the budget was spent.",
+                    },
                 },
             },
             "BatchResults": {
@@ -181,6 +204,11 @@ SPEC: Final[dict[str, Any]] = {
                     "200": {
                         "description": "The answer, or an event stream when asked.",
                         **_json("RunResult"),
+                    },
+                    "402": {
+                        **_ERROR,
+                        "description": "budget_exceeded: the run spent its budget "
+                        "(budget_usd, AGENTWATCH_RUN_BUDGET_USD) and made no more model calls.",
                     },
                     "503": {
                         **_ERROR,

@@ -7,9 +7,17 @@ from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
-from agentwatch.telemetry import ConfigurationError, PriceTable, Telemetry, TelemetrySettings
+from agentwatch.telemetry import (
+    ConfigurationError,
+    PriceTable,
+    Telemetry,
+    TelemetrySettings,
+    format_report,
+    stats_from_registry,
+    stats_from_text,
+)
 from agentwatch.telemetry import names as n
 from agentwatch.telemetry.setup import build_telemetry
 
@@ -260,3 +268,34 @@ def test_prices_are_looked_up_once_per_provider_and_model() -> None:
     assert table.price("openai", "gpt-4o-mini") is first
     assert table.price("nobody", "unknown-model") is None
     assert ("nobody", "unknown-model") in table._cache  # a miss is kept too
+
+
+def test_the_report_has_a_cost_column_and_a_total(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    with telemetry.agent_run("helper", "gpt-4o-mini"):
+        for _ in range(2):
+            with telemetry.llm_call("gpt-4o-mini", "openai") as call:
+                call.set_response(input_tokens=M, output_tokens=0)
+    with telemetry.llm_call("my-own-llm", "vllm") as call:
+        call.set_response(input_tokens=10, output_tokens=5)
+    with telemetry.tool_call("search"):
+        pass
+    for rows in (
+        stats_from_registry(registry),
+        stats_from_text(generate_latest(registry).decode()),
+    ):
+        by_name = {r.name: r for r in rows}
+        assert by_name["chat gpt-4o-mini"].cost_usd == pytest.approx(0.30)
+        assert by_name["invoke_agent helper"].cost_usd == pytest.approx(0.30)
+        assert by_name["chat my-own-llm"].cost_usd is None
+        assert by_name["chat my-own-llm"].unpriced_calls == 1
+        assert by_name["execute_tool search"].cost_usd is None
+        text = format_report(rows)
+        lines = {line.split()[0] + " " + line.split()[1]: line for line in text.splitlines()[3:-1]}
+        assert text.splitlines()[2].split()[-1] == "cost"
+        assert lines["chat gpt-4o-mini"].endswith("$0.300000")
+        assert lines["invoke_agent helper"].endswith("$0.300000")
+        assert lines["chat my-own-llm"].endswith("unpriced")
+        assert lines["execute_tool search"].endswith("-")
+        assert text.splitlines()[-1] == "total cost: $0.300000 (1 calls unpriced)"
