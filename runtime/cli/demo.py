@@ -4,13 +4,15 @@ It starts the service on a loopback port (with the builtin model unless OPENAI_A
 is set) and drives the seed's scenarios through its HTTP API: concurrent research
 queries, a streamed answer, a batch with a progress bar, and a retry storm from
 injected faults. Then it scrapes its own ``/metrics`` as Prometheus would and prints
-the performance report.
+the performance report, with what each model and run cost (the builtin model answers as
+gpt-4o-mini, priced from the bundled table, unless AGENTWATCH_MODEL names another).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from typing import Any
 
 import aiohttp
@@ -25,7 +27,7 @@ from ..events import read_sse
 from ..http.serving import make_runner, start_site
 from ..retry import RetryPolicy
 from ..service.app import create_app
-from ..settings import RuntimeSettings
+from ..settings import AGENTWATCH_MODEL, DEFAULT_OPENAI_MODEL, RuntimeSettings
 
 RESEARCH = (
     "what is 123 + 456",
@@ -50,6 +52,10 @@ def setup() -> Telemetry:
 async def main(telemetry: Telemetry, port: int = 0) -> int:
     console = Console()
     settings = dataclasses.replace(RuntimeSettings.from_env(), port=port)
+    if settings.uses_builtin_model and not os.environ.get(AGENTWATCH_MODEL):
+        # the builtin model answers as a model the bundled price table knows, so that
+        # the report shows what the demo would have cost
+        settings = dataclasses.replace(settings, model=DEFAULT_OPENAI_MODEL)
     runtime = AgentRuntime(
         settings, telemetry, retry_policy=RetryPolicy(base_delay=0.05, max_delay=0.5)
     )
@@ -63,7 +69,11 @@ async def main(telemetry: Telemetry, port: int = 0) -> int:
         await runtime.stop()
         raise
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    model = "the builtin model" if settings.uses_builtin_model else settings.model
+    model = (
+        f"the builtin model (as {settings.model})"
+        if settings.uses_builtin_model
+        else settings.model
+    )
     console.rule(f"agentwatch demo: {base} with {model}")
     try:
         async with aiohttp.ClientSession() as session:

@@ -111,6 +111,8 @@ def test_demo_drives_every_scenario_and_prints_the_report() -> None:
         "invoke_agent research_agent",
         "execute_tool calculator",
         "batch_task",
+        "chat gpt-4o-mini",  # the builtin model answering as a priced model
+        "total cost: $",
     ):
         assert expected in text, expected
     attempts = text.split("Model call attempts:", 1)[1]

@@ -9,12 +9,14 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry, generate_latest
 
+from agentwatch.runtime.cli.main import main
 from agentwatch.telemetry import (
     ConfigurationError,
     PriceTable,
     Telemetry,
     TelemetrySettings,
     format_report,
+    start_metrics_server,
     stats_from_registry,
     stats_from_text,
 )
@@ -299,3 +301,23 @@ def test_the_report_has_a_cost_column_and_a_total(
         assert lines["chat my-own-llm"].endswith("unpriced")
         assert lines["execute_tool search"].endswith("-")
         assert text.splitlines()[-1] == "total cost: $0.300000 (1 calls unpriced)"
+
+
+def test_agentwatch_report_shows_cost_from_a_scraped_page(
+    telemetry: Telemetry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with (
+        telemetry.agent_run("helper", "gpt-4o-mini"),
+        telemetry.llm_call("gpt-4o-mini", "openai") as call,
+    ):
+        call.set_response(input_tokens=1000, output_tokens=500)
+    server = start_metrics_server(telemetry, port=0)
+    try:
+        assert main(["report", "--url", f"http://127.0.0.1:{server.port}/metrics"]) == 0
+    finally:
+        server.stop()
+    out = capsys.readouterr().out.splitlines()
+    expected = f"${1000 * 0.15 / M + 500 * 0.60 / M:.6f}"
+    assert out[2].split()[-1] == "cost"
+    assert any(line.startswith("chat gpt-4o-mini") and line.endswith(expected) for line in out)
+    assert out[-1] == f"total cost: {expected}"
