@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
-from agentwatch.runtime.cli.top import command, figures, keys
+from agentwatch.runtime.cli.top import command, keys
 from agentwatch.runtime.cli.top.figures import compute
 from agentwatch.runtime.cli.top.monitor import ALL, Monitor
 from agentwatch.runtime.cli.top.scrape import Snapshot, parse_page, scrape
@@ -126,19 +126,13 @@ def test_a_target_gone_is_shown_and_its_window_resumes_when_it_is_back() -> None
     assert monitor.targets[0].up
 
 
-def test_spend_is_absent_without_the_cost_metric_and_read_when_present(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_spend_is_absent_without_the_cost_metric_and_read_when_present() -> None:
     catalog = _catalog()
     window = between(_page(catalog, 0.0), _page(catalog, 1.0))
     assert (compute(window).usage.usd, compute(window).usage.usd_per_second) == (None, None)
 
-    monkeypatch.setattr(figures, "COST_METRIC", "agentwatch_cost_usd")
-    cost = Counter(
-        "agentwatch_cost_usd", "spend", [n.L_GEN_AI_REQUEST_MODEL], registry=catalog.registry
-    )
     first = _page(catalog, 0.0)
-    cost.labels("m").inc(0.5)
+    catalog.cost.labels("p", "m", "research_agent").inc(0.5)  # issue 17's counter
     catalog.gen_ai_operation_duration.labels(n.OP_CHAT, "p", "m", "").observe(0.1)
     found = compute(between(first, _page(catalog, 2.0)))
     assert (found.usage.usd, found.usage.usd_per_second) == (0.5, 0.25)
