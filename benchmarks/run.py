@@ -7,6 +7,7 @@ import datetime
 from benchmarks import (
     bench_agent,
     bench_batch,
+    bench_cost,
     bench_observe,
     bench_peers,
     bench_profile,
@@ -25,6 +26,7 @@ def main() -> int:
         bench_peers.run(),
         bench_scale.run(),
         bench_profile.run(),
+        bench_cost.run(),
     ]
     header = [
         "# Benchmark results",
@@ -44,6 +46,7 @@ def main() -> int:
             "openai",
             "openinference-instrumentation-langchain",
             "opentelemetry-instrumentation-langchain",
+            "genai-prices",
         ),
         "",
     ]
