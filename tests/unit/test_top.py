@@ -7,6 +7,7 @@ the parser reads exactly what a service exposes.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,8 +16,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry, generate_latest
+from rich.console import Console
 
-from agentwatch.runtime.cli.top import command, keys
+from agentwatch.runtime.cli.top import command, keys, screen
 from agentwatch.runtime.cli.top.figures import compute
 from agentwatch.runtime.cli.top.monitor import ALL, Monitor
 from agentwatch.runtime.cli.top.scrape import Snapshot, parse_page, scrape
@@ -275,3 +277,23 @@ def test_a_page_without_a_metric_shows_none_not_zero() -> None:
     found = compute(between(old, old))
     assert (found.runs.in_flight, found.batches.queue_depth) == (None, 3)
     assert (found.health.loop_lag_max_seconds, found.usage.usd) == (None, None)
+
+
+@pytest.mark.parametrize(("width", "rows_of_panels"), [(100, 2), (160, 1)])
+def test_the_panels_stand_in_one_row_only_on_a_wide_terminal(
+    width: int, rows_of_panels: int
+) -> None:
+    catalog = _catalog()
+    monitor = Monitor(["http://a/metrics"])
+    monitor.update([_page(catalog, 0.0)])
+    _runs(catalog, 0.1, times=3)
+    monitor.update([_page(catalog, 1.0)])
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(screen.frame(monitor, screen.ViewState(view="tools")))
+    lines = console.export_text().splitlines()
+    row_of = {
+        title: next(i for i, line in enumerate(lines) if f" {title} " in line)
+        for title in ("Runs", "Batches")
+    }
+    assert (row_of["Batches"] == row_of["Runs"]) == (rows_of_panels == 1)
+    assert any(line.startswith("Tools") for line in lines)

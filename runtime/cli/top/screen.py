@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.layout import Layout
 from rich.panel import Panel
 from rich.table import Table
@@ -24,6 +24,7 @@ VIEWS: Final = ("operations", "tools", "models", "batches")
 KEYS: Final = "o operations  t tools  m models  b batches  tab/←→ target  q quit"
 _BARS: Final = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH: Final = 30
+WIDE: Final = 150  # columns from which the four panels stand in one row
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +96,10 @@ def _runs_panel(f: Figures, history: History) -> Panel:
                 ("errors", f"{count(r.errors)}  {ratio(r.error_ratio)}"),
                 ("", sparkline(history.errors_per_second)),
                 ("by type", types),
-                ("in flight / waiting", f"{count(r.in_flight)} / {count(r.waiting)}"),
-                ("slots / wait p95", f"{count(r.slots)} / {duration(r.slot_wait_p95_seconds)}"),
+                ("in flight/waiting", f"{count(r.in_flight)} / {count(r.waiting)}"),
+                ("slots, wait p95", f"{count(r.slots)}, {duration(r.slot_wait_p95_seconds)}"),
                 ("runs", f"{count(r.count)} in window"),
-                ("cancelled / shed", f"{count(r.cancelled)} / {count(r.shed)}"),
+                ("cancelled/shed", f"{count(r.cancelled)} / {count(r.shed)}"),
             ]
         ),
         title="Runs",
@@ -133,7 +134,7 @@ def _batches_panel(f: Figures) -> Panel:
                 ("done / failed", f"{count(b.completed_total)} / {count(b.failed_total)}"),
                 ("progress", ratio(b.progress)),
                 ("tasks/s", rate(b.finished_per_second)),
-                ("ETA", eta(b.eta_seconds)),
+                ("ETA", eta(b.eta_seconds) if b.queue_depth or b.in_progress else "-"),
             ]
         ),
         title="Batches",
@@ -237,16 +238,33 @@ def _header(monitor: Monitor, state: ViewState, figures: Figures | None) -> Text
     return text
 
 
+class _Panels:
+    """The four panels side by side, or two by two on a terminal narrower than
+    ``WIDE`` columns (where four would wrap every figure)."""
+
+    def __init__(self, runs: Panel, usage: Panel, batches: Panel, health: Panel) -> None:
+        self.panels = (runs, usage, batches, health)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        wide = options.max_width >= WIDE
+        grid = Table.grid(expand=True)
+        for share in (3, 2, 2, 2) if wide else (1, 1):
+            grid.add_column(ratio=share)
+        if wide:
+            grid.add_row(*self.panels)
+        else:
+            grid.add_row(*self.panels[:2])
+            grid.add_row(*self.panels[2:])
+        yield grid
+
+
 def frame(monitor: Monitor, state: ViewState) -> Group:
     """One frame: header, panels, the view's table (or why there are no figures yet)."""
     figures = monitor.figures.get(state.selection)
     header = _header(monitor, state, figures)
     if figures is None:
         return Group(header, Text("\nwaiting for two scrapes of this target..."))
-    panels = Table.grid(expand=True)
-    for share in (3, 2, 2, 2):
-        panels.add_column(ratio=share)
-    panels.add_row(
+    panels = _Panels(
         _runs_panel(figures, monitor.history[state.selection]),
         _usage_panel(figures),
         _batches_panel(figures),
