@@ -99,7 +99,8 @@ async def _once(urls: list[str], args: argparse.Namespace) -> int:
 
 def _none_answered(monitor: Monitor) -> int:
     for target in monitor.targets:
-        print(f"agentwatch top: cannot read {target.url}: {target.error}", file=sys.stderr)
+        if target.error is not None:
+            print(f"agentwatch top: cannot read {target.url}: {target.error}", file=sys.stderr)
     return EXIT_USAGE
 
 
