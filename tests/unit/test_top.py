@@ -297,3 +297,9 @@ def test_the_panels_stand_in_one_row_only_on_a_wide_terminal(
     }
     assert (row_of["Batches"] == row_of["Runs"]) == (rows_of_panels == 1)
     assert any(line.startswith("Tools") for line in lines)
+
+
+def test_a_sparkline_scales_to_its_largest_value_and_keeps_the_last_points() -> None:
+    assert screen.sparkline([0, 1, 2, 4]) == "▁▃▅█"
+    assert screen.sparkline([0, 0]) == "▁▁"
+    assert screen.sparkline(range(100), width=3) == "███"

@@ -13,6 +13,7 @@ from typing import Final
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.layout import Layout
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -41,6 +42,19 @@ def sparkline(values: Iterable[float], width: int = SPARK_WIDTH) -> str:
         return _BARS[0] * len(points)
     last = len(_BARS) - 1
     return "".join(_BARS[min(last, round(v / top * last))] for v in points)
+
+
+class _Spark:
+    """A sparkline as wide as the room it is given (up to the history kept)."""
+
+    def __init__(self, values: Iterable[float]) -> None:
+        self.values = list(values)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Text(sparkline(self.values, max(1, options.max_width)), no_wrap=True)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(1, max(1, min(len(self.values), options.max_width)))
 
 
 def duration(seconds: float | None) -> str:
@@ -74,7 +88,7 @@ def eta(seconds: float | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def _pairs(rows: Sequence[tuple[str, str]]) -> Table:
+def _pairs(rows: Sequence[tuple[str, RenderableType]]) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="ellipsis")
@@ -90,20 +104,24 @@ def _runs_panel(f: Figures, history: History) -> Panel:
         _pairs(
             [
                 ("runs/s", rate(r.per_second)),
-                ("", sparkline(history.runs_per_second)),
+                ("", _Spark(history.runs_per_second)),
                 ("p50 / p95", f"{duration(r.p50_seconds)} / {duration(r.p95_seconds)}"),
-                ("", sparkline(history.p95_seconds)),
+                ("", _Spark(history.p95_seconds)),
                 ("errors", f"{count(r.errors)}  {ratio(r.error_ratio)}"),
-                ("", sparkline(history.errors_per_second)),
+                ("", _Spark(history.errors_per_second)),
                 ("by type", types),
                 ("in flight/waiting", f"{count(r.in_flight)} / {count(r.waiting)}"),
-                ("slots, wait p95", f"{count(r.slots)}, {duration(r.slot_wait_p95_seconds)}"),
+                ("slots, wait p95", f"{_slots(r.slots)}, {duration(r.slot_wait_p95_seconds)}"),
                 ("runs", f"{count(r.count)} in window"),
                 ("cancelled/shed", f"{count(r.cancelled)} / {count(r.shed)}"),
             ]
         ),
         title="Runs",
     )
+
+
+def _slots(limit: float | None) -> str:
+    return "no limit" if limit == 0 else count(limit)  # admission's gauge: 0 = no limit
 
 
 def _usage_panel(f: Figures) -> Panel:
