@@ -136,7 +136,11 @@ async def test_top_once_and_json_show_what_the_workload_did_in_the_window() -> N
     # each good run: two model calls with a tool, one without; each failed run: one
     assert model_row["calls"]["calls"] == 2 * CALCULATOR_RUNS + PLAIN_RUNS + FAILING_RUNS
     assert model_row["calls"]["error_types"] == {error_type: FAILING_RUNS}
-    assert figures["usage"]["usd"] is None or figures["usage"]["usd"] >= 0
+    # gpt-4o-mini (the default model with OPENAI_API_KEY) is priced: what the runs cost
+    spent = sum(r["usage"]["cost_usd"] for r in runs)
+    assert spent > 0
+    assert figures["usage"]["usd"] == pytest.approx(spent)
+    assert figures["usage"]["usd_per_second"] == pytest.approx(spent / figures["seconds"])
     assert figures["health"]["spans_dropped"] == 0
     assert figures["batches"]["finished_per_second"] == 0
 

@@ -128,10 +128,11 @@ def test_a_target_gone_is_shown_and_its_window_resumes_when_it_is_back() -> None
     assert monitor.targets[0].up
 
 
-def test_spend_is_absent_without_the_cost_metric_and_read_when_present() -> None:
+def test_spend_is_zero_before_the_first_priced_call_and_read_after() -> None:
     catalog = _catalog()
     window = between(_page(catalog, 0.0), _page(catalog, 1.0))
-    assert (compute(window).usage.usd, compute(window).usage.usd_per_second) == (None, None)
+    # the family is declared with no series yet: nothing spent, not "no cost metric"
+    assert (compute(window).usage.usd, compute(window).usage.unpriced_calls) == (0, 0)
 
     first = _page(catalog, 0.0)
     catalog.cost.labels("p", "m", "research_agent").inc(0.5)  # issue 17's counter

@@ -29,21 +29,10 @@ _TOTAL: Final = "_total"
 _LE: Final = "le"
 
 
-def _optional(name: str) -> str | None:
-    """A name of ``names.py`` that may not exist yet (another issue adds it)."""
-    value = getattr(n, name, None)
-    return value if isinstance(value, str) else None
-
-
 def _counter(name: str) -> str:
     """A counter's sample name in the text exposition (``..._total``)."""
     return name if name.endswith(_TOTAL) else name + _TOTAL
 
-
-# Added by other issues: picked up as soon as names.py defines them.
-COST_METRIC: Final = _optional("M_COST")  # counter, USD
-UNPRICED_METRIC: Final = _optional("M_UNPRICED_CALLS")  # counter: calls with no price
-RUN_COST_METRIC: Final = _optional("M_RUN_COST")  # histogram: the cost of each run, USD
 
 QUANTILES: Final = (0.5, 0.95)
 
@@ -274,26 +263,26 @@ def _tokens(window: Window, token_type: str, **labels: str) -> float:
 
 
 def _spend(window: Window, **labels: str) -> float | None:
-    if COST_METRIC is None or not window.has(_counter(COST_METRIC)):
+    if not window.has(_counter(n.M_COST)):  # an agentwatch before issue 17, or no call yet
         return None
-    return window.increase(_counter(COST_METRIC), **labels)
+    return window.increase(_counter(n.M_COST), **labels)
 
 
 def _usage(window: Window) -> Usage:
     tokens_in = _tokens(window, n.TOKEN_INPUT)
     tokens_out = _tokens(window, n.TOKEN_OUTPUT)
     usd = _spend(window)
-    unpriced = _counter(UNPRICED_METRIC) if UNPRICED_METRIC else None
-    run_cost = _one(window, RUN_COST_METRIC).stats if RUN_COST_METRIC else None
+    unpriced = _counter(n.M_UNPRICED_CALLS)
+    run_cost = _one(window, n.M_RUN_COST).stats
     return Usage(
         input_tokens=tokens_in,
         output_tokens=tokens_out,
         tokens_per_second=(tokens_in + tokens_out) / window.seconds,
         usd=usd,
         usd_per_second=None if usd is None else usd / window.seconds,
-        unpriced_calls=window.increase(unpriced) if unpriced and window.has(unpriced) else None,
-        run_cost_p50_usd=None if run_cost is None else _quantile(run_cost, 0.5),
-        run_cost_p95_usd=None if run_cost is None else _quantile(run_cost, 0.95),
+        unpriced_calls=window.increase(unpriced) if window.has(unpriced) else None,
+        run_cost_p50_usd=_quantile(run_cost, 0.5),
+        run_cost_p95_usd=_quantile(run_cost, 0.95),
     )
 
 

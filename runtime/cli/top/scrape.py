@@ -24,6 +24,12 @@ ACCEPT: Final = "text/plain;version=0.0.4;q=1.0"
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
 COUNTER_TYPES: Final = frozenset({"counter", "histogram", "summary"})
+# the samples a family of each type exposes (a family declared with no series yet)
+_SUFFIXES: Final = {
+    "counter": ("_total",),
+    "histogram": ("_bucket", "_count", "_sum"),
+    "summary": ("_count", "_sum"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,7 @@ class Snapshot:
     values: Mapping[SeriesKey, float] = field(default_factory=dict)
     cumulative: frozenset[SeriesKey] = frozenset()
     error: str | None = None  # why the scrape failed (then values is empty)
+    declared: frozenset[str] = frozenset()  # sample names of every family, series or not
 
     @property
     def ok(self) -> bool:
@@ -46,8 +53,10 @@ def parse_page(url: str, text: str, at: float) -> Snapshot:
     """The series of a Prometheus text page (``ValueError`` when it is not one)."""
     values: dict[SeriesKey, float] = {}
     cumulative: set[SeriesKey] = set()
+    declared: set[str] = set()
     for family in text_string_to_metric_families(text):
         grows = family.type in COUNTER_TYPES
+        declared.update(family.name + suffix for suffix in _SUFFIXES.get(family.type, ("",)))
         for sample in family.samples:
             key = (sample.name, tuple(sorted(sample.labels.items())))
             values[key] = sample.value
@@ -55,7 +64,7 @@ def parse_page(url: str, text: str, at: float) -> Snapshot:
             # do not only grow; every other sample of a counting family does
             if grows and not sample.name.endswith("_created"):
                 cumulative.add(key)
-    return Snapshot(url, at, values, frozenset(cumulative))
+    return Snapshot(url, at, values, frozenset(cumulative), declared=frozenset(declared))
 
 
 async def _read(response: aiohttp.ClientResponse, limit: int) -> str:

@@ -266,7 +266,7 @@ class _Panels:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         wide = options.max_width >= WIDE
         grid = Table.grid(expand=True)
-        for share in (3, 2, 2, 2) if wide else (1, 1):
+        for share in (1, 1, 1, 1) if wide else (1, 1):
             grid.add_column(ratio=share)
         if wide:
             grid.add_row(*self.panels)

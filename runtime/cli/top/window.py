@@ -43,6 +43,7 @@ class Window:
     gauges: BySample = field(default_factory=dict)
     restarted: bool = False
     totals: BySample = field(default_factory=dict)
+    declared: frozenset[str] = frozenset()  # sample names the page declares, series or not
 
     def increase(self, sample: str, **labels: str) -> float:
         """The sum of the increases of ``sample``'s series that carry ``labels``."""
@@ -63,7 +64,8 @@ class Window:
             yield dict(labels), value
 
     def has(self, sample: str) -> bool:
-        return sample in self.increases or sample in self.gauges
+        """Whether the page has ``sample`` (declared: perhaps with no series yet)."""
+        return sample in self.declared or sample in self.increases or sample in self.gauges
 
 
 def _sum(series: Mapping[Labels, float], labels: Mapping[str, str]) -> float:
@@ -86,7 +88,9 @@ def between(before: Snapshot, after: Snapshot) -> Window:
     increases = [(k, v if reset else v - before.values.get(k, 0.0)) for k, v in grows]
     gauges = [(k, v) for k, v in after.values.items() if k not in after.cumulative]
     seconds = max(after.at - before.at, 1e-9)
-    return Window(seconds, by_sample(increases), by_sample(gauges), reset, by_sample(grows))
+    return Window(
+        seconds, by_sample(increases), by_sample(gauges), reset, by_sample(grows), after.declared
+    )
 
 
 def combine(windows: Iterable[Window]) -> Window | None:
@@ -115,6 +119,7 @@ def combine(windows: Iterable[Window]) -> Window | None:
         by_sample(gauges),
         any(w.restarted for w in items),
         by_sample(totals),
+        frozenset().union(*(w.declared for w in items)),
     )
 
 
