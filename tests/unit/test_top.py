@@ -304,3 +304,27 @@ def test_a_sparkline_scales_to_its_largest_value_and_keeps_the_last_points() -> 
     assert screen.sparkline([0, 1, 2, 4]) == "▁▃▅█"
     assert screen.sparkline([0, 0]) == "▁▁"
     assert screen.sparkline(range(100), width=3) == "███"
+
+
+def test_top_refuses_what_it_cannot_watch(capsys: pytest.CaptureFixture[str]) -> None:
+    from agentwatch.runtime.cli.main import main
+
+    assert main(["top", "--url", "ftp://example/metrics", "--once"]) == 2
+    assert "--url must be an http(s) URL, got 'ftp://example/metrics'" in capsys.readouterr().err
+    assert main(["top", "--url", "http://127.0.0.1:9/metrics"]) == 2  # stdout: not a terminal
+    assert "the live view needs a terminal; use --once or --json" in capsys.readouterr().err
+    assert main(["top", "--url", "http://127.0.0.1:9/metrics", "--json", "--timeout", "1"]) == 2
+    assert "cannot read http://127.0.0.1:9/metrics: cannot connect" in capsys.readouterr().err
+
+
+def test_json_names_each_target_when_there_are_several() -> None:
+    a, b = _catalog(), _catalog()
+    monitor = Monitor(["http://a/metrics", "http://b/metrics"])
+    monitor.update([_page(a, 0.0), _page(b, 0.0)])
+    _runs(a, 0.1, times=2)
+    monitor.update([_page(a, 1.0), Snapshot("http://b/metrics", 1.0, error="HTTP 503")])
+    out = monitor.as_json()
+    assert [t["up"] for t in out["targets"]] == [True, False]
+    assert out["figures"]["runs"]["count"] == 2
+    assert out["by_target"]["http://a/metrics"]["runs"]["count"] == 2
+    assert out["by_target"]["http://b/metrics"] is None
