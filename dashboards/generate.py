@@ -134,8 +134,9 @@ def query_variable(name: str, definition: str) -> dict[str, Any]:
 
 
 def admission_row(d: Layout) -> None:
-    """How many runs the process takes at once (adaptive by default), and who waits."""
-    d.row("Admission")
+    """How many runs the process takes at once (adaptive by default), who waits, and how
+    long model calls wait for their model's rate limit."""
+    d.row("Admission and rate limits")
     d.panel(
         "Run limit, in flight, waiting",
         [
@@ -170,6 +171,24 @@ def admission_row(d: Layout) -> None:
         "Runs refused (503 overloaded, or 504 when their own deadline passed waiting) out of "
         "all that arrived; callers that went away are not counted. Alert "
         "AgentwatchRunsShed when it stays above 1%.",
+    )
+    wait = n.M_RATE_LIMIT_WAIT
+    model = n.L_GEN_AI_REQUEST_MODEL
+    d.panel(
+        "Rate limit wait by model: p95 and share of time",
+        [
+            target(quantile(0.95, wait, by=model), f"p95 {legend(model)}", "A"),
+            target(
+                f"{rate(wait + '_sum', by=model)} / {rate(wait + '_count', by=model)}",
+                f"mean {legend(model)}",
+                "B",
+            ),
+        ],
+        "s",
+        "How long model calls waited for their model's client-side budget "
+        "(AGENTWATCH_RATE_LIMIT_RPM / _TPM, lowered to what the provider's x-ratelimit-* "
+        "headers say): a batch slowed down before the provider refuses it. Also the "
+        "agentwatch.rate_limit.wait attribute of each chat span.",
     )
 
 

@@ -12,6 +12,13 @@ from typing import Any, Final
 from agentwatch.telemetry import ConfigurationError
 
 from .builtin_model.behavior import DEFAULT_MODEL
+from .rate_limits import (
+    AGENTWATCH_RATE_LIMIT_RPM,
+    AGENTWATCH_RATE_LIMIT_TPM,
+    PerModel,
+    RateLimits,
+    RateLimitSyntaxError,
+)
 
 OPENAI_API_KEY: Final = "OPENAI_API_KEY"
 OPENAI_BASE_URL: Final = "OPENAI_BASE_URL"
@@ -29,6 +36,8 @@ AGENTWATCH_BUILTIN_LATENCY: Final = "AGENTWATCH_BUILTIN_LATENCY"
 AGENTWATCH_MAX_CONCURRENT_RUNS: Final = "AGENTWATCH_MAX_CONCURRENT_RUNS"
 AGENTWATCH_ADMISSION_MAX_WAITING: Final = "AGENTWATCH_ADMISSION_MAX_WAITING"
 AGENTWATCH_ADMISSION_TIMEOUT: Final = "AGENTWATCH_ADMISSION_TIMEOUT"
+AGENTWATCH_BUILTIN_RATE_LIMIT_RPM: Final = "AGENTWATCH_BUILTIN_RATE_LIMIT_RPM"
+AGENTWATCH_BUILTIN_RATE_LIMIT_TPM: Final = "AGENTWATCH_BUILTIN_RATE_LIMIT_TPM"
 AGENTWATCH_MAX_RUNNING_BATCHES: Final = "AGENTWATCH_MAX_RUNNING_BATCHES"
 AGENTWATCH_MAX_BATCH_QUEUED_TASKS: Final = "AGENTWATCH_MAX_BATCH_QUEUED_TASKS"
 AGENTWATCH_MAX_BATCH_KEPT_TASKS: Final = "AGENTWATCH_MAX_BATCH_KEPT_TASKS"
@@ -58,6 +67,10 @@ class RuntimeSettings:
     max_concurrent_runs: int | None = None
     admission_max_waiting: int = 1000  # interactive runs waiting at once; more get 503
     admission_timeout: float = 30.0  # the longest an interactive run waits; then 503
+    # client-side, per model: AGENTWATCH_RATE_LIMIT_RPM / _TPM (rate_limits.py)
+    rate_limits: RateLimits = field(default_factory=RateLimits)
+    builtin_rate_limit_rpm: int | None = None  # the builtin model's own limits (None: none)
+    builtin_rate_limit_tpm: int | None = None
     max_input_chars: int = 32_000
     max_body_bytes: int = 1024 * 1024
     # /v1/batches, per process: a batch past either of the first two gets 429 + Retry-After
@@ -91,6 +104,9 @@ class RuntimeSettings:
                 return name, f"must be at least 1, got {getattr(self, name)}"
         if self.run_budget_usd is not None and not 0 < self.run_budget_usd < math.inf:
             return "run_budget_usd", f"must be a positive amount, got {self.run_budget_usd:g}"
+        for name in ("builtin_rate_limit_rpm", "builtin_rate_limit_tpm"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                return name, f"must be at least 1 per minute, got {getattr(self, name)}"
         if self.builtin_latency < 0:
             return "builtin_latency", f"must not be negative, got {self.builtin_latency:g}"
         if not self.model_timeout > 0:
@@ -147,6 +163,8 @@ class RuntimeSettings:
         for field_name, key, kind in _NUMBERS:
             if field_name not in given and e.get(key, "").strip():
                 values[field_name], named[field_name] = _number(e, key, field_name, kind), key
+        if "rate_limits" not in given:
+            values["rate_limits"] = _rate_limits(e)
         values.setdefault("model", DEFAULT_OPENAI_MODEL if api_key else DEFAULT_MODEL)
         values.update(given)
         named.update(sources or {})
@@ -177,6 +195,8 @@ _NUMBERS: Final[tuple[tuple[str, str, type[int] | type[float]], ...]] = (
     ("max_concurrent_runs", AGENTWATCH_MAX_CONCURRENT_RUNS, int),
     ("admission_max_waiting", AGENTWATCH_ADMISSION_MAX_WAITING, int),
     ("admission_timeout", AGENTWATCH_ADMISSION_TIMEOUT, float),
+    ("builtin_rate_limit_rpm", AGENTWATCH_BUILTIN_RATE_LIMIT_RPM, int),
+    ("builtin_rate_limit_tpm", AGENTWATCH_BUILTIN_RATE_LIMIT_TPM, int),
     ("max_running_batches", AGENTWATCH_MAX_RUNNING_BATCHES, int),
     ("max_batch_queued_tasks", AGENTWATCH_MAX_BATCH_QUEUED_TASKS, int),
     ("max_batch_kept_tasks", AGENTWATCH_MAX_BATCH_KEPT_TASKS, int),
@@ -191,3 +211,14 @@ def _number(env: Mapping[str, str], key: str, field_name: str, kind: type[float]
     except ValueError:
         what = "a whole number" if kind is int else "a number"
         raise SettingError(key, f"must be {what}, got {raw!r}", field_name) from None
+
+
+def _rate_limits(env: Mapping[str, str]) -> RateLimits:
+    """``AGENTWATCH_RATE_LIMIT_RPM`` / ``_TPM`` parsed (``rate_limits.py``)."""
+    parsed = {}
+    for kind, key in (("rpm", AGENTWATCH_RATE_LIMIT_RPM), ("tpm", AGENTWATCH_RATE_LIMIT_TPM)):
+        try:
+            parsed[kind] = PerModel.parse(env.get(key, ""))
+        except RateLimitSyntaxError as exc:
+            raise SettingError(key, f"is not valid: {exc}", "rate_limits") from None
+    return RateLimits(**parsed)

@@ -70,6 +70,7 @@ class MetricCatalog:
     cost: Counter
     unpriced_calls: Counter
     run_cost: Histogram
+    rate_limit_wait: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> MetricCatalog:
@@ -233,6 +234,13 @@ class MetricCatalog:
                 "Cost of one agent run, USD (runs whose calls were all unpriced: none).",
                 (n.L_GEN_AI_AGENT_NAME, n.L_GEN_AI_REQUEST_MODEL),
                 n.COST_BUCKETS,
+            ),
+            rate_limit_wait=histogram(
+                n.M_RATE_LIMIT_WAIT,
+                "Time a model call waited for its model's client-side rate limit "
+                "(AGENTWATCH_RATE_LIMIT_RPM / _TPM, and what the provider's headers said).",
+                (n.L_GEN_AI_REQUEST_MODEL,),
+                n.OPERATION_BUCKETS,
             ),
         )
         catalog._declare_known_series()

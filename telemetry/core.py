@@ -23,6 +23,7 @@ from ._batch_task import BatchMeter, BatchTaskInvocation
 from ._invocation import Clock
 from ._llm_call import LlmCallInvocation
 from ._operation import Observation, OperationInvocation
+from ._rate_limit import RateLimitMeter
 from ._recorder import Recorder
 from ._retry_attempt import RetryAttemptInvocation, RetryMeter
 from ._tool_call import ToolCallInvocation
@@ -69,6 +70,7 @@ class Telemetry(Recorder):
         self.agent_runs = AgentRunMeter(self)
         self.batches = BatchMeter(self)
         self.retries = RetryMeter(self)
+        self.rate_limits = RateLimitMeter(self)
 
     def count_dropped_spans(self, reason: str, count: int) -> None:
         self.metrics.spans_dropped.labels(reason).inc(count)

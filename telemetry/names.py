@@ -71,6 +71,7 @@ AGENTWATCH_RUN_COST_AMOUNT: Final = "agentwatch.run.cost.amount"
 AGENTWATCH_RUN_BUDGET: Final = "agentwatch.run.budget"  # USD, when the run has one
 AGENTWATCH_TASK_COST_AMOUNT: Final = "agentwatch.task.cost.amount"
 CURRENCY_USD: Final = "USD"  # every amount agentwatch records
+AGENTWATCH_RATE_LIMIT_WAIT: Final = "agentwatch.rate_limit.wait"  # seconds, on a chat span
 
 # agentwatch_retry_attempts_total{outcome}
 RETRY_SUCCESS: Final = "success"
@@ -134,6 +135,7 @@ M_ADMISSION_LIMIT: Final = "agentwatch_admission_limit"  # gauge: runs at once, 
 M_ADMISSION_IN_FLIGHT: Final = "agentwatch_admission_runs_in_flight"
 M_ADMISSION_WAITING: Final = "agentwatch_admission_runs_waiting"
 M_ADMISSION_WAIT: Final = "agentwatch_admission_wait_seconds"
+M_RATE_LIMIT_WAIT: Final = "agentwatch_rate_limit_wait_seconds"
 
 # --- label names (Prometheus form of the attribute keys) ---------------------------
 L_OPERATION: Final = "operation"

@@ -20,6 +20,7 @@ from agentwatch.telemetry import Telemetry
 
 from ..builtin_model import BuiltinModelServer, ModelBehavior
 from ..langchain.chat_model import InstrumentedChatOpenAI
+from ..rate_limiter import RateLimiter
 from ..retry import RetryPolicy
 from ..settings import RuntimeSettings
 from ..tools import BUNDLED_CORPUS, SearchIndex, ToolRegistry, ToolSpec, builtin_tools
@@ -51,6 +52,12 @@ def build_chat_model(
         telemetry=telemetry,
         provider_name=settings.provider,
         retry_policy=retry_policy or RetryPolicy.from_env(),
+        # client-side rate limits: every attempt waits for its model's budget, which
+        # learns from the provider's x-ratelimit-* headers (read only when limiting)
+        client_limiter=RateLimiter(settings.rate_limits, telemetry)
+        if settings.rate_limits
+        else None,
+        include_response_headers=bool(settings.rate_limits),
     )
 
 
@@ -162,6 +169,8 @@ class AgentRuntime:
                 latency=settings.builtin_latency,
                 time_to_first_token=settings.builtin_latency,
                 models=(settings.model,),
+                rate_limit_rpm=settings.builtin_rate_limit_rpm,
+                rate_limit_tpm=settings.builtin_rate_limit_tpm,
             )
             self.model_server = await BuiltinModelServer(behavior).start()
             base_url = self.model_server.base_url

@@ -25,6 +25,9 @@ class ModelBehavior:
     disconnect_rate: share of streamed requests whose connection is closed mid-stream.
     script: replies given in order instead of the brain's (``script.py``): a ``Reply``
         or a string each; when they are used up, the brain answers.
+    rate_limit_rpm, rate_limit_tpm: requests / tokens per minute it serves (None: no
+        limit), each bucket holding ``rate_limit_burst`` seconds of its rate (``limits.py``:
+        OpenAI's x-ratelimit-* headers on every answer, 429 past a limit).
     """
 
     latency: float = 0.0
@@ -41,6 +44,9 @@ class ModelBehavior:
     seed: int = 0
     models: tuple[str, ...] = (DEFAULT_MODEL,)
     script: tuple[Reply | str, ...] = ()
+    rate_limit_rpm: int | None = None
+    rate_limit_tpm: int | None = None
+    rate_limit_burst: float = 60.0
 
     def __post_init__(self) -> None:
         for name in ("latency", "time_to_first_token", "tokens_per_second", "hang_for"):
@@ -53,6 +59,11 @@ class ModelBehavior:
             raise ValueError("fail_first and hang_first must not be negative")
         if not 400 <= self.fail_status <= 599:
             raise ValueError("fail_status must be an HTTP error status (400-599)")
+        for name in ("rate_limit_rpm", "rate_limit_tpm"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1 per minute")
+        if not self.rate_limit_burst > 0:
+            raise ValueError("rate_limit_burst must be positive")
         if not self.models:
             raise ValueError("models must name at least one model")
         object.__setattr__(self, "script", tuple(self.script))  # a list given: kept as given

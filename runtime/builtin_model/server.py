@@ -45,6 +45,7 @@ from ..http.jsonpolicy import PARSING_KEY, ApiError, read_json
 from ..http.serving import SERVER_NAME, handler_limits, make_runner, start_site
 from .behavior import ModelBehavior
 from .brain import PIECE, Reply, respond
+from .limits import ServedLimits
 from .options import MAX_NAME_CHARS, OptionError
 from .script import Script
 
@@ -71,6 +72,15 @@ class ModelState:
         self.behavior = behavior
         self.rng = random.Random(behavior.seed)
         self.script = Script(behavior.script)
+        limited = behavior.rate_limit_rpm is not None or behavior.rate_limit_tpm is not None
+        self.limits = (
+            ServedLimits(
+                behavior.rate_limit_rpm, behavior.rate_limit_tpm, behavior.rate_limit_burst
+            )
+            if limited
+            else None
+        )
+        self.rate_limited = 0  # requests refused with 429 by the limits
 
     def fault(self, number: int) -> str | None:
         b = self.behavior
@@ -254,6 +264,14 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(behavior.hang_for)  # the injected fault: an upstream that hangs
         return openai_error(504, "The builtin model timed out (injected hang).", "timeout")
     reply = state.script.take(chat.messages, cached=chat.cached) or chat.reply
+    headers: dict[str, str] = {}
+    if state.limits is not None:
+        admitted, headers = state.limits.admit(reply.prompt_tokens + reply.completion_tokens)
+        if not admitted:
+            state.rate_limited += 1
+            refused = openai_error(429, "Rate limit reached (builtin model).", "rate_limit_error")
+            refused.headers.update(headers)
+            return refused
 
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
     if chat.stream:
@@ -265,6 +283,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
             completion_id,
             _usage(reply, chat.cached) if chat.include_usage else None,
             fault == "disconnect",
+            headers,
         )
     if behavior.latency:
         await asyncio.sleep(behavior.latency)  # configured model latency
@@ -289,7 +308,8 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
                 }
             ],
             "usage": _usage(reply, chat.cached),
-        }
+        },
+        headers=headers,
     )
 
 
@@ -335,9 +355,10 @@ async def _stream(
     completion_id: str,
     usage: dict[str, Any] | None,
     disconnect: bool,
+    headers: dict[str, str],
 ) -> web.StreamResponse:
     response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **headers}
     )
     await response.prepare(request)
     created = int(time.time())

@@ -86,7 +86,9 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def model_command(args: argparse.Namespace) -> int:
-    """``agentwatch model``: the builtin OpenAI-compatible model, with the flags' faults."""
+    """``agentwatch model``: the builtin OpenAI-compatible model, with the flags' faults
+    and the rate limits of ``AGENTWATCH_BUILTIN_RATE_LIMIT_RPM`` / ``_TPM``."""
+    settings = RuntimeSettings.from_env()
     behavior = ModelBehavior(
         latency=args.latency,
         time_to_first_token=args.ttft,
@@ -94,6 +96,8 @@ def model_command(args: argparse.Namespace) -> int:
         error_rate=args.error_rate,
         fail_status=args.fail_status,
         seed=args.seed,
+        rate_limit_rpm=settings.builtin_rate_limit_rpm,
+        rate_limit_tpm=settings.builtin_rate_limit_tpm,
     )
     host = "127.0.0.1" if args.host is None else args.host
     port = MODEL_PORT if args.port is None else args.port

@@ -35,6 +35,7 @@ from .chat_calls import (
     response_fields,
     start_llm_call,
 )
+from .rate_limited import rate_limited_call, rate_limited_stream
 
 __all__ = [
     "InstrumentedChatModel",
@@ -60,6 +61,9 @@ class InstrumentedChatModel(BaseChatModel):
     retry_policy: Any = Field(default=None, exclude=True)
     """A ``RetryPolicy``: every attempt is ours and visible (set the client's own
     ``max_retries=0``). None: one attempt."""
+    client_limiter: Any = Field(default=None, exclude=True)
+    """A ``RateLimiter`` every attempt waits for (``rate_limited.py``; not LangChain's own
+    ``rate_limiter``, which knows no tokens and no headers). None: none."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A model that cannot stream keeps LangChain's own ``_astream``: LangChain
@@ -151,11 +155,15 @@ class InstrumentedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         generate = super()._agenerate
-        if self.retry_policy is None:
-            return await generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-        return await Retrier(self.retry_policy, self._telemetry()).call(
-            OP_CHAT, lambda: generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        attempt = rate_limited_call(
+            self,
+            messages,
+            kwargs,
+            lambda: generate(messages, stop=stop, run_manager=run_manager, **kwargs),
         )
+        if self.retry_policy is None:
+            return await attempt()
+        return await Retrier(self.retry_policy, self._telemetry()).call(OP_CHAT, attempt)
 
     async def _astream(
         self,
@@ -165,14 +173,18 @@ class InstrumentedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         opener = super()._astream
+        open_stream = rate_limited_stream(
+            self,
+            messages,
+            kwargs,
+            lambda: opener(messages, stop=stop, run_manager=run_manager, **kwargs),
+        )
         stream: AsyncIterator[ChatGenerationChunk]
         if self.retry_policy is None:
-            stream = opener(messages, stop=stop, run_manager=run_manager, **kwargs)
+            stream = open_stream()
         else:
             retrier = Retrier(self.retry_policy, self._telemetry())
-            stream = _retried_until_first_chunk(
-                retrier, lambda: opener(messages, stop=stop, run_manager=run_manager, **kwargs)
-            )
+            stream = _retried_until_first_chunk(retrier, open_stream)
         try:
             async for chunk in stream:
                 yield chunk

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from agentwatch.runtime.agents.agent_runtime import AgentRuntime
 from agentwatch.runtime.builtin_model import ModelBehavior
+from agentwatch.runtime.rate_limits import PerModel, RateLimits
 from agentwatch.runtime.retry import RetryPolicy
 from agentwatch.runtime.service.app import create_app
 from agentwatch.runtime.settings import RuntimeSettings
@@ -145,7 +146,10 @@ async def service(telemetry: Telemetry) -> AsyncIterator[str]:
     faults = ModelBehavior(error_rate=0.25, fail_status=429, retry_after=0.01, seed=3)
     quick = RetryPolicy(max_tries=8, base_delay=0.01, max_delay=0.05)
     # gpt-4o-mini: a model the bundled price table knows, so the cost panels have data
-    priced = RuntimeSettings(model="gpt-4o-mini")
+    # and a rate limit high enough never to wait, so the rate limit panel has samples
+    priced = RuntimeSettings(
+        model="gpt-4o-mini", rate_limits=RateLimits(rpm=PerModel.parse("100000"))
+    )
     runtime = AgentRuntime(priced, telemetry, model_behavior=faults, retry_policy=quick)
     await runtime.start()
     # a user's chain on a model no table prices (as the callback handler records it)
