@@ -22,6 +22,7 @@ or shed by reason (``timeout``, ``cancelled``, ``too_many_waiting``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
@@ -29,7 +30,7 @@ from typing import Any, Final
 from agentwatch.telemetry import AgentwatchError, Telemetry, sample_loop_lag
 from agentwatch.telemetry.names import SHED_CANCELLED, SHED_TIMEOUT, SHED_TOO_MANY_WAITING
 
-from .concurrency import AdaptiveLimit
+from .concurrency import AdaptiveLimit, own_lag
 
 INTERACTIVE_SHARE: Final = 0.25  # of the slots, that runs of batches never take
 DEFAULT_MAX_WAITING: Final = 1000  # interactive runs waiting at once
@@ -94,6 +95,7 @@ class Admission:
         self._lag_feed = lag_feed  # None: the caller calls observe_lag itself (tests)
         self._sampler: asyncio.Task[None] | None = None
         self._busy_at = 0.0  # when a run was last in flight or waiting (the loop's clock)
+        self._last_sample: tuple[float, float] | None = None  # (when, the loop's CPU time)
         if self._meter is not None:
             self._meter.limit(self.limit)
 
@@ -245,9 +247,16 @@ class Admission:
                 self._lag_feed(self.observe_lag), name="agentwatch-admission-lag"
             )
 
-    def observe_lag(self, now: float, lag: float) -> None:
+    def observe_lag(self, now: float, lag: float, cpu: float | None = None) -> None:
+        """One sample of the loop's lag at ``now``; ``cpu``: the loop thread's CPU seconds
+        so far (default ``time.thread_time()``, this being the loop's thread), so that
+        only the loop's own part of the lag counts (``concurrency.own_lag``)."""
         adaptive = self.adaptive
         assert adaptive is not None
+        cpu = time.thread_time() if cpu is None else cpu
+        last, self._last_sample = self._last_sample, (now, cpu)
+        if last is not None:
+            lag = own_lag(lag, cpu - last[1], now - last[0])
         loop = asyncio.get_running_loop()
         if self.in_flight or self.waiting:
             self._busy_at = loop.time()
@@ -261,6 +270,6 @@ class Admission:
 
     def close(self) -> None:
         """Stop sampling the loop's lag (the runtime stops; the next run starts it again)."""
-        sampler, self._sampler = self._sampler, None
+        sampler, self._sampler, self._last_sample = self._sampler, None, None
         if sampler is not None:
             sampler.cancel()

@@ -16,6 +16,11 @@ moves:
   the target, by ``sqrt(limit)`` nearer to it;
 - otherwise (the limit held nobody back) it stays: no evidence that more would help.
 
+The lag it is given is the loop's own: a timer is late because the loop was running
+callbacks (our runs' work) or because the process was not given the CPU (other
+processes on a shared machine). ``own_lag`` keeps the part the loop's thread spent
+running: fewer runs would not make a starved loop punctual, only slower.
+
 So the limit is never what caps throughput while the loop keeps up, and never lets the
 loop fall behind for long. Pure arithmetic on the samples it is given: no clock, no
 loop, no sleep (tests feed it samples of a simulated clock).
@@ -100,6 +105,14 @@ class AdaptiveLimit:
         else:
             new = limit + math.ceil(math.sqrt(limit))
         return max(policy.min_limit, min(policy.max_limit, new))
+
+
+def own_lag(lag: float, cpu: float, wall: float) -> float:
+    """The part of a sample's ``lag`` the loop caused: in proportion to the CPU seconds
+    its thread used (``cpu``) in the ``wall`` seconds the sample took."""
+    if wall <= 0:
+        return lag
+    return lag * min(1.0, max(0.0, cpu / wall))
 
 
 def _high(lags: list[float]) -> float:

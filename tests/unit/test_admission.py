@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from agentwatch.runtime.agents.admission import Admission, AdmissionRefused
 from agentwatch.runtime.agents.agent_runtime import build_admission
-from agentwatch.runtime.agents.concurrency import AdaptiveLimit, AdaptivePolicy
+from agentwatch.runtime.agents.concurrency import AdaptiveLimit, AdaptivePolicy, own_lag
 from agentwatch.runtime.settings import RuntimeSettings, SettingError
 from agentwatch.telemetry import ConfigurationError, Telemetry
 
@@ -69,6 +69,32 @@ def test_shrinking_starts_from_the_runs_actually_in_flight() -> None:
     limit = AdaptiveLimit(AdaptivePolicy(initial=1000))
     feed(limit, 0.6, lag=0.08, in_flight=40)
     assert limit.limit == 32  # 40 x (1 + 50/80) / 2
+
+
+def test_only_the_loops_own_part_of_the_lag_counts() -> None:
+    """A timer 100 ms late over a 120 ms sample: all ours when the loop's thread ran the
+    whole time, a twentieth when it ran 6 ms (other processes had the CPU)."""
+    assert own_lag(0.1, cpu=0.12, wall=0.12) == pytest.approx(0.1)
+    assert own_lag(0.1, cpu=0.006, wall=0.12) == pytest.approx(0.005)
+    assert own_lag(0.1, cpu=0.5, wall=0.12) == pytest.approx(0.1)
+
+
+async def test_a_late_but_starved_loop_keeps_its_limit() -> None:
+    """200 ms late samples while the loop's thread used 5% of the time: not shrunk; the
+    same lag with the thread busy all the time shrinks the limit."""
+    starved = Admission(AdaptiveLimit(), lag_feed=None)
+    busy = Admission(AdaptiveLimit(), lag_feed=None)
+    for admission in (starved, busy):
+        for _ in range(64):
+            await admission.acquire(deadline=None)
+    for i in range(1, 40):
+        now = i * 0.22
+        starved.observe_lag(now, 0.2, cpu=now * 0.05)
+        busy.observe_lag(now, 0.2, cpu=now)
+    assert starved.limit is not None
+    assert starved.limit >= 64  # not shrunk (its own lag, 10 ms, even lets it grow)
+    assert busy.limit is not None
+    assert busy.limit < 64
 
 
 def test_one_stray_pause_is_not_a_trend() -> None:
