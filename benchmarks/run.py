@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 
 from benchmarks import (
+    bench_admission,
     bench_agent,
     bench_batch,
     bench_cost,
@@ -27,6 +28,7 @@ def main() -> int:
         bench_scale.run(),
         bench_profile.run(),
         bench_cost.run(),
+        bench_admission.run(),
     ]
     header = [
         "# Benchmark results",

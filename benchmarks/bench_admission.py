@@ -1,0 +1,245 @@
+"""Admission under model latency: runs/s and event-loop lag for a fixed limit of 64, the
+adaptive limit (the default) and no limit, at model latencies 0, 0.1, 1 and 5 s and 10,
+100 and 1,000 concurrent clients; and the issue's one point: 1 s, 400 clients.
+
+The builtin model runs in a process of its own (``agentwatch model``), as a real model
+would be elsewhere; the agent's process runs the clients (each one run after another,
+closed loop), the agent and its admission, and samples its own loop's lag every 20 ms
+(``sample_loop_lag``, what the adaptive limit steers by). Each point: a fresh runtime,
+``warm-up`` seconds (the adaptive limit starts at 64 each time), then ``window`` seconds
+counted: runs finished in the window per second, the lag's p99 over the window, and the
+limit at its end. Bounded: every point ends when its window does (the runs still going
+are cancelled).
+
+``python -m benchmarks.bench_admission`` runs the grid and writes its section into
+RESULTS.md (replacing the one there); ``--points 1:400,5:1000`` runs only those
+(latency:clients) points, printed, not written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+import aiohttp
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import CollectorRegistry
+
+from agentwatch.runtime.agents.agent_runtime import AgentRuntime
+from agentwatch.runtime.agents.concurrency import own_lag
+from agentwatch.runtime.builtin_model.behavior import DEFAULT_MODEL
+from agentwatch.runtime.settings import RuntimeSettings
+from agentwatch.telemetry import Telemetry, sample_loop_lag
+
+from .common import RESULTS, DiscardingExporter, machine, versions
+
+POLICIES: dict[str, int | None] = {"fixed 64": 64, "adaptive": None, "unlimited": 0}
+LATENCIES = (0.0, 0.1, 1.0, 5.0)
+CLIENTS = (10, 100, 1000)
+TARGET_LAG = 0.05
+TITLE = "## 11. Admission under model latency"
+
+
+def timing(latency: float) -> tuple[float, float]:
+    """(warm-up, window) seconds for a model latency: a run is two model calls."""
+    if latency >= 5:
+        return 12.0, 25.0
+    if latency >= 1:
+        return 6.0, 12.0
+    return 4.0, 6.0
+
+
+@dataclass(frozen=True)
+class Point:
+    policy: str
+    latency: float
+    clients: int
+    runs_per_s: float
+    lag_p99: float
+    own_lag_p99: float  # the part of the lag the loop's thread spent running (own_lag)
+    limit: int | None
+    failed: int
+
+
+@contextlib.asynccontextmanager
+async def model_process(latency: float) -> AsyncIterator[str]:
+    """``agentwatch model`` on a free loopback port with this latency: its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["--port", str(port), "--latency", str(latency), "--ttft", str(latency)]
+    process = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "agentwatch.runtime.cli", "model", *args],
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):  # bounded: 30 s to start
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"{base}/healthz") as r:
+                        if r.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+        yield f"{base}/v1"
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+
+
+async def measure(base_url: str, policy: str, latency: float, clients: int) -> Point:
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(DiscardingExporter(), max_queue_size=8192))
+    telemetry = Telemetry(tracer_provider=provider, registry=CollectorRegistry())
+    settings = RuntimeSettings(
+        api_key="bench",
+        base_url=base_url,
+        model=DEFAULT_MODEL,
+        max_concurrent_runs=POLICIES[policy],
+        run_timeout=600.0,
+        model_timeout=120.0,
+        admission_max_waiting=100_000,
+        admission_timeout=600.0,
+    )
+    warmup, window = timing(latency)
+    done = failed = 0
+    counting = False
+    lags: list[float] = []
+    own: list[float] = []
+    last = (time.monotonic(), time.thread_time())
+
+    async with AgentRuntime(settings, telemetry) as runtime:
+        agent = runtime.agent
+
+        async def client(i: int) -> None:
+            nonlocal done, failed
+            for n in range(1_000_000):  # bounded: the window ends it first
+                try:
+                    await agent.arun(f"what is {i} + {n}")
+                except Exception:
+                    failed += int(counting)
+                    continue
+                done += int(counting)
+
+        def sample(now: float, lag: float) -> None:
+            nonlocal last
+            cpu = time.thread_time()
+            if counting:
+                lags.append(lag)
+                own.append(own_lag(lag, cpu - last[1], now - last[0]))
+            last = (now, cpu)
+
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(client(i)) for i in range(clients)]
+        sampler = loop.create_task(sample_loop_lag(sample))
+        await asyncio.sleep(warmup)
+        counting, started = True, time.perf_counter()
+        await asyncio.sleep(window)
+        counting, took = False, time.perf_counter() - started
+        limit = agent.admission.limit
+        for task in [*tasks, sampler]:
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                await asyncio.gather(*tasks, sampler, return_exceptions=True)
+    provider.shutdown()
+    return Point(policy, latency, clients, done / took, _p99(lags), _p99(own), limit, failed)
+
+
+def _p99(values: list[float]) -> float:
+    values = sorted(values)
+    return values[int(0.99 * (len(values) - 1))] if values else float("nan")
+
+
+async def grid(points: Iterable[tuple[float, int]]) -> list[Point]:
+    measured = []
+    by_latency: dict[float, list[int]] = {}
+    for latency, clients in points:
+        by_latency.setdefault(latency, []).append(clients)
+    for latency, levels in by_latency.items():
+        async with model_process(latency) as base_url:
+            for clients in levels:
+                for policy in POLICIES:
+                    point = await measure(base_url, policy, latency, clients)
+                    print(
+                        f"latency {latency:g} s, {clients} clients, {policy}: "
+                        f"{point.runs_per_s:.1f} runs/s, lag p99 {point.lag_p99 * 1000:.0f} ms "
+                        f"(own {point.own_lag_p99 * 1000:.0f}), limit {point.limit}, "
+                        f"failed {point.failed}",
+                        flush=True,
+                    )
+                    measured.append(point)
+    return measured
+
+
+def table(points: list[Point]) -> list[str]:
+    lines = [
+        "| model latency | clients | fixed 64 runs/s | adaptive runs/s | unlimited runs/s "
+        "| adaptive / best | lag p99 ms: fixed / adaptive / unlimited "
+        "| own lag p99 ms: fixed / adaptive / unlimited | adaptive limit at end |",
+        "|---:|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    keyed = {(p.latency, p.clients, p.policy): p for p in points}
+    for latency, clients in dict.fromkeys((p.latency, p.clients) for p in points):
+        row = [keyed[(latency, clients, policy)] for policy in POLICIES]
+        best = max(p.runs_per_s for p in row) or 1.0
+        rates = " | ".join(f"{p.runs_per_s:,.1f}" for p in row)
+        lags = " / ".join(f"{p.lag_p99 * 1000:,.0f}" for p in row)
+        own = " / ".join(f"{p.own_lag_p99 * 1000:,.0f}" for p in row)
+        lines.append(
+            f"| {latency:g} s | {clients:,} | {rates} | {row[1].runs_per_s / best:.0%} "
+            f"| {lags} | {own} | {row[1].limit} |"
+        )
+    return lines
+
+
+def section(points: list[Point]) -> list[str]:
+    failed = sum(p.failed for p in points)
+    return [
+        TITLE,
+        "",
+        "Agent runs (one tool call, two model calls) through `Agent.arun`, clients in the "
+        "agent's process, the builtin model in a process of its own (`agentwatch model "
+        "--latency L --ttft L`), both on the same two cores. Each point: a fresh runtime, a "
+        "warm-up (4 s, 6 s at 1 s latency, 12 s at 5 s), then a window (6, 12, 25 s) whose "
+        "finished runs are counted; lag p99 is the agent loop's 20 ms timer over the "
+        f"window (target {TARGET_LAG * 1000:.0f} ms), and its own part: each sample's lag "
+        "times the share of the sample the loop's thread spent on the CPU (`own_lag`, what "
+        "the adaptive limit steers by; the rest is the process waiting for a CPU other "
+        f"processes had). Runs that failed in the windows: {failed}.",
+        "",
+        *table(points),
+        "",
+    ]
+
+
+def write(lines: list[str]) -> None:
+    """Put this section into RESULTS.md in place of the one there (or at the end)."""
+    text = RESULTS.read_text()
+    start = text.find(TITLE)
+    if start >= 0:
+        after = text.find("\n## ", start + len(TITLE))
+        text = text[:start] + text[after + 1 :] if after >= 0 else text[:start]
+    stamp = f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}; "
+    stamp += versions("langchain", "langgraph", "openai", "aiohttp") + "."
+    RESULTS.write_text(text.rstrip("\n") + "\n\n" + "\n".join([*lines[:2], stamp, "", *lines[2:]]))
+
+
+def run(points: Iterable[tuple[float, int]] | None = None) -> list[str]:
+    chosen = points or [(latency, clients) for latency in LATENCIES for clients in CLIENTS]
+    return section(asyncio.run(grid(chosen)))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--points":
+        pairs = [item.split(":") for item in sys.argv[2].split(",")]
+        print("\n".join(run([(float(lat), int(n)) for lat, n in pairs])))
+    else:
+        write(run())
