@@ -41,6 +41,10 @@ def serve_command(args: argparse.Namespace) -> int:
     settings = _settings(args)
     model = "the builtin model" if settings.uses_builtin_model else settings.model
     role = WorkerRole.from_env()
+
+    def serving(port: int) -> str:
+        return f"agentwatch serving on http://{settings.host}:{port} with {model}"
+
     where = {
         "host_from": _origin("--host", args.host, AGENTWATCH_HOST),
         "port_from": _origin("--port", args.port, AGENTWATCH_PORT),
@@ -53,12 +57,9 @@ def serve_command(args: argparse.Namespace) -> int:
                 settings.port,
                 count,
                 shutdown_timeout=SHUTDOWN_TIMEOUT,
-                serving=lambda port: (
-                    f"agentwatch serving on http://{settings.host}:{port} with {model} "
-                    f"({count} worker processes)"
-                ),
+                serving=lambda port: f"{serving(port)} ({count} worker processes)",
             )
-    serving = f"agentwatch serving on http://{settings.host}:{settings.port} with {model}"
+
     telemetry = setup_telemetry()
     source = None
     if role is not None:  # one of --workers N: /metrics answers for every worker
@@ -68,6 +69,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if role is not None:
         app.cleanup_ctx.append(own_metrics_ctx(telemetry.registry, role.socket_path))
         app.on_response_prepare.append(role.sign)
+        app.cleanup_ctx.append(role.orphan_watch)
     try:
         with listening(settings.host, settings.port, **where):
             run_service(  # aiohttp with the connection limits of runtime/http/serving.py
@@ -75,7 +77,9 @@ def serve_command(args: argparse.Namespace) -> int:
                 host=settings.host,
                 port=settings.port,
                 on_listening=(
-                    (lambda: print(serving, flush=True)) if role is None else role.listening
+                    (lambda port: print(serving(port), flush=True))
+                    if role is None
+                    else role.listening
                 ),
                 shutdown_timeout=SHUTDOWN_TIMEOUT,
                 reuse_port=role is not None,
@@ -101,7 +105,6 @@ def model_command(args: argparse.Namespace) -> int:
     )
     host = "127.0.0.1" if args.host is None else args.host
     port = MODEL_PORT if args.port is None else args.port
-    message = f"builtin model on http://{host}:{port}/v1"
     with listening(
         host,
         port,
@@ -112,7 +115,9 @@ def model_command(args: argparse.Namespace) -> int:
             create_model_app(behavior),
             host=host,
             port=port,
-            on_listening=lambda: print(message, flush=True),
+            on_listening=lambda bound: print(
+                f"builtin model on http://{host}:{bound}/v1", flush=True
+            ),
         )
     return EXIT_OK
 

@@ -13,6 +13,8 @@ of them answers for all (``service/federation.py``).
 - SIGTERM / SIGINT: passed to every worker, which drains as one process does
   (requests in flight get the shutdown timeout); a worker still running well after
   that is killed. Exit 0.
+- A parent that is killed outright (SIGKILL: it cannot pass a signal on) leaves no
+  worker serving alone: each notices within a second and drains.
 - A worker that dies (a crash, the OOM killer, SIGKILL) is started again, with a line
   on stderr. A worker that dies 5 times within 30 s is not: the parent stops the others
   and exits 1 (a fault that restarting cannot fix, such as a bad setting).
@@ -20,6 +22,7 @@ of them answers for all (``service/federation.py``).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -30,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -74,7 +77,25 @@ class WorkerRole:
         """Every answer says which worker gave it (``X-Agentwatch-Worker``)."""
         response.headers[WORKER_HEADER] = str(self.index)
 
-    def listening(self) -> None:
+    async def orphan_watch(self, app: web.Application) -> AsyncIterator[None]:
+        """A cleanup context: a worker whose parent is gone (killed outright: it could
+        not pass a signal on) drains and exits as if told to, never serving alone."""
+        parent = os.getppid()
+
+        async def watch() -> None:  # no event tells a process its parent died: look
+            while True:
+                await asyncio.sleep(1.0)
+                if os.getppid() != parent:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+
+        task = asyncio.create_task(watch())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    def listening(self, port: int) -> None:
         """Tell the parent this worker serves the public port."""
         with open(ready_path(self.directory, self.index), "w"):
             pass
@@ -142,22 +163,33 @@ class Supervisor:
                 if not self._restart_dead():
                     return self._stop(EXIT_WORKERS_FAILING)
             return self._stop(EXIT_OK)
+        except BaseException:  # never leave the workers behind
+            self._stop(EXIT_WORKERS_FAILING)
+            raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def _ready(self) -> bool:
-        """Wait until every worker listens; False when one exits first."""
+        """Wait until every worker listens (one that dies meanwhile is started again);
+        False when they keep dying or do not listen within ``READY_TIMEOUT``."""
         deadline = time.monotonic() + READY_TIMEOUT
         paths = [ready_path(self.directory, i) for i in range(self.count)]
         while time.monotonic() < deadline and not self.stopping.is_set():
-            if any(w is not None and w.poll() is not None for w in self.workers):
+            if not self._restart_dead():
                 return False
             if all(os.path.exists(p) for p in paths):
                 return True
             time.sleep(0.05)
-        return self.stopping.is_set()  # a signal while starting: stop as asked
+        if not self.stopping.is_set():
+            print(
+                f"agentwatch: the workers did not all listen within {READY_TIMEOUT:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
+        return True  # a signal while starting: stop as asked
 
     def _restart_dead(self) -> bool:
         """Start again every worker that died; False when they keep dying."""

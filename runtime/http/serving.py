@@ -284,15 +284,16 @@ def run_service(
     *,
     host: str,
     port: int,
-    on_listening: Callable[[], None] | None = None,
+    on_listening: Callable[[int], None] | None = None,
     shutdown_timeout: float = 10.0,
     reuse_port: bool = False,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM; then requests in flight get
     ``shutdown_timeout`` seconds and are cancelled. A client that goes away cancels
     its request's handler (and so its run). ``BindError`` when it cannot listen;
-    an error of the app's own start-up propagates as it is. ``reuse_port``: one of
-    several processes serving the port (``start_site``)."""
+    an error of the app's own start-up propagates as it is. ``on_listening(port)``
+    once it listens; ``reuse_port``: one of several processes serving the port
+    (``start_site``)."""
     asyncio.run(_serve(app, host, port, on_listening, shutdown_timeout, reuse_port))
 
 
@@ -300,7 +301,7 @@ async def _serve(
     app: web.Application,
     host: str,
     port: int,
-    on_listening: Callable[[], None] | None,
+    on_listening: Callable[[int], None] | None,
     shutdown_timeout: float,
     reuse_port: bool,
 ) -> None:
@@ -314,7 +315,7 @@ async def _serve(
         await runner.setup()
         await start_site(runner, host, port, reuse_port=reuse_port)
         if on_listening is not None:
-            on_listening()
+            on_listening(runner.addresses[0][1])  # the port bound: --port 0 chose one
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -144,3 +144,18 @@ def test_workers_flag_is_checked() -> None:
     )
     assert done.returncode == 2
     assert "--workers must be at least 1, got 0" in done.stderr
+
+
+async def test_workers_of_a_parent_killed_outright_drain_and_exit() -> None:
+    with cli_process("serve", "--workers", "2") as service:
+        async with aiohttp.ClientSession() as session:
+            await wait_until_ready(session, f"{service.base}/healthz", seconds=120)
+        workers = children(service.pid)
+        service.process.kill()  # SIGKILL: nothing is passed on
+        service.process.wait(timeout=30)
+        for _ in range(300):  # bounded: each worker looks every second, then drains
+            if all(_gone(pid) for pid in workers):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"workers still serving without their parent: {workers}")
