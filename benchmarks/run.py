@@ -14,6 +14,7 @@ from benchmarks import (
     bench_profile,
     bench_scale,
     bench_stream,
+    bench_workers,
 )
 from benchmarks.common import RESULTS, machine, versions
 
@@ -29,6 +30,7 @@ def main() -> int:
         bench_profile.run(),
         bench_cost.run(),
         bench_admission.run(),
+        bench_workers.run(),
     ]
     header = [
         "# Benchmark results",
