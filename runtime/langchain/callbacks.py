@@ -291,7 +291,7 @@ class AgentwatchCallbackHandler(RunSpans, BaseCallbackHandler):
             provider,
             messages[0] if messages else [],
             stream=bool(params.get("stream")),
-            parent=_context(parent.span if parent is not None else None),
+            parent=_call_parent(parent),
         )
         self._runs[run_id] = _Run(invocation.span, agent, invocation)
 
@@ -379,6 +379,16 @@ def _is_node(tags: list[str]) -> bool:
 
 def _context(span: Span | None) -> Context | None:
     return trace.set_span_in_context(span) if span is not None else None
+
+
+def _call_parent(parent: _Run | None) -> Context | None:
+    """A chat call's parent: its parent run's span, in its agent run's context (which
+    carries the run's cost total, so the call adds to it)."""
+    if parent is None or parent.span is None:
+        return None
+    agent = parent.agent
+    run = agent.invocation if agent is not None else None
+    return trace.set_span_in_context(parent.span, run.context if run is not None else None)
 
 
 def _make_current(run: _Run, span: Span) -> None:

@@ -14,14 +14,19 @@ import aiohttp
 import openai
 import pytest
 from aiohttp.test_utils import TestClient
+from langchain.agents import create_agent
+from langchain_core.tools import tool
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from agentwatch.runtime.agents.agent_runtime import AgentRuntime
-from agentwatch.runtime.builtin_model import BuiltinModelServer
+from agentwatch.runtime.builtin_model import BuiltinModelServer, Reply, ToolCall
+from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel
 from agentwatch.runtime.events import read_sse
+from agentwatch.runtime.langchain.callbacks import AgentwatchCallbackHandler
 from agentwatch.runtime.langchain.chat_model import InstrumentedChatOpenAI
+from agentwatch.runtime.langchain.instrumentor import AgentwatchInstrumentor
 from agentwatch.runtime.service.app import create_app
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
@@ -31,6 +36,13 @@ from tests.helpers import run_cli
 pytestmark = pytest.mark.integration
 
 Client = Callable[..., Awaitable[TestClient]]
+
+
+@tool
+def stock(item: str) -> str:
+    """Look an item up in the shop's stock."""
+    return f"{item}: in stock"
+
 
 INPUT_PER_TOKEN = 0.15 / 1_000_000  # gpt-4o-mini in genai-prices' bundled table
 OUTPUT_PER_TOKEN = 0.60 / 1_000_000
@@ -301,3 +313,57 @@ def test_agentwatch_batch_budget_stops_then_resumes(tmp_path: Path) -> None:
     assert all(r["status"] == "completed" for r in final.values())
     total = sum(r["cost_usd"] for r in final.values())
     assert float(costs[1]) == pytest.approx(total, abs=1e-6)  # the batch's, resumed ones too
+
+
+async def test_a_users_own_graph_under_the_instrumentor_gets_its_runs_cost(
+    telemetry: Telemetry, exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    model = BuiltinChatModel(
+        model_name="gpt-4o-mini",
+        script=[Reply("", (ToolCall("", "lookup", '{"item": "socks"}'),)), "In stock."],
+    )
+    instrumentor = AgentwatchInstrumentor()
+    instrumentor.instrument(telemetry=telemetry)
+    try:
+        await create_agent(model, tools=[stock], name="shop").ainvoke(
+            {"messages": [{"role": "user", "content": "Are socks in stock?"}]}
+        )
+    finally:
+        instrumentor.uninstrument()
+    spans = exporter.get_finished_spans()
+    calls = [s.attributes or {} for s in spans if s.name == "chat gpt-4o-mini"]
+    assert len(calls) == 2
+    total = sum(float(c[n.AGENTWATCH_USAGE_COST_AMOUNT]) for c in calls)  # type: ignore[arg-type]
+    (run,) = [s.attributes or {} for s in spans if s.name == "invoke_agent shop"]
+    assert run[n.AGENTWATCH_RUN_COST_AMOUNT] == pytest.approx(total)
+    labels = {
+        n.L_GEN_AI_PROVIDER_NAME: "agentwatch",
+        n.L_GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+        n.L_GEN_AI_AGENT_NAME: "shop",
+    }
+    assert registry.get_sample_value(f"{n.M_COST}_total", labels) == pytest.approx(total)
+
+
+async def test_a_users_own_graph_under_the_callback_handler_gets_its_runs_cost(
+    telemetry: Telemetry, exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    model = BuiltinChatModel(
+        model_name="gpt-4o-mini",
+        script=[Reply("", (ToolCall("", "stock", '{"item": "socks"}'),)), "In stock."],
+    )
+    await create_agent(model, tools=[stock], name="shop").ainvoke(
+        {"messages": [{"role": "user", "content": "Are socks in stock?"}]},
+        {"callbacks": [AgentwatchCallbackHandler(telemetry=telemetry)]},
+    )
+    spans = exporter.get_finished_spans()
+    calls = [s.attributes or {} for s in spans if s.name == "chat gpt-4o-mini"]
+    assert len(calls) == 2
+    total = sum(float(c[n.AGENTWATCH_USAGE_COST_AMOUNT]) for c in calls)  # type: ignore[arg-type]
+    (run,) = [s.attributes or {} for s in spans if s.name == "invoke_agent shop"]
+    assert run[n.AGENTWATCH_RUN_COST_AMOUNT] == pytest.approx(total)
+    labels = {
+        n.L_GEN_AI_PROVIDER_NAME: "agentwatch",
+        n.L_GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+        n.L_GEN_AI_AGENT_NAME: "shop",
+    }
+    assert registry.get_sample_value(f"{n.M_COST}_total", labels) == pytest.approx(total)
