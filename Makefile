@@ -1,6 +1,7 @@
 # Every target bootstraps .venv on a fresh machine; `make test` also installs Debian's
-# prometheus (promtool and the server the integration tests start) and tmux (the terminal
-# `agentwatch top` is tested in) when they are missing.
+# prometheus (promtool and the server the integration tests start), tmux (the terminal
+# `agentwatch top` is tested in) and redis-server (the batch queue's tests start their
+# own) when they are missing.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -22,6 +23,9 @@ tools:
 	@command -v tmux >/dev/null 2>&1 || { \
 	  echo "installing Debian tmux (the terminal agentwatch top is tested in)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tmux >/dev/null; }
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing Debian redis-server (the batch queue's tests start their own)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
 demo: $(STAMP)
 	$(VENV)/bin/agentwatch demo

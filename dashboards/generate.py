@@ -413,6 +413,22 @@ def build() -> dict[str, Any]:
         "s",
         "Work time of a task (its queue wait not included), by how it ended.",
     )
+    d.panel(
+        "Redis queue (agentwatch worker)",
+        [
+            # every worker reads the same queue from Redis: max, not sum
+            target(
+                f"max by ({n.L_STATE}) ({n.M_REDIS_QUEUE_TASKS}{{{SEL}}})", legend(n.L_STATE), "A"
+            ),
+            target(rate(n.M_REDIS_QUEUE_RECLAIMS + TOTAL), "reclaimed/s", "B"),
+            target(rate(n.M_REDIS_QUEUE_DEAD_LETTERS + TOTAL), "dead letters/s", "C"),
+            target(rate(n.M_REDIS_RETRIES + TOTAL), "Redis calls retried/s", "D"),
+        ],
+        "short",
+        "Tasks waiting and pending (taken, not acknowledged) as read from Redis; tasks taken "
+        "again after their worker went quiet; tasks ended as dead letters; calls retried "
+        "while Redis did not answer.",
+    )
 
     d.row("Retries")
     d.panel(

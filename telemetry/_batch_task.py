@@ -1,6 +1,6 @@
 """``batch_task``: one task of a batch, from a worker taking it to its end; and the
 batch metrics no one task's span owns (``BatchMeter``: queue depth, tasks in progress,
-tasks that ended unstarted).
+tasks that ended unstarted; ``QueueMeter``: the batch queue on Redis).
 
 A task that ends before any worker starts it (cancelled in the queue, or while waiting
 for a concurrency slot) has no span and no work time, but is counted all the same:
@@ -110,3 +110,39 @@ class BatchMeter:
         """``count`` tasks ended with ``status`` before a worker started them (no span)."""
         r = self._recorder
         r.child(r.metrics.batch_tasks, status).inc(count)
+
+
+class QueueMeter:
+    """The batch queue on Redis, as one process sees it: ``telemetry.queue``.
+
+    ``depth`` sets what was read from Redis (every worker reads the same queue: take
+    the max across instances, not the sum); the counters count what this process did
+    (sum across instances). The telemetry knows no Redis: the runtime reads and reports.
+    """
+
+    __slots__ = ("_dead_letters", "_pending", "_reclaims", "_retries", "_waiting")
+
+    def __init__(self, recorder: Recorder) -> None:
+        m = recorder.metrics
+        self._waiting = m.redis_queue_tasks.labels(n.QUEUE_WAITING)
+        self._pending = m.redis_queue_tasks.labels(n.QUEUE_PENDING)
+        self._reclaims = m.redis_queue_reclaims
+        self._dead_letters = m.redis_queue_dead_letters
+        self._retries = m.redis_retries
+
+    def depth(self, waiting: int, pending: int) -> None:
+        """Tasks waiting in the queue and taken but not acknowledged, read from Redis."""
+        self._waiting.set(waiting)
+        self._pending.set(pending)
+
+    def reclaimed(self, count: int = 1) -> None:
+        """Tasks taken again after their worker went quiet."""
+        self._reclaims.inc(count)
+
+    def dead_lettered(self, count: int = 1) -> None:
+        """Tasks ended as failed after too many deliveries."""
+        self._dead_letters.inc(count)
+
+    def retried(self) -> None:
+        """A Redis call failed and will be tried again after a backoff."""
+        self._retries.inc()

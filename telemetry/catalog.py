@@ -71,6 +71,10 @@ class MetricCatalog:
     unpriced_calls: Counter
     run_cost: Histogram
     rate_limit_wait: Histogram
+    redis_queue_tasks: Gauge
+    redis_queue_reclaims: Counter
+    redis_queue_dead_letters: Counter
+    redis_retries: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> MetricCatalog:
@@ -242,6 +246,31 @@ class MetricCatalog:
                 (n.L_GEN_AI_REQUEST_MODEL,),
                 n.OPERATION_BUCKETS,
             ),
+            redis_queue_tasks=Gauge(
+                n.M_REDIS_QUEUE_TASKS,
+                "Tasks of the Redis batch queue, read from Redis: waiting (not yet taken) "
+                "and pending (taken by a worker, not yet acknowledged).",
+                (n.L_STATE,),
+                registry=reg,
+            ),
+            redis_queue_reclaims=Counter(
+                n.M_REDIS_QUEUE_RECLAIMS,
+                "Redis queue tasks this process took again after their worker went quiet "
+                "for the visibility timeout (XAUTOCLAIM).",
+                registry=reg,
+            ),
+            redis_queue_dead_letters=Counter(
+                n.M_REDIS_QUEUE_DEAD_LETTERS,
+                "Redis queue tasks this process ended as failed (dead letter) because "
+                "they had been taken the maximum number of times without finishing.",
+                registry=reg,
+            ),
+            redis_retries=Counter(
+                n.M_REDIS_RETRIES,
+                "Redis calls of this process that failed (Redis down, restarting, "
+                "unreachable) and were retried after a backoff.",
+                registry=reg,
+            ),
         )
         catalog._declare_known_series()
         return catalog
@@ -255,6 +284,8 @@ class MetricCatalog:
             self.batch_tasks.labels(status)
         for reason in n.ADMISSION_SHED_REASONS:
             self.admission_shed.labels(reason)
+        for state in n.QUEUE_STATES:
+            self.redis_queue_tasks.labels(state)
         for operation in (n.OP_CHAT, n.OP_EXECUTE_TOOL):
             for outcome in n.RETRY_OUTCOMES:
                 self.retry_attempts.labels(operation, outcome)

@@ -19,7 +19,7 @@ from opentelemetry.util.types import AttributeValue
 from prometheus_client import CollectorRegistry
 
 from ._agent_run import AgentRunInvocation, AgentRunMeter
-from ._batch_task import BatchMeter, BatchTaskInvocation
+from ._batch_task import BatchMeter, BatchTaskInvocation, QueueMeter
 from ._invocation import Clock
 from ._llm_call import LlmCallInvocation
 from ._operation import Observation, OperationInvocation
@@ -37,7 +37,8 @@ class Telemetry(Recorder):
 
     One factory per operation (``agent_run``, ``llm_call``, ``tool_call``,
     ``batch_task``, ``retry_attempt``, ``observe`` / ``start_operation``), and each
-    operation's metrics outside a span: ``agent_runs``, ``batches``, ``retries``.
+    operation's metrics outside a span: ``agent_runs``, ``batches``, ``retries``, ``queue``
+    (the batch queue on Redis).
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class Telemetry(Recorder):
         self.exports_spans = exports_spans
         self.agent_runs = AgentRunMeter(self)
         self.batches = BatchMeter(self)
+        self.queue = QueueMeter(self)
         self.retries = RetryMeter(self)
         self.rate_limits = RateLimitMeter(self)
 

@@ -136,6 +136,16 @@ M_ADMISSION_IN_FLIGHT: Final = "agentwatch_admission_runs_in_flight"
 M_ADMISSION_WAITING: Final = "agentwatch_admission_runs_waiting"
 M_ADMISSION_WAIT: Final = "agentwatch_admission_wait_seconds"
 M_RATE_LIMIT_WAIT: Final = "agentwatch_rate_limit_wait_seconds"
+# The batch queue on Redis (runtime/batch/redis_queue.py), as each worker reads it there
+# (waiting, pending: a gauge by state) and what this process did to it (reclaims, dead
+# letters); the calls of this process retried while Redis did not answer.
+M_REDIS_QUEUE_TASKS: Final = "agentwatch_redis_queue_tasks"  # gauge {state}
+M_REDIS_QUEUE_RECLAIMS: Final = "agentwatch_redis_queue_reclaims"  # counter: ..._total
+M_REDIS_QUEUE_DEAD_LETTERS: Final = "agentwatch_redis_queue_dead_letters"  # counter: ..._total
+M_REDIS_RETRIES: Final = "agentwatch_redis_retries"  # counter: ..._total
+QUEUE_WAITING: Final = "waiting"  # in a stream, not yet taken by a worker
+QUEUE_PENDING: Final = "pending"  # taken by a worker, not yet acknowledged
+QUEUE_STATES: Final = (QUEUE_WAITING, QUEUE_PENDING)
 
 # --- label names (Prometheus form of the attribute keys) ---------------------------
 L_OPERATION: Final = "operation"
@@ -150,6 +160,7 @@ L_STATUS: Final = "status"
 L_PRIORITY: Final = "priority"
 L_OUTCOME: Final = "outcome"
 L_REASON: Final = "reason"
+L_STATE: Final = "state"
 L_HTTP_METHOD: Final = "http_request_method"
 L_HTTP_ROUTE: Final = "http_route"
 L_HTTP_STATUS: Final = "http_response_status_code"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -12,6 +13,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from agentwatch.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from tests.redisserver import RedisServer
 
 
 @pytest.fixture
@@ -57,3 +61,12 @@ def blockbuster() -> Iterator[None]:
 
     with blockbuster_ctx([agentwatch.runtime, agentwatch.telemetry]):
         yield
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server on an ephemeral loopback port, persistence off."""
+    from tests.redisserver import redis_server as start_redis
+
+    with start_redis() as server:
+        yield server

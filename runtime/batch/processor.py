@@ -28,6 +28,12 @@ them), and the summary says ``budget_exceeded``.
 ones finish or time out; ``cancel()`` stops one task or all of them, whether queued,
 waiting for a concurrency slot or running. Cancelling ``run()`` itself ends every span
 and leaves every unfinished task ``cancelled``.
+
+Where tasks come from is the queue: ``run(tasks)`` puts them in the processor's own
+priority queue; ``serve(source)`` takes them from a ``TaskSource`` instead (another
+process's queue: redis_queue.py), each ``Taken`` task carrying its own batch id, trace
+parent, timeout and the sink its record goes to. Both go through the same workers,
+slots, spans, timeouts and statuses.
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from opentelemetry.context import Context
 
 from agentwatch.telemetry import Telemetry
 from agentwatch.telemetry.names import AGENTWATCH_BATCH_ID, SPAN_BATCH
@@ -54,6 +62,33 @@ Progress = Callable[[Task], None]
 
 
 MAX_WORKERS = 10_000  # a worker is an asyncio task: more would only cost memory
+
+
+@dataclass(slots=True)
+class Taken:
+    """A task a worker took, with what it runs under. ``key`` is unique among the tasks
+    the processor holds (the task id for its own queue; tasks served from a source may
+    share ids across batches). ``enqueued_at`` is on the processor's clock."""
+
+    task: Task
+    key: str
+    batch_id: str
+    enqueued_at: float
+    sink: ResultSink
+    parent: Context | None = None
+    timeout: float | None = None
+
+
+class TaskSource(Protocol):
+    """Where ``serve()``'s workers take tasks from (another process's queue)."""
+
+    async def take(self) -> Taken | None:
+        """The next task, waiting for one; None once the source stops (``stop()``)."""
+        ...
+
+    def stop(self) -> None:
+        """Hand out no more tasks: every ``take`` returns None from now on."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,18 +178,22 @@ class BatchProcessor:
         self.budget_exceeded = False
         self._semaphore = asyncio.Semaphore(self.options.concurrency or self.options.workers)
         self._order = itertools.count()
+        self._source: TaskSource | None = None
 
     # -- control -----------------------------------------------------------------------
     def drain(self) -> None:
         """Take no more tasks (nor start those waiting for a slot); the running ones
         finish (or time out)."""
         self._draining = True
+        if self._source is not None:
+            self._source.stop()
         self._cancel_queued()
         for task_id in list(self._waiting):
             self.cancel(task_id)
 
     def cancel(self, task_id: str | None = None) -> None:
-        """Cancel one task (queued, waiting for a slot or running), or with no id all."""
+        """Cancel one task (queued, waiting for a slot or running), or with no id all.
+        A task served from a source is named by its ``Taken.key``."""
         if task_id is None:
             self.drain()
             for running_id in list(self._running):
@@ -195,28 +234,51 @@ class BatchProcessor:
         self._check_budget()  # spent by an earlier run: nothing more starts
         attributes = {AGENTWATCH_BATCH_ID: self.batch_id}
         with self.telemetry.start_operation(SPAN_BATCH, attributes) as batch:
-            workers = [  # none when every task is already done
-                asyncio.create_task(self._worker(batch.context, summary), name=f"batch-worker-{i}")
-                for i in range(min(self.options.workers, self._queue.qsize()))
-            ]
-            try:
-                await asyncio.gather(*workers)
+            try:  # no worker when every task is already done
+                await self._work(
+                    min(self.options.workers, self._queue.qsize()), batch.context, summary
+                )
             except BaseException:
-                self._torn_down = True  # cancelled from outside, or a result could not be added
-                for worker in workers:
-                    worker.cancel()
-                with suppress(BaseException):
-                    await asyncio.gather(*workers, return_exceptions=True)
                 self._cancel_queued()
                 with suppress(Exception):  # the batch failed already: run() raises that
                     await self._add_ended_without_a_worker()
                 raise
             self._cancel_queued()  # drained before the workers started: nothing left waiting
             await self._add_ended_without_a_worker()
+        summary.counts.clear()
         for task in self.tasks.values():
             summary.counts[str(task.status)] = summary.counts.get(str(task.status), 0) + 1
         summary.cost_usd, summary.budget_exceeded = self.spent_usd, self.budget_exceeded
         return summary
+
+    async def serve(self, source: TaskSource) -> BatchSummary:
+        """Work tasks taken from ``source`` with ``options.workers`` workers until it stops
+        (``drain()`` stops it). Each task runs as ``run()``'s do, in a ``batch_task`` span
+        under the task's own parent, and its record goes to the task's own sink; the
+        summary counts what ended here."""
+        self._source = source
+        summary = BatchSummary(self.batch_id)
+        started = self.clock()
+        await self._work(self.options.workers, None, summary)
+        summary.wall_time = self.clock() - started
+        return summary
+
+    async def _work(self, count: int, context: Context | None, summary: BatchSummary) -> None:
+        """``count`` workers until they are done; torn down together if one fails or this
+        is cancelled."""
+        workers = [
+            asyncio.create_task(self._worker(context, summary), name=f"batch-worker-{i}")
+            for i in range(count)
+        ]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            self._torn_down = True  # cancelled from outside, or a result could not be added
+            for worker in workers:
+                worker.cancel()
+            with suppress(BaseException):
+                await asyncio.gather(*workers, return_exceptions=True)
+            raise
 
     def _enqueue(self, todo: list[Task], done: Mapping[str, Record], summary: BatchSummary) -> None:
         now = self.clock()
@@ -238,76 +300,98 @@ class BatchProcessor:
             self._queue.put_nowait((task.priority, next(self._order), now, task))
         self.telemetry.batches.queued(self._queue.qsize())
 
-    async def _worker(self, context: Any, summary: BatchSummary) -> None:
+    async def _worker(self, context: Context | None, summary: BatchSummary) -> None:
         while not self._draining:
-            try:
-                _, _, enqueued_at, task = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
+            taken = await self._next(context)
+            if taken is None:
                 return
-            self.telemetry.batches.dequeued()
-            try:
-                await self._take(task, enqueued_at, context, summary)
-            finally:
-                self._queue.task_done()
+            await self._take(taken, summary)
 
-    async def _take(self, task: Task, enqueued_at: float, context: Any, summary: Any) -> None:
+    async def _next(self, context: Context | None) -> Taken | None:
+        """The next task: from the source being served, else from the own queue."""
+        if self._source is not None:
+            return await self._source.take()
+        try:
+            _, _, enqueued_at, task = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        self._queue.task_done()
+        self.telemetry.batches.dequeued()
+        timeout = self.options.task_timeout
+        return Taken(task, task.id, self.batch_id, enqueued_at, self.sink, context, timeout)
+
+    async def _take(self, taken: Taken, summary: BatchSummary) -> None:
         """Wait for a concurrency slot (cancellable like a queued task), run, record."""
-        if task.id in self._cancelled:
-            self._end_unstarted(task)
+        task, key = taken.task, taken.key
+        if key in self._cancelled:
+            await self._unstarted(taken, summary)
             return
         worker = _current()
-        self._waiting[task.id] = worker
+        self._waiting[key] = worker
         try:
             await self._semaphore.acquire()
         except asyncio.CancelledError:
-            self._end_unstarted(task)
-            if not self._own_cancel(task, worker):
+            if not self._own_cancel(key, worker):
+                self._end_unstarted(task)
                 raise
+            await self._unstarted(taken, summary)
             return
         finally:
-            self._waiting.pop(task.id, None)
+            self._waiting.pop(key, None)
         try:
-            await self._one(task, self.clock() - enqueued_at, context, summary)
+            await self._one(taken, summary)
         finally:
             self._semaphore.release()
-        await self._report(task)  # outside the slot: the next task need not wait for a sync
+        await self._report(taken, summary)  # outside the slot: no slot waits for a sync
 
-    async def _one(self, task: Task, wait: float, context: Any, summary: BatchSummary) -> None:
+    async def _unstarted(self, taken: Taken, summary: BatchSummary) -> None:
+        """A task cancelled before it started: a served one's record goes back to its
+        sink at once (the source's to requeue); the own queue's when the run ends."""
+        self._end_unstarted(taken.task)
+        if self._source is not None:
+            summary.counts[TaskStatus.CANCELLED] = summary.counts.get(TaskStatus.CANCELLED, 0) + 1
+            self._cancelled.discard(taken.key)
+            await taken.sink.add(taken.task.record())
+
+    async def _one(self, taken: Taken, summary: BatchSummary) -> None:
         """Run one task in its ``batch_task`` span, current while the work runs; the
         status is the processor's to decide, so the span ends with ``finish``."""
+        task, key = taken.task, taken.key
         task.status = TaskStatus.PROCESSING
         worker = _current()
-        self._running[task.id] = worker  # cancel(task_id) cancels this worker's await
+        self._running[key] = worker  # cancel(key) cancels this worker's await
         self.telemetry.batches.started()
         started = self.clock()
         invocation = self.telemetry.batch_task(
-            self.batch_id, task.id, task.priority, wait, parent=context
+            taken.batch_id, task.id, task.priority, started - taken.enqueued_at, parent=taken.parent
         )
         with invocation:
-            status, error = await self._attempt(task)  # never raises
+            status, error = await self._attempt(taken)  # never raises
             invocation.finish(status, error)  # before the with's own end, which is then a no-op
         self.telemetry.batches.finished()
-        self._running.pop(task.id, None)
-        summary.durations.append(self.clock() - started)
+        self._running.pop(key, None)
+        if self._source is None:  # a long-lived server keeps nothing per task
+            summary.durations.append(self.clock() - started)
         task.cost_usd = invocation.spend.total_usd  # every billed call, a failed task's too
         self.spent_usd += task.cost_usd or 0.0
         self._check_budget()
-        self._settle(task, status, error)
+        self._settle(taken, status, error)
         if error is None or isinstance(error, Exception):
             return
-        if isinstance(error, asyncio.CancelledError) and self._own_cancel(task, worker):
+        if isinstance(error, asyncio.CancelledError) and self._own_cancel(key, worker):
             return
         raise error  # the whole batch is being torn down (or the process is ending)
 
-    async def _attempt(self, task: Task) -> tuple[TaskStatus, BaseException | None]:
+    async def _attempt(self, taken: Taken) -> tuple[TaskStatus, BaseException | None]:
         """Run the work under the task timeout; how it ended, with what. Never raises."""
+        task = taken.task
         try:
-            if self.options.task_timeout is None:
+            if taken.timeout is None:
                 task.result = await self.work(task)
             else:
-                async with asyncio.timeout(self.options.task_timeout):
+                async with asyncio.timeout(taken.timeout):
                     task.result = await self.work(task)
-            self.sink.check(task.record())  # too large to record: failed, here, not later
+            taken.sink.check(task.record())  # too large to record: failed, here, not later
         except RecordTooLarge as exc:
             task.result = None
             return TaskStatus.FAILED, exc
@@ -327,23 +411,29 @@ class BatchProcessor:
         self.budget_exceeded = True
         self.drain()
 
-    def _own_cancel(self, task: Task, worker: asyncio.Task[Any]) -> bool:
-        """True when the cancellation is ``cancel(task.id)`` alone: the worker goes on."""
-        if task.id not in self._cancelled or self._torn_down:
+    def _own_cancel(self, key: str, worker: asyncio.Task[Any]) -> bool:
+        """True when the cancellation is ``cancel(key)`` alone: the worker goes on."""
+        if key not in self._cancelled or self._torn_down:
             return False
         return worker.uncancel() == 0
 
-    def _settle(self, task: Task, status: TaskStatus, error: BaseException | None) -> None:
+    def _settle(self, taken: Taken, status: TaskStatus, error: BaseException | None) -> None:
+        task = taken.task
         task.status = status
         if status is TaskStatus.FAILED and error is not None:
             task.error = f"{type(error).__name__}: {error}"[:2000]
         elif status is TaskStatus.TIMED_OUT:
-            task.error = f"timed out after {self.options.task_timeout:g} s"
+            task.error = f"timed out after {taken.timeout:g} s"
 
-    async def _report(self, task: Task) -> None:
-        """Add a task's record to the sink (durable once that returns), then report it."""
-        self._added.add(task.id)
-        await self.sink.add(task.record())
+    async def _report(self, taken: Taken, summary: BatchSummary) -> None:
+        """Add a task's record to its sink (durable once that returns), then report it."""
+        task = taken.task
+        summary.counts[str(task.status)] = summary.counts.get(str(task.status), 0) + 1
+        if self._source is None:
+            self._added.add(taken.key)
+        else:  # a long-lived server keeps nothing per task it is done with
+            self._cancelled.discard(taken.key)
+        await taken.sink.add(task.record())
         if self.on_progress is not None:
             self.on_progress(task)
 

@@ -15,27 +15,20 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from agentwatch.telemetry import Telemetry, setup_telemetry
 
 from ..agents.agent_runtime import AgentRuntime
 from ..batch.jsonl_sink import JsonlResultSink, ResultFileError, check_results_path
 from ..batch.processor import MAX_WORKERS, BatchOptions, BatchProcessor, BatchSummary
-from ..batch.task import FINAL, RETRYABLE, BatchInputError, Task, TaskStatus, read_tasks
+from ..batch.task import RETRYABLE, BatchInputError, Task, TaskStatus, read_tasks
 from ..settings import RuntimeSettings
 from .exits import EXIT_OK, EXIT_RESULTS_FILE, EXIT_STOPPED, EXIT_TASKS_FAILED, EXIT_USAGE
+from .progress import agent_work, install_signals, progress_bar
+from .redis_batch import run_redis_batch
 
 BATCH_EPILOG: Final = f"""\
 tasks: one JSON object a line, {{"id": "a", "query": "...", "priority": 5}}; "input" may
@@ -104,9 +97,11 @@ def batch_command(args: argparse.Namespace) -> int:
     )
     telemetry = setup_telemetry()  # the commands' one export policy
     try:
-        summary, stopped = asyncio.run(
-            run_batch(tasks, out, options, RuntimeSettings.from_env(), telemetry, console)
-        )
+        if args.redis:  # workers elsewhere run the tasks (redis_batch.py)
+            running = run_redis_batch(tasks, out, options, args.redis, telemetry, console)
+        else:
+            running = run_batch(tasks, out, options, RuntimeSettings.from_env(), telemetry, console)
+        summary, stopped = asyncio.run(running)
     except ResultFileError as exc:  # in use by another batch, or a write failed
         error_line(console, f"{exc} (the batch stopped; what was written is kept)")
         return EXIT_RESULTS_FILE
@@ -140,67 +135,22 @@ async def run_batch(
 ) -> tuple[BatchSummary, bool]:
     """Run ``tasks`` with the agent, results to ``out``; True if it was stopped early."""
     async with AgentRuntime(settings, telemetry) as runtime:
-        agent = runtime.agent
-
-        async def work(task: Task) -> dict[str, Any]:
-            return (await agent.arun(task.query)).to_dict()
-
-        failed = {"n": 0}
-        with Progress(
-            TextColumn("[bold]batch"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TextColumn("failed {task.fields[failed]}"),
-            TextColumn("{task.fields[rate]:.1f}/s"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        ) as progress:
-            bar = progress.add_task("batch", total=len(tasks), failed=0, rate=0.0)
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-
-            def on_progress(task: Task) -> None:
-                if task.status not in FINAL:
-                    return  # the bar counts results in the file; cancelled ones are not
-                if task.status in RETRYABLE:
-                    failed["n"] += 1
-                done = progress.tasks[0].completed + 1
-                rate = done / max(loop.time() - started, 1e-9)
-                progress.update(bar, advance=1, failed=failed["n"], rate=rate)
-
+        with progress_bar(console, len(tasks)) as on_progress:
             processor = BatchProcessor(
-                work, telemetry, options, sink=JsonlResultSink(out), on_progress=on_progress
+                agent_work(runtime.agent),
+                telemetry,
+                options,
+                sink=JsonlResultSink(out),
+                on_progress=on_progress,
             )
-            stopped = _install_signals(loop, processor, console)
+            loop = asyncio.get_running_loop()
+            stopped = install_signals(loop, processor.drain, processor.cancel, console)
             try:
                 summary = await processor.run(tasks)
             finally:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
     return summary, stopped["yes"]
-
-
-def _install_signals(
-    loop: asyncio.AbstractEventLoop, processor: BatchProcessor, console: Console
-) -> dict[str, bool]:
-    """First SIGTERM/SIGINT: drain (finish what runs, write it); second: cancel all."""
-    state = {"yes": False}
-
-    def on_signal(name: str) -> None:
-        if state["yes"]:
-            console.print(f"[red]{name} again: cancelling the running tasks[/red]")
-            processor.cancel()
-            return
-        state["yes"] = True
-        console.print(f"[yellow]{name}: draining; running tasks finish, results are kept[/yellow]")
-        processor.drain()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig.name)
-    return state
 
 
 def print_summary(summary: BatchSummary, out: Path, console: Console) -> None:

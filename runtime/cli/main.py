@@ -1,4 +1,4 @@
-"""The ``agentwatch`` command line: ``demo | serve | run | batch | report | top | model``.
+"""The ``agentwatch`` command line: ``demo | serve | run | batch | worker | report | top | model``.
 
 This module parses the command line (flag values checked by the parser), dispatches to
 the command's own function (serve.py: ``serve``, ``model``, ``demo``; run.py; batch.py;
@@ -38,6 +38,7 @@ from .run import run_command
 from .serve import MODEL_PORT, demo_command, model_command, serve_command
 from .top.command import TOP_EPILOG, top_command
 from .top.screen import VIEWS
+from .worker import METRICS_PORT, WORKER_EPILOG, worker_command
 
 AGENTWATCH_DEBUG: Final = "AGENTWATCH_DEBUG"
 DEFAULT_METRICS_URL: Final = "http://127.0.0.1:8080/metrics"  # serve's defaults
@@ -187,7 +188,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="start no more tasks once the batch's tasks (those in --out too) cost this "
         "many USD; the rest stay unrun, to resume with a larger budget",
     )
+    batch.add_argument(
+        "--redis",
+        metavar="URL",
+        help="enqueue on this Redis (redis://host:6379/0) for `agentwatch worker` processes "
+        "to run; results still go to --out (--workers and --concurrency are the workers')",
+    )
     batch.set_defaults(func=batch_command)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run tasks of any batch from a Redis queue (agentwatch batch --redis)",
+        epilog=WORKER_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    worker.add_argument("--redis", metavar="URL", required=True, help="redis://host:6379/0")
+    worker.add_argument(
+        "--concurrency", type=_positive_int, default=8, help="tasks run at once (default 8)"
+    )
+    worker.add_argument(
+        "--metrics-host", default="127.0.0.1", help="/metrics bind address (default 127.0.0.1)"
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=METRICS_PORT,
+        help="/metrics port (default %(default)s; 0: any free port)",
+    )
+    worker.set_defaults(func=worker_command)
 
     report = commands.add_parser("report", help="print the performance report of a /metrics URL")
     report.add_argument(

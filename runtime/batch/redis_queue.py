@@ -1,0 +1,479 @@
+"""The batch queue on Redis Streams: tasks of any batch, worked by many processes.
+
+Layout (``prefix`` ``agentwatch:`` by default; one Redis, not a cluster):
+
+- ``q:0`` .. ``q:9``: one stream per priority band (a task's priority clamped to 0-9;
+  lower first), read by the consumer group ``workers``. An entry is one task as JSON
+  (``task``): batch id, task id, query, priority, timeout, traceparent, enqueued-at.
+- ``b:{batch}``: the batch (``state``: running, draining, cancelled); ``:queued`` the
+  ids enqueued and not dropped (enqueueing is idempotent: ``HSETNX`` then ``XADD``);
+  ``:taken`` the ids a worker holds; ``:results`` each task's final record, written
+  once (``HSETNX``: when two workers finish the same reclaimed task, the first record
+  is kept and the second is dropped); ``:done`` a stream of the ids as their record
+  (or drop) arrives, which the producer follows.
+- ``dead``: a stream of the dead letters (batch, task, reason), capped.
+
+A worker takes the highest band's next task in one script (``TAKE``): first an entry
+whose worker went quiet for the visibility timeout (``XPENDING IDLE`` + ``XCLAIM``, the
+steps of ``XAUTOCLAIM`` with the whole pending list searched: a worker that died;
+a live one keeps its tasks with ``XCLAIM ... JUSTID`` heartbeats, which count no
+delivery), then a new one (``XREADGROUP``). An entry delivered more than
+``max_deliveries`` times ends ``failed`` with the reason (dead letter) instead of being
+run again; a task of a draining or cancelled batch is dropped. Its record, the ack and
+the entry's deletion are one script (``COMPLETE``), so a stream holds only the tasks
+waiting or taken. Every call is retried with backoff while Redis is down or restarting
+(``RedisClient.call``); a Redis restarted empty loses the queue, and the producer
+enqueues again what has no result (``RedisBatch.recover``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from agentwatch.telemetry import Telemetry
+from agentwatch.telemetry import names as n
+
+from .sink import Record
+from .task import Task
+
+log = logging.getLogger(__name__)
+
+AGENTWATCH_REDIS_URL: Final = "AGENTWATCH_REDIS_URL"
+AGENTWATCH_REDIS_VISIBILITY_TIMEOUT: Final = "AGENTWATCH_REDIS_VISIBILITY_TIMEOUT"
+AGENTWATCH_REDIS_MAX_DELIVERIES: Final = "AGENTWATCH_REDIS_MAX_DELIVERIES"
+
+BANDS: Final = 10  # priorities 0..9, the closed set of the priority label
+GROUP: Final = "workers"
+PREFIX: Final = "agentwatch:"
+RUNNING: Final = "running"
+DRAINING: Final = "draining"
+CANCELLED: Final = n.CANCELLED  # the one word for it (telemetry names)
+DEAD_LETTERS_KEPT: Final = 10_000  # the dead stream is capped (MAXLEN ~)
+KEPT_AFTER_END: Final = 86_400  # s: a finished batch's keys expire a day after its end
+DEFAULT_VISIBILITY_TIMEOUT: Final = 30.0  # s
+DEFAULT_MAX_DELIVERIES: Final = 5
+ENQUEUE_CHUNK: Final = 500  # tasks per enqueue script call
+
+T = TypeVar("T")
+
+
+def band(priority: int) -> int:
+    """The stream a priority goes to: 0..9, lower first."""
+    return min(max(priority, 0), BANDS - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOptions:
+    """How the queue hands tasks out: a task whose worker was quiet for
+    ``visibility_timeout`` s is taken again; one taken more than ``max_deliveries``
+    times without finishing ends failed (dead letter)."""
+
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
+
+    def __post_init__(self) -> None:
+        if not self.visibility_timeout > 0:
+            raise ValueError(f"{AGENTWATCH_REDIS_VISIBILITY_TIMEOUT} must be positive")
+        if self.max_deliveries < 1:
+            raise ValueError(f"{AGENTWATCH_REDIS_MAX_DELIVERIES} must be at least 1")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> QueueOptions:
+        def value(name: str, kind: Callable[[str], T], default: T) -> T:
+            text = env.get(name, "").strip()
+            if not text:
+                return default
+            try:
+                return kind(text)
+            except ValueError:
+                raise ValueError(f"{name} must be a number, got {text!r}") from None
+
+        return cls(
+            value(AGENTWATCH_REDIS_VISIBILITY_TIMEOUT, float, DEFAULT_VISIBILITY_TIMEOUT),
+            value(AGENTWATCH_REDIS_MAX_DELIVERIES, int, DEFAULT_MAX_DELIVERIES),
+        )
+
+
+class Keys:
+    """Every key of the queue, under one prefix."""
+
+    def __init__(self, prefix: str = PREFIX) -> None:
+        self.prefix = prefix
+        self.streams = [f"{prefix}q:{i}" for i in range(BANDS)]
+        self.dead = f"{prefix}dead"
+
+    def batch(self, batch_id: str, part: str = "") -> str:
+        return f"{self.prefix}b:{batch_id}{':' + part if part else ''}"
+
+
+# KEYS: queued hash, the band streams. ARGV: triples band (0-based), task id, payload.
+_ENQUEUE = """
+local added = 0
+for i = 1, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i + 1], '1') == 1 then
+    redis.call('XADD', KEYS[2 + tonumber(ARGV[i])], '*', 'task', ARGV[i + 2])
+    added = added + 1
+  end
+end
+return added
+"""
+
+# KEYS: the band streams, then the dead stream. ARGV: group, consumer, min idle (ms),
+# max deliveries, key prefix, dead-letter reason, dead stream cap.
+# -> {stream, entry id, payload, deliveries, reclaims, dead letters, drops}; stream ""
+# when there is nothing to take.
+_TAKE = """
+local group, me, idle, maxd, prefix = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local dead_key = KEYS[#KEYS]
+local reclaims, dead, drops = 0, 0, 0
+local function base(t) return prefix .. 'b:' .. t.b end
+local function finish(key, id, t)
+  redis.call('XACK', key, group, id)
+  redis.call('XDEL', key, id)
+  redis.call('HDEL', base(t) .. ':taken', t.id)
+end
+-- a task of a draining or cancelled batch is dropped: its producer runs it again on resume
+local function dropped(key, id, t)
+  local state = redis.call('HGET', base(t), 'state')
+  if state ~= 'draining' and state ~= 'cancelled' then return false end
+  finish(key, id, t)
+  redis.call('HDEL', base(t) .. ':queued', t.id)
+  redis.call('XADD', base(t) .. ':done', '*', 'id', t.id)
+  drops = drops + 1
+  return true
+end
+local function dead_letter(key, id, t, deliveries)
+  local reason = string.format(ARGV[6], deliveries - 1)
+  local record = cjson.encode({id = t.id, status = 'failed', priority = t.priority,
+                               result = cjson.null, error = reason})
+  if redis.call('HSETNX', base(t) .. ':results', t.id, record) == 1 then
+    redis.call('XADD', base(t) .. ':done', '*', 'id', t.id)
+  end
+  redis.call('XADD', dead_key, 'MAXLEN', '~', ARGV[7], '*', 'batch', t.b, 'task', t.id,
+             'reason', reason)
+  finish(key, id, t)
+  dead = dead + 1
+end
+local function taken(key, entry, deliveries, reclaimed)
+  local t = cjson.decode(entry[2][2])
+  if dropped(key, entry[1], t) then return nil end
+  if deliveries > maxd then dead_letter(key, entry[1], t, deliveries); return nil end
+  redis.call('HSET', base(t) .. ':taken', t.id, entry[1])
+  return {key, entry[1], entry[2][2], deliveries, reclaims + reclaimed, dead, drops}
+end
+for i = 1, #KEYS - 1 do
+  local key = KEYS[i]
+  for _ = 1, 16 do  -- first an entry whose worker went quiet
+    local quiet = redis.call('XPENDING', key, group, 'IDLE', idle, '-', '+', 1)[1]
+    if not quiet then break end
+    local entry = redis.call('XCLAIM', key, group, me, idle, quiet[1])[1]
+    if entry then
+      local got = taken(key, entry, quiet[4] + 1, 1)
+      if got then return got end
+    else  -- deleted from the stream meanwhile: nothing left to run
+      redis.call('XACK', key, group, quiet[1])
+    end
+  end
+  for _ = 1, 16 do
+    local fresh = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', 1, 'STREAMS', key, '>')
+    if not fresh then break end
+    local got = taken(key, fresh[1][2][1], 1, 0)
+    if got then return got end
+  end
+end
+return {'', '', '', 0, reclaims, dead, drops}
+"""
+
+# KEYS: results hash, done stream, the task's stream, queued hash, taken hash.
+# ARGV: group, entry id, task id, record, mode (final | requeue | drop), payload.
+# -> 1 when this call wrote the task's result (or requeued / dropped it), else 0.
+_COMPLETE = """
+local acked = redis.pcall('XACK', KEYS[3], ARGV[1], ARGV[2])
+if type(acked) ~= 'number' then acked = 0 end  -- no group: Redis restarted empty
+local mode, out = ARGV[5], 0
+if mode == 'final' then
+  out = redis.call('HSETNX', KEYS[1], ARGV[3], ARGV[4])
+  if out == 1 then redis.call('XADD', KEYS[2], '*', 'id', ARGV[3]) end
+elseif mode == 'requeue' then
+  if acked == 1 then redis.call('XADD', KEYS[3], '*', 'task', ARGV[6]); out = 1 end
+else
+  redis.call('HDEL', KEYS[4], ARGV[3])
+  redis.call('XADD', KEYS[2], '*', 'id', ARGV[3])
+  out = 1
+end
+redis.call('XDEL', KEYS[3], ARGV[2])
+if mode ~= 'requeue' or acked == 1 then redis.call('HDEL', KEYS[5], ARGV[3]) end
+return out
+"""
+
+# KEYS: one stream. ARGV: group, consumer, entry ids. Resets the idle time of the
+# entries this consumer still holds (JUSTID: no delivery counted); -> how many.
+_HEARTBEAT = """
+local kept = 0
+for i = 3, #ARGV do
+  local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if type(p) == 'table' and p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    kept = kept + 1
+  end
+end
+return kept
+"""
+
+# KEYS: the band streams. -> {waiting, pending} over all bands.
+_DEPTH = """
+local length, pending = 0, 0
+for _, key in ipairs(KEYS) do
+  length = length + redis.call('XLEN', key)
+  local p = redis.pcall('XPENDING', key, ARGV[1])
+  if type(p) == 'table' and p[1] then pending = pending + p[1] end
+end
+return {math.max(length - pending, 0), pending}
+"""
+
+_RETRYABLE = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    redis_errors.TryAgainError,
+    OSError,
+)
+
+
+class RedisClient:
+    """One connection pool and the queue's scripts; every call retried with backoff
+    (0.1 s doubling to 5 s, jittered) while Redis is down or restarting, reported once
+    per outage (a log line when it starts and when it ends, ``agentwatch_redis_retries_total``
+    for every retry). A missing consumer group (Redis restarted empty) is made again."""
+
+    def __init__(
+        self,
+        url: str,
+        telemetry: Telemetry,
+        *,
+        keys: Keys | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.url = url
+        self.telemetry = telemetry
+        self.keys = keys or Keys()
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=2.0,
+            socket_timeout=10.0,
+            driver_info=None,  # no CLIENT SETINFO: its version lookup reads files on the loop
+        )
+        self._sleep = sleep
+        self._down_since: float | None = None
+        self.enqueue = self.redis.register_script(_ENQUEUE)
+        self.take = self.redis.register_script(_TAKE)
+        self.complete = self.redis.register_script(_COMPLETE)
+        self.heartbeat = self.redis.register_script(_HEARTBEAT)
+        self.depth = self.redis.register_script(_DEPTH)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def call(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """``op()`` until it succeeds; Redis errors other than unavailability raise."""
+        delay = 0.1
+        while True:  # bounded by Redis coming back, or by the caller's cancellation
+            try:
+                result = await op()
+            except _RETRYABLE as exc:
+                self._down(what, exc)
+            except redis_errors.ResponseError as exc:
+                if not str(exc).startswith("NOGROUP"):
+                    raise
+                await self.ensure_groups()
+                continue
+            else:
+                self._up()
+                return result
+            self.telemetry.queue.retried()
+            await self._sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, 5.0)
+
+    async def ensure_groups(self) -> None:
+        """Every band's stream and the workers' group (from the start: entries added
+        while the group was missing are delivered too)."""
+        for stream in self.keys.streams:
+            try:
+                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def _down(self, what: str, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning(
+                "Redis at %s does not answer (%s while %s: %s); retrying with backoff",
+                safe_url(self.url),
+                type(exc).__name__,
+                what,
+                exc,
+            )
+
+    def _up(self) -> None:
+        if self._down_since is not None:
+            log.warning(
+                "Redis at %s answers again after %.1f s; carrying on",
+                safe_url(self.url),
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for log lines."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
+
+
+def payload(task: Task, batch_id: str, timeout: float | None, traceparent: str | None) -> str:
+    """A task as its stream entry carries it."""
+    return json.dumps(
+        {
+            "b": batch_id,
+            "id": task.id,
+            "query": task.query,
+            "priority": task.priority,
+            "timeout": timeout,
+            "traceparent": traceparent,
+            "at": time.time(),
+        },
+        separators=(",", ":"),
+    )
+
+
+def normal_record(raw: str) -> Record:
+    """A result record as Redis keeps it, in ``Task.record()``'s field order."""
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("a result record must be a JSON object")
+    fields = ("id", "status", "priority", "result", "error")
+    return {key: value.get(key) for key in fields} | {
+        k: v for k, v in value.items() if k not in fields
+    }
+
+
+class RedisBatch:
+    """The producer's side of one batch: enqueue its tasks, follow their results,
+    drain or cancel it, recover it when Redis lost it."""
+
+    def __init__(self, client: RedisClient, batch_id: str) -> None:
+        self.client = client
+        self.batch_id = batch_id
+        keys = client.keys
+        self._meta = keys.batch(batch_id)
+        self._queued = keys.batch(batch_id, "queued")
+        self._taken = keys.batch(batch_id, "taken")
+        self._results = keys.batch(batch_id, "results")
+        self._done = keys.batch(batch_id, "done")
+        self._last_done = "0"
+
+    async def start(self, retry: Iterable[str] = ()) -> None:
+        """Mark the batch running; ``retry``: ids whose kept result is to be replaced."""
+        redis = self.client.redis
+        await self.client.call("starting the batch", self.client.ensure_groups)
+        await self.client.call(
+            "starting the batch",
+            lambda: redis.hset(self._meta, mapping={"state": RUNNING, "started": time.time()}),
+        )
+        again = list(retry)
+        if again:
+            await self.client.call("retrying tasks", lambda: redis.hdel(self._results, *again))
+            await self.client.call("retrying tasks", lambda: redis.hdel(self._queued, *again))
+
+    async def enqueue(
+        self, tasks: Iterable[Task], task_timeout: float | None, traceparent: str | None
+    ) -> int:
+        """Put each task in its band's stream unless it is there already; how many were."""
+        keys = [self._queued, *self.client.keys.streams]
+        added = 0
+        chunk: list[str] = []
+
+        async def flush() -> int:
+            args = list(chunk)
+            count = await self.client.call(
+                "enqueueing", lambda: self.client.enqueue(keys=keys, args=args)
+            )
+            chunk.clear()
+            return int(count)
+
+        for task in tasks:
+            chunk += [
+                str(band(task.priority)),
+                task.id,
+                payload(task, self.batch_id, task_timeout, traceparent),
+            ]
+            if len(chunk) >= 3 * ENQUEUE_CHUNK:
+                added += await flush()
+        if chunk:
+            added += await flush()
+        return added
+
+    async def lost(self) -> bool:
+        """True when Redis no longer has this batch (restarted without its data)."""
+        exists = await self.client.call(
+            "checking the batch", lambda: self.client.redis.exists(self._meta)
+        )
+        return not exists
+
+    async def follow(self, block_ms: int = 1000) -> list[tuple[str, Record | None]]:
+        """The ids whose record (or drop: None) arrived since the last call, waiting
+        up to ``block_ms`` for one; from the start of the batch on the first call."""
+        redis = self.client.redis
+
+        async def read() -> Any:
+            return await redis.xread({self._done: self._last_done}, count=500, block=block_ms)
+
+        answer = await self.client.call("reading results", read)
+        if not answer:
+            return []
+        entries = answer[0][1]
+        self._last_done = entries[-1][0]
+        ids = [fields["id"] for _, fields in entries]
+        raws = await self.client.call("reading results", lambda: redis.hmget(self._results, ids))
+        return [
+            (i, None if raw is None else normal_record(str(raw)))
+            for i, raw in zip(ids, raws, strict=True)
+        ]
+
+    async def running(self) -> int:
+        """How many of the batch's tasks workers hold now."""
+        return int(
+            await self.client.call("reading the batch", lambda: self.client.redis.hlen(self._taken))
+        )
+
+    async def set_state(self, state: str) -> None:
+        await self.client.call(
+            "stopping the batch", lambda: self.client.redis.hset(self._meta, "state", state)
+        )
+
+    async def ended(self) -> None:
+        """The batch's keys expire a day from now."""
+        redis = self.client.redis
+        names = (self._meta, self._queued, self._taken, self._results, self._done)
+
+        async def expire() -> None:
+            async with redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.expire(name, KEPT_AFTER_END)
+                await pipe.execute()
+
+        await self.client.call("ending the batch", expire)

@@ -1,0 +1,216 @@
+"""The worker's side of the Redis queue: a ``TaskSource`` for ``BatchProcessor.serve``.
+
+``RedisTaskSource.take`` takes the next task of any batch (redis_queue.py's ``TAKE``:
+highest band first, a quiet worker's tasks before new ones), waiting with a growing
+pause (to 0.5 s) while the queue is empty. Each task comes with its own sink, a
+``Delivery``: its record, the ack and the entry's deletion in one script, so the result
+is written once whichever worker finishes first. A cancelled task goes back to the
+queue at once (the worker is stopping), or is dropped when its batch was cancelled.
+
+While the source runs (``running()``), a heartbeat every third of the visibility
+timeout (at most 1 s) keeps the tasks this worker holds from being reclaimed, cancels
+those whose batch was cancelled, and reads the queue's depth for
+``agentwatch_redis_queue_tasks``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from functools import partial
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from .jsonl_sink import MAX_LINE_BYTES
+from .processor import Taken
+from .redis_queue import CANCELLED, DEAD_LETTERS_KEPT, GROUP, QueueOptions, RedisClient
+from .sink import Record, RecordTooLarge
+from .task import FINAL, Task
+
+IDLE_PAUSE_MAX = 0.5  # s between looks at an empty queue, at most
+DEAD_LETTER_REASON = (
+    "dead letter: taken by a worker %d times and never finished (each worker died or "
+    "stalled with it); AGENTWATCH_REDIS_MAX_DELIVERIES sets how many"
+)
+
+
+class Delivery:
+    """Where one task's record goes: its batch's results in Redis, with the ack."""
+
+    def __init__(
+        self, source: RedisTaskSource, stream: str, entry_id: str, batch_id: str, raw: str
+    ):
+        self._source = source
+        self.stream = stream
+        self.entry_id = entry_id
+        self.batch_id = batch_id
+        self._raw = raw
+        self.batch_cancelled = False
+
+    async def open(self) -> Mapping[str, Record]:
+        return {}
+
+    def check(self, record: Record) -> None:
+        """The producer writes it as one line of its results file: the same limit."""
+        if len(json.dumps(record, ensure_ascii=False).encode()) >= MAX_LINE_BYTES:
+            raise RecordTooLarge(f"the task's record is larger than {MAX_LINE_BYTES} bytes")
+
+    async def add(self, record: Record) -> None:
+        if record["status"] in FINAL:
+            mode = "final"
+        else:  # cancelled: its batch was, or this worker is stopping
+            mode = "drop" if self.batch_cancelled else "requeue"
+        client = self._source.client
+        batch = client.keys.batch
+        keys = [
+            batch(self.batch_id, "results"),
+            batch(self.batch_id, "done"),
+            self.stream,
+            batch(self.batch_id, "queued"),
+            batch(self.batch_id, "taken"),
+        ]
+        args = [GROUP, self.entry_id, str(record["id"]), json.dumps(record), mode, self._raw]
+        try:
+            await client.call("writing a result", lambda: client.complete(keys=keys, args=args))
+        finally:
+            self._source.release(self.entry_id)
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class RedisTaskSource:
+    """Tasks of any batch from the Redis queue, for ``BatchProcessor.serve``."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        options: QueueOptions,
+        *,
+        consumer: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.options = options
+        self.consumer = consumer
+        self.clock = clock
+        self.on_cancel: Callable[[str], None] = lambda key: None  # processor.cancel
+        self._held: dict[str, Delivery] = {}  # entry id -> the task this worker holds
+        self._stopped = asyncio.Event()
+        self._lock = asyncio.Lock()  # one take at a time: the takers share the pauses
+        self._propagator = TraceContextTextMapPropagator()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def release(self, entry_id: str) -> None:
+        self._held.pop(entry_id, None)
+
+    async def take(self) -> Taken | None:
+        pause = 0.01
+        while not self._stopped.is_set():  # bounded by stop(), or the caller's cancellation
+            async with self._lock:
+                if self._stopped.is_set():
+                    break
+                taken = await self.take_nowait()
+            if taken is not None:
+                return taken
+            with suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._stopped.wait()
+            pause = min(pause * 2, IDLE_PAUSE_MAX)
+        return None
+
+    async def take_nowait(self) -> Taken | None:
+        """One look at the queue: the next task, or None when there is none now."""
+        client = self.client
+        keys = [*client.keys.streams, client.keys.dead]
+        args = [
+            GROUP,
+            self.consumer,
+            str(int(self.options.visibility_timeout * 1000)),
+            str(self.options.max_deliveries),
+            client.keys.prefix,
+            DEAD_LETTER_REASON,
+            str(DEAD_LETTERS_KEPT),
+        ]
+        answer = await client.call("taking a task", lambda: client.take(keys=keys, args=args))
+        stream, entry_id, raw, _, reclaims, dead, _ = answer
+        if reclaims:
+            client.telemetry.queue.reclaimed(int(reclaims))
+        if dead:
+            client.telemetry.queue.dead_lettered(int(dead))
+        return self._taken(str(stream), str(entry_id), str(raw)) if stream else None
+
+    def _taken(self, stream: str, entry_id: str, raw: str) -> Taken:
+        entry: dict[str, Any] = json.loads(raw)
+        task = Task(str(entry["id"]), str(entry["query"]), int(entry["priority"]))
+        delivery = Delivery(self, stream, entry_id, str(entry["b"]), raw)
+        self._held[entry_id] = delivery
+        waited = max(0.0, time.time() - float(entry.get("at") or time.time()))
+        traceparent = entry.get("traceparent")
+        parent: Context | None = None
+        if isinstance(traceparent, str):
+            parent = self._propagator.extract({"traceparent": traceparent})
+        timeout = entry.get("timeout")
+        return Taken(
+            task,
+            key=entry_id,
+            batch_id=delivery.batch_id,
+            enqueued_at=self.clock() - waited,
+            sink=delivery,
+            parent=parent,
+            timeout=float(timeout) if timeout is not None else None,
+        )
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[RedisTaskSource]:
+        """The heartbeat while the body runs (``BatchProcessor.serve``)."""
+        beat = asyncio.create_task(self._heartbeat(), name="redis-heartbeat")
+        try:
+            yield self
+        finally:
+            beat.cancel()
+            with suppress(asyncio.CancelledError):
+                await beat
+
+    async def _heartbeat(self) -> None:
+        interval = min(self.options.visibility_timeout / 3, 1.0)
+        while True:  # until running() ends
+            await asyncio.sleep(interval)
+            await self.beat()
+
+    async def beat(self) -> None:
+        """Keep the held tasks, cancel those of cancelled batches, read the depth."""
+        held = list(self._held.values())
+        client = self.client
+        by_stream: dict[str, list[str]] = {}
+        for delivery in held:
+            by_stream.setdefault(delivery.stream, []).append(delivery.entry_id)
+        for stream, ids in by_stream.items():
+            await client.call(
+                "keeping tasks", partial(client.heartbeat, [stream], [GROUP, self.consumer, *ids])
+            )
+        batches = sorted({d.batch_id for d in held})
+        if batches:
+            states = await client.call("reading batch states", lambda: self._states(batches))
+            cancelled = {b for b, state in zip(batches, states, strict=True) if state == CANCELLED}
+            for delivery in held:
+                if delivery.batch_id in cancelled and not delivery.batch_cancelled:
+                    delivery.batch_cancelled = True
+                    self.on_cancel(delivery.entry_id)
+        waiting, pending = await client.call(
+            "reading the queue depth", lambda: client.depth(keys=client.keys.streams, args=[GROUP])
+        )
+        client.telemetry.queue.depth(int(waiting), int(pending))
+
+    async def _states(self, batches: list[str]) -> list[Any]:
+        async with self.client.redis.pipeline(transaction=False) as pipe:
+            for batch_id in batches:
+                pipe.hget(self.client.keys.batch(batch_id), "state")
+            return await pipe.execute()
