@@ -93,15 +93,15 @@ class Monitor:
             target.last_good = snapshot
         self.ticks += 1
         summed = combine(windows.values())
-        each: list[tuple[str, Window | None]] = [(ALL, summed), *windows.items()]
+        # one target: "all" is all there is to show (its figures are not computed twice)
+        each: list[tuple[str, Window | None]] = [(ALL, summed)]
+        if len(self.targets) > 1:
+            each += [(t.url, windows.get(t.url)) for t in self.targets]
         for key, span in each:
             figures = None if span is None else compute(span)
             self.figures[key] = figures
             if figures is not None:
                 self.history[key].add(figures)
-        for target in self.targets:
-            if target.url not in windows:
-                self.figures[target.url] = None
 
     def as_json(self) -> dict[str, Any]:
         """The targets and the figures of the last window: all summed, then each target."""
