@@ -42,6 +42,7 @@ from .common import RESULTS, DiscardingExporter, machine, versions
 POLICIES: dict[str, int | None] = {"fixed 64": 64, "adaptive": None, "unlimited": 0}
 LATENCIES = (0.0, 0.1, 1.0, 5.0)
 CLIENTS = (10, 100, 1000)
+ISSUE_POINT = (1.0, 400)  # issue 18's: 1 s model, 400 clients, adaptive >= 90% of unlimited
 TARGET_LAG = 0.05
 TITLE = "## 11. Admission under model latency"
 
@@ -163,7 +164,7 @@ async def grid(points: Iterable[tuple[float, int]]) -> list[Point]:
     by_latency: dict[float, list[int]] = {}
     for latency, clients in points:
         by_latency.setdefault(latency, []).append(clients)
-    for latency, levels in by_latency.items():
+    for latency, levels in sorted(by_latency.items()):
         async with model_process(latency) as base_url:
             for clients in levels:
                 for policy in POLICIES:
@@ -200,6 +201,52 @@ def table(points: list[Point]) -> list[str]:
     return lines
 
 
+def reading(points: list[Point]) -> list[str]:
+    """What the figures say, computed from them."""
+    keyed = {(p.latency, p.clients, p.policy): p for p in points}
+    pairs = list(dict.fromkeys((p.latency, p.clients) for p in points))
+    close = [
+        pair
+        for pair in pairs
+        if keyed[(*pair, "adaptive")].runs_per_s
+        >= 0.9 * max(keyed[(*pair, policy)].runs_per_s for policy in POLICIES)
+    ]
+    calm = [pair for pair in pairs if keyed[(*pair, "adaptive")].lag_p99 <= 2 * TARGET_LAG]
+    lines = [
+        f"Reading: adaptive within 10% of the best runs/s at {len(close)} of {len(pairs)} "
+        f"points, loop lag p99 <= {2 * TARGET_LAG * 1000:.0f} ms at {len(calm)} of "
+        f"{len(pairs)}."
+    ]
+    issue = [keyed.get((*ISSUE_POINT, policy)) for policy in POLICIES]
+    if all(issue):
+        fixed, adaptive, unlimited = (p for p in issue if p is not None)
+        lines[0] += (
+            f" Issue 18's point ({ISSUE_POINT[0]:g} s model, {ISSUE_POINT[1]} clients): "
+            f"adaptive {adaptive.runs_per_s:.1f} runs/s = "
+            f"{adaptive.runs_per_s / max(unlimited.runs_per_s, 1e-9):.0%} of unlimited "
+            f"({unlimited.runs_per_s:.1f}), fixed 64 {fixed.runs_per_s:.1f}; lag p99 "
+            f"{adaptive.lag_p99 * 1000:.0f} ms (own {adaptive.own_lag_p99 * 1000:.0f}) beside "
+            f"unlimited's {unlimited.lag_p99 * 1000:.0f} ms."
+        )
+    same = [
+        [keyed[(latency, clients, policy)].runs_per_s for policy in POLICIES]
+        for latency, clients in pairs
+        if clients <= 10
+    ]
+    if same:
+        spread = max((max(r) - min(r)) / max(max(r), 1e-9) for r in same)
+        lines[0] += (
+            f" With 10 clients the three are one configuration (every limit >= 10): their "
+            f"runs/s still differ by up to {spread:.0%}, the noise of this shared machine."
+        )
+    lines[0] += (
+        " 0.0 runs/s: no run finished within warm-up and window (1,000 runs at once each "
+        "take longer than that); a loop lag p99 far above the own lag is time the process "
+        "waited for the CPU."
+    )
+    return lines
+
+
 def section(points: list[Point]) -> list[str]:
     failed = sum(p.failed for p in points)
     return [
@@ -217,23 +264,29 @@ def section(points: list[Point]) -> list[str]:
         "",
         *table(points),
         "",
+        *reading(points),
+        "",
     ]
 
 
-def write(lines: list[str]) -> None:
+def write(lines: list[str], when: str | None = None) -> None:
     """Put this section into RESULTS.md in place of the one there (or at the end)."""
     text = RESULTS.read_text()
     start = text.find(TITLE)
     if start >= 0:
         after = text.find("\n## ", start + len(TITLE))
         text = text[:start] + text[after + 1 :] if after >= 0 else text[:start]
-    stamp = f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}; "
+    when = when or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    stamp = f"Measured {when} on {machine()}; "
     stamp += versions("langchain", "langgraph", "openai", "aiohttp") + "."
     RESULTS.write_text(text.rstrip("\n") + "\n\n" + "\n".join([*lines[:2], stamp, "", *lines[2:]]))
 
 
 def run(points: Iterable[tuple[float, int]] | None = None) -> list[str]:
-    chosen = points or [(latency, clients) for latency in LATENCIES for clients in CLIENTS]
+    chosen = points or [
+        *((latency, clients) for latency in LATENCIES for clients in CLIENTS),
+        ISSUE_POINT,
+    ]
     return section(asyncio.run(grid(chosen)))
 
 
