@@ -271,15 +271,18 @@ def section(points: list[Point]) -> list[str]:
 
 def write(lines: list[str], when: str | None = None) -> None:
     """Put this section into RESULTS.md in place of the one there (or at the end)."""
-    text = RESULTS.read_text()
-    start = text.find(TITLE)
-    if start >= 0:
-        after = text.find("\n## ", start + len(TITLE))
-        text = text[:start] + text[after + 1 :] if after >= 0 else text[:start]
     when = when or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     stamp = f"Measured {when} on {machine()}; "
     stamp += versions("langchain", "langgraph", "openai", "aiohttp") + "."
-    RESULTS.write_text(text.rstrip("\n") + "\n\n" + "\n".join([*lines[:2], stamp, "", *lines[2:]]))
+    new = "\n".join([*lines[:2], stamp, "", *lines[2:]]).rstrip("\n") + "\n"
+    text = RESULTS.read_text()
+    start = text.find(TITLE)
+    if start < 0:
+        RESULTS.write_text(text.rstrip("\n") + "\n\n" + new)
+        return
+    after = text.find("\n## ", start + len(TITLE))
+    rest = text[after + 1 :] if after >= 0 else ""
+    RESULTS.write_text(text[:start] + new + ("\n" + rest if rest else ""))
 
 
 def run(points: Iterable[tuple[float, int]] | None = None) -> list[str]:
