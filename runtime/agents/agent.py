@@ -319,6 +319,7 @@ class Agent:
             span=invocation.span,
             owner=self.graph,
             agent=self.name,
+            context=invocation.context,
         )
         return config, marker
 

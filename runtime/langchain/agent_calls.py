@@ -134,6 +134,7 @@ class GraphBoundary:
             owner=graph,
             agent=name,
             on_chat_model=_FirstModel(invocation).note,
+            context=invocation.context,
         )
         return invocation, marker, _with_run_id(args, kwargs, config, run_id)
 

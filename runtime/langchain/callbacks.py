@@ -104,14 +104,23 @@ NODE_TAG = "graph:step:"
 
 class _Agent:
     """The agent runs belong to: its name (for its tools) and, when the handler records
-    it, its invocation, which takes the model of the first chat call beneath it."""
+    it, its invocation, which takes the model of the first chat call beneath it.
+    ``context``: what the calls beneath it start in (the run's, carrying its cost
+    total), the invocation's or, for an agent a boundary records, the boundary's."""
 
-    __slots__ = ("invocation", "model", "name")
+    __slots__ = ("context", "invocation", "model", "name")
 
-    def __init__(self, name: str, model: str, invocation: AgentRunInvocation | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        invocation: AgentRunInvocation | None,
+        context: Context | None = None,
+    ) -> None:
         self.name = name
         self.model = model
         self.invocation = invocation
+        self.context = invocation.context if invocation is not None else context
 
     def saw_model(self, model: str) -> None:
         if model and not self.model:
@@ -168,9 +177,8 @@ class AgentwatchCallbackHandler(RunSpans, BaseCallbackHandler):
         return self._telemetry or get_telemetry()
 
     # -- runs --------------------------------------------------------------------------
-    def span_of(self, run_id: UUID) -> Span | None:
-        run = self._runs.get(run_id)
-        return run.span if run is not None else None
+    def context_of(self, run_id: UUID) -> Context | None:
+        return _call_parent(self._runs.get(run_id))
 
     def _parent(self, parent_run_id: UUID | None) -> _Run | None:
         return self._runs.get(parent_run_id) if parent_run_id is not None else None
@@ -204,7 +212,7 @@ class AgentwatchCallbackHandler(RunSpans, BaseCallbackHandler):
                 return
             boundary = _boundary(OP_INVOKE_AGENT, run_id)
             if boundary is not None:
-                run.agent = _Agent(run.name, "", None)
+                run.agent = _Agent(run.name, "", None, boundary.context)
                 run.span = boundary.span or run.span
             else:
                 invocation, run.agent = self._agent_run(
@@ -240,7 +248,8 @@ class AgentwatchCallbackHandler(RunSpans, BaseCallbackHandler):
             boundary = _boundary(OP_INVOKE_AGENT, run_id)
             if boundary is not None:
                 model = str((metadata or {}).get("ls_model_name") or "")
-                self._runs[run_id] = _Run(boundary.span, _Agent(name, model, None))
+                agent = _Agent(name, model, None, boundary.context)
+                self._runs[run_id] = _Run(boundary.span, agent)
                 return
             invocation, agent = self._agent_run(name, metadata, None)
             self._runs[run_id] = _Run(invocation.span, agent, invocation)
@@ -382,13 +391,12 @@ def _context(span: Span | None) -> Context | None:
 
 
 def _call_parent(parent: _Run | None) -> Context | None:
-    """A chat call's parent: its parent run's span, in its agent run's context (which
-    carries the run's cost total, so the call adds to it)."""
+    """What a call beneath ``parent`` starts in: the parent run's span, in its agent
+    run's context (which carries the run's cost total, so the call adds to it)."""
     if parent is None or parent.span is None:
         return None
     agent = parent.agent
-    run = agent.invocation if agent is not None else None
-    return trace.set_span_in_context(parent.span, run.context if run is not None else None)
+    return trace.set_span_in_context(parent.span, agent.context if agent is not None else None)
 
 
 def _make_current(run: _Run, span: Span) -> None:

@@ -48,7 +48,6 @@ from uuid import UUID, uuid4
 
 from langchain_core.runnables.config import var_child_runnable_config
 from langgraph.errors import GraphBubbleUp
-from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
@@ -69,10 +68,20 @@ class Recording:
     nearest ``invoke_agent``), which tool calls are labelled with. ``on_chat_model``:
     told the request model of each chat call beneath that agent (an agent started
     without knowing its model takes the first). The last two are the enclosing
-    recording's unless given.
+    recording's unless given. ``context``: an agent run's own context (its span and
+    cost total), for the calls a callback handler places beneath it.
     """
 
-    __slots__ = ("agent", "kind", "on_chat_model", "owner", "run_ids", "runs", "span")
+    __slots__ = (
+        "agent",
+        "context",
+        "kind",
+        "on_chat_model",
+        "owner",
+        "run_ids",
+        "runs",
+        "span",
+    )
     agent: str
     on_chat_model: Callable[[str], None] | None
 
@@ -85,11 +94,13 @@ class Recording:
         owner: object = None,
         agent: str | None = None,
         on_chat_model: Callable[[str], None] | None = None,
+        context: Context | None = None,
     ) -> None:
         self.kind = kind
         self.runs = runs
         self.run_ids: list[UUID] = [] if run_ids is None else run_ids
         self.span = span
+        self.context = context
         self.owner = owner
         enclosing = _current.get()
         if agent is None:
@@ -219,12 +230,13 @@ def recorded_by_boundary(kind: str, run_id: UUID) -> bool:
 
 
 class RunSpans:
-    """A callback handler that knows the span of each LangChain run it traces."""
+    """A callback handler that knows where each LangChain run it traces belongs."""
 
     __slots__ = ()
 
-    def span_of(self, run_id: UUID) -> Span | None:
-        """The span what runs beneath ``run_id`` nests under (None: not traced here)."""
+    def context_of(self, run_id: UUID) -> Context | None:
+        """The context what runs beneath ``run_id`` starts in: its span, in its agent
+        run's context (None: not traced here)."""
         raise NotImplementedError
 
 
@@ -237,9 +249,9 @@ def parent_context(callbacks: object) -> Context | None:
         return None
     for handler in getattr(callbacks, "handlers", ()):
         if isinstance(handler, RunSpans):
-            span = handler.span_of(parent_run_id)
-            if span is not None:
-                return trace.set_span_in_context(span)
+            context = handler.context_of(parent_run_id)
+            if context is not None:
+                return context
     return None
 
 

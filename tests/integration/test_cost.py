@@ -25,7 +25,7 @@ from agentwatch.runtime.builtin_model import BuiltinModelServer, Reply, ToolCall
 from agentwatch.runtime.builtin_model.in_process import BuiltinChatModel
 from agentwatch.runtime.events import read_sse
 from agentwatch.runtime.langchain.callbacks import AgentwatchCallbackHandler
-from agentwatch.runtime.langchain.chat_model import InstrumentedChatOpenAI
+from agentwatch.runtime.langchain.chat_model import InstrumentedChatModel, InstrumentedChatOpenAI
 from agentwatch.runtime.langchain.instrumentor import AgentwatchInstrumentor
 from agentwatch.runtime.service.app import create_app
 from agentwatch.runtime.settings import RuntimeSettings
@@ -344,13 +344,24 @@ async def test_a_users_own_graph_under_the_instrumentor_gets_its_runs_cost(
     assert registry.get_sample_value(f"{n.M_COST}_total", labels) == pytest.approx(total)
 
 
+class InstrumentedBuiltin(InstrumentedChatModel, BuiltinChatModel):
+    """A model that records its own calls (its boundary, not the handler)."""
+
+
+@pytest.mark.parametrize("model_class", [BuiltinChatModel, InstrumentedBuiltin])
 async def test_a_users_own_graph_under_the_callback_handler_gets_its_runs_cost(
-    telemetry: Telemetry, exporter: InMemorySpanExporter, registry: CollectorRegistry
+    model_class: type[BuiltinChatModel],
+    telemetry: Telemetry,
+    exporter: InMemorySpanExporter,
+    registry: CollectorRegistry,
 ) -> None:
-    model = BuiltinChatModel(
+    """The handler records the run; the calls are the handler's or the model's own."""
+    model = model_class(
         model_name="gpt-4o-mini",
         script=[Reply("", (ToolCall("", "stock", '{"item": "socks"}'),)), "In stock."],
     )
+    if isinstance(model, InstrumentedBuiltin):
+        model.telemetry = telemetry
     await create_agent(model, tools=[stock], name="shop").ainvoke(
         {"messages": [{"role": "user", "content": "Are socks in stock?"}]},
         {"callbacks": [AgentwatchCallbackHandler(telemetry=telemetry)]},
