@@ -83,13 +83,27 @@ def test_docker_compose_config_is_valid() -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     services = json.loads(out.stdout)["services"]
-    assert set(services) == {"model", "agentwatch", "prometheus", "grafana", "jaeger"}
+    assert set(services) == {
+        "model",
+        "agentwatch",
+        "worker",
+        "redis",
+        "prometheus",
+        "grafana",
+        "jaeger",
+    }
     assert "--enable-feature=exemplar-storage" in services["prometheus"]["command"]
+    for scaled in ("agentwatch", "worker"):  # replicas, each found by Prometheus's DNS SD
+        assert services[scaled]["deploy"]["replicas"] >= 2
+        assert services[scaled]["environment"]["AGENTWATCH_REDIS_URL"] == "redis://redis:6379/0"
+    scrape = yaml.safe_load((DASHBOARDS / "prometheus.yml").read_text())["scrape_configs"]
+    found = {c["job_name"]: c["dns_sd_configs"][0]["names"] for c in scrape}
+    assert found == {"agentwatch": ["agentwatch"], "agentwatch-worker": ["worker"]}
     for service in services.values():
         for port in service.get("ports", []):
             assert port["host_ip"] == "127.0.0.1"
-        for volume in service.get("volumes", []):
-            assert Path(volume["source"]).exists(), volume["source"]
+        for volume in service.get("volumes", []):  # a bind mount's file is in the repo
+            assert volume["type"] == "volume" or Path(volume["source"]).exists(), volume
 
 
 # Catalog metrics with no panel: observe() times the user's own functions, which have no
