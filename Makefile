@@ -34,11 +34,13 @@ test: $(STAMP) tools
 	$(PY) -m pytest -q
 
 # The long variants of tests/reliability (docs/reliability.md): thousands of fuzzed
-# requests, 1,000 concurrent streams, 20 SIGKILLs of a 500-task batch; strict timing
+# requests, 1,000 concurrent streams, 20 SIGKILLs of a 500-task batch (local, and on
+# Redis across 3 workers with a Redis restart); strict timing
 # targets (AGENTWATCH_STRICT_TIMING=1) that `make test` checks only as sanity bounds.
 soak: $(STAMP) tools
 	AGENTWATCH_FUZZ_EXAMPLES=5000 AGENTWATCH_LOAD_STREAMS=1000 \
 	AGENTWATCH_CRASH_KILLS=20 AGENTWATCH_CRASH_TASKS=500 AGENTWATCH_STRICT_TIMING=1 \
+	AGENTWATCH_REDIS_CRASH_KILLS=20 AGENTWATCH_REDIS_CRASH_TASKS=500 \
 	$(PY) -m pytest -q tests/reliability
 
 lint: $(STAMP)

@@ -12,6 +12,7 @@ from benchmarks import (
     bench_observe,
     bench_peers,
     bench_profile,
+    bench_redis,
     bench_scale,
     bench_stream,
     bench_workers,
@@ -31,6 +32,7 @@ def main() -> int:
         bench_cost.run(),
         bench_admission.run(),
         bench_workers.run(),
+        bench_redis.run(),
     ]
     header = [
         "# Benchmark results",

@@ -42,6 +42,8 @@ AGENTWATCH_MAX_RUNNING_BATCHES: Final = "AGENTWATCH_MAX_RUNNING_BATCHES"
 AGENTWATCH_MAX_BATCH_QUEUED_TASKS: Final = "AGENTWATCH_MAX_BATCH_QUEUED_TASKS"
 AGENTWATCH_MAX_BATCH_KEPT_TASKS: Final = "AGENTWATCH_MAX_BATCH_KEPT_TASKS"
 AGENTWATCH_RUN_BUDGET_USD: Final = "AGENTWATCH_RUN_BUDGET_USD"
+AGENTWATCH_REDIS_URL: Final = "AGENTWATCH_REDIS_URL"
+AGENTWATCH_REDIS_CONCURRENCY: Final = "AGENTWATCH_REDIS_CONCURRENCY"
 
 DEFAULT_OPENAI_MODEL: Final = "gpt-4o-mini"
 
@@ -80,6 +82,10 @@ class RuntimeSettings:
     # USD a run may spend on model calls, then it stops (budget_exceeded); a run may ask
     # for less (/v1/runs budget_usd), never more. None: no limit.
     run_budget_usd: float | None = None
+    # /v1/batches on Redis (docs/scale-out.md): set, batches go to its queue and this
+    # service works the queue too, redis_concurrency tasks at once (0: only workers do)
+    redis_url: str | None = field(default=None, repr=False)
+    redis_concurrency: int = 8
 
     def __post_init__(self) -> None:
         problem = self.problem()
@@ -107,6 +113,10 @@ class RuntimeSettings:
         for name in ("builtin_rate_limit_rpm", "builtin_rate_limit_tpm"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 return name, f"must be at least 1 per minute, got {getattr(self, name)}"
+        if self.redis_concurrency < 0:
+            return "redis_concurrency", f"must not be negative, got {self.redis_concurrency}"
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            return "redis_url", "must be a redis://, rediss:// or unix:// URL"
         if self.builtin_latency < 0:
             return "builtin_latency", f"must not be negative, got {self.builtin_latency:g}"
         if not self.model_timeout > 0:
@@ -157,6 +167,7 @@ class RuntimeSettings:
             ("api_token", AGENTWATCH_API_TOKEN, e.get(AGENTWATCH_API_TOKEN) or None),
             ("metrics_token", AGENTWATCH_METRICS_TOKEN, e.get(AGENTWATCH_METRICS_TOKEN) or None),
             ("corpus_dir", AGENTWATCH_CORPUS_DIR, Path(corpus) if corpus else None),
+            ("redis_url", AGENTWATCH_REDIS_URL, e.get(AGENTWATCH_REDIS_URL) or None),
         ):
             if raw is not None:
                 values[field_name], named[field_name] = raw, key
@@ -201,6 +212,7 @@ _NUMBERS: Final[tuple[tuple[str, str, type[int] | type[float]], ...]] = (
     ("max_batch_queued_tasks", AGENTWATCH_MAX_BATCH_QUEUED_TASKS, int),
     ("max_batch_kept_tasks", AGENTWATCH_MAX_BATCH_KEPT_TASKS, int),
     ("run_budget_usd", AGENTWATCH_RUN_BUDGET_USD, float),
+    ("redis_concurrency", AGENTWATCH_REDIS_CONCURRENCY, int),
 )
 
 

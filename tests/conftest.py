@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from agentwatch.telemetry import Telemetry
 
 if TYPE_CHECKING:
-    from tests.redisserver import RedisServer
+    from tests.redis_helpers import RedisServer
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def blockbuster() -> Iterator[None]:
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A private redis-server on an ephemeral loopback port, persistence off."""
-    from tests.redisserver import redis_server as start_redis
+    from tests.redis_helpers import redis_server as start_redis
 
     with start_redis() as server:
         yield server

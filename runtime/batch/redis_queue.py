@@ -48,7 +48,6 @@ from .task import Task
 
 log = logging.getLogger(__name__)
 
-AGENTWATCH_REDIS_URL: Final = "AGENTWATCH_REDIS_URL"
 AGENTWATCH_REDIS_VISIBILITY_TIMEOUT: Final = "AGENTWATCH_REDIS_VISIBILITY_TIMEOUT"
 AGENTWATCH_REDIS_MAX_DELIVERIES: Final = "AGENTWATCH_REDIS_MAX_DELIVERIES"
 
@@ -65,6 +64,7 @@ DEFAULT_MAX_DELIVERIES: Final = 5
 ENQUEUE_CHUNK: Final = 500  # tasks per enqueue script call
 
 T = TypeVar("T")
+RECORD_FIELDS: Final = tuple(Task("", "").record())  # a record's keys, in their order
 
 
 def band(priority: int) -> int:
@@ -116,6 +116,21 @@ class Keys:
         return f"{self.prefix}b:{batch_id}{':' + part if part else ''}"
 
 
+# A result written first: counted by status in ``b:{batch}:counts`` (``_done`` all of
+# them); when the batch has a ``total`` and every task a result, its ``finished`` time.
+_COUNTED = """
+local function counted(base, status)
+  local counts = base .. ':counts'
+  redis.call('HINCRBY', counts, status, 1)
+  local done = redis.call('HINCRBY', counts, '_done', 1)
+  local total = tonumber(redis.call('HGET', base, 'total') or '0') or 0
+  if total > 0 and done >= total then
+    local now = redis.call('TIME')
+    redis.call('HSET', base, 'finished', now[1] .. '.' .. string.format('%06d', tonumber(now[2])))
+  end
+end
+"""
+
 # KEYS: queued hash, the band streams. ARGV: triples band (0-based), task id, payload.
 _ENQUEUE = """
 local added = 0
@@ -132,7 +147,9 @@ return added
 # max deliveries, key prefix, dead-letter reason, dead stream cap.
 # -> {stream, entry id, payload, deliveries, reclaims, dead letters, drops}; stream ""
 # when there is nothing to take.
-_TAKE = """
+_TAKE = (
+    _COUNTED
+    + """
 local group, me, idle, maxd, prefix = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local dead_key = KEYS[#KEYS]
 local reclaims, dead, drops = 0, 0, 0
@@ -155,9 +172,10 @@ end
 local function dead_letter(key, id, t, deliveries)
   local reason = string.format(ARGV[6], deliveries - 1)
   local record = cjson.encode({id = t.id, status = 'failed', priority = t.priority,
-                               result = cjson.null, error = reason})
+                               result = cjson.null, error = reason, cost_usd = cjson.null})
   if redis.call('HSETNX', base(t) .. ':results', t.id, record) == 1 then
     redis.call('XADD', base(t) .. ':done', '*', 'id', t.id)
+    counted(base(t), 'failed')
   end
   redis.call('XADD', dead_key, 'MAXLEN', '~', ARGV[7], '*', 'batch', t.b, 'task', t.id,
              'reason', reason)
@@ -193,17 +211,23 @@ for i = 1, #KEYS - 1 do
 end
 return {'', '', '', 0, reclaims, dead, drops}
 """
+)
 
-# KEYS: results hash, done stream, the task's stream, queued hash, taken hash.
-# ARGV: group, entry id, task id, record, mode (final | requeue | drop), payload.
+# KEYS: results hash, done stream, the task's stream, queued hash, taken hash, the batch.
+# ARGV: group, entry id, task id, record, mode (final | requeue | drop), payload, status.
 # -> 1 when this call wrote the task's result (or requeued / dropped it), else 0.
-_COMPLETE = """
+_COMPLETE = (
+    _COUNTED
+    + """
 local acked = redis.pcall('XACK', KEYS[3], ARGV[1], ARGV[2])
 if type(acked) ~= 'number' then acked = 0 end  -- no group: Redis restarted empty
 local mode, out = ARGV[5], 0
 if mode == 'final' then
   out = redis.call('HSETNX', KEYS[1], ARGV[3], ARGV[4])
-  if out == 1 then redis.call('XADD', KEYS[2], '*', 'id', ARGV[3]) end
+  if out == 1 then
+    redis.call('XADD', KEYS[2], '*', 'id', ARGV[3])
+    counted(KEYS[6], ARGV[7])
+  end
 elseif mode == 'requeue' then
   if acked == 1 then redis.call('XADD', KEYS[3], '*', 'task', ARGV[6]); out = 1 end
 else
@@ -215,6 +239,7 @@ redis.call('XDEL', KEYS[3], ARGV[2])
 if mode ~= 'requeue' or acked == 1 then redis.call('HDEL', KEYS[5], ARGV[3]) end
 return out
 """
+)
 
 # KEYS: one stream. ARGV: group, consumer, entry ids. Resets the idle time of the
 # entries this consumer still holds (JUSTID: no delivery counted); -> how many.
@@ -228,6 +253,18 @@ for i = 3, #ARGV do
   end
 end
 return kept
+"""
+
+# KEYS: the band streams. ARGV: group, consumer. A worker leaving removes its name from
+# every band where it holds nothing (a name holding tasks stays: they are reclaimed).
+_LEAVE = """
+for _, key in ipairs(KEYS) do
+  local pending = redis.pcall('XPENDING', key, ARGV[1], '-', '+', 1, ARGV[2])
+  if type(pending) == 'table' and #pending == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', key, ARGV[1], ARGV[2])
+  end
+end
+return 0
 """
 
 # KEYS: the band streams. -> {waiting, pending} over all bands.
@@ -281,6 +318,7 @@ class RedisClient:
         self.complete = self.redis.register_script(_COMPLETE)
         self.heartbeat = self.redis.register_script(_HEARTBEAT)
         self.depth = self.redis.register_script(_DEPTH)
+        self.leave = self.redis.register_script(_LEAVE)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -365,7 +403,7 @@ def normal_record(raw: str) -> Record:
     value = json.loads(raw)
     if not isinstance(value, dict):
         raise ValueError("a result record must be a JSON object")
-    fields = ("id", "status", "priority", "result", "error")
+    fields = RECORD_FIELDS
     return {key: value.get(key) for key in fields} | {
         k: v for k, v in value.items() if k not in fields
     }
@@ -386,14 +424,17 @@ class RedisBatch:
         self._done = keys.batch(batch_id, "done")
         self._last_done = "0"
 
-    async def start(self, retry: Iterable[str] = ()) -> None:
-        """Mark the batch running; ``retry``: ids whose kept result is to be replaced."""
+    async def start(self, retry: Iterable[str] = (), *, total: int | None = None) -> None:
+        """Mark the batch running; ``retry``: ids whose kept result is to be replaced;
+        ``total``: its number of tasks, when it is known for good (its ``finished`` time
+        is then set when the last one has a result)."""
         redis = self.client.redis
         await self.client.call("starting the batch", self.client.ensure_groups)
-        await self.client.call(
-            "starting the batch",
-            lambda: redis.hset(self._meta, mapping={"state": RUNNING, "started": time.time()}),
-        )
+        meta: dict[Any, Any] = {"state": RUNNING}  # redis-py types the mapping invariantly
+        meta["started"] = time.time()
+        if total is not None:
+            meta["total"] = total
+        await self.client.call("starting the batch", lambda: redis.hset(self._meta, mapping=meta))
         again = list(retry)
         if again:
             await self.client.call("retrying tasks", lambda: redis.hdel(self._results, *again))
@@ -453,6 +494,39 @@ class RedisBatch:
             (i, None if raw is None else normal_record(str(raw)))
             for i, raw in zip(ids, raws, strict=True)
         ]
+
+    async def summary(self) -> tuple[dict[str, str], dict[str, int]] | None:
+        """The batch's fields (state, total, started, finished) and its results counted
+        by status (``_done``: all); None when Redis has no such batch."""
+        redis = self.client.redis
+
+        async def read() -> list[Any]:
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self._meta)
+                pipe.hgetall(self.client.keys.batch(self.batch_id, "counts"))
+                return await pipe.execute()
+
+        meta, counts = await self.client.call("reading the batch", read)
+        if not meta:
+            return None
+        return dict(meta), {str(k): int(v) for k, v in counts.items()}
+
+    async def page(self, after: str, limit: int) -> tuple[list[Record], str, bool]:
+        """Up to ``limit`` results in the order they were written, after the ``done``
+        entry ``after`` ("0": from the first); the last entry read (a drop, a task
+        taken off a cancelled batch, is read past: it has no result); and whether the
+        stream ended before ``limit`` entries."""
+        redis = self.client.redis
+        start = "-" if after == "0" else f"({after}"
+        entries: Any = await self.client.call(
+            "reading results", lambda: redis.xrange(self._done, start, "+", count=limit)
+        )
+        if not entries:
+            return [], after, True
+        ids = [fields["id"] for _, fields in entries]
+        raws = await self.client.call("reading results", lambda: redis.hmget(self._results, ids))
+        records = [normal_record(str(raw)) for raw in raws if raw is not None]
+        return records, str(entries[-1][0]), len(entries) < limit
 
     async def running(self) -> int:
         """How many of the batch's tasks workers hold now."""

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from typing import Any
@@ -31,6 +32,8 @@ from .processor import Taken
 from .redis_queue import CANCELLED, DEAD_LETTERS_KEPT, GROUP, QueueOptions, RedisClient
 from .sink import Record, RecordTooLarge
 from .task import FINAL, Task
+
+log = logging.getLogger(__name__)
 
 IDLE_PAUSE_MAX = 0.5  # s between looks at an empty queue, at most
 DEAD_LETTER_REASON = (
@@ -73,8 +76,17 @@ class Delivery:
             self.stream,
             batch(self.batch_id, "queued"),
             batch(self.batch_id, "taken"),
+            batch(self.batch_id),
         ]
-        args = [GROUP, self.entry_id, str(record["id"]), json.dumps(record), mode, self._raw]
+        args = [
+            GROUP,
+            self.entry_id,
+            str(record["id"]),
+            json.dumps(record),
+            mode,
+            self._raw,
+            str(record["status"]),
+        ]
         try:
             await client.call("writing a result", lambda: client.complete(keys=keys, args=args))
         finally:
@@ -117,7 +129,7 @@ class RedisTaskSource:
             async with self._lock:
                 if self._stopped.is_set():
                     break
-                taken = await self.take_nowait()
+                taken = await self._unless_stopped(self.take_nowait())
             if taken is not None:
                 return taken
             with suppress(TimeoutError):
@@ -125,6 +137,22 @@ class RedisTaskSource:
                     await self._stopped.wait()
             pause = min(pause * 2, IDLE_PAUSE_MAX)
         return None
+
+    async def _unless_stopped(self, look: Coroutine[Any, Any, Taken | None]) -> Taken | None:
+        """``look``, given up when ``stop()`` comes first (Redis may be down for long:
+        a stopping worker does not wait for it). A task taken by a look given up stays
+        pending in Redis, and is taken again after the visibility timeout."""
+        looking = asyncio.ensure_future(look)
+        stopping = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait((looking, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (stopping, looking):
+                if not waiter.done():
+                    waiter.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await waiter
+        return None if looking.cancelled() else looking.result()
 
     async def take_nowait(self) -> Taken | None:
         """One look at the queue: the next task, or None when there is none now."""
@@ -178,12 +206,24 @@ class RedisTaskSource:
             beat.cancel()
             with suppress(asyncio.CancelledError):
                 await beat
+            await self._leave()
+
+    async def _leave(self) -> None:
+        """This worker's name off the group where it holds nothing (best effort: a
+        name left behind costs Redis a few bytes)."""
+        client = self.client
+        with suppress(Exception):
+            async with asyncio.timeout(2):
+                await client.leave(keys=client.keys.streams, args=[GROUP, self.consumer])
 
     async def _heartbeat(self) -> None:
         interval = min(self.options.visibility_timeout / 3, 1.0)
         while True:  # until running() ends
             await asyncio.sleep(interval)
-            await self.beat()
+            try:
+                await self.beat()
+            except Exception:  # Redis down is retried inside; anything else must not stop it
+                log.exception("the Redis queue's heartbeat failed; trying again")
 
     async def beat(self) -> None:
         """Keep the held tasks, cancel those of cancelled batches, read the depth."""

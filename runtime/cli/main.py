@@ -33,12 +33,12 @@ from .exits import EXIT_MODEL_FAILED as EXIT_MODEL_FAILED
 from .exits import EXIT_OK as EXIT_OK
 from .exits import EXIT_UNEXPECTED as EXIT_UNEXPECTED
 from .exits import EXIT_USAGE as EXIT_USAGE
+from .queue_worker import METRICS_PORT, WORKER_EPILOG, worker_command
 from .report import report_command
 from .run import run_command
 from .serve import MODEL_PORT, demo_command, model_command, serve_command
 from .top.command import TOP_EPILOG, top_command
 from .top.screen import VIEWS
-from .worker import METRICS_PORT, WORKER_EPILOG, worker_command
 
 AGENTWATCH_DEBUG: Final = "AGENTWATCH_DEBUG"
 DEFAULT_METRICS_URL: Final = "http://127.0.0.1:8080/metrics"  # serve's defaults

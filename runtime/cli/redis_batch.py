@@ -20,7 +20,9 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from rich.console import Console
@@ -33,6 +35,7 @@ from ..batch.processor import BatchOptions, BatchSummary
 from ..batch.redis_queue import CANCELLED, DRAINING, RedisBatch, RedisClient
 from ..batch.sink import Record
 from ..batch.task import FINAL, RETRYABLE, Task, TaskStatus
+from .exits import EXIT_USAGE, CliError
 from .progress import install_signals, progress_bar
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,12 @@ async def run_redis_batch(
 ) -> tuple[BatchSummary, bool]:
     """Enqueue ``tasks`` on Redis, write their results to ``out`` as they arrive; True
     if it was stopped early (SIGINT/SIGTERM)."""
+    if options.budget_usd is not None:
+        raise CliError(
+            "--budget-usd does not work with --redis yet: the budget is counted in one "
+            "process, and workers elsewhere run these tasks",
+            EXIT_USAGE,
+        )
     started = time.monotonic()
     sink = JsonlResultSink(out)
     kept = await sink.open()
@@ -113,6 +122,7 @@ class _Follower:
             if status in FINAL and not (options.retry_failed and status in RETRYABLE):
                 task.status = TaskStatus(str(status))
                 summary.skipped += 1
+                summary.cost_usd += _cost(previous)
                 self.on_progress(task)
                 continue
             if status in RETRYABLE:
@@ -120,14 +130,37 @@ class _Follower:
             self.todo[task.id] = task
         summary.retried = len(self.retry)
         self._state: str | None = None  # draining or cancelled, once asked
+        self._running: asyncio.Task[Any] | None = None
 
     def drain(self) -> None:
         self._state = DRAINING
 
     def cancel(self) -> None:
+        """Stop following now, even while Redis does not answer (run() returns)."""
         self._state = CANCELLED
+        if self._running is not None:
+            self._running.cancel()
 
     async def run(self, traceparent: str | None) -> None:
+        """Follow the batch until every task has a result, or it is stopped; on a
+        cancel, the workers are told (within 2 s: Redis may be down)."""
+        self._running = asyncio.current_task()
+        try:
+            await self._follow(traceparent)
+        except asyncio.CancelledError:
+            if self._state != CANCELLED or self._running is None:
+                raise
+            self._running.uncancel()
+            with suppress(Exception, TimeoutError):
+                async with asyncio.timeout(2):
+                    await self.batch.set_state(CANCELLED)
+        finally:
+            self._running = None
+        for task in self.tasks.values():
+            status = str(task.status) if task.status in FINAL else str(TaskStatus.CANCELLED)
+            self.summary.counts[status] = self.summary.counts.get(status, 0) + 1
+
+    async def _follow(self, traceparent: str | None) -> None:
         batch = self.batch
         await batch.start(retry=self.retry)
         await batch.enqueue(self.todo.values(), self.options.task_timeout, traceparent)
@@ -149,6 +182,7 @@ class _Follower:
                     again.append(task)  # dropped from the queue while not drained
                     continue
                 await self.sink.add(record)
+                self.summary.cost_usd += _cost(record)
                 del self.todo[task_id]
                 task.status = TaskStatus(str(record["status"]))
                 self.on_progress(task)
@@ -160,9 +194,6 @@ class _Follower:
                     await self._recover(traceparent)
         if not self.todo:
             await batch.ended()
-        for task in self.tasks.values():
-            status = str(task.status) if task.status in FINAL else str(TaskStatus.CANCELLED)
-            self.summary.counts[status] = self.summary.counts.get(status, 0) + 1
 
     async def _recover(self, traceparent: str | None) -> None:
         """Redis came back without the batch: enqueue again what has no result."""
@@ -174,3 +205,11 @@ class _Follower:
             self.batch.batch_id,
             added,
         )
+
+
+def _cost(record: Record | None) -> float:
+    """What a record says its task cost (its ``cost_usd``; none: 0)."""
+    value = None if record is None else record.get("cost_usd")
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    return 0.0

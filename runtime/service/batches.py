@@ -53,6 +53,7 @@ from ..batch.task import BatchInputError, Task, TaskStatus, check_unique, task_f
 from ..budget import budget_from
 from ..http.jsonpolicy import ApiError, read_json
 from ..settings import RuntimeSettings
+from .redis_batches import RedisBatches, redis_batches
 from .state import MAX_ID_CHARS, RUNTIME_KEY, SETTINGS_KEY
 
 # A batch's state: running until its runner ends, then how it ended.
@@ -186,6 +187,12 @@ async def post_batch(request: web.Request) -> web.Response:
     body = await read_json(request, settings.max_body_bytes, BATCH_FIELDS)
     room = partial(admit_batch, request.app, settings)  # 429 before parsing tasks
     tasks, options = parse_batch(body, room)
+    on_redis = request.app.get(REDIS_BATCHES_KEY)
+    if on_redis is not None:  # any replica runs and answers it (redis_batches.py)
+        batch_id = await on_redis.submit(tasks, options)
+        return web.json_response(
+            {"id": batch_id, "state": RUNNING, "url": f"/v1/batches/{batch_id}"}, status=202
+        )
 
     async def work(task: Task) -> dict[str, Any]:
         # A run of a batch: it may take only part of the run slots (runtime/admission.py).
@@ -208,17 +215,32 @@ def _record(request: web.Request) -> BatchRecord:
 
 async def get_batch(request: web.Request) -> web.Response:
     """``GET /v1/batches/{id}``: the summary (no parameters)."""
-    record = _record(request)
+    on_redis = request.app.get(REDIS_BATCHES_KEY)
+    if on_redis is None:
+        record = _record(request)
+        query_params(request.query, _NONE)
+        return web.json_response(record.view())
     query_params(request.query, _NONE)
-    return web.json_response(record.view())
+    return web.json_response(_found(await on_redis.view(request.match_info["batch_id"])))
+
+
+def _found(answer: dict[str, Any] | None) -> dict[str, Any]:
+    if answer is None:
+        raise ApiError(404, "not_found", "No such batch.")
+    return answer
 
 
 async def get_batch_results(request: web.Request) -> web.Response:
     """``GET /v1/batches/{id}/results``: one page. A page of more than INLINE_PAGE_RESULTS
     results is encoded in a worker thread, one page at a time, so that many readers of
     big pages never hold the event loop (40 pages of 1,000 held /healthz 0.5 s)."""
-    record = _record(request)
-    page = await record.results(query_params(request.query, _PAGE))
+    on_redis = request.app.get(REDIS_BATCHES_KEY)
+    if on_redis is None:
+        page = await _record(request).results(query_params(request.query, _PAGE))
+    else:
+        query = query_params(request.query, _PAGE)
+        batch_id = request.match_info["batch_id"]
+        page = _found(await on_redis.results(batch_id, query, _limit(query.get("limit"))))
     if len(page["results"]) <= INLINE_PAGE_RESULTS:
         return web.json_response(page)
     async with request.app[ENCODING_KEY]:
@@ -229,6 +251,11 @@ async def get_batch_results(request: web.Request) -> web.Response:
 async def delete_batch(request: web.Request) -> web.Response:
     """``DELETE /v1/batches/{id}``: 202 ``cancelling`` while it runs; once it has ended
     there is nothing to cancel: 200 with its summary (its real, final state)."""
+    on_redis = request.app.get(REDIS_BATCHES_KEY)
+    if on_redis is not None:
+        query_params(request.query, _NONE)
+        answer = _found(await on_redis.cancel(request.match_info["batch_id"]))
+        return web.json_response(answer, status=202 if answer["state"] == CANCELLING else 200)
     record = _record(request)
     query_params(request.query, _NONE)
     if not record.running:
@@ -260,6 +287,7 @@ def _timestamp(seconds: float) -> str:
 
 BATCHES_KEY: Final = web.AppKey("agentwatch_batches", OrderedDict[str, BatchRecord])
 ENCODING_KEY: Final = web.AppKey("agentwatch_batch_page_encoding", asyncio.Semaphore)
+REDIS_BATCHES_KEY: Final = web.AppKey("agentwatch_redis_batches", RedisBatches)
 
 
 def parse_batch(
@@ -366,9 +394,19 @@ def _drop_old(batches: OrderedDict[str, BatchRecord], keep_tasks: int) -> None:
 
 
 async def batches_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Batches run as tasks of the service; shutting down cancels the unfinished ones."""
+    """Batches run as tasks of the service; shutting down cancels the unfinished ones.
+    With ``AGENTWATCH_REDIS_URL``, batches live on Redis (redis_batches.py)."""
     app[BATCHES_KEY] = OrderedDict()
     app[ENCODING_KEY] = asyncio.Semaphore(1)  # get_batch_results: one big page at a time
+    settings = app[SETTINGS_KEY]
+    if settings.redis_url:
+        agent = app[RUNTIME_KEY].agent
+        async with redis_batches(
+            settings.redis_url, agent.telemetry, agent, settings.redis_concurrency
+        ) as on_redis:
+            app[REDIS_BATCHES_KEY] = on_redis
+            yield
+        return
     yield
     running = [r.runner for r in app[BATCHES_KEY].values() if not r.runner.done()]
     for record in app[BATCHES_KEY].values():

@@ -33,9 +33,10 @@ _ERRORS: Final = {
     str(code): _ERROR for code in (400, 401, 404, 405, 408, 413, 415, 422, 431, 500, 502, 504, 508)
 }
 # A route that reads a JSON body: the app's BodyBudget (runtime/http/jsonpolicy.py) full.
-_TOO_MANY_BODIES: Final = {
+_REDIS_DOWN: Final = {  # batches on Redis (AGENTWATCH_REDIS_URL; redis_batches.py)
     **_ERROR,
-    "description": "The server is receiving too many request bodies at once (Retry-After).",
+    "description": "redis_unavailable: the batches are on Redis (AGENTWATCH_REDIS_URL) and "
+    "it did not answer in time (Retry-After).",
 }
 _NO_OTHER_PARAMETERS: Final = (
     " Query parameters other than those listed, or one given twice, are refused (422)."
@@ -229,7 +230,12 @@ SPEC: Final[dict[str, Any]] = {
                 "responses": {
                     "202": {"description": "Started.", **_json("Batch")},
                     "429": {**_ERROR, "description": "Too many batches or tasks (Retry-After)."},
-                    "503": _TOO_MANY_BODIES,
+                    "503": {
+                        **_ERROR,
+                        "description": "The server is receiving too many request bodies at "
+                        "once, or (batches on Redis) Redis did not answer in time: "
+                        "too_many_bodies, redis_unavailable (Retry-After).",
+                    },
                     **_ERRORS,
                 },
             }
@@ -244,6 +250,7 @@ SPEC: Final[dict[str, Any]] = {
                 "security": [{"bearer": []}],
                 "responses": {
                     "200": {"description": "The batch.", **_json("BatchSummary")},
+                    "503": _REDIS_DOWN,
                     **_ERRORS,
                 },
             },
@@ -261,6 +268,7 @@ SPEC: Final[dict[str, Any]] = {
                         f"its final state (one of {', '.join(ENDED_STATES)}).",
                         **_json("BatchSummary"),
                     },
+                    "503": _REDIS_DOWN,
                     **_ERRORS,
                 },
             },
@@ -284,6 +292,7 @@ SPEC: Final[dict[str, Any]] = {
                 ],
                 "responses": {
                     "200": {"description": "A page.", **_json("BatchResults")},
+                    "503": _REDIS_DOWN,
                     **_ERRORS,
                 },
             },

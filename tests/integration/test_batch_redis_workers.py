@@ -9,81 +9,18 @@ import json
 import re
 import signal
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import pytest
 import redis
 
 from tests.helpers import cli_env
-from tests.redisserver import RedisServer
+from tests.redis_helpers import AGENTWATCH, RedisServer, workers, write_tasks
 
 pytestmark = pytest.mark.integration
 
 TASKS = 150
-AGENTWATCH = [sys.executable, "-m", "agentwatch.runtime.cli"]
-# a quiet worker's tasks are taken again after 2 s (30 s by default)
-WORKER_ENV = {"AGENTWATCH_REDIS_VISIBILITY_TIMEOUT": "2", "OTEL_TRACES_EXPORTER": "none"}
-
-
-@dataclass
-class Worker:
-    process: subprocess.Popen[bytes]
-    output: IO[bytes]
-    metrics_url: str = ""
-
-    def wait_ready(self, seconds: float = 120) -> None:
-        """Until it prints its ready line (the agent started), which names its /metrics."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:  # bounded
-            self.output.seek(0)
-            found = re.search(rb"metrics on (http://\S+/metrics)", self.output.read())
-            if found:
-                self.metrics_url = found.group(1).decode()
-                return
-            assert self.process.poll() is None, "the worker exited at start"
-            time.sleep(0.1)
-        raise AssertionError(f"worker not ready within {seconds} s")
-
-
-@contextmanager
-def workers(url: str, count: int, concurrency: int = 4) -> Iterator[list[Worker]]:
-    """``count`` worker processes, each with a free /metrics port; stopped on exit."""
-    with ExitStack() as stack:
-        started = []
-        for _ in range(count):
-            output = stack.enter_context(tempfile.TemporaryFile())
-            process = subprocess.Popen(
-                [*AGENTWATCH, "worker", "--redis", url, "--concurrency", str(concurrency),
-                 "--metrics-port", "0"],
-                env=cli_env(**WORKER_ENV),
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-            started.append(Worker(process, output))
-        try:
-            yield started
-        finally:
-            for worker in started:
-                if worker.process.poll() is None:
-                    worker.process.terminate()
-            for worker in started:
-                worker.process.wait(timeout=60)
-
-
-def write_tasks(path: Path, count: int) -> None:
-    path.write_text(
-        "".join(
-            json.dumps({"id": f"task-{i}", "query": f"what is {i} + 1", "priority": i % 3}) + "\n"
-            for i in range(count)
-        )
-    )
 
 
 def holds_tasks(url: str, pid: int) -> bool:
@@ -158,3 +95,38 @@ def test_worker_needs_a_redis_url() -> None:
     )  # fmt: skip
     assert answer.returncode == 2
     assert "--redis" in answer.stderr
+
+
+def test_a_killed_producer_resumes_with_what_arrived_meanwhile(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The producer SIGKILLed mid-way: the worker goes on; the same command again
+    writes the results that arrived meanwhile, enqueues nothing twice, and ends with
+    each task once in the file."""
+    tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
+    count = 60
+    write_tasks(tasks, count)
+    command = [*AGENTWATCH, "batch", str(tasks), "--out", str(out), "--redis", redis_server.url]
+    env = cli_env(OTEL_TRACES_EXPORTER="none")
+    with workers(redis_server.url, 1, AGENTWATCH_BUILTIN_LATENCY="0.02") as pool:
+        pool[0].wait_ready()
+        producer = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # bounded: until some results are in the file
+            if out.exists() and out.read_bytes().count(b"\n") >= 5:
+                break
+            assert producer.poll() is None, "the batch ended before its producer was killed"
+            time.sleep(0.02)
+        producer.send_signal(signal.SIGKILL)
+        producer.wait(timeout=30)
+        written = out.read_bytes().count(b"\n")
+        assert written < count
+        again = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=240, check=False
+        )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"skipped, already done: {written}" in again.stderr
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(f"task-{i}" for i in range(count))

@@ -23,7 +23,7 @@ from agentwatch.runtime.batch.redis_queue import (
 from agentwatch.runtime.batch.redis_worker import RedisTaskSource
 from agentwatch.telemetry import Telemetry
 from agentwatch.telemetry.names import SPAN_BATCH, SPAN_BATCH_TASK
-from tests.redisserver import RedisServer
+from tests.redis_helpers import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -218,3 +218,35 @@ async def test_enqueue_waits_for_redis_and_carries_on(
         await client.close()
     assert len(sleeps) >= 3
     assert registry.get_sample_value("agentwatch_redis_retries_total") == len(sleeps)
+
+
+async def test_a_stopping_worker_does_not_wait_for_redis(
+    redis_server: RedisServer, telemetry: Telemetry
+) -> None:
+    """Redis down: a take keeps retrying, but stop() ends it at once (no task)."""
+    async with client_for(redis_server, telemetry) as client:
+        await asyncio.to_thread(redis_server.stop)
+        worker = source(client, "w")
+        taking = asyncio.create_task(worker.take())
+        await asyncio.sleep(0.3)  # retrying by now
+        assert not taking.done()
+        worker.stop()
+        assert await asyncio.wait_for(taking, 5) is None
+
+
+async def test_a_worker_leaving_takes_its_name_off_the_group(
+    redis_server: RedisServer, telemetry: Telemetry
+) -> None:
+    async with client_for(redis_server, telemetry) as client:
+        batch = RedisBatch(client, "leave")
+        await batch.start()
+        await batch.enqueue([Task("t", "q")], None, None)
+        holder, idle = source(client, "holder"), source(client, "idle")
+        assert (await take(holder)).task.id == "t"
+        assert await idle.take_nowait() is None
+        async with holder.running(), idle.running():
+            pass
+        names = {
+            c["name"] for c in await client.redis.xinfo_consumers(client.keys.streams[5], "workers")
+        }
+    assert names == {"holder"}  # it holds a task: kept, for the task to be reclaimed
