@@ -5,6 +5,7 @@ own /metrics count the reclaims)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -16,6 +17,7 @@ import pytest
 import redis
 
 from tests.helpers import cli_env
+from tests.integration.conftest import OtlpReceiver
 from tests.redis_helpers import AGENTWATCH, RedisServer, workers, write_tasks
 
 pytestmark = pytest.mark.integration
@@ -130,3 +132,41 @@ def test_a_killed_producer_resumes_with_what_arrived_meanwhile(
     assert f"skipped, already done: {written}" in again.stderr
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert sorted(ids) == sorted(f"task-{i}" for i in range(count))
+
+
+async def test_each_task_span_continues_the_batch_trace_across_processes(
+    tmp_path: Path, redis_server: RedisServer, otlp_receiver: OtlpReceiver
+) -> None:
+    """The producer's `batch` span and each worker's `batch_task` spans, exported by two
+    processes, are one trace: every task span's parent is the batch span (the
+    traceparent carried in the task's message)."""
+    tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
+    write_tasks(tasks, 4)
+    env = cli_env(OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.url, OTEL_TRACES_EXPORTER="otlp")
+    worker = await asyncio.create_subprocess_exec(
+        *AGENTWATCH, "worker", "--redis", redis_server.url, "--metrics-port", "0",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert worker.stdout is not None
+        async with asyncio.timeout(120):
+            for _ in range(100):  # bounded: its first lines, until the ready one
+                line = await worker.stdout.readline()
+                assert line, "the worker exited at start"
+                if b"metrics on" in line:
+                    break
+        producer = await asyncio.create_subprocess_exec(
+            *AGENTWATCH, "batch", str(tasks), "--out", str(out), "--redis", redis_server.url,
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        assert await asyncio.wait_for(producer.wait(), 120) == 0
+    finally:
+        worker.terminate()  # drains, then flushes its spans
+        await asyncio.wait_for(worker.wait(), 60)
+    batch = otlp_receiver.span_named("batch")
+    task_spans = [span for span in otlp_receiver.spans if span.name == "batch_task"]
+    assert len(task_spans) == 4
+    assert {span.trace_id for span in task_spans} == {batch.trace_id}
+    assert {span.parent_span_id for span in task_spans} == {batch.span_id}
+    agent_runs = [s for s in otlp_receiver.spans if s.name.startswith("invoke_agent")]
+    assert {span.trace_id for span in agent_runs} == {batch.trace_id}
