@@ -117,7 +117,8 @@ class Keys:
 
 
 # A result written first: counted by status in ``b:{batch}:counts`` (``_done`` all of
-# them); when the batch has a ``total`` and every task a result, its ``finished`` time.
+# them); when the batch has a ``total`` and every task a result, its ``finished`` time,
+# and its keys expire ``KEPT_AFTER_END`` from then.
 _COUNTED = """
 local function counted(base, status)
   local counts = base .. ':counts'
@@ -127,9 +128,12 @@ local function counted(base, status)
   if total > 0 and done >= total then
     local now = redis.call('TIME')
     redis.call('HSET', base, 'finished', now[1] .. '.' .. string.format('%06d', tonumber(now[2])))
+    for _, part in ipairs({'', ':queued', ':taken', ':results', ':done', ':counts'}) do
+      redis.call('EXPIRE', base .. part, KEPT_AFTER_END)
+    end
   end
 end
-"""
+""".replace("KEPT_AFTER_END", str(KEPT_AFTER_END))
 
 # KEYS: queued hash, the band streams. ARGV: triples band (0-based), task id, payload.
 _ENQUEUE = """
@@ -267,6 +271,27 @@ end
 return 0
 """
 
+# KEYS: the band streams. ARGV: group, idle (ms), the caller's name. Names of workers
+# gone for good (nothing pending, quiet longer than idle: a killed worker's) leave the
+# group; -> how many.
+_PRUNE = """
+local removed = 0
+for _, key in ipairs(KEYS) do
+  local consumers = redis.pcall('XINFO', 'CONSUMERS', key, ARGV[1])
+  if type(consumers) == 'table' and consumers.err == nil then
+    for _, consumer in ipairs(consumers) do
+      local f = {}
+      for i = 1, #consumer, 2 do f[consumer[i]] = consumer[i + 1] end
+      if f['pending'] == 0 and f['idle'] > tonumber(ARGV[2]) and f['name'] ~= ARGV[3] then
+        redis.call('XGROUP', 'DELCONSUMER', key, ARGV[1], f['name'])
+        removed = removed + 1
+      end
+    end
+  end
+end
+return removed
+"""
+
 # KEYS: the band streams. -> {waiting, pending} over all bands.
 _DEPTH = """
 local length, pending = 0, 0
@@ -319,6 +344,7 @@ class RedisClient:
         self.heartbeat = self.redis.register_script(_HEARTBEAT)
         self.depth = self.redis.register_script(_DEPTH)
         self.leave = self.redis.register_script(_LEAVE)
+        self.prune = self.redis.register_script(_PRUNE)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -422,6 +448,7 @@ class RedisBatch:
         self._taken = keys.batch(batch_id, "taken")
         self._results = keys.batch(batch_id, "results")
         self._done = keys.batch(batch_id, "done")
+        self._counts = keys.batch(batch_id, "counts")
         self._last_done = "0"
 
     async def start(self, retry: Iterable[str] = (), *, total: int | None = None) -> None:
@@ -503,7 +530,7 @@ class RedisBatch:
         async def read() -> list[Any]:
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(self._meta)
-                pipe.hgetall(self.client.keys.batch(self.batch_id, "counts"))
+                pipe.hgetall(self._counts)
                 return await pipe.execute()
 
         meta, counts = await self.client.call("reading the batch", read)
@@ -535,14 +562,17 @@ class RedisBatch:
         )
 
     async def set_state(self, state: str) -> None:
+        """Drain or cancel the batch (a cancelled one's keys expire a day from now)."""
         await self.client.call(
             "stopping the batch", lambda: self.client.redis.hset(self._meta, "state", state)
         )
+        if state == CANCELLED:
+            await self.ended()
 
     async def ended(self) -> None:
         """The batch's keys expire a day from now."""
         redis = self.client.redis
-        names = (self._meta, self._queued, self._taken, self._results, self._done)
+        names = (self._meta, self._queued, self._taken, self._results, self._done, self._counts)
 
         async def expire() -> None:
             async with redis.pipeline(transaction=False) as pipe:

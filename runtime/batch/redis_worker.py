@@ -36,6 +36,8 @@ from .task import FINAL, Task
 log = logging.getLogger(__name__)
 
 IDLE_PAUSE_MAX = 0.5  # s between looks at an empty queue, at most
+PRUNE_EVERY = 60  # heartbeats between prunes of the names of workers gone for good
+GONE_AFTER_MS = 3_600_000  # a name with nothing pending, quiet this long, is pruned
 DEAD_LETTER_REASON = (
     "dead letter: taken by a worker %d times and never finished (each worker died or "
     "stalled with it); AGENTWATCH_REDIS_MAX_DELIVERIES sets how many"
@@ -218,10 +220,14 @@ class RedisTaskSource:
 
     async def _heartbeat(self) -> None:
         interval = min(self.options.visibility_timeout / 3, 1.0)
+        beats = 0
         while True:  # until running() ends
             await asyncio.sleep(interval)
+            beats += 1
             try:
                 await self.beat()
+                if beats % PRUNE_EVERY == 0:
+                    await self.prune()
             except Exception:  # Redis down is retried inside; anything else must not stop it
                 log.exception("the Redis queue's heartbeat failed; trying again")
 
@@ -248,6 +254,16 @@ class RedisTaskSource:
             "reading the queue depth", lambda: client.depth(keys=client.keys.streams, args=[GROUP])
         )
         client.telemetry.queue.depth(int(waiting), int(pending))
+
+    async def prune(self, gone_after_ms: int = GONE_AFTER_MS) -> int:
+        """Take the names of workers gone for good off the group (a killed worker's
+        name stays behind it); how many went."""
+        client = self.client
+        args = [GROUP, str(gone_after_ms), self.consumer]
+        removed = await client.call(
+            "pruning gone workers", lambda: client.prune(keys=client.keys.streams, args=args)
+        )
+        return int(removed)
 
     async def _states(self, batches: list[str]) -> list[Any]:
         async with self.client.redis.pipeline(transaction=False) as pipe:

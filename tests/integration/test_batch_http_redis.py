@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from agentwatch.runtime.service.app import create_app
 from agentwatch.runtime.settings import RuntimeSettings
@@ -15,6 +16,15 @@ from tests.integration.test_batch_http import Client, all_results, follow
 from tests.redis_helpers import RedisServer
 
 pytestmark = pytest.mark.integration
+
+
+async def ttl(server: RedisServer, key: str) -> int:
+    """Seconds before ``key`` expires (a finished or cancelled batch's keys do, in a day)."""
+    client = aioredis.Redis.from_url(server.url)
+    try:
+        return int(await client.ttl(key))
+    finally:
+        await client.aclose()
 
 
 def tasks(count: int) -> list[dict[str, Any]]:
@@ -44,6 +54,7 @@ async def test_any_replica_answers_for_a_batch_posted_to_another(
     assert len(results) == len(outputs) == 12
     assert outputs["t7"] == "The answer is 21."
     assert (await b.get("/v1/batches/nosuchbatch")).status == 404
+    assert 0 < await ttl(redis_server, f"agentwatch:b:{created['id']}:results") <= 86_400
 
 
 async def test_a_batch_cancelled_on_one_replica_is_cancelled_for_all(
@@ -59,6 +70,7 @@ async def test_a_batch_cancelled_on_one_replica_is_cancelled_for_all(
     body = await (await a.get(created["url"])).json()
     assert body["state"] == "cancelled"
     assert (await b.delete(created["url"])).status == 200  # ended: its summary
+    assert 0 < await ttl(redis_server, f"agentwatch:b:{created['id']}") <= 86_400
     refused = await a.post("/v1/batches", json={"tasks": tasks(2), "budget_usd": 1})
     assert refused.status == 422
 

@@ -238,15 +238,39 @@ async def test_a_worker_leaving_takes_its_name_off_the_group(
     redis_server: RedisServer, telemetry: Telemetry
 ) -> None:
     async with client_for(redis_server, telemetry) as client:
-        batch = RedisBatch(client, "leave")
-        await batch.start()
-        await batch.enqueue([Task("t", "q")], None, None)
-        holder, idle = source(client, "holder"), source(client, "idle")
-        assert (await take(holder)).task.id == "t"
-        assert await idle.take_nowait() is None
-        async with holder.running(), idle.running():
+        holder, done = await holder_and_done(client, "leave")
+        async with holder.running(), done.running():
             pass
-        names = {
-            c["name"] for c in await client.redis.xinfo_consumers(client.keys.streams[5], "workers")
-        }
+        names = await consumer_names(client)
     assert names == {"holder"}  # it holds a task: kept, for the task to be reclaimed
+
+
+async def holder_and_done(
+    client: RedisClient, batch_id: str
+) -> tuple[RedisTaskSource, RedisTaskSource]:
+    """Two workers: one holding a task, one that finished its task (holds nothing)."""
+    batch = RedisBatch(client, batch_id)
+    await batch.start()
+    await batch.enqueue([Task("a", "q"), Task("b", "q")], None, None)
+    holder, done = source(client, "holder"), source(client, "done")
+    assert (await take(holder)).task.id == "a"
+    finished = await take(done)
+    await finished.sink.add(Task("b", "q", result=1, status=COMPLETED).record())
+    assert await consumer_names(client) == {"holder", "done"}
+    return holder, done
+
+
+async def consumer_names(client: RedisClient) -> set[str]:
+    stream = client.keys.streams[5]
+    return {str(c["name"]) for c in await client.redis.xinfo_consumers(stream, "workers")}
+
+
+async def test_names_of_workers_gone_for_good_are_pruned(
+    redis_server: RedisServer, telemetry: Telemetry
+) -> None:
+    async with client_for(redis_server, telemetry) as client:
+        await holder_and_done(client, "prune")
+        await asyncio.sleep(0.05)
+        assert await source(client, "me").prune(gone_after_ms=10) == 1
+        names = await consumer_names(client)
+    assert names == {"holder"}  # "done" went; one holding a task stays
