@@ -41,6 +41,7 @@ from .progress import install_signals, progress_bar
 log = logging.getLogger(__name__)
 
 LOST_CHECK_EVERY = 2.0  # s between checks that Redis still has the batch
+NO_WORKER_HINT_AFTER = 10.0  # s with no task of the batch taken: say how to start workers
 
 
 def batch_id_for(out: Path) -> str:
@@ -165,7 +166,8 @@ class _Follower:
         await batch.start(retry=self.retry)
         await batch.enqueue(self.todo.values(), self.options.task_timeout, traceparent)
         told = None
-        checked = time.monotonic()
+        checked = started = time.monotonic()
+        hinted = False
         while self.todo:  # bounded: every task ends with a result, or the batch is stopped
             if self._state != told:
                 told = self._state
@@ -192,8 +194,21 @@ class _Follower:
                 checked = time.monotonic()
                 if told is None and await batch.lost():
                     await self._recover(traceparent)
+                if not hinted and checked - started >= NO_WORKER_HINT_AFTER:
+                    hinted = await self._hint_if_no_worker()
         if not self.todo:
             await batch.ended()
+
+    async def _hint_if_no_worker(self) -> bool:
+        """Once, when nothing of the batch was taken yet: how to start a worker."""
+        if len(self.todo) < len(self.tasks) - self.summary.skipped or await self.batch.running():
+            return True
+        log.warning(
+            "no task of batch %s has been taken yet: is an `agentwatch worker --redis URL` "
+            "running against this Redis?",
+            self.batch.batch_id,
+        )
+        return True
 
     async def _recover(self, traceparent: str | None) -> None:
         """Redis came back without the batch: enqueue again what has no result."""

@@ -10,6 +10,7 @@ import json
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -170,3 +171,36 @@ async def test_each_task_span_continues_the_batch_trace_across_processes(
     assert {span.parent_span_id for span in task_spans} == {batch.span_id}
     agent_runs = [s for s in otlp_receiver.spans if s.name.startswith("invoke_agent")]
     assert {span.trace_id for span in agent_runs} == {batch.trace_id}
+
+
+def test_no_worker_is_told_a_drained_batch_resumes_with_workers(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """With no worker, the producer says how to start one; SIGTERM drains it (exit 3,
+    nothing written); the same command with a worker running finishes every task."""
+    tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
+    write_tasks(tasks, 20)
+    command = [*AGENTWATCH, "batch", str(tasks), "--out", str(out), "--redis", redis_server.url]
+    env = cli_env(OTEL_TRACES_EXPORTER="none")
+    with tempfile.TemporaryFile() as said:
+        producer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=said)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:  # bounded: until the hint is printed
+            said.seek(0)
+            if b"is an `agentwatch worker --redis URL` running" in said.read():
+                break
+            assert producer.poll() is None, "the producer ended with no worker"
+            time.sleep(0.1)
+        else:
+            raise AssertionError("no hint that no worker runs")
+        producer.send_signal(signal.SIGTERM)
+        assert producer.wait(timeout=60) == 3
+    assert not out.exists() or out.read_text() == ""
+    with workers(redis_server.url, 1) as pool:
+        pool[0].wait_ready()
+        again = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=240, check=False
+        )
+    assert again.returncode == 0, again.stderr[-2000:]
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(f"task-{i}" for i in range(20))
