@@ -165,6 +165,13 @@ def _content_capture() -> ContentCapture:
         return "none"
 
 
+def check_telemetry_settings() -> None:
+    """Refuse what ``setup_telemetry()`` would refuse (``ConfigurationError``: a bad
+    variable, a bad ``AGENTWATCH_PRICES_FILE``), setting nothing up: a parent process
+    checks once for the processes it starts."""
+    PriceTable.from_file(TelemetrySettings.from_env().prices_file)
+
+
 def build_telemetry(
     settings: TelemetrySettings | None = None,
     *,

@@ -25,7 +25,12 @@ STRICT_TIMING = os.environ.get("AGENTWATCH_STRICT_TIMING", "") == "1"
 
 
 def time_bound(strict: float, generous: float) -> float:
-    """The bound a timed assertion uses: ``strict`` under ``make soak``, else ``generous``."""
+    """The bound a timed assertion uses: ``strict`` under ``make soak``, else ``generous``.
+
+    ``generous`` is for a machine as busy as the ones here (load average 7 on 2 cores
+    stretched a healthy 0.4 s stall to 2.006 s): 10 s for a stall of the loop, which
+    still catches the freezes these tests guard against (a 30 s body timeout, a 23 s
+    first run)."""
     return strict if STRICT_TIMING else generous
 
 

@@ -18,6 +18,7 @@ from typing import Final
 from aiohttp import web
 
 from agentwatch.telemetry import setup_telemetry
+from agentwatch.telemetry.setup import check_telemetry_settings
 
 from ..builtin_model import ModelBehavior, create_model_app
 from ..http.serving import BindError, run_service
@@ -51,6 +52,7 @@ def serve_command(args: argparse.Namespace) -> int:
     }
     count = getattr(args, "workers", 1)
     if role is None and count > 1:
+        check_telemetry_settings()  # each worker's setup would refuse it: refuse it once
         with listening(settings.host, settings.port, **where):
             return supervise(
                 settings.host,

@@ -159,3 +159,21 @@ async def test_workers_of_a_parent_killed_outright_drain_and_exit() -> None:
             await asyncio.sleep(0.1)
         else:
             raise AssertionError(f"workers still serving without their parent: {workers}")
+
+
+def test_a_setting_every_worker_would_refuse_is_refused_once(tmp_path: Path) -> None:
+    """A bad price file: one line and exit 2 from the parent, not workers dying in turn
+    behind a "serving" line."""
+    prices = tmp_path / "prices.json"
+    prices.write_text("{not json")
+    done = subprocess.run(
+        [sys.executable, "-m", "agentwatch.runtime.cli", "serve", "--workers", "2", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "AGENTWATCH_PRICES_FILE": str(prices)},
+    )
+    assert done.returncode == 2, done.stderr
+    assert "AGENTWATCH_PRICES_FILE" in done.stderr or str(prices) in done.stderr
+    assert "serving on" not in done.stdout

@@ -153,8 +153,8 @@ async def test_hostile_schemas_are_refused_within_a_bounded_budget() -> None:
         f"{probe.worst * 1000:.0f} ms; slowest alone {slowest * 1000:.0f} ms; "
         f"RSS +{grown / 1024:.0f} MiB"
     )
-    assert probe.worst < time_bound(strict=0.25, generous=2.0)
-    assert slowest < time_bound(strict=0.25, generous=2.0)
+    assert probe.worst < time_bound(strict=0.25, generous=10.0)
+    assert slowest < time_bound(strict=0.25, generous=10.0)
     assert grown < 200 * 1024
 
 

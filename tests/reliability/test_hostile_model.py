@@ -257,7 +257,7 @@ async def test_large_messages_do_not_freeze_the_loop() -> None:
         f"/healthz worst {probe.worst * 1000:.0f} ms over {probe.answers} probes"
     )
     assert statuses == [200] * AT_ONCE
-    assert probe.worst < time_bound(strict=0.25, generous=2.0)
+    assert probe.worst < time_bound(strict=0.25, generous=10.0)
 
 
 def test_the_brain_reads_a_bounded_part_of_the_text() -> None:

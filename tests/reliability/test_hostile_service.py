@@ -143,7 +143,7 @@ async def test_header_flood_is_refused_within_a_memory_ceiling(service: ServiceP
         if answer:
             assert b"application/json" in answer
             assert b"aiohttp" not in answer
-    assert probe.worst < time_bound(strict=0.25, generous=2.0)
+    assert probe.worst < time_bound(strict=0.25, generous=10.0)
 
 
 async def test_a_head_sent_slowly_is_cut_off(service: ServiceProcess) -> None:
@@ -536,7 +536,7 @@ async def test_wide_bodies_at_once_do_not_freeze_the_service(service: ServicePro
         f"/healthz worst {probe.worst * 1000:.0f} ms over {probe.answers} probes"
     )
     assert answers == [(422, "invalid_request")] * WIDE_BODIES_AT_ONCE  # the unknown field
-    assert probe.worst < time_bound(strict=0.25, generous=2.0)
+    assert probe.worst < time_bound(strict=0.25, generous=10.0)
 
 
 @pytest.mark.parametrize(
@@ -705,7 +705,7 @@ async def test_compressed_bodies_are_refused_never_inflated(
         f"FIGURE compressed bodies: {len(cases)} cases all 415 (a {len(bomb) // 1024} KiB "
         f"bomb never inflated), /healthz worst {probe.worst * 1000:.0f} ms"
     )
-    assert probe.worst < time_bound(strict=0.25, generous=2.0)
+    assert probe.worst < time_bound(strict=0.25, generous=10.0)
 
 
 async def test_an_unknown_expect_is_a_json_417(
@@ -811,7 +811,7 @@ async def test_bodies_held_at_once_have_a_ceiling(service: ServiceProcess) -> No
     assert grown_mib < BODY_RSS_CEILING_MIB
     # The loop receives ~300 MiB in these seconds (a refused body is read and dropped so
     # that its client can read the 503): ~0.4 s here with or without the ceiling.
-    assert probe.worst < time_bound(strict=1.0, generous=2.0)
+    assert probe.worst < time_bound(strict=1.0, generous=10.0)
     async with aiohttp.ClientSession() as session:  # the stalled bodies' share is free again
         for _ in range(100):  # bounded: 10 s for the server to see the connections gone
             async with session.post(f"{service.base}/v1/runs", json={"input": "hi"}) as r:

@@ -107,5 +107,5 @@ async def test_concurrent_streams_complete_with_low_loop_lag(service: tuple[str,
     p99 = quantile_bucket(lag_before, buckets(metrics, lag), 0.99)
     print(f"FIGURE load: {STREAMS} concurrent SSE streams all complete, service RSS "
           f"{growth_mib:+.1f} MiB, event loop lag p99 <= {p99} s")  # fmt: skip
-    bound = time_bound(strict=0.1, generous=2.5)  # strict in `make soak` only
+    bound = time_bound(strict=0.1, generous=10.0)  # strict in `make soak` only
     assert p99 <= bound, f"event loop lag p99 is in the bucket up to {p99} s (bound {bound} s)"
