@@ -18,9 +18,11 @@ from pydantic import SecretStr
 
 from agentwatch.telemetry import Telemetry
 
+from ..batch.redis_buckets import RedisBuckets
+from ..batch.redis_queue import RedisClient
 from ..builtin_model import BuiltinModelServer, ModelBehavior
 from ..langchain.chat_model import InstrumentedChatOpenAI
-from ..rate_limiter import RateLimiter
+from ..rate_limiter import BucketStore, RateLimiter
 from ..retry import RetryPolicy
 from ..settings import RuntimeSettings
 from ..tools import BUNDLED_CORPUS, SearchIndex, ToolRegistry, ToolSpec, builtin_tools
@@ -34,6 +36,7 @@ def build_chat_model(
     telemetry: Telemetry,
     base_url: str | None,
     retry_policy: RetryPolicy | None = None,
+    buckets: BucketStore | None = None,
 ) -> InstrumentedChatOpenAI:
     """The agent's chat model, with an HTTP connection pool of its own: langchain-openai
     otherwise shares one cached pool per (base URL, timeout) across the process, and a
@@ -54,7 +57,8 @@ def build_chat_model(
         retry_policy=retry_policy or RetryPolicy.from_env(),
         # client-side rate limits: every attempt waits for its model's budget, which
         # learns from the provider's x-ratelimit-* headers (read only when limiting)
-        client_limiter=RateLimiter(settings.rate_limits, telemetry)
+        # (``buckets``: shared with every process on the same Redis, else this one's)
+        client_limiter=RateLimiter(settings.rate_limits, telemetry, store=buckets)
         if settings.rate_limits
         else None,
         include_response_headers=bool(settings.rate_limits),
@@ -114,6 +118,7 @@ class AgentRuntime:
         self.model_server: BuiltinModelServer | None = None
         self._agent: Agent | None = None
         self._http: Any = None  # the chat model's connection pool, closed by stop()
+        self._redis: RedisClient | None = None  # the shared rate limits' (closed by stop())
 
     @property
     def agent(self) -> Agent:
@@ -174,9 +179,13 @@ class AgentRuntime:
             )
             self.model_server = await BuiltinModelServer(behavior).start()
             base_url = self.model_server.base_url
+        buckets = None
+        if settings.rate_limits and settings.redis_url:  # one budget for every process
+            self._redis = RedisClient(settings.redis_url, self.telemetry)
+            buckets = RedisBuckets(self._redis)
         # Building the OpenAI client reads certificates and package metadata from disk.
         model = await asyncio.to_thread(
-            build_chat_model, settings, self.telemetry, base_url, self.retry_policy
+            build_chat_model, settings, self.telemetry, base_url, self.retry_policy, buckets
         )
         self._http = model.http_async_client
         return model
@@ -188,6 +197,9 @@ class AgentRuntime:
         if self._http is not None:
             http, self._http = self._http, None
             await http.aclose()
+        if self._redis is not None:
+            redis, self._redis = self._redis, None
+            await redis.close()
         if self.model_server is not None:
             server, self.model_server = self.model_server, None
             await server.stop()

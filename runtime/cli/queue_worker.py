@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -45,7 +46,8 @@ taken this many times without finishing ends failed (dead letter). docs/scale-ou
 def worker_command(args: argparse.Namespace) -> int:
     """``agentwatch worker``: serve the Redis queue until SIGTERM/SIGINT."""
     options = QueueOptions.from_env(os.environ)
-    settings = RuntimeSettings.from_env()
+    # The queue's Redis is the rate limits' too: every worker spends one budget.
+    settings = dataclasses.replace(RuntimeSettings.from_env(), redis_url=args.redis)
     console = stderr_console()
     telemetry = setup_telemetry()
     try:
