@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics import Histogram
 
 OPERATION = n.OP_CHAT
+MAX_TOKENS = 10**12  # in one call: past it a count is garbage (a proxy's), never billed
 FIRST_CHUNK_EVENT = "gen_ai.first_chunk"
 
 
@@ -34,6 +36,7 @@ class LlmCallInvocation(Invocation):
         "_recorder",
         "_request_model",
         "_spend",
+        "_unbillable",
         "cache_read_tokens",
         "cache_write_tokens",
         "cost_usd",
@@ -74,6 +77,7 @@ class LlmCallInvocation(Invocation):
         self._request_model = request_model
         self._provider_name = provider
         self._spend = current_spend(parent)  # the enclosing run's and task's totals
+        self._unbillable = False  # a count past MAX_TOKENS arrived: unpriced
         self._last_chunk: float | None = None
         self._chunk_gap: Histogram | None = None
         self.input_tokens: int | None = None
@@ -98,7 +102,16 @@ class LlmCallInvocation(Invocation):
     ) -> None:
         """What the model answered with; token counts are recorded (and priced) when the
         call ends. ``input_tokens`` includes the cached ones, ``output_tokens`` the
-        reasoning ones, as the GenAI conventions count them."""
+        reasoning ones, as the GenAI conventions count them. A negative count (a proxy's)
+        counts as 0; one past ``MAX_TOKENS`` as 0 too, and makes the call unpriced."""
+        counts = (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens)
+        if any(c is not None and c > MAX_TOKENS for c in (*counts, reasoning_tokens)):
+            self._unbillable = True
+        input_tokens = _count(input_tokens)
+        output_tokens = _count(output_tokens)
+        cache_read_tokens = _count(cache_read_tokens)
+        cache_write_tokens = _count(cache_write_tokens)
+        reasoning_tokens = _count(reasoning_tokens)
         if input_tokens is not None:
             self.input_tokens = input_tokens
         if output_tokens is not None:
@@ -192,19 +205,24 @@ class LlmCallInvocation(Invocation):
             price = prices.price(self._provider_name, self.response_model)
         if price is None and self._request_model != self.response_model:
             price = prices.price(self._provider_name, self._request_model)
-        spend = self._spend
-        span = self.span
-        if price is None:
-            r.child(r.metrics.unpriced_calls, self._provider, self._model).inc()
-            if span.is_recording():
-                span.set_attribute(n.AGENTWATCH_USAGE_COST_UNPRICED, True)
-        else:
-            cost = self.cost_usd = price.cost(
+        cost = None
+        if price is not None and not self._unbillable:
+            cost = price.cost(
                 self.input_tokens or 0,
                 self.output_tokens or 0,
                 self.cache_read_tokens,
                 self.cache_write_tokens,
             )
+            if not math.isfinite(cost):  # no figure rather than NaN or infinity
+                cost = None
+        spend = self._spend
+        span = self.span
+        if cost is None:
+            r.child(r.metrics.unpriced_calls, self._provider, self._model).inc()
+            if span.is_recording():
+                span.set_attribute(n.AGENTWATCH_USAGE_COST_UNPRICED, True)
+        else:
+            cost = self.cost_usd = max(cost, 0.0)
             agent = spend.agent if spend is not None else ""
             r.child(r.metrics.cost, self._provider, self._model, agent).inc(cost, exemplar)
             if span.is_recording():
@@ -216,3 +234,7 @@ class LlmCallInvocation(Invocation):
                 )
         if spend is not None:
             spend.add(self.cost_usd)
+
+
+def _count(tokens: int | None) -> int | None:
+    return None if tokens is None else tokens if 0 <= tokens <= MAX_TOKENS else 0

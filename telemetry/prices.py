@@ -25,6 +25,8 @@ not know is unpriced (``None``): no cost is recorded, never 0.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +46,7 @@ _ENTRY_KEYS: Final = frozenset({"provider", "model", *PRICE_KEYS})
 _MAX_CACHED: Final = 4096  # (provider, model) pairs kept; past it, looked up each time
 _MAX_FILE_BYTES: Final = 4 * 1024 * 1024
 _PROBE: Final = 1_000_000
+_MAX_USD_MTOK: Final = Decimal(1_000_000)  # USD per million tokens: above it, a typo
 
 
 class Price:
@@ -111,7 +114,7 @@ class PriceTable:
     """Prices by (provider, model): the user's first, then the bundled snapshot's."""
 
     def __init__(self, user: tuple[_UserPrice, ...] = (), *, bundled: bool = True) -> None:
-        self._user = {(p.provider, p.model.lower()): p.price for p in user}
+        self._user = {(p.provider, p.model): p.price for p in user}  # both normalised
         self._bundled = bundled
         self._cache: dict[tuple[str, str], Price | None] = {}
         self._lock = threading.Lock()
@@ -139,8 +142,8 @@ class PriceTable:
     def _find(self, provider: str, model: str) -> Price | None:
         if not model:
             return None
-        lowered = model.lower()
-        user = self._user.get((provider, lowered)) or self._user.get(("", lowered))
+        lowered = _name(model)
+        user = self._user.get((_name(provider), lowered)) or self._user.get(("", lowered))
         if user is not None:
             return user
         if not self._bundled:
@@ -165,7 +168,11 @@ def read_price_file(path: Path) -> tuple[_UserPrice, ...]:
     """The user's prices, checked: a ``ConfigurationError`` naming the file and entry."""
     where = f"{AGENTWATCH_PRICES_FILE}={str(path)!r}"
     try:
-        with path.open("rb") as handle:
+        # non-blocking: a FIFO without a writer must not hang start-up
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(descriptor, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ConfigurationError(f"{where}: not a regular file")
             raw = handle.read(_MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigurationError(f"{where}: cannot read it ({exc.strerror or exc})") from None
@@ -184,7 +191,7 @@ def read_price_file(path: Path) -> tuple[_UserPrice, ...]:
     prices: dict[tuple[str, str], _UserPrice] = {}
     for number, entry in enumerate(entries):
         price = _entry(entry, f"{where}: prices[{number}]")
-        key = (price.provider, price.model.lower())
+        key = (price.provider, price.model)
         if key in prices:
             raise ConfigurationError(
                 f"{where}: prices[{number}] prices {price.model!r} "
@@ -212,15 +219,24 @@ def _entry(entry: Any, where: str) -> _UserPrice:
         if required not in entry:
             raise ConfigurationError(f"{where}: {required!r} (USD per million tokens) is missing")
     values = {key: _usd(entry[key], f"{where}.{key}") for key in PRICE_KEYS if key in entry}
-    return _UserPrice(provider, model, price_of(ModelPrice(**values)))
+    return _UserPrice(_name(provider), _name(model), price_of(ModelPrice(**values)))
+
+
+def _name(name: str) -> str:
+    """A provider's or model's name as matched: case and surrounding spaces ignored."""
+    return name.strip().lower()
 
 
 def _usd(value: Any, where: str) -> Decimal:
     if not isinstance(value, Decimal):
         raise ConfigurationError(f"{where} must be a number (USD per million tokens)")
     try:
-        if value.is_finite() and value >= 0:
+        if value.is_finite() and 0 <= value <= _MAX_USD_MTOK:
             return value
     except InvalidOperation:
         pass
-    raise ConfigurationError(f"{where} must be a number >= 0, got {value}")
+    shown = f"{value:.6g}" if value.is_finite() else str(value)
+    raise ConfigurationError(
+        f"{where} must be a number >= 0 and <= {_MAX_USD_MTOK} (USD per million tokens), "
+        f"got {shown}"
+    )

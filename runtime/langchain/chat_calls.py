@@ -36,6 +36,7 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, GenerationChunk
 from opentelemetry.context import Context
 
@@ -95,19 +96,32 @@ def response_fields(
 
 def usage_fields(usage: Mapping[str, Any]) -> dict[str, int]:
     """``set_response`` token counts from LangChain's ``usage_metadata``: input and output
-    tokens, and their details (cache read and write, reasoning) when given."""
+    tokens, and their details (cache read and write, reasoning) when given. A count that
+    is not a whole number >= 0 (a proxy's -1) counts as 0."""
     fields = {
-        "input_tokens": int(usage.get("input_tokens", 0)),
-        "output_tokens": int(usage.get("output_tokens", 0)),
+        "input_tokens": _count(usage.get("input_tokens")),
+        "output_tokens": _count(usage.get("output_tokens")),
     }
     details = usage.get("input_token_details")
     if details:
-        fields["cache_read_tokens"] = int(details.get("cache_read") or 0)
-        fields["cache_write_tokens"] = int(details.get("cache_creation") or 0)
+        fields["cache_read_tokens"] = _count(details.get("cache_read"))
+        # langchain-anthropic puts cache writes by lifetime (5 minutes, 1 hour) beside a
+        # cache_creation of 0; genai-prices has one cache-write price for both
+        by_lifetime = _count(details.get("ephemeral_5m_input_tokens")) + _count(
+            details.get("ephemeral_1h_input_tokens")
+        )
+        fields["cache_write_tokens"] = max(_count(details.get("cache_creation")), by_lifetime)
     details = usage.get("output_token_details")
     if details:
-        fields["reasoning_tokens"] = int(details.get("reasoning") or 0)
+        fields["reasoning_tokens"] = _count(details.get("reasoning"))
     return fields
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(int(value or 0), 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def messages_json(messages: Sequence[BaseMessage]) -> str:
@@ -171,14 +185,16 @@ def request_model(model: BaseChatModel, options: Mapping[str, Any]) -> str:
 
 class ChunkObserver:
     """Each chunk of a streamed call: timing, usage and finish reason (and, when content
-    capture is on, the whole answer for the span)."""
+    capture is on, the whole answer for the span). Usage that comes in parts adds up, as
+    LangChain adds chunks (``AIMessageChunk.__add__``): the call is given the running sum."""
 
-    __slots__ = ("_answer", "_capturing", "_invocation")
+    __slots__ = ("_answer", "_capturing", "_invocation", "_usage")
 
     def __init__(self, invocation: LlmCallInvocation, capturing: bool) -> None:
         self._invocation = invocation
         self._capturing = capturing
         self._answer: Any = None
+        self._usage: UsageMetadata | None = None
 
     def __call__(self, item: ChatGenerationChunk | GenerationChunk | BaseMessage) -> None:
         if isinstance(item, ChatGenerationChunk):
@@ -191,9 +207,15 @@ class ChunkObserver:
             return
         if message.content or getattr(message, "tool_call_chunks", None):
             self._invocation.on_chunk()
-        if getattr(message, "usage_metadata", None) or (info and info.get("finish_reason")):
+        usage = getattr(message, "usage_metadata", None)
+        if usage:
+            self._usage = add_usage(self._usage, usage)
+        if usage or (info and info.get("finish_reason")):
             generation = ChatGeneration(message=message, generation_info=dict(info or {}))
-            self._invocation.set_response(**response_fields([generation], None))
+            fields = response_fields([generation], None)
+            if self._usage:
+                fields.update(usage_fields(self._usage))
+            self._invocation.set_response(**fields)
         if self._capturing and isinstance(message, AIMessageChunk):
             self._answer = message if self._answer is None else self._answer + message
 

@@ -222,7 +222,7 @@ def test_a_bad_price_file_stops_the_command_with_one_line(tmp_path: Path) -> Non
     assert out.returncode != 0
     assert out.stderr.strip().splitlines() == [
         f"agentwatch run: AGENTWATCH_PRICES_FILE='{prices}': prices[0].input_mtok must be a "
-        "number >= 0, got -1"
+        "number >= 0 and <= 1000000 (USD per million tokens), got -1"
     ]
 
 
