@@ -35,7 +35,6 @@ from ..batch.processor import BatchOptions, BatchSummary
 from ..batch.redis_queue import CANCELLED, DRAINING, RedisBatch, RedisClient
 from ..batch.sink import Record
 from ..batch.task import FINAL, RETRYABLE, Task, TaskStatus
-from .exits import EXIT_USAGE, CliError
 from .progress import install_signals, progress_bar
 
 log = logging.getLogger(__name__)
@@ -59,13 +58,9 @@ async def run_redis_batch(
     console: Console,
 ) -> tuple[BatchSummary, bool]:
     """Enqueue ``tasks`` on Redis, write their results to ``out`` as they arrive; True
-    if it was stopped early (SIGINT/SIGTERM)."""
-    if options.budget_usd is not None:
-        raise CliError(
-            "--budget-usd does not work with --redis yet: the budget is counted in one "
-            "process, and workers elsewhere run these tasks",
-            EXIT_USAGE,
-        )
+    if it was stopped early (SIGINT/SIGTERM). With a budget, the batch is drained once
+    the results (those in ``out`` from before included) have spent it: every worker
+    stops taking its tasks, the running ones finish, the rest stay unrun (resumable)."""
     started = time.monotonic()
     sink = JsonlResultSink(out)
     kept = await sink.open()
@@ -128,10 +123,19 @@ class _Follower:
                 continue
             if status in RETRYABLE:
                 self.retry.append(task.id)
+                summary.cost_usd += _cost(previous)  # spent already: the budget counts it
             self.todo[task.id] = task
         summary.retried = len(self.retry)
         self._state: str | None = None  # draining or cancelled, once asked
         self._running: asyncio.Task[Any] | None = None
+        self._spent()
+
+    def _spent(self) -> None:
+        """The budget spent: drain (no task of this batch starts anywhere any more)."""
+        budget = self.options.budget_usd
+        if budget is not None and self.summary.cost_usd >= budget and self._state is None:
+            self.summary.budget_exceeded = True
+            self._state = DRAINING
 
     def drain(self) -> None:
         self._state = DRAINING
@@ -164,7 +168,8 @@ class _Follower:
     async def _follow(self, traceparent: str | None) -> None:
         batch = self.batch
         await batch.start(retry=self.retry)
-        await batch.enqueue(self.todo.values(), self.options.task_timeout, traceparent)
+        if not self.summary.budget_exceeded:  # spent by an earlier run: nothing starts
+            await batch.enqueue(self.todo.values(), self.options.task_timeout, traceparent)
         told = None
         checked = started = time.monotonic()
         hinted = False
@@ -185,6 +190,7 @@ class _Follower:
                     continue
                 await self.sink.add(record)
                 self.summary.cost_usd += _cost(record)
+                self._spent()
                 del self.todo[task_id]
                 task.status = TaskStatus(str(record["status"]))
                 self.on_progress(task)

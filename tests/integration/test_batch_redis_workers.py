@@ -204,3 +204,37 @@ def test_no_worker_is_told_a_drained_batch_resumes_with_workers(
     assert again.returncode == 0, again.stderr[-2000:]
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert sorted(ids) == sorted(f"task-{i}" for i in range(20))
+
+
+def test_a_batch_over_its_budget_stops_on_every_worker_and_resumes(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Two workers answering as gpt-4o-mini (priced) on 40 tasks with a budget of about
+    four tasks: the batch is drained once its results have spent it (exit 3, the rest
+    unrun), and the same command with a larger budget runs the rest: every task once."""
+    tasks, out = tmp_path / "tasks.jsonl", tmp_path / "results.jsonl"
+    write_tasks(tasks, 40)
+    command = [*AGENTWATCH, "batch", str(tasks), "--out", str(out), "--redis", redis_server.url]
+    env = cli_env(OTEL_TRACES_EXPORTER="none")
+    with workers(redis_server.url, 2, concurrency=1, AGENTWATCH_MODEL="gpt-4o-mini") as pool:
+        for worker in pool:
+            worker.wait_ready()
+        first = subprocess.run(
+            [*command, "--budget-usd", "0.00008"],
+            env=env, capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+        records = [json.loads(line) for line in out.read_text().splitlines()]
+        spent = sum(r["cost_usd"] for r in records)
+        assert first.returncode == 3, first.stderr
+        assert "budget spent" in first.stderr
+        assert spent >= 0.00008
+        assert len(records) < 40  # stopped: the rest unrun
+        assert all(r["status"] == "completed" for r in records)
+
+        second = subprocess.run(
+            [*command, "--budget-usd", "1"],
+            env=env, capture_output=True, text=True, timeout=240, check=False,
+        )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(f"task-{i}" for i in range(40))
