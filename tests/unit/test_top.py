@@ -6,8 +6,11 @@ the parser reads exactly what a service exposes.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
+import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from rich.console import Console
 
 from agentwatch.runtime.cli.top import command, keys, screen
+from agentwatch.runtime.cli.top import scrape as scrape_module
 from agentwatch.runtime.cli.top.figures import compute
 from agentwatch.runtime.cli.top.monitor import ALL, Monitor
 from agentwatch.runtime.cli.top.scrape import Snapshot, parse_page, scrape
@@ -89,7 +93,6 @@ def test_a_restarted_target_counts_from_zero_not_below() -> None:
     _runs(after, 0.1, times=4)
     after.retry_attempts.labels(n.OP_CHAT, n.RETRY_RETRY).inc(2)
     window = between(_page(before, 0.0), _page(after, 2.0))
-    assert window.restarted
     found = compute(window)
     assert (found.runs.count, found.health.retries) == (4, 2)
 
@@ -328,3 +331,180 @@ def test_json_names_each_target_when_there_are_several() -> None:
     assert out["figures"]["runs"]["count"] == 2
     assert out["by_target"]["http://a/metrics"]["runs"]["count"] == 2
     assert out["by_target"]["http://b/metrics"] is None
+
+
+def _frame_text(monitor: Monitor, view: str = "operations", selection: str = ALL) -> str:
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(screen.frame(monitor, screen.ViewState(view=view, selection=selection)))
+    return console.export_text()
+
+
+def _watched(*pages: str) -> Monitor:
+    monitor = Monitor(["u"])
+    for at, text in enumerate(pages):
+        monitor.update([parse_page("u", text, float(at))])
+    return monitor
+
+
+@pytest.mark.parametrize("view", ["operations", "models"])
+def test_label_values_are_shown_as_they_are_never_read_as_markup(view: str) -> None:
+    catalog = _catalog()
+    calls = catalog.gen_ai_operation_duration
+    labels = dict.fromkeys(calls._labelnames, "")
+    first = _page(catalog, 0.0)
+    for model in ("m[/x]", "mistral[large]"):
+        calls.labels(**{**labels, n.L_GEN_AI_REQUEST_MODEL: model}).observe(0.1)
+    _runs(catalog, 0.1, error="Err[bold]")
+    monitor = Monitor(["http://a/metrics"])
+    monitor.update([first])
+    monitor.update([_page(catalog, 1.0)])
+    text = _frame_text(monitor, view)
+    assert "m[/x]" in text
+    assert "mistral[large]" in text
+    if view == "operations":
+        assert "Err[bold] 1" in text
+
+
+def test_figures_that_are_not_finite_show_a_dash_and_the_view_goes_on() -> None:
+    counter = f"# TYPE {n.M_RETRY_ATTEMPTS}_total counter\n{n.M_RETRY_ATTEMPTS}_total"
+    lag = f"# TYPE {n.M_EVENT_LOOP_LAG_MAX} gauge\n{n.M_EVENT_LOOP_LAG_MAX}"
+    runs = n.M_GEN_AI_INVOKE_AGENT_DURATION
+    hist = f"# TYPE {runs} histogram\n{runs}_count"
+
+    def page(retries: str, lag_max: str, count: str) -> str:
+        return f"{counter} {retries}\n{lag} {lag_max}\n{hist} {count}\n"
+
+    monitor = _watched(
+        page("1", "NaN", "1"), page("+Inf", "+Inf", "+Inf"), page("NaN", "-Inf", "NaN")
+    )
+    text = _frame_text(monitor)
+    assert "loop lag max  -" in " ".join(text.split("│"))
+    assert "nan" not in text.lower()
+    assert "inf" not in text.replace("in flight", "").replace("invoke", "").lower()
+    assert screen.sparkline([float("nan"), 1.0, float("inf")]) == "▁█▁"
+    out = json.dumps(monitor.as_json(), allow_nan=False)  # null, never NaN
+    assert json.loads(out)["figures"]["health"]["loop_lag_max_seconds"] is None
+
+
+def test_a_series_that_went_down_is_reset_alone_and_one_gone_adds_nothing() -> None:
+    # a merged page of serve --workers 2: worker 2 died, its counts left some series
+    name = f"{n.M_BATCH_TASKS}_total"
+    head = f"process_start_time_seconds 100\n# TYPE {name} counter\n"
+    done, failed = (
+        f'{name}{{{n.L_STATUS}="{n.STATUS_COMPLETED}"',
+        f'{n.L_STATUS}="{n.STATUS_FAILED}"',
+    )
+    before = parse_page(
+        "u", f'{head}{done},w="1"}} 100\n{done},w="2"}} 40\n{name}{{{failed}}} 7\n', 0.0
+    )
+    after = parse_page("u", f'{head}{done},w="1"}} 30\n{done},w="2"}} 45\n', 1.0)
+    window = between(before, after)
+    assert not window.restarted
+    found = compute(window).batches
+    # w=1 went down: reset, its increase is its value; w=2 grew by 5; the failed series left
+    assert found.finished[n.STATUS_COMPLETED] == 35
+    assert found.finished[n.STATUS_FAILED] == 0
+    restart = head.replace("100", "150")
+    again = parse_page("u", f'{restart}{done},w="1"}} 31\n', 2.0)
+    assert between(after, again).restarted  # the earliest start time on the page changed
+
+
+async def test_a_page_that_takes_too_long_to_parse_is_late_and_the_others_are_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    catalog = _catalog()
+    page = generate_latest(catalog.registry)
+    release = threading.Event()
+    parse = scrape_module.parse_page
+
+    def slow_parse(url: str, text: str, at: float) -> Snapshot:
+        if url.endswith("/slow"):
+            release.wait(30)  # bounded; set as soon as the scrape gave up on it
+        return parse(url, text, at)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=page, content_type="text/plain")
+
+    monkeypatch.setattr(scrape_module, "parse_page", slow_parse)
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    app.router.add_get("/slow", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            urls = [str(server.make_url(p)) for p in ("/slow", "/metrics")]
+            slow, quick = await scrape_module.scrape_all(session, urls, time_limit=1, token=None)
+    finally:
+        release.set()
+        await server.close()
+    assert slow.error == "page not parsed within 1 s"
+    assert quick.ok
+
+
+async def test_a_refused_token_is_said_to_be_refused() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=401)
+
+    server = await _serve(handler)
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = str(server.make_url("/metrics"))
+            wrong = await scrape(session, url, time_limit=10, token="nope")
+    finally:
+        await server.close()
+    assert wrong.error == (
+        "401 unauthorized: the service refused the token in AGENTWATCH_METRICS_TOKEN"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--url", "http://"], "--url 'http://' names no host"),
+        (["--url", "http://[::1"], "--url 'http://[::1' is not a valid URL"),
+        (["--url", "http://127.0.0.1:99999/metrics"], "is not a valid URL: Port out of range"),
+        (["--interval", "86400"], "--interval is at most 3600 s, got 86400"),
+    ],
+)
+def test_top_refuses_a_url_or_interval_it_cannot_use_in_one_line(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agentwatch.runtime.cli.main import main
+
+    assert main(["top", *argv, "--once"]) == 2
+    err = capsys.readouterr().err
+    assert said in err
+    assert err.count("\n") == 1
+
+
+def test_the_default_timeout_is_the_interval_within_bounds() -> None:
+    def timeout(interval: float, given: float | None = None) -> float:
+        return command._timeout(argparse.Namespace(interval=interval, timeout=given))
+
+    assert (timeout(0.05), timeout(2.0), timeout(60.0), timeout(0.05, 0.1)) == (0.5, 2.0, 5.0, 0.1)
+
+
+def test_a_single_target_that_went_down_is_shown_down_not_waiting() -> None:
+    catalog = _catalog()
+    monitor = Monitor(["http://a/metrics"])
+    monitor.update([_page(catalog, 0.0)])
+    monitor.update([_page(catalog, 1.0)])
+    monitor.update([Snapshot("http://a/metrics", 2.0, error="cannot connect: refused")])
+    text = _frame_text(monitor)
+    assert "DOWN" in text
+    assert "waiting for two scrapes" not in text
+
+
+def test_unpriced_calls_are_no_spend_of_zero() -> None:
+    catalog = _catalog()
+    first = _page(catalog, 0.0)
+    catalog.unpriced_calls.labels("openai", "m").inc(3)
+    monitor = Monitor(["http://a/metrics"])
+    monitor.update([first])
+    monitor.update([_page(catalog, 1.0)])
+    usage = monitor.as_json()["figures"]["usage"]
+    assert (usage["usd"], type(usage["usd"]), usage["unpriced_calls"]) == (0.0, float, 3.0)
+    lines = [" ".join(line.split()) for line in _frame_text(monitor).splitlines()]
+    assert any("spend - (3 unpriced)" in line for line in lines)
+    assert not any("spend $0.000000 " in line for line in lines)

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Final
+from urllib.parse import urlsplit
 
 import aiohttp
 from rich.console import Console
@@ -30,6 +31,8 @@ from .scrape import scrape_all
 from .screen import VIEWS, ViewState, frame, screen
 
 MAX_SCRAPE_TIMEOUT: Final = 5.0  # the default per-scrape timeout: the interval, at most this
+MIN_SCRAPE_TIMEOUT: Final = 0.5  # ... and at least this (a short interval, a slow page)
+MAX_INTERVAL: Final = 3600.0  # an hour between scrapes: longer is a mistake
 _VIEW_KEYS: Final = {view[0]: view for view in VIEWS}  # o, t, m, b
 _QUIT_KEYS: Final = frozenset({"q"})
 TOP_EPILOG: Final = f"""\
@@ -37,15 +40,31 @@ keys: {", ".join(f"{k} {v}" for k, v in _VIEW_KEYS.items())}; tab or right/left 
   the next/previous target (all targets summed first); q quit.
 
 figures come from what changed between two scrapes: rates, p50/p95 interpolated in the
-histogram buckets as PromQL's histogram_quantile; a target that restarted (its counters
-went down) counts from zero; one that does not answer within --timeout is shown DOWN and
-tried again at the next tick. {AGENTWATCH_METRICS_TOKEN}, when set, is sent as the
+histogram buckets as PromQL's histogram_quantile; a series that went down was reset and
+counts from zero, as does every series of a target that restarted; one that is not read
+and parsed within --timeout is shown DOWN and tried again at the next tick. {AGENTWATCH_METRICS_TOKEN}, when set, is sent as the
 bearer token of every scrape.
 """
 
 
 def _timeout(args: argparse.Namespace) -> float:
-    return float(args.timeout or min(args.interval, MAX_SCRAPE_TIMEOUT))
+    if args.timeout:
+        return float(args.timeout)
+    return max(MIN_SCRAPE_TIMEOUT, min(float(args.interval), MAX_SCRAPE_TIMEOUT))
+
+
+def _url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be scraped (None: it can be tried)."""
+    if not url.startswith(("http://", "https://")):
+        return f"--url must be an http(s) URL, got {url!r}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port out of range or not a number)
+    except ValueError as exc:
+        return f"--url {url!r} is not a valid URL: {exc}"
+    if not parts.hostname:
+        return f"--url {url!r} names no host"
+    return None
 
 
 def _token() -> str | None:
@@ -54,9 +73,11 @@ def _token() -> str | None:
 
 def top_command(args: argparse.Namespace) -> int:
     urls = list(dict.fromkeys(args.url or [args.default_url]))  # each target once
-    bad = [u for u in urls if not u.startswith(("http://", "https://"))]
-    if bad:
-        print(f"agentwatch top: --url must be an http(s) URL, got {bad[0]!r}", file=sys.stderr)
+    problems = [p for p in map(_url_problem, urls) if p is not None]
+    if args.interval > MAX_INTERVAL:
+        problems.append(f"--interval is at most {MAX_INTERVAL:g} s, got {args.interval:g}")
+    if problems:
+        print(f"agentwatch top: {problems[0]}", file=sys.stderr)
         return EXIT_USAGE
     if args.once or args.json:
         return asyncio.run(_once(urls, args))

@@ -1,8 +1,9 @@
 """Reading ``/metrics`` pages: one bounded, timed GET each, parsed by prometheus_client.
 
-A scrape never stalls the view: each has its own total timeout, all targets are read at
-once, and a target that fails (refused, timed out, not a metrics page, 401) becomes a
-``Snapshot`` with its ``error`` set, so the view shows it and the next tick retries it.
+A scrape never stalls the view: each has its own total timeout, which covers the GET and
+the parse of the page, all targets are read at once, and a target that fails (refused,
+timed out, not a metrics page, 401) becomes a ``Snapshot`` with its ``error`` set, so the
+view shows it and the next tick retries it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from typing import Final
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-MAX_PAGE_BYTES: Final = 64 * 1024 * 1024  # a /metrics page is kilobytes; this is plenty
+from ...settings import AGENTWATCH_METRICS_TOKEN
+
+# a /metrics page is kilobytes; a larger one would take the parser seconds every tick
+MAX_PAGE_BYTES: Final = 16 * 1024 * 1024
 # the text format prometheus_client's parser reads (never OpenMetrics)
 ACCEPT: Final = "text/plain;version=0.0.4;q=1.0"
 
@@ -73,7 +77,7 @@ async def _read(response: aiohttp.ClientResponse, limit: int) -> str:
     async for chunk in response.content.iter_chunked(1 << 16):  # bounded by limit
         size += len(chunk)
         if size > limit:
-            raise ValueError(f"the page is larger than {limit >> 20} MiB")
+            raise ValueError(f"the page is larger than {limit >> 20} MiB: not read")
         chunks.append(chunk)
     return b"".join(chunks).decode("utf-8")
 
@@ -93,34 +97,38 @@ async def scrape(
     token: str | None = None,
     limit: int = MAX_PAGE_BYTES,
 ) -> Snapshot:
-    """One scrape of ``url``; a failure is a ``Snapshot`` whose ``error`` says why."""
+    """One scrape of ``url``, read and parsed within ``time_limit`` seconds; a failure is
+    a ``Snapshot`` whose ``error`` says why."""
+    read = False
     try:
         async with asyncio.timeout(time_limit):
             async with session.get(url, headers=_headers(token)) as response:
                 if response.status == 401:
-                    return Snapshot(
-                        url,
-                        time.monotonic(),
-                        error="401 unauthorized: "
-                        "set AGENTWATCH_METRICS_TOKEN to the service's token",
-                    )
+                    return Snapshot(url, time.monotonic(), error=_refused(token))
                 if response.status != 200:
                     return Snapshot(url, time.monotonic(), error=f"HTTP {response.status}")
                 text = await _read(response, limit)
+            read, at = True, time.monotonic()
+            # a large page takes the pure-Python parser a while: keys stay answered
+            # meanwhile; past the deadline the view goes on (the thread ends on its own)
+            return await asyncio.to_thread(parse_page, url, text, at)
     except TimeoutError:
-        return Snapshot(url, time.monotonic(), error=f"no answer within {time_limit:g} s")
+        doing = "page not parsed" if read else "no answer"
+        return Snapshot(url, time.monotonic(), error=f"{doing} within {time_limit:g} s")
     except aiohttp.ClientConnectorError as exc:
         reason = exc.os_error.strerror or _one_line(exc.os_error) or type(exc.os_error).__name__
         return Snapshot(url, time.monotonic(), error=f"cannot connect: {reason}")
     except aiohttp.ClientError as exc:
         return Snapshot(url, time.monotonic(), error=_one_line(exc) or type(exc).__name__)
     except (ValueError, UnicodeDecodeError) as exc:
-        return Snapshot(url, time.monotonic(), error=_one_line(exc))
-    at = time.monotonic()
-    try:  # a large page takes the pure-Python parser a while: keys stay answered meanwhile
-        return await asyncio.to_thread(parse_page, url, text, at)
-    except ValueError:
-        return Snapshot(url, at, error="not a Prometheus metrics page")
+        error = "not a Prometheus metrics page" if read else _one_line(exc)
+        return Snapshot(url, time.monotonic(), error=error)
+
+
+def _refused(token: str | None) -> str:
+    if token:
+        return f"401 unauthorized: the service refused the token in {AGENTWATCH_METRICS_TOKEN}"
+    return f"401 unauthorized: set {AGENTWATCH_METRICS_TOKEN} to the service's token"
 
 
 async def scrape_all(

@@ -7,6 +7,7 @@ The same renderables serve the live screen (inside a full-screen ``Layout``) and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -35,8 +36,9 @@ class ViewState:
 
 
 def sparkline(values: Iterable[float], width: int = SPARK_WIDTH) -> str:
-    """The last ``width`` values as bars, scaled to their maximum (flat when all 0)."""
-    points = list(values)[-width:]
+    """The last ``width`` values as bars, scaled to their maximum (flat when all 0);
+    a value that is not a finite number draws as 0."""
+    points = [v if math.isfinite(v) else 0.0 for v in list(values)[-width:]]
     top = max(points, default=0.0)
     if top <= 0:
         return _BARS[0] * len(points)
@@ -57,8 +59,13 @@ class _Spark:
         return Measurement(1, max(1, min(len(self.values), options.max_width)))
 
 
+def _finite(value: float | None) -> float | None:
+    """A figure that can be written as a number (None, NaN and ±Inf: None, shown "-")."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 def duration(seconds: float | None) -> str:
-    if seconds is None:
+    if (seconds := _finite(seconds)) is None:
         return "-"
     if seconds < 1:
         return f"{seconds * 1000:.1f}ms"
@@ -66,23 +73,34 @@ def duration(seconds: float | None) -> str:
 
 
 def rate(value: float | None, unit: str = "/s") -> str:
-    return "-" if value is None else f"{value:.2f}{unit}"
+    return "-" if (value := _finite(value)) is None else f"{value:.2f}{unit}"
 
 
 def ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
+    return "-" if (value := _finite(value)) is None else f"{value * 100:.1f}%"
 
 
 def count(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
+    return "-" if (value := _finite(value)) is None else f"{value:.0f}"
 
 
 def money(value: float | None, unit: str = "") -> str:
-    return "n/a" if value is None else f"${value:.6f}{unit}"
+    if value is None:
+        return "n/a"
+    return "-" if (value := _finite(value)) is None else f"${value:.6f}{unit}"
+
+
+def spend(usd: float | None, unpriced_calls: float | None, unit: str = "") -> str:
+    """What was spent; calls with no price are said, never counted as $0."""
+    unpriced = _finite(unpriced_calls) or 0.0
+    if not unpriced:
+        return money(usd, unit)
+    priced = f"{money(usd, unit)} + " if usd else ""
+    return f"{priced}- ({count(unpriced)} unpriced)"
 
 
 def eta(seconds: float | None) -> str:
-    if seconds is None:
+    if (seconds := _finite(seconds)) is None:
         return "-"
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
@@ -93,8 +111,18 @@ def _pairs(rows: Sequence[tuple[str, RenderableType]]) -> Table:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="ellipsis")
     for label, value in rows:
-        grid.add_row(label, value)
+        grid.add_row(label, _cell(value))
     return grid
+
+
+def _cell(value: RenderableType) -> RenderableType:
+    """A string as plain text: label values (a model, a tool, an error type) may hold
+    ``[``, which rich would read as markup."""
+    return Text(value) if isinstance(value, str) else value
+
+
+def _cells(*values: str) -> list[Text]:
+    return [Text(v) for v in values]
 
 
 def _runs_panel(f: Figures, history: History) -> Panel:
@@ -132,8 +160,8 @@ def _usage_panel(f: Figures) -> Panel:
                 ("tokens/s", rate(u.tokens_per_second)),
                 ("tokens in", count(u.input_tokens)),
                 ("tokens out", count(u.output_tokens)),
-                ("spend/s", money(u.usd_per_second, "/s")),
-                ("spend", money(u.usd)),
+                ("spend/s", spend(u.usd_per_second, u.unpriced_calls, "/s")),
+                ("spend", spend(u.usd, u.unpriced_calls)),
                 ("run p50/p95", f"{money(u.run_cost_p50_usd)} / {money(u.run_cost_p95_usd)}"),
                 ("unpriced calls", "n/a" if u.unpriced_calls is None else count(u.unpriced_calls)),
             ]
@@ -181,14 +209,16 @@ def _row_table(title: str, rows: Sequence[Row]) -> Table:
         table.add_column(header, justify="left" if header in ("name", "error types") else "right")
     for row in rows:
         table.add_row(
-            row.name,
-            count(row.calls),
-            rate(row.per_second, ""),
-            count(row.errors),
-            ratio(row.error_ratio),
-            duration(row.p50_seconds),
-            duration(row.p95_seconds),
-            ", ".join(f"{k} {count(v)}" for k, v in row.error_types.items()),
+            *_cells(
+                row.name,
+                count(row.calls),
+                rate(row.per_second, ""),
+                count(row.errors),
+                ratio(row.error_ratio),
+                duration(row.p50_seconds),
+                duration(row.p95_seconds),
+                ", ".join(f"{k} {count(v)}" for k, v in row.error_types.items()),
+            )
         )
     if not rows:
         table.add_row("(nothing in this window)", *[""] * 7)
@@ -202,15 +232,17 @@ def _model_table(rows: Sequence[ModelRow]) -> Table:
         table.add_column(header, justify="left" if header == "model" else "right")
     for m in rows:
         table.add_row(
-            m.calls.name,
-            rate(m.calls.per_second, ""),
-            count(m.calls.errors),
-            duration(m.calls.p50_seconds),
-            duration(m.calls.p95_seconds),
-            duration(m.first_chunk_p95_seconds),
-            rate(m.input_tokens_per_second, ""),
-            rate(m.output_tokens_per_second, ""),
-            money(m.usd_per_second),
+            *_cells(
+                m.calls.name,
+                rate(m.calls.per_second, ""),
+                count(m.calls.errors),
+                duration(m.calls.p50_seconds),
+                duration(m.calls.p95_seconds),
+                duration(m.first_chunk_p95_seconds),
+                rate(m.input_tokens_per_second, ""),
+                rate(m.output_tokens_per_second, ""),
+                money(m.usd_per_second),
+            )
         )
     if not rows:
         table.add_row("(nothing in this window)", *[""] * 8)
@@ -276,12 +308,19 @@ class _Panels:
         yield grid
 
 
+def _no_figures(monitor: Monitor, state: ViewState) -> str:
+    chosen = [t for t in monitor.targets if state.selection in (ALL, t.url)]
+    if chosen and all(t.scrapes and not t.up for t in chosen):
+        return "\nno figures: DOWN (retrying every tick)"
+    return "\nwaiting for two scrapes of this target..."
+
+
 def frame(monitor: Monitor, state: ViewState) -> Group:
     """One frame: header, panels, the view's table (or why there are no figures yet)."""
     figures = monitor.figures.get(state.selection)
     header = _header(monitor, state, figures)
     if figures is None:
-        return Group(header, Text("\nwaiting for two scrapes of this target..."))
+        return Group(header, Text(_no_figures(monitor, state)))
     panels = _Panels(
         _runs_panel(figures, monitor.history[state.selection]),
         _usage_panel(figures),

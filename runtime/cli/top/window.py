@@ -1,9 +1,11 @@
 """What happened between two scrapes: the increase of every counter, gauges as now.
 
-A counter that went down means the target restarted (as PromQL's ``increase`` reads it);
-so does a new ``process_start_time_seconds``. Then every counter of that target counts
-from zero again: its increase is its current value, not a negative number. Summing the
-windows of several targets gives the view of them all (``sum by``).
+As PromQL's ``increase`` reads it, a series whose value went down was reset: its increase
+is its new value (that series alone; a merged page of ``serve --workers`` loses a dead
+worker's counts from some series only); a series gone from the page adds nothing. A new
+``process_start_time_seconds`` (the earliest on the page) means the whole target
+restarted: then every counter counts from zero. Summing the windows of several targets
+gives the view of them all (``sum by``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Final
 from .scrape import SeriesKey, Snapshot
 
 PROCESS_START: Final = "process_start_time_seconds"  # prometheus_client's process collector
-_START_KEY: Final[SeriesKey] = (PROCESS_START, ())
 _SAME_LENGTH: Final = 1.5  # windows up to this ratio apart are summed as they are
 
 
@@ -41,7 +42,7 @@ class Window:
     seconds: float
     increases: BySample = field(default_factory=dict)
     gauges: BySample = field(default_factory=dict)
-    restarted: bool = False
+    restarted: bool = False  # the target restarted (a new process start time)
     totals: BySample = field(default_factory=dict)
     declared: frozenset[str] = frozenset()  # sample names the page declares, series or not
 
@@ -70,22 +71,33 @@ class Window:
 
 def _sum(series: Mapping[Labels, float], labels: Mapping[str, str]) -> float:
     wanted = labels.items()
-    return sum(v for pairs, v in series.items() if all(item in pairs for item in wanted))
+    return sum((v for pairs, v in series.items() if all(item in pairs for item in wanted)), 0.0)
+
+
+def _started(snapshot: Snapshot) -> float | None:
+    """When the target's process started: the earliest start time on its page."""
+    starts = [v for (name, _), v in snapshot.values.items() if name == PROCESS_START]
+    return min(starts, default=None)
 
 
 def restarted(before: Snapshot, after: Snapshot) -> bool:
-    """Whether the target restarted between the two scrapes."""
-    start_before, start_after = before.values.get(_START_KEY), after.values.get(_START_KEY)
-    if start_before is not None and start_after is not None and start_after != start_before:
-        return True
-    return any(after.values.get(key, 0.0) < before.values[key] for key in before.cumulative)
+    """Whether the target restarted between the two scrapes (a new process start time);
+    a counter that went down is a reset of that series only."""
+    start_before, start_after = _started(before), _started(after)
+    return start_before is not None and start_after is not None and start_after != start_before
+
+
+def _increase(value: float, before: float | None, reset: bool) -> float:
+    if reset or before is None or value < before:  # new, or counting from zero again
+        return value
+    return value - before
 
 
 def between(before: Snapshot, after: Snapshot) -> Window:
     """The window from ``before`` to ``after``, two good scrapes of one target."""
     reset = restarted(before, after)
     grows = [(key, value) for key, value in after.values.items() if key in after.cumulative]
-    increases = [(k, v if reset else v - before.values.get(k, 0.0)) for k, v in grows]
+    increases = [(k, _increase(v, before.values.get(k), reset)) for k, v in grows]
     gauges = [(k, v) for k, v in after.values.items() if k not in after.cumulative]
     seconds = max(after.at - before.at, 1e-9)
     return Window(
