@@ -148,9 +148,7 @@ async def test_top_in_tmux_shows_the_panels_and_switches_views() -> None:
                     "the first target alone", lambda s: f"{service.base}/metrics  view" in s
                 )
                 tmux("send-keys", "-t", "top", "Tab")
-                await tmux.wait_for(
-                    "the target that is gone", lambda s: "no figures: DOWN" in s
-                )
+                await tmux.wait_for("the target that is gone", lambda s: "no figures: DOWN" in s)
                 tmux("send-keys", "-t", "top", "Tab", "o")
                 await tmux.wait_for(
                     "all summed again",

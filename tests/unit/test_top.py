@@ -435,10 +435,12 @@ async def test_a_page_that_takes_too_long_to_parse_is_late_and_the_others_are_no
         async with aiohttp.ClientSession() as session:
             urls = [str(server.make_url(p)) for p in ("/slow", "/metrics")]
             slow, quick = await scrape_module.scrape_all(session, urls, time_limit=1, token=None)
+            again = await scrape(session, urls[0], time_limit=1)  # no second parse piled up
     finally:
         release.set()
         await server.close()
     assert slow.error == "page not parsed within 1 s"
+    assert again.error == "its last page is still being parsed"
     assert quick.ok
 
 

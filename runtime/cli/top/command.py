@@ -42,8 +42,8 @@ keys: {", ".join(f"{k} {v}" for k, v in _VIEW_KEYS.items())}; tab or right/left 
 figures come from what changed between two scrapes: rates, p50/p95 interpolated in the
 histogram buckets as PromQL's histogram_quantile; a series that went down was reset and
 counts from zero, as does every series of a target that restarted; one that is not read
-and parsed within --timeout is shown DOWN and tried again at the next tick. {AGENTWATCH_METRICS_TOKEN}, when set, is sent as the
-bearer token of every scrape.
+and parsed within --timeout is shown DOWN and tried again at the next tick.
+{AGENTWATCH_METRICS_TOKEN}, when set, is sent as the bearer token of every scrape.
 """
 
 

@@ -21,6 +21,9 @@ from ...settings import AGENTWATCH_METRICS_TOKEN
 
 # a /metrics page is kilobytes; a larger one would take the parser seconds every tick
 MAX_PAGE_BYTES: Final = 16 * 1024 * 1024
+# URLs whose page a worker thread still parses (past its deadline: a thread cannot be
+# stopped); their next scrape waits for it rather than piling up parses
+_PARSING: set[str] = set()
 # the text format prometheus_client's parser reads (never OpenMetrics)
 ACCEPT: Final = "text/plain;version=0.0.4;q=1.0"
 
@@ -99,6 +102,8 @@ async def scrape(
 ) -> Snapshot:
     """One scrape of ``url``, read and parsed within ``time_limit`` seconds; a failure is
     a ``Snapshot`` whose ``error`` says why."""
+    if url in _PARSING:
+        return Snapshot(url, time.monotonic(), error="its last page is still being parsed")
     read = False
     try:
         async with asyncio.timeout(time_limit):
@@ -111,7 +116,8 @@ async def scrape(
             read, at = True, time.monotonic()
             # a large page takes the pure-Python parser a while: keys stay answered
             # meanwhile; past the deadline the view goes on (the thread ends on its own)
-            return await asyncio.to_thread(parse_page, url, text, at)
+            _PARSING.add(url)
+            return await asyncio.to_thread(_parse_once, url, text, at)
     except TimeoutError:
         doing = "page not parsed" if read else "no answer"
         return Snapshot(url, time.monotonic(), error=f"{doing} within {time_limit:g} s")
@@ -123,6 +129,13 @@ async def scrape(
     except (ValueError, UnicodeDecodeError) as exc:
         error = "not a Prometheus metrics page" if read else _one_line(exc)
         return Snapshot(url, time.monotonic(), error=error)
+
+
+def _parse_once(url: str, text: str, at: float) -> Snapshot:
+    try:
+        return parse_page(url, text, at)
+    finally:
+        _PARSING.discard(url)
 
 
 def _refused(token: str | None) -> str:
