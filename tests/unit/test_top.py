@@ -502,6 +502,10 @@ def test_unpriced_calls_are_no_spend_of_zero() -> None:
     catalog = _catalog()
     first = _page(catalog, 0.0)
     catalog.unpriced_calls.labels("openai", "m").inc(3)
+    calls = catalog.gen_ai_operation_duration
+    calls.labels(**{**dict.fromkeys(calls._labelnames, ""), n.L_GEN_AI_REQUEST_MODEL: "m"}).observe(
+        1
+    )
     monitor = Monitor(["http://a/metrics"])
     monitor.update([first])
     monitor.update([_page(catalog, 1.0)])
@@ -510,3 +514,6 @@ def test_unpriced_calls_are_no_spend_of_zero() -> None:
     lines = [" ".join(line.split()) for line in _frame_text(monitor).splitlines()]
     assert any("spend - (3 unpriced)" in line for line in lines)
     assert not any("spend $0.000000 " in line for line in lines)
+    [model] = monitor.as_json()["figures"]["models"]
+    assert model["usd_per_second"] is None  # not $0/s
+    assert "$0.000000" not in _frame_text(monitor, "models")

@@ -53,7 +53,8 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class ModelRow:
-    """One model: its calls as a ``Row``, its tokens, its spend (None: no cost metric)."""
+    """One model: its calls as a ``Row``, its tokens, its spend (None: no cost metric, or
+    none of its calls in the window priced)."""
 
     calls: Row
     input_tokens_per_second: float
@@ -293,6 +294,8 @@ def _models(window: Window) -> list[ModelRow]:
     for row in _rows(window, n.M_GEN_AI_OPERATION_DURATION, model):
         by_model = {n.L_GEN_AI_REQUEST_MODEL: row.name}
         usd = _spend(window, **by_model)
+        if not usd and window.increase(_counter(n.M_UNPRICED_CALLS), **by_model):
+            usd = None  # its calls have no price: not known, not $0
         ttft = first_chunk.get(row.name)
         rows.append(
             ModelRow(
