@@ -22,7 +22,11 @@ Cost: each task's record holds what its model calls cost (``cost_usd``, from its
 (``BatchOptions.budget_usd``), once the batch's tasks — those already in the sink
 included — have cost that much it drains: no task starts any more, the running ones
 finish, the rest end ``cancelled`` (not final: a later run with a larger budget runs
-them), and the summary says ``budget_exceeded``.
+them), and the summary says ``budget_exceeded``. A task run again (retried)
+keeps its earlier attempts' cost: its record's ``cost_usd`` and the batch's total
+include it. Calls that could not be priced are counted
+(``unpriced_calls``); when none was priced the total is unknown (``total_usd`` None),
+never 0, and a budget cannot stop them.
 
 ``drain()`` (wired to SIGTERM/SIGINT by the CLI) stops taking tasks and lets the running
 ones finish or time out; ``cancel()`` stops one task or all of them, whether queued,
@@ -131,6 +135,14 @@ class BatchSummary:
     # (their recorded cost); the budget is measured against it
     cost_usd: float = 0.0
     budget_exceeded: bool = False  # tasks were left unrun because the budget was spent
+    priced: bool = False  # some cost is known (a priced call, or a recorded cost)
+    unpriced_calls: int = 0  # model calls that could not be priced (this run's)
+
+    @property
+    def total_usd(self) -> float | None:
+        """``cost_usd``, or None when calls were made and none could be priced (an
+        unknown price is not a price of 0)."""
+        return None if self.unpriced_calls and not self.priced else self.cost_usd
 
     def percentile(self, q: float) -> float:
         if not self.durations:
@@ -176,6 +188,8 @@ class BatchProcessor:
         self._torn_down = False  # set when run() itself is cancelled or fails
         self.spent_usd = 0.0  # what the batch's tasks cost so far (see BatchSummary.cost_usd)
         self.budget_exceeded = False
+        self.priced = False  # some cost is known (see BatchSummary.total_usd)
+        self.unpriced_calls = 0
         self._semaphore = asyncio.Semaphore(self.options.concurrency or self.options.workers)
         self._order = itertools.count()
         self._source: TaskSource | None = None
@@ -249,7 +263,18 @@ class BatchProcessor:
         for task in self.tasks.values():
             summary.counts[str(task.status)] = summary.counts.get(str(task.status), 0) + 1
         summary.cost_usd, summary.budget_exceeded = self.spent_usd, self.budget_exceeded
+        summary.priced, summary.unpriced_calls = self.priced, self.unpriced_calls
         return summary
+
+    @property
+    def total_usd(self) -> float | None:
+        """What the batch's tasks cost so far; None when none of their calls was priced."""
+        return None if self.unpriced_calls and not self.priced else self.spent_usd
+
+    def _spent(self, cost_usd: float | None) -> None:
+        if cost_usd is not None:
+            self.spent_usd += cost_usd
+            self.priced = True
 
     async def serve(self, source: TaskSource) -> BatchSummary:
         """Work tasks taken from ``source`` with ``options.workers`` workers until it stops
@@ -285,14 +310,17 @@ class BatchProcessor:
         for task in todo:
             self.tasks[task.id] = task
             previous = done.get(task.id)
+            if previous is not None:
+                # money spent is spent: a task run again (retried) starts from its
+                # earlier attempts' cost, and its record sums them
+                task.cost_usd = _cost(previous.get("cost_usd"))
+                self._spent(task.cost_usd)
             if previous is not None and previous.get("status") in FINAL:
                 if self.options.retry_failed and previous["status"] in RETRYABLE:
                     summary.retried += 1
                 else:
                     task.status = TaskStatus(previous["status"])
                     task.result, task.error = previous.get("result"), previous.get("error")
-                    task.cost_usd = _cost(previous.get("cost_usd"))
-                    self.spent_usd += task.cost_usd or 0.0
                     summary.skipped += 1
                     if self.on_progress is not None:
                         self.on_progress(task)
@@ -372,8 +400,12 @@ class BatchProcessor:
         self._running.pop(key, None)
         if self._source is None:  # a long-lived server keeps nothing per task
             summary.durations.append(self.clock() - started)
-        task.cost_usd = invocation.spend.total_usd  # every billed call, a failed task's too
-        self.spent_usd += task.cost_usd or 0.0
+        spend = invocation.spend  # every billed call, a failed task's too
+        self.unpriced_calls += spend.unpriced_calls
+        cost = spend.total_usd
+        if cost is not None:
+            task.cost_usd = (task.cost_usd or 0.0) + cost  # with its earlier attempts'
+            self._spent(cost)
         self._check_budget()
         self._settle(taken, status, error)
         if error is None or isinstance(error, Exception):

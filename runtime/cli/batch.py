@@ -153,6 +153,15 @@ async def run_batch(
     return summary, stopped["yes"]
 
 
+def _cost(summary: BatchSummary) -> str:
+    """The batch's cost: "-" when no call was priced, the unpriced calls counted."""
+    total = summary.total_usd
+    shown = "-" if total is None else f"${total:.6f}"
+    if summary.unpriced_calls:
+        shown += f" ({summary.unpriced_calls} call(s) unpriced)"
+    return shown
+
+
 def print_summary(summary: BatchSummary, out: Path, console: Console) -> None:
     counts = ", ".join(f"{status} {n}" for status, n in sorted(summary.counts.items()))
     retried = f", run again: {summary.retried}" if summary.retried else ""
@@ -163,7 +172,7 @@ def print_summary(summary: BatchSummary, out: Path, console: Console) -> None:
     )
     console.print(
         f"wall time {summary.wall_time:.2f} s; task time p50 {summary.percentile(0.5):.3f} s, "
-        f"p95 {summary.percentile(0.95):.3f} s; cost ${summary.cost_usd:.6f}; results in {out}",
+        f"p95 {summary.percentile(0.95):.3f} s; cost {_cost(summary)}; results in {out}",
         markup=False,
         soft_wrap=True,
     )

@@ -130,7 +130,8 @@ class BatchRecord:
             "created_at": _timestamp(self.created_at),
             "finished_at": None if self.finished_at is None else _timestamp(self.finished_at),
             "results_url": f"/v1/batches/{self.batch_id}/results",
-            "cost_usd": self.processor.spent_usd,  # what its tasks cost so far
+            "cost_usd": self.processor.total_usd,  # so far; null: none of it priced
+            "unpriced_calls": self.processor.unpriced_calls,
             "budget_usd": self.processor.options.budget_usd,
             "budget_exceeded": self.processor.budget_exceeded,
         }

@@ -169,9 +169,14 @@ SPEC: Final[dict[str, Any]] = {
                     "finished_at": {"type": ["string", "null"], "format": "date-time"},
                     "results_url": {"type": "string"},
                     "cost_usd": {
-                        "type": "number",
+                        "type": ["number", "null"],
                         "description": "What the batch's tasks have cost so far, USD (priced "
-                        "calls only).",
+                        "calls only); null when calls were made and none could be priced.",
+                    },
+                    "unpriced_calls": {
+                        "type": "integer",
+                        "description": "Model calls that could not be priced: a cost with "
+                        "them is partial, and a budget cannot stop them.",
                     },
                     "budget_usd": {"type": ["number", "null"]},
                     "budget_exceeded": {

@@ -378,3 +378,22 @@ async def test_a_users_own_graph_under_the_callback_handler_gets_its_runs_cost(
         n.L_GEN_AI_AGENT_NAME: "shop",
     }
     assert registry.get_sample_value(f"{n.M_COST}_total", labels) == pytest.approx(total)
+
+
+async def test_v1_batches_with_nothing_priced_has_no_cost_never_0(
+    aiohttp_client: Client, telemetry: Telemetry
+) -> None:
+    client = await aiohttp_client(create_app(RuntimeSettings(), telemetry))  # builtin: unpriced
+    tasks = [{"id": f"t{i}", "query": f"what is {i} + 1"} for i in range(2)]
+    started = await client.post("/v1/batches", json={"tasks": tasks, "workers": 1})
+    assert started.status == 202
+    url = (await started.json())["url"]
+    summary: dict[str, Any] = {}
+    for _ in range(500):  # bounded: ~10 s
+        summary = await (await client.get(url)).json()
+        if summary["state"] != "running":
+            break
+        await asyncio.sleep(0.02)
+    assert summary["state"] == "finished"
+    assert summary["cost_usd"] is None  # not 0.0
+    assert summary["unpriced_calls"] >= 2
