@@ -31,6 +31,9 @@ class Usage:
     cost_usd: float | None = None
     """What the run's model calls cost, USD, from the offline price table (telemetry's
     ``PriceTable``); None when no call could be priced (an unknown price is not 0)."""
+    unpriced_calls: int = 0
+    """The run's model calls that could not be priced: with some priced, ``cost_usd`` is
+    partial."""
 
     @property
     def total_tokens(self) -> int:
@@ -57,6 +60,7 @@ class RunResult:
                 "output_tokens": self.usage.output_tokens,
                 "total_tokens": self.usage.total_tokens,
                 "cost_usd": self.usage.cost_usd,
+                "unpriced_calls": self.usage.unpriced_calls,
             },
             "trace_id": self.trace_id,
             "sampled": self.sampled,
@@ -68,6 +72,7 @@ def result_from_messages(
     trace_id: str,
     sampled: bool | None = None,
     cost_usd: float | None = None,
+    unpriced_calls: int = 0,
 ) -> RunResult:
     """Answer, tool calls and summed usage of a finished run's messages; ``cost_usd``:
     what its calls cost (the run's ``Spend``, which priced each call once).
@@ -97,13 +102,15 @@ def result_from_messages(
         if not message.tool_calls:
             output = message.text
     sampled = bool(trace_id) if sampled is None else sampled
-    usage = Usage(input_tokens, output_tokens, cost_usd)
+    usage = Usage(input_tokens, output_tokens, cost_usd, unpriced_calls)
     return RunResult(output, calls, usage, trace_id, sampled)
 
 
 def usage_line(usage: Usage) -> str:
     """What a person is told of a run's usage: its tokens and what they cost."""
     cost = "unpriced" if usage.cost_usd is None else f"${usage.cost_usd:.6f}"
+    if usage.cost_usd is not None and usage.unpriced_calls:
+        cost += f" (partial: {usage.unpriced_calls} call(s) unpriced)"
     return f"tokens: {usage.input_tokens} in, {usage.output_tokens} out  cost: {cost}"
 
 

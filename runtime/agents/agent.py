@@ -42,6 +42,7 @@ from ..budget import run_budget
 from ..events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ..langchain.adopt import adopt_model, agent_tools
 from ..langchain.chat_calls import request_model
+from ..langchain.providers import provider_name
 from ..langchain.recording import Recorded, Recording, own_run
 from ..langchain.streams import marked_aiter, opened
 from ..results import RunResult, result_from_messages
@@ -133,6 +134,17 @@ class Agent:
             agent_tools(self.tools, telemetry, name, retry_policy),
             system_prompt=self.system_prompt,
             name=name,
+        )
+
+    def unpriced_budget(self) -> str | None:
+        """Why a budget cannot stop this agent's model calls: its model has no price
+        (None: it has one). Its calls are still made, counted as unpriced."""
+        provider = provider_name(self.model)
+        if self.telemetry.prices.price(provider, self.model_name) is not None:
+            return None
+        return (
+            f"model {self.model_name!r} at {provider!r} has no price: a budget cannot stop "
+            "its calls (give it one in AGENTWATCH_PRICES_FILE)"
         )
 
     def check_input(self, query: object) -> str:
@@ -325,7 +337,10 @@ class Agent:
 
     def _result(self, messages: list[BaseMessage], invocation: AgentRunInvocation) -> RunResult:
         trace_id, sampled = _trace_of(invocation, self.telemetry.exports_spans)
-        return result_from_messages(messages, trace_id, sampled, invocation.spend.total_usd)
+        spend = invocation.spend
+        return result_from_messages(
+            messages, trace_id, sampled, spend.total_usd, spend.unpriced_calls
+        )
 
 
 def checked_name(name: str) -> str:

@@ -135,6 +135,14 @@ async def run_batch(
 ) -> tuple[BatchSummary, bool]:
     """Run ``tasks`` with the agent, results to ``out``; True if it was stopped early."""
     async with AgentRuntime(settings, telemetry) as runtime:
+        unpriced = options.budget_usd is not None and runtime.agent.unpriced_budget()
+        if unpriced:
+            console.print(
+                f"agentwatch batch: warning: {unpriced}",
+                style="yellow",
+                markup=False,
+                soft_wrap=True,
+            )
         with progress_bar(console, len(tasks)) as on_progress:
             processor = BatchProcessor(
                 agent_work(runtime.agent),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
@@ -30,6 +31,9 @@ async def _run_once(
     settings: RuntimeSettings, telemetry: Telemetry, query: str, stream: bool
 ) -> int:
     async with AgentRuntime(settings, telemetry) as runtime:
+        unpriced = settings.run_budget_usd is not None and runtime.agent.unpriced_budget()
+        if unpriced:
+            print(f"agentwatch run: warning: {unpriced}", file=sys.stderr, flush=True)
         if stream:
             return await _typewriter(runtime.agent.astream(query))
         result = await runtime.agent.arun(query)

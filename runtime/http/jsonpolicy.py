@@ -48,13 +48,24 @@ class ApiError(Exception):
     """An error answered as JSON with ``status``."""
 
     def __init__(
-        self, status: int, kind: str, message: str, *, headers: Mapping[str, str] | None = None
+        self,
+        status: int,
+        kind: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        fields: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
         self.message = message
         self.headers = dict(headers or {})  # e.g. Retry-After with a 429
+        self.fields = dict(fields or {})  # more of the error object, e.g. spent_usd
+
+    def body(self) -> dict[str, Any]:
+        """The error object: ``{"type", "message", **fields}``."""
+        return {"type": self.kind, "message": self.message, **self.fields}
 
 
 class BodyBudget:

@@ -52,7 +52,7 @@ from agentwatch.telemetry.web import MetricsSource
 from ..agents.admission import AdmissionRefused
 from ..agents.agent import Agent, AgentInputError, AgentRunError, RunTimeoutError, StepLimitError
 from ..agents.agent_runtime import AgentRuntime
-from ..budget import BUDGET_EXCEEDED, BudgetExceededError, budget_from
+from ..budget import BUDGET_EXCEEDED, BudgetExceededError, budget_from, run_budget
 from ..events import event_data
 from ..http.jsonpolicy import BODY_BUDGET_KEY as BODY_BUDGET_KEY
 from ..http.jsonpolicy import BODY_TIMEOUT as BODY_TIMEOUT
@@ -86,8 +86,12 @@ SSE_KEEPALIVE: Final = 10.0  # seconds between ": waiting for a run slot" commen
 RUN_FIELDS: Final = frozenset({"input", "stream", "conversation_id", "budget_usd"})
 
 
-def error_response(status: int, kind: str, message: str) -> web.Response:
-    response = web.json_response(service_error_body(kind, message), status=status)
+def error_response(
+    status: int, kind: str, message: str, fields: Mapping[str, Any] | None = None
+) -> web.Response:
+    body = service_error_body(kind, message)
+    body["error"].update(fields or {})
+    response = web.json_response(body, status=status)
     if status == 401:
         response.headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
     return response
@@ -108,7 +112,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except ApiError as exc:
-        response = error_response(exc.status, exc.kind, exc.message)
+        response = error_response(exc.status, exc.kind, exc.message, exc.fields)
         response.headers.update(exc.headers)
         return response
     except web.HTTPException as exc:
@@ -192,7 +196,8 @@ def _as_api_error(exc: Exception) -> ApiError | None:
         return ApiError(508, "step_limit_exceeded", str(exc))
     if isinstance(exc, BudgetExceededError):
         # 402: the run's money ran out (a limit the caller set, or the service's)
-        return ApiError(402, BUDGET_EXCEEDED, str(exc))
+        spent = {"spent_usd": exc.spent_usd, "budget_usd": exc.budget_usd}
+        return ApiError(402, BUDGET_EXCEEDED, str(exc), fields=spent)
     if isinstance(exc, AgentRunError):
         return ApiError(500, "run_failed", str(exc))
     failure = classify(exc)
@@ -211,6 +216,7 @@ async def post_run(request: web.Request) -> web.StreamResponse:
     body = await read_json(request, settings.max_body_bytes, RUN_FIELDS)
     run = _run_request(body, request.headers.get(hdrs.ACCEPT, ""))
     parent = propagate.extract(_without_baggage(request.headers))
+    notes = _budget_notes(agent, run)
     try:
         agent.check_input(run.input)
         if run.stream:
@@ -225,8 +231,24 @@ async def post_run(request: web.Request) -> web.StreamResponse:
         mapped = _as_api_error(exc)
         if mapped is None:
             raise
+        if mapped.kind == BUDGET_EXCEEDED:
+            mapped.fields.update(notes)
         raise mapped from None
-    return web.json_response(result.to_dict())
+    return web.json_response(result.to_dict() | notes)
+
+
+def _budget_notes(agent: Agent, run: RunRequest) -> dict[str, Any]:
+    """What a run's answer says of its budget: capped at the service's limit
+    (``budget_capped_usd``), or unable to stop unpriced calls (``budget_warning``)."""
+    notes: dict[str, Any] = {}
+    limit = agent.budget_usd
+    if run.budget_usd is not None and limit is not None and run.budget_usd > limit:
+        notes["budget_capped_usd"] = limit
+    if run_budget(limit, run.budget_usd) is not None:
+        warning = agent.unpriced_budget()
+        if warning:
+            notes["budget_warning"] = warning
+    return notes
 
 
 def _without_baggage(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
@@ -282,7 +304,7 @@ async def _stream_run(
         if mapped is None:
             _logger.exception("streamed run failed")
             mapped = ApiError(500, "internal_error", "The run failed.")
-        await response.write(sse("error", {"type": mapped.kind, "message": mapped.message}))
+        await response.write(sse("error", mapped.body()))
     await response.write_eof()
     return response
 

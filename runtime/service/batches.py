@@ -83,6 +83,7 @@ class BatchRecord:
     sink: PagedResultSink  # the records of the tasks that ended, in the order they ended
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None  # set when the runner is done (its done callback)
+    budget_warning: str | None = None  # why its budget cannot stop its calls (unpriced)
     _final_counts: dict[str, int] | None = None
 
     @property
@@ -134,6 +135,7 @@ class BatchRecord:
             "unpriced_calls": self.processor.unpriced_calls,
             "budget_usd": self.processor.options.budget_usd,
             "budget_exceeded": self.processor.budget_exceeded,
+            "budget_warning": self.budget_warning,
         }
 
     async def results(self, query: Mapping[str, str]) -> dict[str, Any]:
@@ -200,10 +202,13 @@ async def post_batch(request: web.Request) -> web.Response:
         return (await agent.arun(task.query, batch=True)).to_dict()
 
     record = start_batch(request.app, agent.telemetry, work, tasks, options, settings)
+    if options.budget_usd is not None:
+        record.budget_warning = agent.unpriced_budget()
     batch_id = record.batch_id
-    return web.json_response(
-        {"id": batch_id, "state": record.state, "url": f"/v1/batches/{batch_id}"}, status=202
-    )
+    answer = {"id": batch_id, "state": record.state, "url": f"/v1/batches/{batch_id}"}
+    if record.budget_warning:
+        answer["budget_warning"] = record.budget_warning
+    return web.json_response(answer, status=202)
 
 
 def _record(request: web.Request) -> BatchRecord:

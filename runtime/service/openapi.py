@@ -102,7 +102,22 @@ SPEC: Final[dict[str, Any]] = {
                                 "the offline price table (AGENTWATCH_PRICES_FILE over the "
                                 "bundled one); null when no call could be priced.",
                             },
+                            "unpriced_calls": {
+                                "type": "integer",
+                                "description": "Model calls that could not be priced: with "
+                                "some priced, cost_usd is partial.",
+                            },
                         },
+                    },
+                    "budget_capped_usd": {
+                        "type": "number",
+                        "description": "The budget the run had: it asked for more than "
+                        "AGENTWATCH_RUN_BUDGET_USD (also in a budget_exceeded error).",
+                    },
+                    "budget_warning": {
+                        "type": "string",
+                        "description": "Why the run's budget cannot stop its calls: the "
+                        "model has no price (also in a budget_exceeded error).",
                     },
                     "trace_id": {
                         "type": "string",
@@ -182,6 +197,11 @@ SPEC: Final[dict[str, Any]] = {
                     "budget_exceeded": {
                         "type": "boolean",
                         "description": "Tasks were left unrun: the budget was spent.",
+                    },
+                    "budget_warning": {
+                        "type": ["string", "null"],
+                        "description": "Why the budget cannot stop the batch's calls: "
+                        "the model has no price.",
                     },
                 },
             },

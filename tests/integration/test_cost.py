@@ -397,3 +397,58 @@ async def test_v1_batches_with_nothing_priced_has_no_cost_never_0(
     assert summary["state"] == "finished"
     assert summary["cost_usd"] is None  # not 0.0
     assert summary["unpriced_calls"] >= 2
+
+
+async def test_budget_exceeded_says_what_was_spent_of_what_budget_and_that_it_was_capped(
+    aiohttp_client: Client, telemetry: Telemetry
+) -> None:
+    capped = RuntimeSettings(model="gpt-4o-mini", run_budget_usd=1e-9)
+    client = await aiohttp_client(create_app(capped, telemetry))
+    asked = {"input": "what is 123 + 456", "budget_usd": 100}
+    response = await client.post("/v1/runs", json=asked)
+    assert response.status == 402
+    error = (await response.json())["error"]
+    assert error["budget_usd"] == 1e-9
+    assert error["spent_usd"] > 1e-9
+    assert error["budget_capped_usd"] == 1e-9  # it asked for 100
+    response = await client.post("/v1/runs", json={**asked, "stream": True})
+    events = [e async for e in read_sse(response.content)]
+    assert events[-1][0] == "error"
+    assert events[-1][1]["budget_usd"] == 1e-9
+    assert events[-1][1]["spent_usd"] > 1e-9
+
+
+async def test_a_budget_that_cannot_stop_unpriced_calls_says_so(
+    aiohttp_client: Client, telemetry: Telemetry
+) -> None:
+    # the builtin model's own name has no price: its calls cannot be stopped by a budget
+    client = await aiohttp_client(create_app(RuntimeSettings(run_budget_usd=1e-9), telemetry))
+    response = await client.post("/v1/runs", json={"input": "what is 1 + 2"})
+    assert response.status == 200  # never stopped: nothing it spends is known
+    body = await response.json()
+    assert "has no price" in body["budget_warning"]
+    assert body["usage"]["cost_usd"] is None
+    assert body["usage"]["unpriced_calls"] >= 1
+    tasks = [{"id": "t0", "query": "what is 1 + 1"}]
+    started = await client.post("/v1/batches", json={"tasks": tasks, "budget_usd": 1.0})
+    assert started.status == 202
+    assert "has no price" in (await started.json())["budget_warning"]
+    summary = await (await client.get((await started.json())["url"])).json()
+    assert "has no price" in summary["budget_warning"]
+    # a priced model: no warning
+    priced = await aiohttp_client(create_app(RuntimeSettings(model="gpt-4o-mini"), telemetry))
+    roomy = await priced.post("/v1/runs", json={"input": "what is 1 + 2", "budget_usd": 1.0})
+    assert "budget_warning" not in await roomy.json()
+
+
+def test_agentwatch_batch_warns_when_its_budget_cannot_stop_unpriced_calls(
+    tmp_path: Path,
+) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"id": "t0", "query": "what is 1 + 1"}\n')
+    out = tmp_path / "results.jsonl"
+    done = run_cli("batch", str(tasks), "--out", str(out), "--budget-usd", "1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert any("warning" in line and "has no price" in line for line in lines), done.stderr
+    assert any("cost - (" in line and "unpriced" in line for line in lines), done.stderr
