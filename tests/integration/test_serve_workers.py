@@ -9,13 +9,17 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentwatch.runtime.cli.workers import WORKER_HEADER
 from tests.helpers import ServiceProcess, cli_process, wait_until_ready
+
+T = TypeVar("T")
 
 RUN = {"input": "what is 2 + 3"}
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
@@ -34,6 +38,18 @@ async def run_once(base: str) -> str:
     ):
         assert response.status == 200, await response.text()
         return response.headers[WORKER_HEADER]
+
+
+async def settled(attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()``, again on a connection the kernel reset (bounded: 20 tries). Linux
+    resets the connections waiting at a worker's socket when the worker dies, and the
+    port's SO_REUSEPORT group changes while a replacement starts."""
+    for _ in range(19):
+        try:
+            return await attempt()
+        except aiohttp.ClientConnectionError:
+            await asyncio.sleep(0.1)
+    return await attempt()
 
 
 async def scrape(base: str) -> dict[str, float]:
@@ -105,12 +121,13 @@ async def test_a_killed_worker_is_started_again_and_sigterm_stops_all() -> None:
         assert workers[1] in replaced
         assert workers[0] not in replaced
         for _ in range(100):  # bounded: the new worker starts its model and listens
-            if (await scrape(service.base)).get("agentwatch_serve_workers_scraped") == 2:
+            scraped = await settled(lambda: scrape(service.base))
+            if scraped.get("agentwatch_serve_workers_scraped") == 2:
                 break
             await asyncio.sleep(0.2)
         else:
             raise AssertionError("the restarted worker never answered a scrape")
-        await run_once(service.base)
+        await settled(lambda: run_once(service.base))
 
         service.process.send_signal(signal.SIGTERM)
         assert service.process.wait(timeout=60) == 0
