@@ -263,6 +263,17 @@ async def test_v1_runs_budget_a_run_asks_for_and_its_cost(
     assert usage["cost_usd"] == pytest.approx(expected)
 
 
+async def batch_end(client: TestClient, url: str) -> dict[str, Any]:
+    """The batch's summary once it stopped running (or after ~10 s)."""
+    summary: dict[str, Any] = {}
+    for _ in range(500):  # bounded: ~10 s
+        summary = await (await client.get(url)).json()
+        if summary["state"] != "running":
+            break
+        await asyncio.sleep(0.02)
+    return summary
+
+
 async def test_v1_batches_shows_cost_and_stops_at_its_budget(
     aiohttp_client: Client, telemetry: Telemetry
 ) -> None:
@@ -273,12 +284,7 @@ async def test_v1_batches_shows_cost_and_stops_at_its_budget(
     )
     assert started.status == 202
     url = (await started.json())["url"]
-    summary: dict[str, Any] = {}
-    for _ in range(500):  # bounded: ~10 s
-        summary = await (await client.get(url)).json()
-        if summary["state"] != "running":
-            break
-        await asyncio.sleep(0.02)
+    summary = await batch_end(client, url)
     assert summary["state"] == "finished"
     assert summary["budget_exceeded"] is True
     assert summary["budget_usd"] == 1e-9
@@ -387,13 +393,7 @@ async def test_v1_batches_with_nothing_priced_has_no_cost_never_0(
     tasks = [{"id": f"t{i}", "query": f"what is {i} + 1"} for i in range(2)]
     started = await client.post("/v1/batches", json={"tasks": tasks, "workers": 1})
     assert started.status == 202
-    url = (await started.json())["url"]
-    summary: dict[str, Any] = {}
-    for _ in range(500):  # bounded: ~10 s
-        summary = await (await client.get(url)).json()
-        if summary["state"] != "running":
-            break
-        await asyncio.sleep(0.02)
+    summary = await batch_end(client, (await started.json())["url"])
     assert summary["state"] == "finished"
     assert summary["cost_usd"] is None  # not 0.0
     assert summary["unpriced_calls"] >= 2
