@@ -44,7 +44,7 @@ from ..service.federation import peer_path, ready_path
 from .exits import EXIT_OK, EXIT_USAGE, CliError
 
 AGENTWATCH_SERVE_WORKER: Final = "AGENTWATCH_SERVE_WORKER"
-"""``<index>/<count>/<directory>``: set by the parent for each worker it starts."""
+"""``<index>/<count>/<parent pid>/<directory>``: set by the parent for each worker."""
 
 WORKER_HEADER: Final = "X-Agentwatch-Worker"
 READY_TIMEOUT: Final = 120.0
@@ -59,6 +59,7 @@ class WorkerRole:
 
     index: int
     count: int
+    parent: int
     directory: str
 
     @classmethod
@@ -66,8 +67,8 @@ class WorkerRole:
         raw = os.environ.get(AGENTWATCH_SERVE_WORKER, "")
         if not raw:
             return None
-        index, count, directory = raw.split("/", 2)
-        return cls(int(index), int(count), directory)
+        index, count, parent, directory = raw.split("/", 3)
+        return cls(int(index), int(count), int(parent), directory)
 
     @property
     def socket_path(self) -> str:
@@ -79,15 +80,15 @@ class WorkerRole:
 
     async def orphan_watch(self, app: web.Application) -> AsyncIterator[None]:
         """A cleanup context: a worker whose parent is gone (killed outright: it could
-        not pass a signal on) drains and exits as if told to, never serving alone."""
-        parent = os.getppid()
+        not pass a signal on) drains and exits as if told to, never serving alone; one
+        whose parent died while it was starting, at once."""
 
         async def watch() -> None:  # no event tells a process its parent died: look
             while True:
-                await asyncio.sleep(1.0)
-                if os.getppid() != parent:
+                if os.getppid() != self.parent:
                     os.kill(os.getpid(), signal.SIGTERM)
                     return
+                await asyncio.sleep(1.0)
 
         task = asyncio.create_task(watch())
         try:
@@ -143,7 +144,7 @@ class Supervisor:
     def _start(self, index: int) -> None:
         env = {
             **os.environ,
-            AGENTWATCH_SERVE_WORKER: f"{index}/{self.count}/{self.directory}",
+            AGENTWATCH_SERVE_WORKER: f"{index}/{self.count}/{os.getpid()}/{self.directory}",
         }
         args = [*self.command, "--host", self.host, "--port", str(self.port)]
         self.workers[index] = subprocess.Popen(args, env=env)
