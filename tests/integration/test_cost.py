@@ -321,6 +321,25 @@ def test_agentwatch_batch_budget_stops_then_resumes(tmp_path: Path) -> None:
     assert float(costs[1]) == pytest.approx(total, abs=1e-6)  # the batch's, resumed ones too
 
 
+def assert_the_shop_run_cost_its_two_calls(
+    exporter: InMemorySpanExporter, registry: CollectorRegistry
+) -> None:
+    """The ``shop`` run's two gpt-4o-mini calls, priced; their sum is the run's total
+    and what the cost counter counted under the agent's name."""
+    spans = exporter.get_finished_spans()
+    calls = [s.attributes or {} for s in spans if s.name == "chat gpt-4o-mini"]
+    assert len(calls) == 2
+    total = sum(float(c[n.AGENTWATCH_USAGE_COST_AMOUNT]) for c in calls)  # type: ignore[arg-type]
+    (run,) = [s.attributes or {} for s in spans if s.name == "invoke_agent shop"]
+    assert run[n.AGENTWATCH_RUN_COST_AMOUNT] == pytest.approx(total)
+    labels = {
+        n.L_GEN_AI_PROVIDER_NAME: "agentwatch",
+        n.L_GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
+        n.L_GEN_AI_AGENT_NAME: "shop",
+    }
+    assert registry.get_sample_value(f"{n.M_COST}_total", labels) == pytest.approx(total)
+
+
 async def test_a_users_own_graph_under_the_instrumentor_gets_its_runs_cost(
     telemetry: Telemetry, exporter: InMemorySpanExporter, registry: CollectorRegistry
 ) -> None:
@@ -336,18 +355,7 @@ async def test_a_users_own_graph_under_the_instrumentor_gets_its_runs_cost(
         )
     finally:
         instrumentor.uninstrument()
-    spans = exporter.get_finished_spans()
-    calls = [s.attributes or {} for s in spans if s.name == "chat gpt-4o-mini"]
-    assert len(calls) == 2
-    total = sum(float(c[n.AGENTWATCH_USAGE_COST_AMOUNT]) for c in calls)  # type: ignore[arg-type]
-    (run,) = [s.attributes or {} for s in spans if s.name == "invoke_agent shop"]
-    assert run[n.AGENTWATCH_RUN_COST_AMOUNT] == pytest.approx(total)
-    labels = {
-        n.L_GEN_AI_PROVIDER_NAME: "agentwatch",
-        n.L_GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-        n.L_GEN_AI_AGENT_NAME: "shop",
-    }
-    assert registry.get_sample_value(f"{n.M_COST}_total", labels) == pytest.approx(total)
+    assert_the_shop_run_cost_its_two_calls(exporter, registry)
 
 
 class InstrumentedBuiltin(InstrumentedChatModel, BuiltinChatModel):
@@ -372,18 +380,7 @@ async def test_a_users_own_graph_under_the_callback_handler_gets_its_runs_cost(
         {"messages": [{"role": "user", "content": "Are socks in stock?"}]},
         {"callbacks": [AgentwatchCallbackHandler(telemetry=telemetry)]},
     )
-    spans = exporter.get_finished_spans()
-    calls = [s.attributes or {} for s in spans if s.name == "chat gpt-4o-mini"]
-    assert len(calls) == 2
-    total = sum(float(c[n.AGENTWATCH_USAGE_COST_AMOUNT]) for c in calls)  # type: ignore[arg-type]
-    (run,) = [s.attributes or {} for s in spans if s.name == "invoke_agent shop"]
-    assert run[n.AGENTWATCH_RUN_COST_AMOUNT] == pytest.approx(total)
-    labels = {
-        n.L_GEN_AI_PROVIDER_NAME: "agentwatch",
-        n.L_GEN_AI_REQUEST_MODEL: "gpt-4o-mini",
-        n.L_GEN_AI_AGENT_NAME: "shop",
-    }
-    assert registry.get_sample_value(f"{n.M_COST}_total", labels) == pytest.approx(total)
+    assert_the_shop_run_cost_its_two_calls(exporter, registry)
 
 
 async def test_v1_batches_with_nothing_priced_has_no_cost_never_0(
