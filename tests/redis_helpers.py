@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -82,7 +83,11 @@ def redis_server() -> Iterator[RedisServer]:
 
 AGENTWATCH = [sys.executable, "-m", "agentwatch.runtime.cli"]
 # a quiet worker's tasks are taken again after 2 s (30 s by default)
-WORKER_ENV = {"AGENTWATCH_REDIS_VISIBILITY_TIMEOUT": "2", "OTEL_TRACES_EXPORTER": "none"}
+WORKER_ENV = {
+    "AGENTWATCH_REDIS_VISIBILITY_TIMEOUT": "2",
+    "OTEL_TRACES_EXPORTER": "none",
+    "PYTHONFAULTHANDLER": "1",  # a worker that hangs shows where (SIGABRT)
+}
 
 
 @dataclass
@@ -128,7 +133,28 @@ def workers(url: str, count: int, concurrency: int = 4, **env: str) -> Iterator[
                 if worker.process.poll() is None:
                     worker.process.terminate()
             for worker in started:
-                worker.process.wait(timeout=60)
+                stop(worker)
+
+
+def stop(worker: Worker) -> None:
+    """Wait for a worker told to stop. One that is still running 60 s after SIGTERM
+    (seen once in CI after a batch, not reproduced since: an open defect of issue 19)
+    is made to print its threads' stacks (faulthandler, SIGABRT), which the test's
+    output shows, then killed: the test's own assertions stand or fall on their own."""
+    try:
+        worker.process.wait(timeout=60)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    worker.process.send_signal(signal.SIGABRT)
+    try:
+        worker.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        worker.process.kill()
+        worker.process.wait()
+    worker.output.seek(0)
+    said = worker.output.read().decode(errors="replace")[-8000:]
+    print(f"WORKER HUNG: still running 60 s after SIGTERM; its output:\n{said}", file=sys.stderr)
 
 
 def write_tasks(path: Path, count: int) -> None:
