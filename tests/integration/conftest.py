@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -15,6 +15,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from agentwatch.runtime.langchain.instrumentor import AgentwatchInstrumentor
+from agentwatch.telemetry import Telemetry
 from tests.helpers import free_port
 
 
@@ -82,3 +84,14 @@ async def otlp_receiver() -> AsyncIterator[OtlpReceiver]:
 def closed_port() -> int:
     """A loopback port nothing listens on."""
     return free_port()
+
+
+@pytest.fixture
+def instrumented(telemetry: Telemetry) -> Iterator[AgentwatchInstrumentor]:
+    """The instrumentor installed, recording into the test's telemetry; removed after."""
+    instrumentor = AgentwatchInstrumentor()
+    instrumentor.instrument(telemetry=telemetry)
+    try:
+        yield instrumentor
+    finally:
+        instrumentor.uninstrument()

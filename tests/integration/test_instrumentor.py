@@ -9,7 +9,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -57,16 +57,6 @@ def scripted() -> BuiltinChatModel:
             "Socks are in stock.",
         ]
     )
-
-
-@pytest.fixture
-def instrumented(telemetry: Telemetry) -> Iterator[AgentwatchInstrumentor]:
-    instrumentor = AgentwatchInstrumentor()
-    instrumentor.instrument(telemetry=telemetry)
-    try:
-        yield instrumentor
-    finally:
-        instrumentor.uninstrument()
 
 
 def parent_of(span: ReadableSpan, spans: Sequence[ReadableSpan]) -> ReadableSpan | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import pytest
@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from prometheus_client import CollectorRegistry
 
-from agentwatch.runtime import AgentwatchCallbackHandler, AgentwatchInstrumentor, BuiltinChatModel
+from agentwatch.runtime import AgentwatchCallbackHandler, BuiltinChatModel
 from agentwatch.runtime.langchain.chat_calls import request_model
 from agentwatch.telemetry import Telemetry
 
@@ -49,27 +49,12 @@ def leaf(name: str) -> Tree:
 
 
 @pytest.fixture(params=["instrumentor", "handler"])
-def mode(request: pytest.FixtureRequest, telemetry: Telemetry) -> Iterator[dict[str, Any]]:
+def mode(request: pytest.FixtureRequest, telemetry: Telemetry) -> dict[str, Any]:
     """The config to call with: none under the instrumentor, the handler's otherwise."""
     if request.param == "handler":
-        yield {"callbacks": [AgentwatchCallbackHandler(telemetry)]}
-        return
-    instrumentor = AgentwatchInstrumentor()
-    instrumentor.instrument(telemetry=telemetry)
-    try:
-        yield {}
-    finally:
-        instrumentor.uninstrument()
-
-
-@pytest.fixture
-def instrumented(telemetry: Telemetry) -> Iterator[None]:
-    instrumentor = AgentwatchInstrumentor()
-    instrumentor.instrument(telemetry=telemetry)
-    try:
-        yield
-    finally:
-        instrumentor.uninstrument()
+        return {"callbacks": [AgentwatchCallbackHandler(telemetry)]}
+    request.getfixturevalue("instrumented")
+    return {}
 
 
 @tool
