@@ -36,7 +36,15 @@ from agentwatch.telemetry import (
 )
 from agentwatch.telemetry.names import OP_INVOKE_AGENT, OUTCOME_CANCELLED
 
-from .recording import Recorded, Recording, call_callbacks, own_run, parent_context, within_run
+from .recording import (
+    Recorded,
+    Recording,
+    call_callbacks,
+    own_run,
+    parent_context,
+    runnable_config,
+    within_run,
+)
 from .streams import marked_aiter, marked_iter, opened
 
 UNNAMED_GRAPH: Final = "LangGraph"
@@ -57,14 +65,9 @@ def _recorded_here(graph: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any])
     """The agent name to record this graph's run under; None: not an agent, or its
     own boundary records the run already (``invoke`` calling ``stream``)."""
     name = agent_name(graph)
-    if name is None or within_run(graph, _config(args, kwargs).get("run_id")):
+    if name is None or within_run(graph, runnable_config(args, kwargs).get("run_id")):
         return None
     return name
-
-
-def _config(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
-    config = args[1] if len(args) > 1 else kwargs.get("config")
-    return config if isinstance(config, Mapping) else {}
 
 
 def _conversation_id(config: Mapping[str, Any]) -> str | None:
@@ -117,7 +120,7 @@ class GraphBoundary:
         """The run's span, its marker (bound to the graph's own LangChain run, so that
         it claims no other) and the call's arguments (``kwargs`` updated in place)."""
         telemetry = self._telemetry or get_telemetry()
-        config = _config(args, kwargs)
+        config = runnable_config(args, kwargs)
         # The agent's model is not known before its first call: the first chat call
         # beneath it names it (span attribute and the duration's label).
         invocation = telemetry.agent_run(

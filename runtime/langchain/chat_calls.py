@@ -59,6 +59,7 @@ from .recording import (
     enter,
     leave,
     parent_context,
+    runnable_config,
     within,
 )
 from .streams import marked_aiter, marked_iter, opened
@@ -466,7 +467,7 @@ class ChatBoundary:
             given = args[0] if args else kwargs.get("input")
             messages = instance._convert_input(given).to_messages()
         options = _stream_options(kwargs)
-        callbacks = call_callbacks(args[1] if len(args) > 1 else kwargs.get("config"))
+        callbacks = call_callbacks(runnable_config(args, kwargs))
         return self._start(
             telemetry, instance, messages, options, stream=True, runs=1, callbacks=callbacks
         )

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from uuid import UUID, uuid4
 
 from langchain_core.runnables.config import var_child_runnable_config
@@ -174,6 +174,12 @@ def within_run(instance: object, run_id: object) -> bool:
         and marker.span is not None
         and run_id in marker.run_ids
     )
+
+
+def runnable_config(args: tuple[object, ...], kwargs: Mapping[str, object]) -> Mapping[str, Any]:
+    """The config of a Runnable call ``(input, config, ...)`` ({} when none was given)."""
+    config = args[1] if len(args) > 1 else kwargs.get("config")
+    return config if isinstance(config, Mapping) else {}
 
 
 def call_callbacks(config: object) -> object:
