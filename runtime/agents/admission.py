@@ -14,7 +14,9 @@ its own timeout); a run that gets no slot by its deadline fails with ``TimeoutEr
 
 Load shedding, for interactive runs only (a batch bounds its own queue): at most
 ``max_waiting`` wait at once, and none longer than ``max_wait`` seconds; past either the
-run is refused with ``AdmissionRefused`` (the service answers 503 with Retry-After).
+run is refused with ``AdmissionRefused`` (the service answers 503 with Retry-After: the
+runs waiting ahead at the rate slots were freed over the last ``RATE_WINDOW`` seconds,
+1 to ``MAX_RETRY_AFTER`` s).
 Every end of a wait is recorded through ``telemetry.agent_runs``: admitted (its wait),
 or shed by reason (``timeout``, ``cancelled``, ``too_many_waiting``).
 """
@@ -22,8 +24,9 @@ or shed by reason (``timeout``, ``cancelled``, ``too_many_waiting``).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
@@ -35,7 +38,9 @@ from .concurrency import AdaptiveLimit, own_lag
 INTERACTIVE_SHARE: Final = 0.25  # of the slots, that runs of batches never take
 DEFAULT_MAX_WAITING: Final = 1000  # interactive runs waiting at once
 DEFAULT_MAX_WAIT: Final = 30.0  # seconds an interactive run may wait for its slot
-RETRY_AFTER: Final = 1  # seconds, the Retry-After of a refused run
+RETRY_AFTER: Final = 1  # seconds, the least Retry-After of a refused run
+MAX_RETRY_AFTER: Final = 60  # seconds, the most
+RATE_WINDOW: Final = 10.0  # seconds of slot releases the Retry-After is estimated from
 IDLE_STOP: Final = 1.0  # the lag sampler stops after this long with no run in sight
 
 
@@ -81,6 +86,7 @@ class Admission:
         max_waiting: int | None = DEFAULT_MAX_WAITING,
         max_wait: float | None = DEFAULT_MAX_WAIT,
         lag_feed: LagFeed | None = sample_loop_lag,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.adaptive = limit if isinstance(limit, AdaptiveLimit) else None
         self._fixed = None if isinstance(limit, AdaptiveLimit) else (limit or None)
@@ -96,6 +102,9 @@ class Admission:
         self._sampler: asyncio.Task[None] | None = None
         self._busy_at = 0.0  # when a run was last in flight or waiting (the loop's clock)
         self._last_sample: tuple[float, float] | None = None  # (when, the loop's CPU time)
+        self._clock = clock  # for the release rate (Retry-After)
+        self._since = clock()
+        self._released_at: deque[float] = deque(maxlen=4096)  # when slots were freed
         if self._meter is not None:
             self._meter.limit(self.limit)
 
@@ -129,11 +138,27 @@ class Admission:
 
     def release(self, *, batch: bool = False) -> None:
         self.in_flight -= 1
+        self._released_at.append(self._clock())
         if batch:
             self.batch_in_flight -= 1
         if self._meter is not None:
             self._meter.released()
         self._wake()
+
+    def retry_after(self) -> int:
+        """Seconds after which a refused run may find a slot: the interactive runs
+        waiting, and itself, at the rate slots were freed over the last ``RATE_WINDOW``
+        seconds (``RETRY_AFTER`` to ``MAX_RETRY_AFTER``; with no slot freed meanwhile,
+        the longest a run may wait, ``max_wait``)."""
+        now, freed = self._clock(), self._released_at
+        while freed and now - freed[0] > RATE_WINDOW:
+            freed.popleft()
+        if not freed:
+            seconds = self.max_wait if self.max_wait is not None else DEFAULT_MAX_WAIT
+        else:  # over the window, or the time since this started when that is shorter
+            span = min(RATE_WINDOW, max(now - self._since, 1.0))
+            seconds = (len(self._waiters) + 1) * span / len(freed)
+        return min(MAX_RETRY_AFTER, max(RETRY_AFTER, math.ceil(seconds)))
 
     def _wake(self) -> None:
         """Give free slots to the waiters first in line that may take them."""
@@ -177,6 +202,7 @@ class Admission:
             raise AdmissionRefused(
                 SHED_TOO_MANY_WAITING,
                 f"{self.max_waiting} runs are waiting already; try again later",
+                self.retry_after(),
             )
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -194,7 +220,9 @@ class Admission:
             if isinstance(exc, TimeoutError) and until is not None and until == cap:
                 self._shed(SHED_TIMEOUT)
                 raise AdmissionRefused(
-                    SHED_TIMEOUT, f"no run slot within {self.max_wait:g} s; try again later"
+                    SHED_TIMEOUT,
+                    f"no run slot within {self.max_wait:g} s; try again later",
+                    self.retry_after(),
                 ) from None
             self._shed(SHED_CANCELLED if isinstance(exc, asyncio.CancelledError) else SHED_TIMEOUT)
             raise

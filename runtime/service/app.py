@@ -268,6 +268,9 @@ async def _stream_run(
     request: web.Request, agent: Agent, run: RunRequest, parent: Context
 ) -> web.StreamResponse:
     """Server-Sent Events: one event per run event, ending with ``result`` (or ``error``).
+    The 200 and its headers go with the first event (or the first keep-alive of a run
+    waiting for a slot): a run the load shedding refuses at once gets the plain 503
+    ``overloaded`` with Retry-After; one refused after waiting, an ``error`` event.
 
     A client that disconnects cancels the run: aiohttp cancels this handler
     (``handler_cancellation``), or the next write fails and closes the stream.
@@ -279,10 +282,14 @@ async def _stream_run(
             "X-Accel-Buffering": "no",
         }
     )
-    await response.prepare(request)
+
+    async def write(data: bytes) -> None:  # the 200 goes with the first event or wait
+        if not response.prepared:
+            await response.prepare(request)
+        await response.write(data)
 
     async def waiting() -> None:  # the run waits for a slot: say so, keep proxies patient
-        await response.write(b": waiting for a run slot\n\n")
+        await write(b": waiting for a run slot\n\n")
 
     events = agent.astream(
         run.input,
@@ -295,8 +302,10 @@ async def _stream_run(
     try:
         async with aclosing(events):
             async for event in events:
-                await response.write(sse(event.type, event_data(event)))
+                await write(sse(event.type, event_data(event)))
     except Exception as exc:
+        if not response.prepared and isinstance(exc, AdmissionRefused):
+            raise  # refused before anything was sent: 503 overloaded, as an unstreamed run
         transport = request.transport
         if isinstance(exc, ConnectionResetError) and (transport is None or transport.is_closing()):
             return response  # the client went away; the stream was closed, the run cancelled
@@ -304,7 +313,9 @@ async def _stream_run(
         if mapped is None:
             _logger.exception("streamed run failed")
             mapped = ApiError(500, "internal_error", "The run failed.")
-        await response.write(sse("error", mapped.body()))
+        await write(sse("error", mapped.body()))
+    if not response.prepared:
+        await response.prepare(request)
     await response.write_eof()
     return response
 

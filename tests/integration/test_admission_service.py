@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
@@ -32,17 +33,25 @@ async def _one_slot_held(
     return client, admission
 
 
+async def _one_run_waiting(
+    client: TestClient, admission: Admission
+) -> asyncio.Task[ClientResponse]:
+    """A run posted that waits in the queue (its answer, once admitted)."""
+    queued = asyncio.create_task(client.post("/v1/runs", json={"input": "what is 2 + 2"}))
+    for _ in range(500):  # bounded: until it waits in the queue
+        if admission.waiting:
+            break
+        await asyncio.sleep(0.01)
+    return queued
+
+
 async def test_a_run_past_the_wait_queue_gets_503_with_retry_after(
     aiohttp_client: Client, telemetry: Telemetry, registry: CollectorRegistry
 ) -> None:
     client, admission = await _one_slot_held(aiohttp_client, telemetry, admission_max_waiting=1)
     held = True
     try:
-        queued = asyncio.create_task(client.post("/v1/runs", json={"input": "what is 2 + 2"}))
-        for _ in range(500):  # bounded: until it waits in the queue
-            if admission.waiting:
-                break
-            await asyncio.sleep(0.01)
+        queued = await _one_run_waiting(client, admission)
         refused = await client.post("/v1/runs", json={"input": "hi"})
         assert refused.status == 503
         assert int(refused.headers["Retry-After"]) >= 1
@@ -91,3 +100,24 @@ async def test_the_default_limit_is_adaptive_and_on_metrics(
     assert "agentwatch_admission_wait_seconds_count 10.0" in text
     assert "agentwatch_admission_runs_in_flight 0.0" in text
     assert "agentwatch_admission_runs_waiting 0.0" in text
+
+
+async def test_a_streamed_run_refused_at_once_gets_503_not_a_stream(
+    aiohttp_client: Client, telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
+    client, admission = await _one_slot_held(aiohttp_client, telemetry, admission_max_waiting=1)
+    try:
+        queued = await _one_run_waiting(client, admission)
+        refused = await client.post("/v1/runs", json={"input": "hi", "stream": True})
+    finally:
+        admission.release()
+    assert (await queued).status == 200
+    assert refused.status == 503
+    assert refused.content_type == "application/json"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert (await refused.json())["error"]["type"] == "overloaded"
+    assert _shed(registry, "too_many_waiting") == 1
+    streamed = await client.post("/v1/runs", json={"input": "hi", "stream": True})
+    assert streamed.status == 200
+    assert streamed.content_type == "text/event-stream"
+    assert b"event: result" in await streamed.read()

@@ -195,6 +195,34 @@ async def test_a_run_that_waits_past_max_wait_is_refused_not_timed_out(
     await admission.acquire(deadline=None)  # the slot was never leaked
 
 
+async def test_retry_after_is_the_queue_ahead_at_the_rate_slots_were_freed() -> None:
+    now = [0.0]
+    admission = Admission(1, max_waiting=3, max_wait=30, lag_feed=None, clock=lambda: now[0])
+    await admission.acquire(deadline=None)
+    waiters = [asyncio.create_task(admission.acquire(deadline=None)) for _ in range(3)]
+    await asyncio.sleep(0)
+    with pytest.raises(AdmissionRefused) as refused:
+        await admission.acquire(deadline=None)
+    assert refused.value.retry_after == 30  # no slot freed yet: the longest wait
+    for _ in range(2):  # two slots freed in 4 s: one each 2 s
+        now[0] += 2.0
+        admission.release()
+        await asyncio.sleep(0)
+    assert admission.waiting == 1
+    assert admission.retry_after() == 4  # one waiting and itself, at 2 frees in 4 s
+    now[0] += 5.0
+    assert admission.retry_after() == 9  # 2 frees in 9 s
+    now[0] += 10.0
+    assert admission.retry_after() == 30  # none in the last 10 s: the longest wait
+    for waiter in waiters[:2]:
+        await waiter
+    admission.release()
+    await asyncio.sleep(0)
+    admission.release()
+    await waiters[2]
+    admission.release()
+
+
 async def test_runs_of_batches_wait_without_the_caps_and_keep_their_share() -> None:
     admission = Admission(4, max_waiting=1, max_wait=0.01)
     batch_runs = [
