@@ -190,6 +190,21 @@ def admission_row(d: Layout) -> None:
         "headers say): a batch slowed down before the provider refuses it. Also the "
         "agentwatch.rate_limit.wait attribute of each chat span.",
     )
+    d.panel(
+        "Rate limit by model (per minute)",
+        [
+            target(
+                f"max by ({model}, {n.L_KIND}) ({n.M_RATE_LIMIT}{{{SEL}}})",
+                legend(model, n.L_KIND),
+                "A",
+            )
+        ],
+        "short",
+        "The rate each model's client-side budget runs at: the configured "
+        "AGENTWATCH_RATE_LIMIT_RPM / _TPM, or lower once the provider's "
+        "x-ratelimit-limit-* headers said less (a learned limit is the provider's, "
+        "not ours). Per process (max across them; on Redis one budget for all).",
+    )
 
 
 def cost_panels(d: Layout) -> None:

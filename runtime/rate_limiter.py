@@ -61,8 +61,8 @@ class BucketStore(Protocol):
         """Return ``amount`` (negative: take more), e.g. an estimate corrected by usage."""
         ...
 
-    async def learn(self, key: str, learned: Learned, rate: float, now: float) -> None:
-        """What the provider said about this bucket."""
+    async def learn(self, key: str, learned: Learned, rate: float, now: float) -> float:
+        """What the provider said about this bucket; the rate (per second) it runs at now."""
         ...
 
 
@@ -131,7 +131,7 @@ class InProcessBuckets:
         bucket = self._bucket(key, rate, now)
         bucket.tokens = min(bucket.capacity, bucket.tokens + amount)
 
-    async def learn(self, key: str, learned: Learned, rate: float, now: float) -> None:
+    async def learn(self, key: str, learned: Learned, rate: float, now: float) -> float:
         bucket = self._bucket(key, rate, now)
         if learned.limit_per_minute is not None and learned.limit_per_minute > 0:
             bucket.learned_rate = learned.limit_per_minute / 60
@@ -142,6 +142,7 @@ class InProcessBuckets:
                 bucket.not_before = max(bucket.not_before, now + learned.reset)
         if learned.retry_after is not None:
             bucket.not_before = max(bucket.not_before, now + learned.retry_after)
+        return bucket.rate
 
 
 def capacity_of(rate: float) -> float:
@@ -190,6 +191,7 @@ class RateLimiter:
         self.store: BucketStore = store or InProcessBuckets()
         self._clock = clock
         self._sleep = sleep
+        self._shown: set[str] = set()  # buckets whose rate is on the gauge
 
     def limits_model(self, model: str) -> bool:
         return self.limits.rpm.of(model) is not None or self.limits.tpm.of(model) is not None
@@ -213,6 +215,9 @@ class RateLimiter:
         wait = 0.0
         try:
             for key, amount, rate in self._buckets(model, tokens):
+                if key not in self._shown:  # the configured rate, until one is learned
+                    self._shown.add(key)
+                    self._show(key, rate)
                 wait = max(wait, await self.store.reserve(key, amount, rate, now))
                 reserved.append((key, amount, rate))
             if wait > 0:
@@ -238,7 +243,12 @@ class RateLimiter:
             if kind == TOKENS and (used_tokens is not None or not sent):
                 await self.store.give_back(key, amount - (used_tokens or 0), rate, now)
             if learned.get(kind):
-                await self.store.learn(key, learned[kind], rate, now)
+                self._show(key, await self.store.learn(key, learned[kind], rate, now))
+
+    def _show(self, key: str, rate: float) -> None:
+        """``agentwatch_rate_limit_per_minute`` of the bucket ``key`` (model, kind)."""
+        model, _, kind = key.rpartition("\n")
+        self.telemetry.rate_limits.limit(model, kind, rate * 60)
 
 
 # --- the provider's headers ------------------------------------------------------------

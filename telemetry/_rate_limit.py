@@ -1,4 +1,5 @@
-"""Client-side rate limits: how long a model call waited for its model's budget.
+"""Client-side rate limits: how long a model call waited for its model's budget, and
+the rate each model's budget runs at (``agentwatch_rate_limit_per_minute``).
 
 Not an operation of its own: the wait is part of the ``chat`` call it delays, so it is
 an attribute of the span current when it ends (the call's, or a retry attempt's) and a
@@ -20,6 +21,13 @@ class RateLimitMeter:
 
     def __init__(self, recorder: Recorder) -> None:
         self._recorder = recorder
+
+    def limit(self, model: str, kind: str, per_minute: float) -> None:
+        """``model``'s ``kind`` bucket (requests, tokens) now runs at ``per_minute``."""
+        if kind not in n.RATE_LIMIT_KINDS:
+            raise ValueError(f"not a rate limit kind: {kind!r}")
+        r = self._recorder
+        r.child(r.metrics.rate_limit, r.models(model), kind).set(per_minute)
 
     def waited(self, model: str, seconds: float) -> None:
         """A call to ``model`` waited ``seconds`` (0: none) for the client-side limit."""

@@ -71,6 +71,7 @@ class MetricCatalog:
     unpriced_calls: Counter
     run_cost: Histogram
     rate_limit_wait: Histogram
+    rate_limit: Gauge
     redis_queue_tasks: Gauge
     redis_queue_reclaims: Counter
     redis_queue_dead_letters: Counter
@@ -245,6 +246,14 @@ class MetricCatalog:
                 "(AGENTWATCH_RATE_LIMIT_RPM / _TPM, and what the provider's headers said).",
                 (n.L_GEN_AI_REQUEST_MODEL,),
                 n.OPERATION_BUCKETS,
+            ),
+            rate_limit=Gauge(
+                n.M_RATE_LIMIT,
+                "The rate a model's client-side limit runs at, per minute: the configured "
+                "AGENTWATCH_RATE_LIMIT_RPM / _TPM, or lower when the provider's "
+                "x-ratelimit-limit-* headers said less.",
+                (n.L_GEN_AI_REQUEST_MODEL, n.L_KIND),
+                registry=reg,
             ),
             redis_queue_tasks=Gauge(
                 n.M_REDIS_QUEUE_TASKS,

@@ -136,6 +136,9 @@ M_ADMISSION_IN_FLIGHT: Final = "agentwatch_admission_runs_in_flight"
 M_ADMISSION_WAITING: Final = "agentwatch_admission_runs_waiting"
 M_ADMISSION_WAIT: Final = "agentwatch_admission_wait_seconds"
 M_RATE_LIMIT_WAIT: Final = "agentwatch_rate_limit_wait_seconds"
+# gauge {gen_ai_request_model, kind}: the rate a model's bucket runs at, per minute
+M_RATE_LIMIT: Final = "agentwatch_rate_limit_per_minute"
+RATE_LIMIT_KINDS: Final = ("requests", "tokens")  # its kind label: requests or tokens
 # The batch queue on Redis (runtime/batch/redis_queue.py), as each worker reads it there
 # (waiting, pending: a gauge by state) and what this process did to it (reclaims, dead
 # letters); the calls of this process retried while Redis did not answer.
@@ -161,6 +164,7 @@ L_PRIORITY: Final = "priority"
 L_OUTCOME: Final = "outcome"
 L_REASON: Final = "reason"
 L_STATE: Final = "state"
+L_KIND: Final = "kind"
 L_HTTP_METHOD: Final = "http_request_method"
 L_HTTP_ROUTE: Final = "http_route"
 L_HTTP_STATUS: Final = "http_response_status_code"

@@ -25,8 +25,9 @@ KEY_PREFIX: Final = "agentwatch:ratelimit:"
 EXPIRE_MS: Final = 86_400_000  # a bucket nobody used for a day goes
 
 # ARGV: op, amount, configured rate (per s), burst seconds, then for "learn": limit per
-# minute, remaining, reset (s), retry after (s) ("" = not said). Returns the wait (s) as
-# a string (Redis turns a Lua number into an integer).
+# minute, remaining, reset (s), retry after (s) ("" = not said). Returns the wait (s), or
+# for "learn" the rate (per s) the bucket runs at now, as a string (Redis turns a Lua
+# number into an integer).
 _SCRIPT: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -77,6 +78,7 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now)
   'not_before', tostring(not_before))
 if learned then redis.call('HSET', KEYS[1], 'learned', tostring(learned)) end
 redis.call('PEXPIRE', KEYS[1], ARGV[9])
+if op == 'learn' then return tostring(rate) end
 return tostring(wait)
 """
 
@@ -106,8 +108,8 @@ class RedisBuckets:
     async def give_back(self, key: str, amount: float, rate: float, now: float) -> None:
         await self._run("give_back", key, amount, rate)
 
-    async def learn(self, key: str, learned: Learned, rate: float, now: float) -> None:
-        await self._run(
+    async def learn(self, key: str, learned: Learned, rate: float, now: float) -> float:
+        return await self._run(
             "learn",
             key,
             0.0,

@@ -77,8 +77,11 @@ async def test_what_one_process_learns_holds_the_others_back(
         limiter(redis_server, telemetry, waits) as a,
         limiter(redis_server, telemetry, waits) as b,
     ):
-        await a.store.learn(f"gpt-4o\n{REQUESTS}", Learned(retry_after=30.0), 10.0, 0.0)
+        key = f"gpt-4o\n{REQUESTS}"
+        assert await a.store.learn(key, Learned(retry_after=30.0), 10.0, 0.0) == 10.0
         await b.acquire("gpt-4o", 100)
+        lower = Learned(limit_per_minute=300)  # the provider's: 5 a second, below 10
+        assert await b.store.learn(key, lower, 10.0, 0.0) == 5.0  # the rate it runs at now
     assert len(waits.asked) == 1
     assert 25.0 < waits.asked[0] <= 30.0
 

@@ -122,10 +122,19 @@ async def test_a_model_without_a_limit_never_waits(telemetry: Telemetry) -> None
         assert (await rl.acquire("other", 10)).waited == 0.0
 
 
-async def test_the_providers_lower_limit_is_learned_from_its_headers(telemetry: Telemetry) -> None:
+async def test_the_providers_lower_limit_is_learned_from_its_headers(
+    telemetry: Telemetry, registry: CollectorRegistry
+) -> None:
     clock = SimClock()
     rl = limiter(telemetry, clock, rpm="6000")  # 100 a second configured
+
+    def per_minute() -> float | None:
+        labels = {"gen_ai_request_model": "m", "kind": "requests"}
+        return registry.get_sample_value("agentwatch_rate_limit_per_minute", labels)
+
+    assert per_minute() is None  # no call yet
     permit = await rl.acquire("m", 1)
+    assert per_minute() == 6000  # the configured rate, on the gauge from the first call
     await permit.settle(
         headers={
             "x-ratelimit-limit-requests": "600",  # the provider: 10 a second
@@ -135,6 +144,7 @@ async def test_the_providers_lower_limit_is_learned_from_its_headers(telemetry: 
     )
     waits = [(await rl.acquire("m", 1)).waited for _ in range(3)]
     assert waits == pytest.approx([0.1, 0.2, 0.3])  # at the provider's rate, from empty
+    assert per_minute() == pytest.approx(600)  # what the provider said
 
 
 async def test_retry_after_holds_every_call_back(telemetry: Telemetry) -> None:
