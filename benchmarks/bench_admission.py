@@ -5,7 +5,8 @@ adaptive limit (the default) and no limit, at model latencies 0, 0.1, 1 and 5 s 
 The builtin model runs in a process of its own (``agentwatch model``), as a real model
 would be elsewhere; the agent's process runs the clients (each one run after another,
 closed loop), the agent and its admission, and samples its own loop's lag every 20 ms
-(``sample_loop_lag``, what the adaptive limit steers by). Each point: a fresh runtime,
+(``sample_loop_lag``, what the adaptive limit steers by), its heap settled once the
+runtime started as ``agentwatch serve`` settles it (cli/heap.py). Each point: a fresh runtime,
 ``warm-up`` seconds (the adaptive limit starts at 64 each time), then ``window`` seconds
 counted: runs finished in the window per second, the lag's p99 over the window, and the
 limit at its end. Bounded: every point ends when its window does (the runs still going
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -34,6 +36,7 @@ from prometheus_client import CollectorRegistry
 from agentwatch.runtime.agents.agent_runtime import AgentRuntime
 from agentwatch.runtime.agents.concurrency import own_lag
 from agentwatch.runtime.builtin_model.behavior import DEFAULT_MODEL
+from agentwatch.runtime.cli.heap import settle_heap
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry, sample_loop_lag
 
@@ -116,7 +119,7 @@ async def measure(base_url: str, policy: str, latency: float, clients: int) -> P
     own: list[float] = []
     last = (time.monotonic(), time.thread_time())
 
-    async with AgentRuntime(settings, telemetry) as runtime:
+    async with AgentRuntime(settings, telemetry) as runtime, settled_heap():
         agent = runtime.agent
 
         async def client(i: int) -> None:
@@ -152,6 +155,19 @@ async def measure(base_url: str, policy: str, latency: float, clients: int) -> P
                 await asyncio.gather(*tasks, sampler, return_exceptions=True)
     provider.shutdown()
     return Point(policy, latency, clients, done / took, _p99(lags), _p99(own), limit, failed)
+
+
+@contextlib.contextmanager
+def settled_heap() -> Iterator[None]:
+    """The heap as ``agentwatch serve`` has it once its runtime started (cli/heap.py),
+    given back after the point (each point's runtime is a fresh one)."""
+    threshold = gc.get_threshold()
+    settle_heap()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 def _p99(values: list[float]) -> float:

@@ -27,6 +27,7 @@ from ..batch.processor import MAX_WORKERS, BatchOptions, BatchProcessor, BatchSu
 from ..batch.task import RETRYABLE, BatchInputError, Task, TaskStatus, read_tasks
 from ..settings import RuntimeSettings
 from .exits import EXIT_OK, EXIT_RESULTS_FILE, EXIT_STOPPED, EXIT_TASKS_FAILED, EXIT_USAGE
+from .heap import settle_heap
 from .progress import agent_work, install_signals, progress_bar
 from .redis_batch import run_redis_batch
 
@@ -135,6 +136,7 @@ async def run_batch(
 ) -> tuple[BatchSummary, bool]:
     """Run ``tasks`` with the agent, results to ``out``; True if it was stopped early."""
     async with AgentRuntime(settings, telemetry) as runtime:
+        settle_heap()  # this process's: start-up's objects out of the collector's reach
         unpriced = options.budget_usd is not None and runtime.agent.unpriced_budget()
         if unpriced:
             console.print(

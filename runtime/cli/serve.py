@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import gc
 import os
 import socket
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from ..service.federation import federated, own_metrics_ctx
 from ..settings import AGENTWATCH_HOST, AGENTWATCH_PORT, RuntimeSettings
 from . import demo
 from .exits import EXIT_CANNOT_LISTEN, EXIT_OK, EXIT_USAGE, CliError
+from .heap import settle_heap
 from .workers import WorkerRole, supervise
 
 MODEL_PORT: Final = 8081
@@ -67,7 +67,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if role is not None:  # one of --workers N: /metrics answers for every worker
         source = federated(telemetry, role.directory, role.index, role.count)
     app = create_app(settings, telemetry, metrics_source=source)
-    app.on_startup.append(_freeze_startup_objects)
+    app.on_startup.append(_settle_heap)
     if role is not None:
         app.cleanup_ctx.append(own_metrics_ctx(telemetry.registry, role.socket_path))
         app.on_response_prepare.append(role.sign)
@@ -174,10 +174,8 @@ def listening(host: str, port: int, *, host_from: str, port_from: str) -> Iterat
         ) from exc
 
 
-async def _freeze_startup_objects(app: web.Application) -> None:
-    """Move everything imported and built at start-up out of the garbage collector's
-    reach: a full collection over LangChain's ~190,000 start-up objects took ~85 ms
-    here, a stall every in-flight run would feel. Only the service's own process does
-    this; an application embedding ``create_app`` decides for itself."""
-    gc.collect()
-    gc.freeze()
+async def _settle_heap(app: web.Application) -> None:
+    """Once the runtime has started (heap.py: start-up's objects out of the collector's
+    reach). Only the service's own process does this; an application embedding
+    ``create_app`` decides for itself."""
+    settle_heap()

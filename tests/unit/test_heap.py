@@ -1,0 +1,34 @@
+"""heap.py: the heap of a process agentwatch owns, settled once its runtime started
+(in a process of its own: freezing this one would keep the suite's garbage)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SCRIPT = """
+import gc
+import weakref
+from agentwatch.runtime.cli.heap import YOUNG_THRESHOLD, settle_heap
+kept = [[object()] for _ in range(1000)]
+class Node:
+    pass
+cycle = Node()
+cycle.self = cycle
+gone = weakref.ref(cycle)
+del cycle  # garbage in a cycle: collected first, not frozen for ever
+assert gc.get_freeze_count() == 0
+settle_heap()
+assert gc.get_freeze_count() > len(kept), gc.get_freeze_count()
+assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+assert gone() is None
+print("ok", gc.get_freeze_count())
+"""
+
+
+def test_start_ups_objects_are_frozen_and_young_ones_collected_less_often() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok ")
