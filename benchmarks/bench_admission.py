@@ -119,40 +119,41 @@ async def measure(base_url: str, policy: str, latency: float, clients: int) -> P
     own: list[float] = []
     last = (time.monotonic(), time.thread_time())
 
-    async with AgentRuntime(settings, telemetry) as runtime, settled_heap():
-        agent = runtime.agent
+    async with AgentRuntime(settings, telemetry) as runtime:
+        with settled_heap():
+            agent = runtime.agent
 
-        async def client(i: int) -> None:
-            nonlocal done, failed
-            for n in range(1_000_000):  # bounded: the window ends it first
-                try:
-                    await agent.arun(f"what is {i} + {n}")
-                except Exception:
-                    failed += int(counting)
-                    continue
-                done += int(counting)
+            async def client(i: int) -> None:
+                nonlocal done, failed
+                for n in range(1_000_000):  # bounded: the window ends it first
+                    try:
+                        await agent.arun(f"what is {i} + {n}")
+                    except Exception:
+                        failed += int(counting)
+                        continue
+                    done += int(counting)
 
-        def sample(now: float, lag: float) -> None:
-            nonlocal last
-            cpu = time.thread_time()
-            if counting:
-                lags.append(lag)
-                own.append(own_lag(lag, cpu - last[1], now - last[0]))
-            last = (now, cpu)
+            def sample(now: float, lag: float) -> None:
+                nonlocal last
+                cpu = time.thread_time()
+                if counting:
+                    lags.append(lag)
+                    own.append(own_lag(lag, cpu - last[1], now - last[0]))
+                last = (now, cpu)
 
-        loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(client(i)) for i in range(clients)]
-        sampler = loop.create_task(sample_loop_lag(sample))
-        await asyncio.sleep(warmup)
-        counting, started = True, time.perf_counter()
-        await asyncio.sleep(window)
-        counting, took = False, time.perf_counter() - started
-        limit = agent.admission.limit
-        for task in [*tasks, sampler]:
-            task.cancel()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(60):
-                await asyncio.gather(*tasks, sampler, return_exceptions=True)
+            loop = asyncio.get_running_loop()
+            tasks = [loop.create_task(client(i)) for i in range(clients)]
+            sampler = loop.create_task(sample_loop_lag(sample))
+            await asyncio.sleep(warmup)
+            counting, started = True, time.perf_counter()
+            await asyncio.sleep(window)
+            counting, took = False, time.perf_counter() - started
+            limit = agent.admission.limit
+            for task in [*tasks, sampler]:
+                task.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(60):
+                    await asyncio.gather(*tasks, sampler, return_exceptions=True)
     provider.shutdown()
     return Point(policy, latency, clients, done / took, _p99(lags), _p99(own), limit, failed)
 
