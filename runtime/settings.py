@@ -36,6 +36,7 @@ AGENTWATCH_BUILTIN_LATENCY: Final = "AGENTWATCH_BUILTIN_LATENCY"
 AGENTWATCH_MAX_CONCURRENT_RUNS: Final = "AGENTWATCH_MAX_CONCURRENT_RUNS"
 AGENTWATCH_ADMISSION_MAX_WAITING: Final = "AGENTWATCH_ADMISSION_MAX_WAITING"
 AGENTWATCH_ADMISSION_TIMEOUT: Final = "AGENTWATCH_ADMISSION_TIMEOUT"
+AGENTWATCH_ADMISSION_TARGET_LAG: Final = "AGENTWATCH_ADMISSION_TARGET_LAG"
 AGENTWATCH_BUILTIN_RATE_LIMIT_RPM: Final = "AGENTWATCH_BUILTIN_RATE_LIMIT_RPM"
 AGENTWATCH_BUILTIN_RATE_LIMIT_TPM: Final = "AGENTWATCH_BUILTIN_RATE_LIMIT_TPM"
 AGENTWATCH_MAX_RUNNING_BATCHES: Final = "AGENTWATCH_MAX_RUNNING_BATCHES"
@@ -69,6 +70,7 @@ class RuntimeSettings:
     max_concurrent_runs: int | None = None
     admission_max_waiting: int = 1000  # interactive runs waiting at once; more get 503
     admission_timeout: float = 30.0  # the longest an interactive run waits; then 503
+    admission_target_lag: float = 0.05  # s of loop lag (p99) the adaptive limit steers to
     # client-side, per model: AGENTWATCH_RATE_LIMIT_RPM / _TPM (rate_limits.py)
     rate_limits: RateLimits = field(default_factory=RateLimits)
     builtin_rate_limit_rpm: int | None = None  # the builtin model's own limits (None: none)
@@ -105,6 +107,8 @@ class RuntimeSettings:
             return "admission_max_waiting", f"must be at least 1, got {self.admission_max_waiting}"
         if not self.admission_timeout > 0:
             return "admission_timeout", f"must be positive, got {self.admission_timeout:g}"
+        if not self.admission_target_lag > 0:
+            return "admission_target_lag", f"must be positive, got {self.admission_target_lag:g}"
         for name in ("max_running_batches", "max_batch_queued_tasks", "max_batch_kept_tasks"):
             if getattr(self, name) < 1:
                 return name, f"must be at least 1, got {getattr(self, name)}"
@@ -206,6 +210,7 @@ _NUMBERS: Final[tuple[tuple[str, str, type[int] | type[float]], ...]] = (
     ("max_concurrent_runs", AGENTWATCH_MAX_CONCURRENT_RUNS, int),
     ("admission_max_waiting", AGENTWATCH_ADMISSION_MAX_WAITING, int),
     ("admission_timeout", AGENTWATCH_ADMISSION_TIMEOUT, float),
+    ("admission_target_lag", AGENTWATCH_ADMISSION_TARGET_LAG, float),
     ("builtin_rate_limit_rpm", AGENTWATCH_BUILTIN_RATE_LIMIT_RPM, int),
     ("builtin_rate_limit_tpm", AGENTWATCH_BUILTIN_RATE_LIMIT_TPM, int),
     ("max_running_batches", AGENTWATCH_MAX_RUNNING_BATCHES, int),

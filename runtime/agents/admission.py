@@ -145,19 +145,24 @@ class Admission:
             self._meter.released()
         self._wake()
 
-    def retry_after(self) -> int:
-        """Seconds after which a refused run may find a slot: the interactive runs
-        waiting, and itself, at the rate slots were freed over the last ``RATE_WINDOW``
-        seconds (``RETRY_AFTER`` to ``MAX_RETRY_AFTER``; with no slot freed meanwhile,
-        the longest a run may wait, ``max_wait``)."""
+    def release_rate(self) -> float:
+        """Slots freed per second over the last ``RATE_WINDOW`` seconds (or since this
+        started, when that is shorter); 0 when none was."""
         now, freed = self._clock(), self._released_at
         while freed and now - freed[0] > RATE_WINDOW:
             freed.popleft()
-        if not freed:
+        return len(freed) / min(RATE_WINDOW, max(now - self._since, 1.0))
+
+    def retry_after(self) -> int:
+        """Seconds after which a refused run may find a slot: the interactive runs
+        waiting, and itself, at the rate slots were freed (``release_rate``;
+        ``RETRY_AFTER`` to ``MAX_RETRY_AFTER``; with no slot freed meanwhile, the longest
+        a run may wait, ``max_wait``)."""
+        rate = self.release_rate()
+        if rate == 0:
             seconds = self.max_wait if self.max_wait is not None else DEFAULT_MAX_WAIT
-        else:  # over the window, or the time since this started when that is shorter
-            span = min(RATE_WINDOW, max(now - self._since, 1.0))
-            seconds = (len(self._waiters) + 1) * span / len(freed)
+        else:
+            seconds = (len(self._waiters) + 1) / rate
         return min(MAX_RETRY_AFTER, max(RETRY_AFTER, math.ceil(seconds)))
 
     def _wake(self) -> None:
@@ -291,7 +296,11 @@ class Admission:
         elif loop.time() - self._busy_at > IDLE_STOP:
             self.close()  # nothing to steer: sampling again with the next run
             return
-        if adaptive.observe(now, lag, self.in_flight, self.waiting):
+        # a change of the limit shows in the lag over about a run's duration (Little's
+        # law: the runs in flight over the rate they end at)
+        rate = self.release_rate()
+        settle = self.in_flight / rate if rate else 0.0
+        if adaptive.observe(now, lag, self.in_flight, self.waiting, settle):
             if self._meter is not None:
                 self._meter.limit(adaptive.limit)
             self._wake()

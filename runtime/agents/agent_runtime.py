@@ -28,7 +28,7 @@ from ..settings import RuntimeSettings
 from ..tools import BUNDLED_CORPUS, SearchIndex, ToolRegistry, ToolSpec, builtin_tools
 from .admission import Admission
 from .agent import DEFAULT_AGENT_NAME, RECURSION_LIMIT, Agent, checked_name
-from .concurrency import AdaptiveLimit
+from .concurrency import AdaptiveLimit, AdaptivePolicy
 
 
 def build_chat_model(
@@ -68,10 +68,12 @@ def build_chat_model(
 def build_admission(settings: RuntimeSettings, telemetry: Telemetry) -> Admission:
     """The run slots ``settings`` ask for: ``max_concurrent_runs`` None adaptive, 0 no
     limit, N a fixed N; interactive runs shed past ``admission_max_waiting`` waiting or
-    ``admission_timeout`` seconds of waiting."""
+    ``admission_timeout`` seconds of waiting; the adaptive limit steers the loop's lag
+    to ``admission_target_lag``."""
     limit = settings.max_concurrent_runs
+    policy = AdaptivePolicy(target_lag=settings.admission_target_lag)
     return Admission(
-        AdaptiveLimit() if limit is None else limit,
+        AdaptiveLimit(policy) if limit is None else limit,
         telemetry=telemetry,
         max_waiting=settings.admission_max_waiting,
         max_wait=settings.admission_timeout,

@@ -42,10 +42,32 @@ def test_a_quiet_loop_and_a_binding_limit_grow_the_limit() -> None:
     assert limit.limit > 400  # x1.25 every half second: 64 -> 582 in 5 s
 
 
-def test_the_limit_grows_gently_near_the_target() -> None:
+def test_the_limit_grows_gently_near_the_target_and_holds_just_under_it() -> None:
     limit = AdaptiveLimit(AdaptivePolicy(initial=100))
-    feed(limit, 0.6, lag=0.04, waiting=1)  # under the target, above half of it
+    feed(limit, 0.6, lag=0.02, waiting=1)  # under half the target, above a quarter of it
     assert limit.limit == 110  # + sqrt(100)
+    feed(limit, 5.0, lag=0.04, waiting=1, start=0.6)  # under the target, above half of it
+    assert limit.limit == 110  # busy enough: held, not grown into an overshoot
+
+
+def test_a_lag_that_answers_late_does_not_swing_the_limit() -> None:
+    """A simulated process whose lag follows the runs admitted a second earlier (each
+    run's work comes over its model calls), rising past a knee at 150 runs: told that a
+    change takes a second to show, the limit settles at the knee instead of swinging
+    about it (from 69 to 217, lag p99 134 ms, when each window decided on samples that
+    predated the last change)."""
+    limit = AdaptiveLimit()
+    now, history, limits, lags = 0.0, [64] * 50, [], []
+    for _ in range(6000):  # 120 s of samples
+        now += SAMPLE
+        history.append(limit.limit)
+        lag = max(0.0, (history.pop(0) - 150) * 0.002)  # 2 ms a run past the knee, 1 s late
+        limit.observe(now, lag, limit.limit, 100, settle=1.0)
+        limits.append(limit.limit)
+        lags.append(lag)
+    settled, settled_lags = limits[3000:], sorted(lags[3000:])
+    assert max(settled) - min(settled) <= 25, (min(settled), max(settled))
+    assert settled_lags[int(0.99 * len(settled_lags))] <= 0.05
 
 
 def test_a_limit_nobody_reaches_stays_where_it_is() -> None:
@@ -316,3 +338,11 @@ def test_the_setting_chooses_the_limit(telemetry: Telemetry) -> None:
     assert (settings.max_concurrent_runs, settings.admission_timeout) == (5, 2.5)
     with pytest.raises(SettingError, match="AGENTWATCH_ADMISSION_MAX_WAITING must be at least 1"):
         RuntimeSettings.from_env({"AGENTWATCH_ADMISSION_MAX_WAITING": "0"})
+    steered = build_admission(
+        RuntimeSettings.from_env({"AGENTWATCH_ADMISSION_TARGET_LAG": "0.1"}), telemetry
+    ).adaptive
+    assert steered is not None
+    assert steered.policy.target_lag == 0.1
+    assert AdaptivePolicy().target_lag == 0.05  # the default
+    with pytest.raises(SettingError, match="AGENTWATCH_ADMISSION_TARGET_LAG must be positive"):
+        RuntimeSettings.from_env({"AGENTWATCH_ADMISSION_TARGET_LAG": "0"})
