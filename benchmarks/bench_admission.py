@@ -53,9 +53,9 @@ TITLE = "## 11. Admission under model latency"
 def timing(latency: float) -> tuple[float, float]:
     """(warm-up, window) seconds for a model latency: a run is two model calls."""
     if latency >= 5:
-        return 12.0, 25.0
+        return 20.0, 25.0
     if latency >= 1:
-        return 6.0, 12.0
+        return 10.0, 12.0
     return 4.0, 6.0
 
 
@@ -98,7 +98,16 @@ async def model_process(latency: float) -> AsyncIterator[str]:
         await asyncio.wait_for(process.wait(), 30)
 
 
-async def measure(base_url: str, policy: str, latency: float, clients: int) -> Point:
+async def measure(
+    base_url: str,
+    policy: str,
+    latency: float,
+    clients: int,
+    limit: int | None,
+    target_lag: float = TARGET_LAG,
+) -> Point:
+    """One point: ``clients`` closed-loop clients of an agent whose admission is
+    ``limit`` (None adaptive, steering to ``target_lag``; 0 none; N fixed)."""
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(DiscardingExporter(), max_queue_size=8192))
     telemetry = Telemetry(tracer_provider=provider, registry=CollectorRegistry())
@@ -106,7 +115,8 @@ async def measure(base_url: str, policy: str, latency: float, clients: int) -> P
         api_key="bench",
         base_url=base_url,
         model=DEFAULT_MODEL,
-        max_concurrent_runs=POLICIES[policy],
+        max_concurrent_runs=limit,
+        admission_target_lag=target_lag,
         run_timeout=600.0,
         model_timeout=120.0,
         admission_max_waiting=100_000,
@@ -185,7 +195,7 @@ async def grid(points: Iterable[tuple[float, int]]) -> list[Point]:
         async with model_process(latency) as base_url:
             for clients in levels:
                 for policy in POLICIES:
-                    point = await measure(base_url, policy, latency, clients)
+                    point = await measure(base_url, policy, latency, clients, POLICIES[policy])
                     print(
                         f"latency {latency:g} s, {clients} clients, {policy}: "
                         f"{point.runs_per_s:.1f} runs/s, lag p99 {point.lag_p99 * 1000:.0f} ms "
@@ -272,9 +282,10 @@ def section(points: list[Point]) -> list[str]:
         "Agent runs (one tool call, two model calls) through `Agent.arun`, clients in the "
         "agent's process, the builtin model in a process of its own (`agentwatch model "
         "--latency L --ttft L`), both on the same two cores. Each point: a fresh runtime, a "
-        "warm-up (4 s, 6 s at 1 s latency, 12 s at 5 s), then a window (6, 12, 25 s) whose "
+        "warm-up (4 s, 10 s at 1 s latency, 20 s at 5 s), then a window (6, 12, 25 s) whose "
         "finished runs are counted; lag p99 is the agent loop's 20 ms timer over the "
-        f"window (target {TARGET_LAG * 1000:.0f} ms), and its own part: each sample's lag "
+        f"window (target {TARGET_LAG * 1000:.0f} ms), the heap settled as `agentwatch serve` "
+        "settles it (cli/heap.py), and its own part: each sample's lag "
         "times the share of the sample the loop's thread spent on the CPU (`own_lag`, what "
         "the adaptive limit steers by; the rest is the process waiting for a CPU other "
         f"processes had). Runs that failed in the windows: {failed}.",

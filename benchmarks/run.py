@@ -9,6 +9,7 @@ from benchmarks import (
     bench_agent,
     bench_batch,
     bench_cost,
+    bench_frontier,
     bench_observe,
     bench_peers,
     bench_profile,
@@ -31,6 +32,7 @@ def main() -> int:
         bench_profile.run(),
         bench_cost.run(),
         bench_admission.run(),
+        bench_frontier.run(),
         bench_workers.run(),
         bench_redis.run(),
     ]
