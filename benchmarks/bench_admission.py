@@ -298,17 +298,18 @@ def section(points: list[Point]) -> list[str]:
 
 
 def write(lines: list[str], when: str | None = None) -> None:
-    """Put this section into RESULTS.md in place of the one there (or at the end)."""
+    """Put this section (its title is its first line) into RESULTS.md in place of the
+    one there (or at the end)."""
     when = when or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     stamp = f"Measured {when} on {machine()}; "
     stamp += versions("langchain", "langgraph", "openai", "aiohttp") + "."
     new = "\n".join([*lines[:2], stamp, "", *lines[2:]]).rstrip("\n") + "\n"
-    text = RESULTS.read_text()
-    start = text.find(TITLE)
+    text, title = RESULTS.read_text(), lines[0]
+    start = text.find(title + "\n")
     if start < 0:
         RESULTS.write_text(text.rstrip("\n") + "\n\n" + new)
         return
-    after = text.find("\n## ", start + len(TITLE))
+    after = text.find("\n## ", start + len(title))
     rest = text[after + 1 :] if after >= 0 else ""
     RESULTS.write_text(text[:start] + new + ("\n" + rest if rest else ""))
 

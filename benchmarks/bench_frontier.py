@@ -8,7 +8,8 @@ limits draw the curve; the adaptive limits should sit on it at their targets. Ro
 alternate through the policies (a busy moment of a shared machine falls on all), each
 point as bench_admission measures it; the medians are shown.
 
-``python -m benchmarks.bench_frontier`` prints the section; ``make bench`` writes it.
+``python -m benchmarks.bench_frontier`` writes its section into RESULTS.md (replacing
+the one there), as ``make bench`` does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncio
 import statistics
 from dataclasses import dataclass
 
-from .bench_admission import ISSUE_POINT, Point, measure, model_process
+from .bench_admission import ISSUE_POINT, Point, measure, model_process, write
 
 ROUNDS = 2
 TITLE = "## 11b. Admission: lag against throughput at 1 s model latency, 400 clients"
@@ -106,4 +107,4 @@ def run() -> list[str]:
 
 
 if __name__ == "__main__":
-    print("\n".join(run()))
+    write(run())
