@@ -22,6 +22,11 @@ moves:
   of the target, by ``sqrt(limit)`` nearer to it;
 - otherwise (the limit held nobody back) it stays: no evidence that more would help.
 
+Once the lag has come near the target (a quarter of it), each change is given
+``settle`` seconds to show before the next decision (the caller's estimate of a run's
+duration; at most ``max_settle``); growth while the lag is far under the target waits
+at most ``far_settle`` (with 10 s runs, a climb from 64 would otherwise take minutes).
+
 The lag it is given is the loop's own: a timer is late because the loop was running
 callbacks (our runs' work) or because the process was not given the CPU (other
 processes on a shared machine). ``own_lag`` keeps the part the loop's thread spent
@@ -55,6 +60,7 @@ class AdaptivePolicy:
     growth: float = 1.25  # per window, while the lag is under a quarter of the target
     hold: float = 0.5  # of the target: between this share of it and it, the limit stays
     max_settle: float = 10.0  # s, the longest a change is given to show in the lag
+    far_settle: float = 2.0  # s, the longest for growth while the lag is far under target
     max_shrink: float = 0.5  # the most one window may take off
 
     def __post_init__(self) -> None:
@@ -115,10 +121,14 @@ class AdaptiveLimit:
         lag = _high(self._lags)
         new = self._next(lag)
         self._started, self._lags, self._busiest, self._held_back = None, [], 0, False
-        changed, self.limit = new != self.limit, new
-        self._near = self._near or lag >= policy.target_lag / 4
+        grew, changed, self.limit = new > self.limit, new != self.limit, new
+        far = lag < policy.target_lag / 4
+        self._near = self._near or not far
         if changed and self._near:  # once near the target, each change is let show
-            self._quiet_until = now + min(max(settle, 0.0), policy.max_settle)
+            wait = min(max(settle, 0.0), policy.max_settle)
+            if far and grew:  # far under it: growth need not wait a whole run
+                wait = min(wait, policy.far_settle)
+            self._quiet_until = now + wait
         return changed
 
     def _next(self, lag: float) -> int:

@@ -119,6 +119,26 @@ async def test_a_late_but_starved_loop_keeps_its_limit() -> None:
     assert busy.limit < 64
 
 
+def test_growth_far_under_the_target_waits_at_most_far_settle() -> None:
+    """Runs of 10 s (a 5 s model): a change near the target waits the run out, growth
+    while the lag is far under it only ``far_settle`` (2 s): 20 s take it 64 -> 250,
+    not one step."""
+    limit = AdaptiveLimit()
+    now = 0.0
+    for _ in range(30):  # near the target once: lag 20 ms, a quarter to half of it
+        now += SAMPLE
+        limit.observe(now, 0.02, limit.limit, 100, settle=10.0)
+    assert limit.limit == 72  # + sqrt(64), then quiet for 10 s
+    steps = []
+    for _ in range(round(30 / SAMPLE)):  # 30 s with the lag far under the target
+        now += SAMPLE
+        if limit.observe(now, 0.001, limit.limit, 100, settle=10.0):
+            steps.append(limit.limit)
+    assert steps[0] == 90  # x1.25, once the first change's 10 s passed
+    assert len(steps) >= 6, steps  # then one each 2.5 s (far_settle + a window)
+    assert limit.limit > 250
+
+
 def test_one_stray_pause_is_not_a_trend() -> None:
     limit = AdaptiveLimit()
     now = feed(limit, 0.5, lag=0.001, waiting=5)
