@@ -56,6 +56,7 @@ GROUP: Final = "workers"
 PREFIX: Final = "agentwatch:"
 RUNNING: Final = "running"
 DRAINING: Final = "draining"
+SPENT: Final = "spent"  # its results cost its budget: no task of it starts any more
 CANCELLED: Final = n.CANCELLED  # the one word for it (telemetry names)
 DEAD_LETTERS_KEPT: Final = 10_000  # the dead stream is capped (MAXLEN ~)
 KEPT_AFTER_END: Final = 86_400  # s: a finished batch's keys expire a day after its end
@@ -148,7 +149,7 @@ return added
 """
 
 # KEYS: the band streams, then the dead stream. ARGV: group, consumer, min idle (ms),
-# max deliveries, key prefix, dead-letter reason, dead stream cap.
+# max deliveries, key prefix, dead-letter reason, dead stream cap, budget-spent reason.
 # -> {stream, entry id, payload, deliveries, reclaims, dead letters, drops}; stream ""
 # when there is nothing to take.
 _TAKE = (
@@ -163,9 +164,24 @@ local function finish(key, id, t)
   redis.call('XDEL', key, id)
   redis.call('HDEL', base(t) .. ':taken', t.id)
 end
--- a task of a draining or cancelled batch is dropped: its producer runs it again on resume
+local function ended(t, status, reason)  -- a record of a task no worker ran to its end
+  local record = cjson.encode({id = t.id, status = status, priority = t.priority,
+                               result = cjson.null, error = reason, cost_usd = cjson.null})
+  if redis.call('HSETNX', base(t) .. ':results', t.id, record) == 1 then
+    redis.call('XADD', base(t) .. ':done', '*', 'id', t.id)
+    counted(base(t), status)
+  end
+end
+-- a task of a draining or cancelled batch is dropped: its producer runs it again on
+-- resume; one of a batch whose budget is spent ends cancelled (the batch then finishes)
 local function dropped(key, id, t)
   local state = redis.call('HGET', base(t), 'state')
+  if state == 'spent' then
+    ended(t, 'cancelled', ARGV[8])
+    finish(key, id, t)
+    drops = drops + 1
+    return true
+  end
   if state ~= 'draining' and state ~= 'cancelled' then return false end
   finish(key, id, t)
   redis.call('HDEL', base(t) .. ':queued', t.id)
@@ -175,12 +191,7 @@ local function dropped(key, id, t)
 end
 local function dead_letter(key, id, t, deliveries)
   local reason = string.format(ARGV[6], deliveries - 1)
-  local record = cjson.encode({id = t.id, status = 'failed', priority = t.priority,
-                               result = cjson.null, error = reason, cost_usd = cjson.null})
-  if redis.call('HSETNX', base(t) .. ':results', t.id, record) == 1 then
-    redis.call('XADD', base(t) .. ':done', '*', 'id', t.id)
-    counted(base(t), 'failed')
-  end
+  ended(t, 'failed', reason)
   redis.call('XADD', dead_key, 'MAXLEN', '~', ARGV[7], '*', 'batch', t.b, 'task', t.id,
              'reason', reason)
   finish(key, id, t)
@@ -218,7 +229,9 @@ return {'', '', '', 0, reclaims, dead, drops}
 )
 
 # KEYS: results hash, done stream, the task's stream, queued hash, taken hash, the batch.
-# ARGV: group, entry id, task id, record, mode (final | requeue | drop), payload, status.
+# ARGV: group, entry id, task id, record, mode (final | requeue | drop), payload, status,
+# the task's cost in USD ("": none known). A result written adds its cost to the batch's
+# ``spent_usd``; a batch with a ``budget_usd`` it reaches is ``spent`` (runs no more).
 # -> 1 when this call wrote the task's result (or requeued / dropped it), else 0.
 _COMPLETE = (
     _COUNTED
@@ -231,6 +244,14 @@ if mode == 'final' then
   if out == 1 then
     redis.call('XADD', KEYS[2], '*', 'id', ARGV[3])
     counted(KEYS[6], ARGV[7])
+    local cost = tonumber(ARGV[8])
+    if cost then
+      local spent = tonumber(redis.call('HINCRBYFLOAT', KEYS[6], 'spent_usd', cost))
+      local budget = tonumber(redis.call('HGET', KEYS[6], 'budget_usd') or '')
+      if budget and spent >= budget and redis.call('HGET', KEYS[6], 'state') == 'running' then
+        redis.call('HSET', KEYS[6], 'state', 'spent')
+      end
+    end
   end
 elseif mode == 'requeue' then
   if acked == 1 then redis.call('XADD', KEYS[3], '*', 'task', ARGV[6]); out = 1 end
@@ -451,16 +472,30 @@ class RedisBatch:
         self._counts = keys.batch(batch_id, "counts")
         self._last_done = "0"
 
-    async def start(self, retry: Iterable[str] = (), *, total: int | None = None) -> None:
+    async def start(
+        self,
+        retry: Iterable[str] = (),
+        *,
+        total: int | None = None,
+        budget_usd: float | None = None,
+        budget_warning: str | None = None,
+    ) -> None:
         """Mark the batch running; ``retry``: ids whose kept result is to be replaced;
         ``total``: its number of tasks, when it is known for good (its ``finished`` time
-        is then set when the last one has a result)."""
+        is then set when the last one has a result); ``budget_usd``: what its results
+        may cost (in Redis: once their ``cost_usd`` reach it, the batch is ``SPENT``:
+        its tasks not started end cancelled, the running ones finish), with
+        ``budget_warning`` (why it cannot stop unpriced calls) kept for its summary."""
         redis = self.client.redis
         await self.client.call("starting the batch", self.client.ensure_groups)
         meta: dict[Any, Any] = {"state": RUNNING}  # redis-py types the mapping invariantly
         meta["started"] = time.time()
         if total is not None:
             meta["total"] = total
+        if budget_usd is not None:
+            meta["budget_usd"] = repr(float(budget_usd))
+        if budget_warning:
+            meta["budget_warning"] = budget_warning
         await self.client.call("starting the batch", lambda: redis.hset(self._meta, mapping=meta))
         again = list(retry)
         if again:

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 IDLE_PAUSE_MAX = 0.5  # s between looks at an empty queue, at most
 PRUNE_EVERY = 60  # heartbeats between prunes of the names of workers gone for good
 GONE_AFTER_MS = 3_600_000  # a name with nothing pending, quiet this long, is pruned
+BUDGET_SPENT_REASON = "not run: the batch's budget (budget_usd) was spent"
 DEAD_LETTER_REASON = (
     "dead letter: taken by a worker %d times and never finished (each worker died or "
     "stalled with it); AGENTWATCH_REDIS_MAX_DELIVERIES sets how many"
@@ -88,6 +89,7 @@ class Delivery:
             mode,
             self._raw,
             str(record["status"]),
+            "" if record.get("cost_usd") is None else repr(float(record["cost_usd"])),
         ]
         try:
             await client.call("writing a result", lambda: client.complete(keys=keys, args=args))
@@ -168,6 +170,7 @@ class RedisTaskSource:
             client.keys.prefix,
             DEAD_LETTER_REASON,
             str(DEAD_LETTERS_KEPT),
+            BUDGET_SPENT_REASON,
         ]
         answer = await client.call("taking a task", lambda: client.take(keys=keys, args=args))
         stream, entry_id, raw, _, reclaims, dead, _ = answer

@@ -190,24 +190,22 @@ async def post_batch(request: web.Request) -> web.Response:
     body = await read_json(request, settings.max_body_bytes, BATCH_FIELDS)
     room = partial(admit_batch, request.app, settings)  # 429 before parsing tasks
     tasks, options = parse_batch(body, room)
+    warning = agent.unpriced_budget() if options.budget_usd is not None else None
     on_redis = request.app.get(REDIS_BATCHES_KEY)
     if on_redis is not None:  # any replica runs and answers it (redis_batches.py)
-        batch_id = await on_redis.submit(tasks, options)
-        return web.json_response(
-            {"id": batch_id, "state": RUNNING, "url": f"/v1/batches/{batch_id}"}, status=202
-        )
+        batch_id, state = await on_redis.submit(tasks, options, warning), RUNNING
+    else:
 
-    async def work(task: Task) -> dict[str, Any]:
-        # A run of a batch: it may take only part of the run slots (runtime/admission.py).
-        return (await agent.arun(task.query, batch=True)).to_dict()
+        async def work(task: Task) -> dict[str, Any]:
+            # A run of a batch: it may take only part of the run slots (runtime/admission.py).
+            return (await agent.arun(task.query, batch=True)).to_dict()
 
-    record = start_batch(request.app, agent.telemetry, work, tasks, options, settings)
-    if options.budget_usd is not None:
-        record.budget_warning = agent.unpriced_budget()
-    batch_id = record.batch_id
-    answer = {"id": batch_id, "state": record.state, "url": f"/v1/batches/{batch_id}"}
-    if record.budget_warning:
-        answer["budget_warning"] = record.budget_warning
+        record = start_batch(request.app, agent.telemetry, work, tasks, options, settings)
+        record.budget_warning = warning
+        batch_id, state = record.batch_id, record.state
+    answer = {"id": batch_id, "state": state, "url": f"/v1/batches/{batch_id}"}
+    if warning:
+        answer["budget_warning"] = warning
     return web.json_response(answer, status=202)
 
 

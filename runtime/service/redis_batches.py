@@ -9,8 +9,11 @@ batches.py; what differs: the summary's ``done`` counts results (a dropped task 
 none), a cancelled batch is ``cancelled`` at once (its running tasks are cancelled by
 their workers within a second), and the per-process limits on running batches do not
 apply (the batches are not this process's; ``workers`` is ignored: the workers'
-concurrency decides). ``budget_usd`` is refused for now (a budget is counted in one
-process).
+concurrency decides). ``budget_usd`` is kept in Redis: each result written adds its
+``cost_usd`` to the batch's ``spent_usd`` (the result script: once, whichever worker
+wrote it), and the batch that reaches its budget is ``spent``: no worker starts another
+of its tasks (each ends cancelled, "not run: the batch's budget ... was spent"), the
+running ones finish, and it finishes with ``budget_exceeded``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ from agentwatch.telemetry.names import AGENTWATCH_BATCH_ID, SPAN_BATCH
 
 from ..agents.agent import Agent
 from ..batch.processor import BatchOptions, BatchProcessor
-from ..batch.redis_queue import CANCELLED, DRAINING, QueueOptions, RedisBatch, RedisClient
+from ..batch.redis_queue import (
+    CANCELLED,
+    DRAINING,
+    SPENT,
+    QueueOptions,
+    RedisBatch,
+    RedisClient,
+)
 from ..batch.redis_worker import RedisTaskSource
 from ..batch.task import Task, TaskStatus
 from ..http.jsonpolicy import ApiError
@@ -70,19 +80,21 @@ class RedisBatches:
         self.client = client
         self.telemetry = telemetry
 
-    async def submit(self, tasks: list[Task], options: BatchOptions) -> str:
+    async def submit(
+        self, tasks: list[Task], options: BatchOptions, budget_warning: str | None = None
+    ) -> str:
         """Enqueue a new batch; its id. Its ``batch`` span is the parent of its tasks'."""
-        if options.budget_usd is not None:
-            raise ApiError(
-                422, "invalid_request", "'budget_usd' does not work with batches on Redis yet."
-            )
         batch = RedisBatch(self.client, uuid.uuid4().hex[:16])
         attributes = {AGENTWATCH_BATCH_ID: batch.batch_id}
         async with _answering():
             with self.telemetry.start_operation(SPAN_BATCH, attributes) as span:
                 carrier: dict[str, str] = {}
                 TraceContextTextMapPropagator().inject(carrier, context=span.context)
-                await batch.start(total=len(tasks))
+                await batch.start(
+                    total=len(tasks),
+                    budget_usd=options.budget_usd,
+                    budget_warning=budget_warning,
+                )
                 await batch.enqueue(tasks, options.task_timeout, carrier.get("traceparent"))
         return batch.batch_id
 
@@ -107,6 +119,11 @@ class RedisBatches:
             "created_at": _timestamp(meta.get("started")),
             "finished_at": _timestamp(meta.get("finished")),
             "results_url": f"/v1/batches/{batch_id}/results",
+            # so far, of the results written; null: none of them priced
+            "cost_usd": _number(meta.get("spent_usd")),
+            "budget_usd": _number(meta.get("budget_usd")),
+            "budget_exceeded": meta.get("state") == SPENT,
+            "budget_warning": meta.get("budget_warning"),
         }
 
     async def results(
@@ -146,6 +163,10 @@ def _state(meta: Mapping[str, str]) -> str:
     if meta.get("state") in (CANCELLED, DRAINING):
         return CANCELLED
     return RUNNING
+
+
+def _number(raw: str | None) -> float | None:
+    return None if raw is None else float(raw)
 
 
 def _timestamp(raw: str | None) -> str | None:

@@ -4,6 +4,7 @@ going away; cancel works across replicas."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -71,8 +72,38 @@ async def test_a_batch_cancelled_on_one_replica_is_cancelled_for_all(
     assert body["state"] == "cancelled"
     assert (await b.delete(created["url"])).status == 200  # ended: its summary
     assert 0 < await ttl(redis_server, f"agentwatch:b:{created['id']}") <= 86_400
-    refused = await a.post("/v1/batches", json={"tasks": tasks(2), "budget_usd": 1})
-    assert refused.status == 422
+
+
+async def test_a_batch_stops_at_its_budget_counted_in_redis(
+    redis_server: RedisServer, aiohttp_client: Client, telemetry: Telemetry
+) -> None:
+    """As the batch in one process (test_cost.py): a priced model, a budget the first
+    result spends; the replica that works the queue, one task at a time, starts no
+    other: each ends cancelled with the reason, the batch finishes, budget_exceeded,
+    and the cost any replica reports is what the results say."""
+    taker = RuntimeSettings(redis_url=redis_server.url, redis_concurrency=0, model="gpt-4o-mini")
+    a = await aiohttp_client(create_app(taker, telemetry))
+    started = await a.post("/v1/batches", json={"tasks": tasks(6), "budget_usd": 1e-9})
+    assert started.status == 202, await started.text()
+    created = await started.json()
+    assert "budget_warning" not in created  # the model has a price
+    worker = replace(taker, redis_concurrency=1)
+    b = await aiohttp_client(create_app(worker, telemetry))
+    summary = await follow(b, created["url"], {"finished"})
+    assert summary["budget_exceeded"] is True
+    assert summary["budget_usd"] == 1e-9
+    assert summary["counts"] == {"completed": 1, "cancelled": 5}
+    results, _ = await all_results(a, summary["results_url"], limit=10)
+    (done,) = [r for r in results if r["status"] == "completed"]
+    assert done["cost_usd"] == pytest.approx(done["result"]["usage"]["cost_usd"])
+    assert summary["cost_usd"] == pytest.approx(done["cost_usd"])
+    assert {r["error"] for r in results if r["status"] == "cancelled"} == {
+        "not run: the batch's budget (budget_usd) was spent"
+    }
+    roomy = await a.post("/v1/batches", json={"tasks": tasks(3), "budget_usd": 1})
+    summary = await follow(b, (await roomy.json())["url"], {"finished"})
+    assert (summary["counts"], summary["budget_exceeded"]) == ({"completed": 3}, False)
+    assert summary["cost_usd"] > 0
 
 
 async def test_redis_down_answers_503_with_retry_after(
