@@ -138,9 +138,10 @@ def workers(url: str, count: int, concurrency: int = 4, **env: str) -> Iterator[
 
 def stop(worker: Worker) -> None:
     """Wait for a worker told to stop. One that is still running 60 s after SIGTERM
-    (seen once in CI after a batch, not reproduced since: an open defect of issue 19)
-    is made to print its threads' stacks (faulthandler, SIGABRT), which the test's
-    output shows, then killed: the test's own assertions stand or fall on their own."""
+    (seen in CI after a batch: a heartbeat whose cancellation Python 3.11's wait_for
+    lost, fixed; test_redis_worker_stops.py) is made to print its threads' stacks
+    (faulthandler, SIGABRT), which the test's output shows, then killed: the test's own
+    assertions stand or fall on their own."""
     try:
         worker.process.wait(timeout=60)
         return

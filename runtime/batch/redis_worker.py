@@ -11,6 +11,12 @@ While the source runs (``running()``), a heartbeat every third of the visibility
 timeout (at most 1 s) keeps the tasks this worker holds from being reclaimed, cancels
 those whose batch was cancelled, and reads the queue's depth for
 ``agentwatch_redis_queue_tasks``.
+
+Every stop is bounded even when a cancellation is lost: on Python 3.11,
+``asyncio.wait_for`` (which redis-py sends every command with) swallows a cancellation
+that arrives as the send completes (CPython gh-86296), and the cancelled call goes on.
+``ended`` cancels again until the task ends, for a bounded time; the heartbeat also
+stops by itself once ``running()`` ends.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from .task import FINAL, Task
 
 log = logging.getLogger(__name__)
 
+ENDING_WITHIN = 5.0  # s a cancelled task of the source is waited for, at most
 IDLE_PAUSE_MAX = 0.5  # s between looks at an empty queue, at most
 PRUNE_EVERY = 60  # heartbeats between prunes of the names of workers gone for good
 GONE_AFTER_MS = 3_600_000  # a name with nothing pending, quiet this long, is pruned
@@ -118,6 +125,7 @@ class RedisTaskSource:
         self.on_cancel: Callable[[str], None] = lambda key: None  # processor.cancel
         self._held: dict[str, Delivery] = {}  # entry id -> the task this worker holds
         self._stopped = asyncio.Event()
+        self._leaving = False  # running() ends: the heartbeat stops by itself
         self._lock = asyncio.Lock()  # one take at a time: the takers share the pauses
         self._propagator = TraceContextTextMapPropagator()
 
@@ -152,11 +160,10 @@ class RedisTaskSource:
             await asyncio.wait((looking, stopping), return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in (stopping, looking):
-                if not waiter.done():
-                    waiter.cancel()
-                    with suppress(asyncio.CancelledError):
-                        await waiter
-        return None if looking.cancelled() else looking.result()
+                await ended(waiter)
+        if not looking.done() or looking.cancelled():
+            return None
+        return looking.result()  # a look that ended as it was given up: its task
 
     async def take_nowait(self) -> Taken | None:
         """One look at the queue: the next task, or None when there is none now."""
@@ -204,13 +211,13 @@ class RedisTaskSource:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[RedisTaskSource]:
         """The heartbeat while the body runs (``BatchProcessor.serve``)."""
+        self._leaving = False
         beat = asyncio.create_task(self._heartbeat(), name="redis-heartbeat")
         try:
             yield self
         finally:
-            beat.cancel()
-            with suppress(asyncio.CancelledError):
-                await beat
+            self._leaving = True
+            await ended(beat)
             await self._leave()
 
     async def _leave(self) -> None:
@@ -224,7 +231,7 @@ class RedisTaskSource:
     async def _heartbeat(self) -> None:
         interval = min(self.options.visibility_timeout / 3, 1.0)
         beats = 0
-        while True:  # until running() ends
+        while not self._leaving:  # until running() ends, even if its cancel is lost
             await asyncio.sleep(interval)
             beats += 1
             try:
@@ -273,3 +280,21 @@ class RedisTaskSource:
             for batch_id in batches:
                 pipe.hget(self.client.keys.batch(batch_id), "state")
             return await pipe.execute()
+
+
+async def ended(task: asyncio.Future[Any], within: float = ENDING_WITHIN) -> None:
+    """Cancel ``task`` and wait for it to end, cancelling again while it goes on (a
+    cancellation swallowed by Python 3.11's ``asyncio.wait_for``, gh-86296), for at most
+    ``within`` seconds: past that it is left behind, logged. Its result or exception is
+    the caller's to read."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not task.done():  # bounded by the deadline
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            log.warning("%r did not end within %g s of its cancellation; left behind", task, within)
+            return
+        task.cancel()
+        await asyncio.wait((task,), timeout=min(remaining, 0.1))
+    if not task.cancelled():
+        task.exception()  # read: a failed look or beat is the caller's, or logged by it
