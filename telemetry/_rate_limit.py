@@ -23,9 +23,10 @@ class RateLimitMeter:
         self._recorder = recorder
 
     def limit(self, model: str, kind: str, per_minute: float) -> None:
-        """``model``'s ``kind`` bucket (requests, tokens) now runs at ``per_minute``."""
+        """``model``'s ``kind`` bucket (requests, tokens) now runs at ``per_minute``; a
+        kind outside that closed set is not recorded."""
         if kind not in n.RATE_LIMIT_KINDS:
-            raise ValueError(f"not a rate limit kind: {kind!r}")
+            return
         r = self._recorder
         r.child(r.metrics.rate_limit, r.models(model), kind).set(per_minute)
 

@@ -104,7 +104,8 @@ class Admission:
         self._last_sample: tuple[float, float] | None = None  # (when, the loop's CPU time)
         self._clock = clock  # for the release rate (Retry-After)
         self._since = clock()
-        self._released_at: deque[float] = deque(maxlen=4096)  # when slots were freed
+        # slots freed, counted by second (at most RATE_WINDOW + 1 entries): [second, count]
+        self._freed: deque[list[int]] = deque()
         if self._meter is not None:
             self._meter.limit(self.limit)
 
@@ -138,7 +139,11 @@ class Admission:
 
     def release(self, *, batch: bool = False) -> None:
         self.in_flight -= 1
-        self._released_at.append(self._clock())
+        second = math.floor(self._clock())
+        if self._freed and self._freed[-1][0] == second:
+            self._freed[-1][1] += 1
+        else:
+            self._freed.append([second, 1])
         if batch:
             self.batch_in_flight -= 1
         if self._meter is not None:
@@ -148,10 +153,11 @@ class Admission:
     def release_rate(self) -> float:
         """Slots freed per second over the last ``RATE_WINDOW`` seconds (or since this
         started, when that is shorter); 0 when none was."""
-        now, freed = self._clock(), self._released_at
-        while freed and now - freed[0] > RATE_WINDOW:
+        now, freed = self._clock(), self._freed
+        while freed and freed[0][0] < now - RATE_WINDOW:
             freed.popleft()
-        return len(freed) / min(RATE_WINDOW, max(now - self._since, 1.0))
+        count = sum(n for _, n in freed)
+        return count / min(RATE_WINDOW, max(now - self._since, 1.0))
 
     def retry_after(self) -> int:
         """Seconds after which a refused run may find a slot: the interactive runs
@@ -163,7 +169,7 @@ class Admission:
             seconds = self.max_wait if self.max_wait is not None else DEFAULT_MAX_WAIT
         else:
             seconds = (len(self._waiters) + 1) / rate
-        return min(MAX_RETRY_AFTER, max(RETRY_AFTER, math.ceil(seconds)))
+        return max(RETRY_AFTER, math.ceil(min(seconds, MAX_RETRY_AFTER)))  # inf: 60
 
     def _wake(self) -> None:
         """Give free slots to the waiters first in line that may take them."""

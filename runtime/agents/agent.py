@@ -263,6 +263,7 @@ class Agent:
         on_wait: Callable[[], Awaitable[None]] | None = None,
         wait_interval: float = 10.0,
         budget_usd: float | None = None,
+        on_admitted: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncGenerator[RunEvent, None]:
         """Run one query, yielding text deltas and tool events as they happen, then
         ``RunFinished``. One ``invoke_agent`` span for the whole stream; closing the
@@ -270,10 +271,13 @@ class Agent:
 
         While the run waits for a slot, ``on_wait()`` is awaited at once and then every
         ``wait_interval`` seconds (the server sends an SSE keep-alive comment); the wait
-        counts against ``run_timeout``.
+        counts against ``run_timeout``. ``on_admitted()`` is awaited once the run has its
+        slot, before its first step (the server sends its 200 then).
         """
         query, deadline = await self._admitted(query, False, on_wait, wait_interval)
         try:
+            if on_admitted is not None:
+                await on_admitted()
             invocation = self.telemetry.agent_run(
                 self.name,
                 self.model_name,

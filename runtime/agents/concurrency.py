@@ -25,7 +25,11 @@ moves:
 Once the lag has come near the target (a quarter of it), each change is given
 ``settle`` seconds to show before the next decision (the caller's estimate of a run's
 duration; at most ``max_settle``); growth while the lag is far under the target waits
-at most ``far_settle`` (with 10 s runs, a climb from 64 would otherwise take minutes).
+at most ``far_settle`` (with 10 s runs, a climb from 64 would otherwise take minutes),
+and so does the next decision after a first cut made with the lag over twice the
+target (a surge is answered twice within seconds, not once a run; cutting every few
+seconds while the lag still shows the runs of before the cut made the limit swing
+56-217 in simulation with 5 s runs).
 
 The lag it is given is the loop's own: a timer is late because the loop was running
 callbacks (our runs' work) or because the process was not given the CPU (other
@@ -60,7 +64,7 @@ class AdaptivePolicy:
     growth: float = 1.25  # per window, while the lag is under a quarter of the target
     hold: float = 0.5  # of the target: between this share of it and it, the limit stays
     max_settle: float = 10.0  # s, the longest a change is given to show in the lag
-    far_settle: float = 2.0  # s, the longest for growth while the lag is far under target
+    far_settle: float = 2.0  # s, the longest after growth far under target or a cut far over
     max_shrink: float = 0.5  # the most one window may take off
 
     def __post_init__(self) -> None:
@@ -82,6 +86,7 @@ class AdaptiveLimit:
 
     __slots__ = (
         "_busiest",
+        "_cut",
         "_held_back",
         "_lags",
         "_near",
@@ -97,6 +102,7 @@ class AdaptiveLimit:
         self._started: float | None = None
         self._quiet_until = 0.0  # a change shows in the lag only after this
         self._near = False  # the lag came near the target once: growth is no longer free
+        self._cut = False  # the last change was a cut
         self._lags: list[float] = []
         self._busiest = 0
         self._held_back = False
@@ -126,9 +132,14 @@ class AdaptiveLimit:
         self._near = self._near or not far
         if changed and self._near:  # once near the target, each change is let show
             wait = min(max(settle, 0.0), policy.max_settle)
-            if far and grew:  # far under it: growth need not wait a whole run
+            surge = lag > 2 * policy.target_lag and not self._cut
+            if (far and grew) or surge:
+                # far under the target growth need not wait a whole run; the first cut
+                # of a surge far over it is followed soon by another if need be
                 wait = min(wait, policy.far_settle)
             self._quiet_until = now + wait
+        if changed:
+            self._cut = not grew
         return changed
 
     def _next(self, lag: float) -> int:

@@ -129,7 +129,7 @@ local function counted(base, status)
   if total > 0 and done >= total then
     local now = redis.call('TIME')
     redis.call('HSET', base, 'finished', now[1] .. '.' .. string.format('%06d', tonumber(now[2])))
-    for _, part in ipairs({'', ':queued', ':taken', ':results', ':done', ':counts'}) do
+    for _, part in ipairs({'', ':queued', ':taken', ':results', ':done', ':counts', ':paid'}) do
       redis.call('EXPIRE', base .. part, KEPT_AFTER_END)
     end
   end
@@ -228,10 +228,13 @@ return {'', '', '', 0, reclaims, dead, drops}
 """
 )
 
-# KEYS: results hash, done stream, the task's stream, queued hash, taken hash, the batch.
-# ARGV: group, entry id, task id, record, mode (final | requeue | drop), payload, status,
-# the task's cost in USD ("": none known). A result written adds its cost to the batch's
-# ``spent_usd``; a batch with a ``budget_usd`` it reaches is ``spent`` (runs no more).
+# KEYS: results hash, done stream, the task's stream, queued hash, taken hash, the batch,
+# its paid set. ARGV: group, entry id, task id, record, mode (final | requeue | drop),
+# payload, status, the attempt's cost in USD ("": none known), the attempt's name (entry
+# id and worker). Every attempt's cost is added once to the batch's ``spent_usd`` (money
+# spent is spent: a task cancelled and run again, or finished by two workers, cost
+# twice; a call retried after its reply was lost is not counted again), while the batch
+# exists; a batch with a ``budget_usd`` it reaches is ``spent`` (runs no more).
 # -> 1 when this call wrote the task's result (or requeued / dropped it), else 0.
 _COMPLETE = (
     _COUNTED
@@ -244,14 +247,6 @@ if mode == 'final' then
   if out == 1 then
     redis.call('XADD', KEYS[2], '*', 'id', ARGV[3])
     counted(KEYS[6], ARGV[7])
-    local cost = tonumber(ARGV[8])
-    if cost then
-      local spent = tonumber(redis.call('HINCRBYFLOAT', KEYS[6], 'spent_usd', cost))
-      local budget = tonumber(redis.call('HGET', KEYS[6], 'budget_usd') or '')
-      if budget and spent >= budget and redis.call('HGET', KEYS[6], 'state') == 'running' then
-        redis.call('HSET', KEYS[6], 'state', 'spent')
-      end
-    end
   end
 elseif mode == 'requeue' then
   if acked == 1 then redis.call('XADD', KEYS[3], '*', 'task', ARGV[6]); out = 1 end
@@ -262,6 +257,16 @@ else
 end
 redis.call('XDEL', KEYS[3], ARGV[2])
 if mode ~= 'requeue' or acked == 1 then redis.call('HDEL', KEYS[5], ARGV[3]) end
+local cost = tonumber(ARGV[8])
+if cost and redis.call('EXISTS', KEYS[6]) == 1 and redis.call('SADD', KEYS[7], ARGV[9]) == 1 then
+  local ttl = redis.call('PTTL', KEYS[6])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[7], ttl) end
+  local spent = tonumber(redis.call('HINCRBYFLOAT', KEYS[6], 'spent_usd', cost))
+  local budget = tonumber(redis.call('HGET', KEYS[6], 'budget_usd') or '')
+  if budget and spent >= budget and redis.call('HGET', KEYS[6], 'state') == 'running' then
+    redis.call('HSET', KEYS[6], 'state', 'spent')
+  end
+end
 return out
 """
 )
@@ -607,7 +612,15 @@ class RedisBatch:
     async def ended(self) -> None:
         """The batch's keys expire a day from now."""
         redis = self.client.redis
-        names = (self._meta, self._queued, self._taken, self._results, self._done, self._counts)
+        names = (
+            self._meta,
+            self._queued,
+            self._taken,
+            self._results,
+            self._done,
+            self._counts,
+            self.client.keys.batch(self.batch_id, "paid"),
+        )
 
         async def expire() -> None:
             async with redis.pipeline(transaction=False) as pipe:

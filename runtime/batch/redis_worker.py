@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -50,6 +51,13 @@ DEAD_LETTER_REASON = (
     "dead letter: taken by a worker %d times and never finished (each worker died or "
     "stalled with it); AGENTWATCH_REDIS_MAX_DELIVERIES sets how many"
 )
+
+
+def _cost(value: object) -> str:
+    """A record's ``cost_usd`` as the result script takes it ("": none, or not a cost)."""
+    if isinstance(value, int | float) and math.isfinite(value) and value >= 0:
+        return repr(float(value))
+    return ""
 
 
 class Delivery:
@@ -87,6 +95,7 @@ class Delivery:
             batch(self.batch_id, "queued"),
             batch(self.batch_id, "taken"),
             batch(self.batch_id),
+            batch(self.batch_id, "paid"),
         ]
         args = [
             GROUP,
@@ -96,7 +105,8 @@ class Delivery:
             mode,
             self._raw,
             str(record["status"]),
-            "" if record.get("cost_usd") is None else repr(float(record["cost_usd"])),
+            _cost(record.get("cost_usd")),
+            f"{self.entry_id} {self._source.consumer}",
         ]
         try:
             await client.call("writing a result", lambda: client.complete(keys=keys, args=args))

@@ -268,9 +268,10 @@ async def _stream_run(
     request: web.Request, agent: Agent, run: RunRequest, parent: Context
 ) -> web.StreamResponse:
     """Server-Sent Events: one event per run event, ending with ``result`` (or ``error``).
-    The 200 and its headers go with the first event (or the first keep-alive of a run
-    waiting for a slot): a run the load shedding refuses at once gets the plain 503
-    ``overloaded`` with Retry-After; one refused after waiting, an ``error`` event.
+    The 200 and its headers go once the run is admitted (or with the first keep-alive
+    of a run waiting for a slot): a run the load shedding refuses at once gets the
+    plain 503 ``overloaded`` with Retry-After; one refused after waiting, an ``error``
+    event.
 
     A client that disconnects cancels the run: aiohttp cancels this handler
     (``handler_cancellation``), or the next write fails and closes the stream.
@@ -283,9 +284,12 @@ async def _stream_run(
         }
     )
 
-    async def write(data: bytes) -> None:  # the 200 goes with the first event or wait
+    async def prepared() -> None:  # the 200: once admitted, or waiting for a slot
         if not response.prepared:
             await response.prepare(request)
+
+    async def write(data: bytes) -> None:
+        await prepared()
         await response.write(data)
 
     async def waiting() -> None:  # the run waits for a slot: say so, keep proxies patient
@@ -298,6 +302,7 @@ async def _stream_run(
         on_wait=waiting,
         wait_interval=SSE_KEEPALIVE,
         budget_usd=run.budget_usd,
+        on_admitted=prepared,
     )
     try:
         async with aclosing(events):
@@ -314,8 +319,7 @@ async def _stream_run(
             _logger.exception("streamed run failed")
             mapped = ApiError(500, "internal_error", "The run failed.")
         await write(sse("error", mapped.body()))
-    if not response.prepared:
-        await response.prepare(request)
+    await prepared()
     await response.write_eof()
     return response
 

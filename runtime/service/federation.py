@@ -40,15 +40,16 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from prometheus_client.samples import Exemplar, Sample
 
 from agentwatch.telemetry import Telemetry
-from agentwatch.telemetry.names import M_EVENT_LOOP_LAG_MAX
+from agentwatch.telemetry.names import M_EVENT_LOOP_LAG_MAX, M_RATE_LIMIT
 from agentwatch.telemetry.web import render_metrics
 
 OPENMETRICS: Final = "application/openmetrics-text; version=1.0.0"
 PEER_TIMEOUT: Final = 2.0
 """How long a scrape waits for a sibling worker's series (seconds)."""
 
-MAX_GAUGES: Final = frozenset({M_EVENT_LOOP_LAG_MAX, "process_max_fds"})
-"""Gauges of one process, not amounts of work: the merged value is the highest."""
+MAX_GAUGES: Final = frozenset({M_EVENT_LOOP_LAG_MAX, M_RATE_LIMIT, "process_max_fds"})
+"""Gauges of one process, not amounts of work: the merged value is the highest (a rate
+limit: each worker's own bucket's, or the one they share on Redis)."""
 MIN_GAUGES: Final = frozenset({"process_start_time_seconds"})
 
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]

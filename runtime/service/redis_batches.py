@@ -39,7 +39,6 @@ from ..batch.processor import BatchOptions, BatchProcessor
 from ..batch.redis_queue import (
     CANCELLED,
     DRAINING,
-    SPENT,
     QueueOptions,
     RedisBatch,
     RedisClient,
@@ -105,6 +104,7 @@ class RedisBatches:
         if got is None:
             return None
         meta, counts = got
+        spent, budget = _number(meta.get("spent_usd")), _number(meta.get("budget_usd"))
         done = counts.pop("_done", 0)
         total = int(meta.get("total", done))
         state = _state(meta)
@@ -119,10 +119,10 @@ class RedisBatches:
             "created_at": _timestamp(meta.get("started")),
             "finished_at": _timestamp(meta.get("finished")),
             "results_url": f"/v1/batches/{batch_id}/results",
-            # so far, of the results written; null: none of them priced
-            "cost_usd": _number(meta.get("spent_usd")),
-            "budget_usd": _number(meta.get("budget_usd")),
-            "budget_exceeded": meta.get("state") == SPENT,
+            # so far, every attempt's; null: none of them priced (yet)
+            "cost_usd": spent,
+            "budget_usd": budget,
+            "budget_exceeded": spent is not None and budget is not None and spent >= budget,
             "budget_warning": meta.get("budget_warning"),
         }
 

@@ -274,3 +274,51 @@ async def test_names_of_workers_gone_for_good_are_pruned(
         assert await source(client, "me").prune(gone_after_ms=10) == 1
         names = await consumer_names(client)
     assert names == {"holder"}  # "done" went; one holding a task stays
+
+
+def priced(task_id: str, status: TaskStatus, cost: float | None) -> dict[str, Any]:
+    task = Task(task_id, "q", status=status)
+    task.cost_usd = cost
+    return task.record()
+
+
+async def test_every_attempts_cost_counts_once_toward_the_budget(
+    redis_server: RedisServer, telemetry: Telemetry
+) -> None:
+    """Money spent is spent: an attempt cancelled (its worker stopping) and the one that
+    finished both count, and the same write sent again (a reply lost) does not; the
+    budget reached, the batch is spent and its next task ends cancelled untaken."""
+    async with client_for(redis_server, telemetry) as client:
+        batch = RedisBatch(client, "paid")
+        await batch.start(budget_usd=1.0)
+        await batch.enqueue([Task("t", "q")], None, None)
+        a, b = source(client, "a"), source(client, "b")
+        first = await take(a)
+        await first.sink.add(priced("t", TaskStatus.CANCELLED, 0.6))  # back to the queue
+        again = await take(b)
+        assert again.task.id == "t"
+        record = priced("t", COMPLETED, 0.6)
+        await again.sink.add(record)
+        await again.sink.add(record)  # a retried call: not counted twice
+        meta, _ = await batch.summary() or ({}, {})
+        assert float(meta["spent_usd"]) == pytest.approx(1.2)
+        assert meta["state"] == "spent"
+        await batch.enqueue([Task("u", "q")], None, None)
+        assert await b.take_nowait() is None  # ended, not handed out
+        got = dict(await results(batch, 2))
+    assert got["t"]["status"] == "completed"
+    assert got["u"]["status"] == "cancelled"
+    assert "budget" in got["u"]["error"]
+
+
+async def test_a_cost_written_for_a_batch_redis_lost_does_not_bring_it_back(
+    redis_server: RedisServer, telemetry: Telemetry
+) -> None:
+    async with client_for(redis_server, telemetry) as client:
+        batch = RedisBatch(client, "lost")
+        await batch.start()
+        await batch.enqueue([Task("t", "q")], None, None)
+        taken = await take(source(client, "a"))
+        await client.redis.delete(client.keys.batch("lost"))  # expired, or Redis lost it
+        await taken.sink.add(priced("t", COMPLETED, 0.5))
+        assert await batch.summary() is None

@@ -139,6 +139,25 @@ def test_growth_far_under_the_target_waits_at_most_far_settle() -> None:
     assert limit.limit > 250
 
 
+def test_a_surge_of_lag_is_cut_twice_within_seconds_not_once_a_run() -> None:
+    """Runs of 10 s, the limit near the target; then the loop 500 ms late: the first cut
+    comes with the next window, the second ~2.5 s later, not 10 s later."""
+    limit = AdaptiveLimit()
+    now = 0.0
+    for _ in range(30):  # near the target: + sqrt(64) = 72, then quiet 10 s
+        now += SAMPLE
+        limit.observe(now, 0.02, limit.limit, 100, settle=10.0)
+    now += 10.0
+    cuts = []
+    for _ in range(round(6 / SAMPLE)):  # 6 s of a 500 ms lag
+        now += SAMPLE
+        if limit.observe(now, 0.5, limit.limit, 100, settle=10.0):
+            cuts.append((round(now, 2), limit.limit))
+    assert len(cuts) == 2, cuts
+    assert cuts[1][0] - cuts[0][0] <= 3.0
+    assert cuts[1][1] < cuts[0][1] < 72  # 72 -> 39 -> 21
+
+
 def test_one_stray_pause_is_not_a_trend() -> None:
     limit = AdaptiveLimit()
     now = feed(limit, 0.5, lag=0.001, waiting=5)
@@ -256,6 +275,13 @@ async def test_retry_after_is_the_queue_ahead_at_the_rate_slots_were_freed() -> 
     assert admission.retry_after() == 9  # 2 frees in 9 s
     now[0] += 10.0
     assert admission.retry_after() == 30  # none in the last 10 s: the longest wait
+    endless = Admission(1, max_wait=float("inf"), lag_feed=None, clock=lambda: now[0])
+    assert endless.retry_after() == 60  # at most a minute, whatever the settings
+    for _ in range(5000):  # 5,000 frees in a second: counted, not capped by a history
+        endless.in_flight += 1
+        endless.release()
+    now[0] += 1.0
+    assert endless.release_rate() == 5000
     for waiter in waiters[:2]:
         await waiter
     admission.release()

@@ -7,7 +7,7 @@ from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from agentwatch.runtime.service.federation import Families, merge
-from agentwatch.telemetry.names import M_EVENT_LOOP_LAG_MAX
+from agentwatch.telemetry.names import M_EVENT_LOOP_LAG_MAX, M_RATE_LIMIT
 
 
 def worker(runs: int, in_flight: int, lag: float, trace: str) -> CollectorRegistry:
@@ -19,6 +19,8 @@ def worker(runs: int, in_flight: int, lag: float, trace: str) -> CollectorRegist
     Gauge(
         M_EVENT_LOOP_LAG_MAX.removesuffix("_seconds"), "Lag.", unit="seconds", registry=registry
     ).set(lag)
+    limit = Gauge(M_RATE_LIMIT, "Limit.", ["gen_ai_request_model", "kind"], registry=registry)
+    limit.labels("gpt-4o", "requests").set(600)  # one bucket, shared on Redis: not summed
     for _ in range(runs):
         counter.labels("shop").inc()
         histogram.observe(0.2, exemplar={"trace_id": trace})
@@ -49,6 +51,8 @@ def test_counters_histograms_and_gauges_add_up_lags_take_the_highest() -> None:
     assert bucket.exemplar.labels["trace_id"] in ("a" * 32, "b" * 32)
     assert values[("in_flight", ())].value == 3
     assert values[(M_EVENT_LOOP_LAG_MAX, ())].value == 0.20
+    rate_limit = (M_RATE_LIMIT, (("gen_ai_request_model", "gpt-4o"), ("kind", "requests")))
+    assert values[rate_limit].value == 600
     created = [
         sample.value
         for registry in (a, b)
