@@ -63,6 +63,7 @@ KEPT_AFTER_END: Final = 86_400  # s: a finished batch's keys expire a day after 
 DEFAULT_VISIBILITY_TIMEOUT: Final = 30.0  # s
 DEFAULT_MAX_DELIVERIES: Final = 5
 ENQUEUE_CHUNK: Final = 500  # tasks per enqueue script call
+STOPPING_PATIENCE: Final = 5.0  # s a stopping caller waits for a Redis that is down
 
 T = TypeVar("T")
 RECORD_FIELDS: Final = tuple(Task("", "").record())  # a record's keys, in their order
@@ -338,6 +339,10 @@ _RETRYABLE = (
 )
 
 
+class RedisUnavailable(Exception):
+    """Redis stayed down longer than a stopping caller waits (``RedisClient.call``)."""
+
+
 class RedisClient:
     """One connection pool and the queue's scripts; every call retried with backoff
     (0.1 s doubling to 5 s, jittered) while Redis is down or restarting, reported once
@@ -351,6 +356,7 @@ class RedisClient:
         *,
         keys: Keys | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        stopping_patience: float = STOPPING_PATIENCE,
     ) -> None:
         self.url = url
         self.telemetry = telemetry
@@ -363,6 +369,7 @@ class RedisClient:
             driver_info=None,  # no CLIENT SETINFO: its version lookup reads files on the loop
         )
         self._sleep = sleep
+        self._stopping_patience = stopping_patience
         self._down_since: float | None = None
         self.enqueue = self.redis.register_script(_ENQUEUE)
         self.take = self.redis.register_script(_TAKE)
@@ -375,14 +382,25 @@ class RedisClient:
     async def close(self) -> None:
         await self.redis.aclose()
 
-    async def call(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        """``op()`` until it succeeds; Redis errors other than unavailability raise."""
+    async def call(
+        self, what: str, op: Callable[[], Awaitable[T]], *, stopping: asyncio.Event | None = None
+    ) -> T:
+        """``op()`` until it succeeds; Redis errors other than unavailability raise. Once
+        ``stopping`` is set, Redis down for ``stopping_patience`` s raises
+        ``RedisUnavailable``: a stopping worker does not wait for it for ever."""
         delay = 0.1
-        while True:  # bounded by Redis coming back, or by the caller's cancellation
+        while True:  # bounded by Redis coming back, the caller's cancellation or stopping
             try:
                 result = await op()
             except _RETRYABLE as exc:
                 self._down(what, exc)
+                if stopping is not None and stopping.is_set():
+                    down_for = time.monotonic() - (self._down_since or time.monotonic())
+                    if down_for >= self._stopping_patience:
+                        raise RedisUnavailable(
+                            f"Redis at {safe_url(self.url)} did not answer for {down_for:.1f} s "
+                            f"while {what}, and this worker is stopping"
+                        ) from exc
             except redis_errors.ResponseError as exc:
                 if not str(exc).startswith("NOGROUP"):
                     raise

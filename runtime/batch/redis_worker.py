@@ -6,6 +6,8 @@ pause (to 0.5 s) while the queue is empty. Each task comes with its own sink, a
 ``Delivery``: its record, the ack and the entry's deletion in one script, so the result
 is written once whichever worker finishes first. A cancelled task goes back to the
 queue at once (the worker is stopping), or is dropped when its batch was cancelled.
+Once the worker is stopping, a record waits for a Redis that is down
+``STOPPING_PATIENCE`` s at most: the task stays pending, taken again by another worker.
 
 While the source runs (``running()``), a heartbeat every third of the visibility
 timeout (at most 1 s) keeps the tasks this worker holds from being reclaimed, cancels
@@ -36,7 +38,14 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from .jsonl_sink import MAX_LINE_BYTES
 from .processor import Taken
-from .redis_queue import CANCELLED, DEAD_LETTERS_KEPT, GROUP, QueueOptions, RedisClient
+from .redis_queue import (
+    CANCELLED,
+    DEAD_LETTERS_KEPT,
+    GROUP,
+    QueueOptions,
+    RedisClient,
+    RedisUnavailable,
+)
 from .sink import Record, RecordTooLarge
 from .task import FINAL, Task
 
@@ -109,7 +118,18 @@ class Delivery:
             f"{self.entry_id} {self._source.consumer}",
         ]
         try:
-            await client.call("writing a result", lambda: client.complete(keys=keys, args=args))
+            await client.call(
+                "writing a result",
+                lambda: client.complete(keys=keys, args=args),
+                stopping=self._source.stopping,
+            )
+        except RedisUnavailable as exc:  # stopping: the task stays pending, taken again
+            log.warning(
+                "%s; task %s of batch %s is left to another worker (after the visibility timeout)",
+                exc,
+                record["id"],
+                self.batch_id,
+            )
         finally:
             self._source.release(self.entry_id)
 
@@ -138,6 +158,11 @@ class RedisTaskSource:
         self._leaving = False  # running() ends: the heartbeat stops by itself
         self._lock = asyncio.Lock()  # one take at a time: the takers share the pauses
         self._propagator = TraceContextTextMapPropagator()
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set by ``stop()``: a result written from then on waits for Redis a bounded time."""
+        return self._stopped
 
     def stop(self) -> None:
         self._stopped.set()

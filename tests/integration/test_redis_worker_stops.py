@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from agentwatch.runtime.batch.redis_queue import Keys, QueueOptions, RedisClient
+from agentwatch.runtime.batch import Task
+from agentwatch.runtime.batch.redis_queue import Keys, QueueOptions, RedisBatch, RedisClient
 from agentwatch.runtime.batch.redis_worker import RedisTaskSource
 from agentwatch.telemetry import Telemetry
 from tests.helpers import cli_env, time_bound
@@ -101,6 +102,32 @@ async def test_a_source_stops_at_any_moment_of_its_heartbeat(
                     await asyncio.sleep(rng.uniform(0.001, 0.02))
 
             assert await ends_within(run_and_leave(), time_bound(5, 30)), f"hung at {i}"
+    finally:
+        await client.close()
+
+
+async def test_a_stopping_worker_does_not_wait_for_redis_to_write_a_result(
+    redis_server: RedisServer, telemetry: Telemetry
+) -> None:
+    """Redis down when a task ends on a stopping worker: the write is given up after the
+    patience (the task stays pending, for another worker), the worker goes on stopping."""
+    client = RedisClient(redis_server.url, telemetry, stopping_patience=0.3)
+    try:
+        batch = RedisBatch(client, "down")
+        await batch.start()
+        await batch.enqueue([Task("t", "q")], None, None)
+        source = RedisTaskSource(client, QueueOptions(), consumer="w")
+        async with asyncio.timeout(30):
+            taken = await source.take()
+        assert taken is not None
+        await asyncio.to_thread(redis_server.stop)
+        source.stop()
+        record = Task("t", "q").record() | {"status": "completed"}
+        writing = asyncio.create_task(taken.sink.add(record))
+        done, _ = await asyncio.wait((writing,), timeout=time_bound(5, 30))
+        writing.cancel()
+        assert done, "the write waited for Redis although the worker is stopping"
+        writing.result()  # given up, not raised
     finally:
         await client.close()
 
