@@ -195,6 +195,8 @@ class RedisTaskSource:
             await asyncio.wait((looking, stopping), return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in (stopping, looking):
+                waiter.cancel()  # both, though this task's own wait below is cancelled
+            for waiter in (stopping, looking):
                 await ended(waiter)
         if not looking.done() or looking.cancelled():
             return None
