@@ -157,6 +157,7 @@ class RedisTaskSource:
         self._stopped = asyncio.Event()
         self._leaving = False  # running() ends: the heartbeat stops by itself
         self._lock = asyncio.Lock()  # one take at a time: the takers share the pauses
+        self.dropped = 0  # tasks of cancelled or spent batches the last look ended
         self._propagator = TraceContextTextMapPropagator()
 
     @property
@@ -179,6 +180,9 @@ class RedisTaskSource:
                 taken = await self._unless_stopped(self.take_nowait())
             if taken is not None:
                 return taken
+            if self.dropped:  # tasks of a cancelled or spent batch ended: look again now
+                pause = 0.01
+                continue
             with suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await self._stopped.wait()
@@ -217,7 +221,8 @@ class RedisTaskSource:
             BUDGET_SPENT_REASON,
         ]
         answer = await client.call("taking a task", lambda: client.take(keys=keys, args=args))
-        stream, entry_id, raw, _, reclaims, dead, _ = answer
+        stream, entry_id, raw, _, reclaims, dead, drops = answer
+        self.dropped = int(drops)
         if reclaims:
             client.telemetry.queue.reclaimed(int(reclaims))
         if dead:

@@ -31,6 +31,7 @@ from ..batch.redis_worker import RedisTaskSource
 from ..settings import RuntimeSettings
 from .batch import stderr_console
 from .exits import EXIT_CANNOT_LISTEN, EXIT_OK, CliError
+from .heap import settle_heap
 from .progress import agent_work, install_signals
 
 METRICS_PORT: Final = 9464  # the OpenTelemetry Prometheus exporter's port
@@ -96,6 +97,7 @@ async def serve_queue(
     source = RedisTaskSource(client, options, consumer=consumer)
     try:
         async with AgentRuntime(settings, telemetry) as runtime:
+            settle_heap()  # this process's: start-up's objects out of the collector's reach
             work = agent_work(runtime.agent)
             batch_options = BatchOptions(workers=concurrency, concurrency=concurrency)
             processor = BatchProcessor(work, telemetry, batch_options, batch_id=consumer)

@@ -322,3 +322,38 @@ async def test_a_cost_written_for_a_batch_redis_lost_does_not_bring_it_back(
         await client.redis.delete(client.keys.batch("lost"))  # expired, or Redis lost it
         await taken.sink.add(priced("t", COMPLETED, 0.5))
         assert await batch.summary() is None
+
+
+async def test_a_worker_looks_again_at_once_past_tasks_it_dropped(
+    redis_server: RedisServer, telemetry: Telemetry
+) -> None:
+    """100 tasks of a cancelled batch ahead of another batch's: each look ends 16 of
+    them, and the next look follows at once (it paused up to 0.5 s between looks: a
+    50,000-task batch cancelled or spent held its band's other batches for minutes)."""
+    async with client_for(redis_server, telemetry) as client:
+        gone, kept = RedisBatch(client, "gone"), RedisBatch(client, "kept")
+        await gone.start()
+        await gone.enqueue([Task(f"g{i}", "q") for i in range(100)], None, None)
+        await kept.start()
+        await kept.enqueue([Task("k", "q")], None, None)
+        await gone.set_state(CANCELLED)
+        src = source(client, "w")
+        looks, stop_waits = 0, 0
+        look, wait = src.take_nowait, src._stopped.wait
+
+        async def counted_look() -> Any:
+            nonlocal looks
+            looks += 1
+            return await look()
+
+        async def counted_wait() -> bool:
+            nonlocal stop_waits
+            stop_waits += 1
+            return await wait()
+
+        src.take_nowait = counted_look  # type: ignore[method-assign]
+        src._stopped.wait = counted_wait  # type: ignore[method-assign]
+        taken = await take(src)
+    assert taken.task.id == "k"
+    assert looks == 7  # 100 dropped, 16 a look, then the task
+    assert stop_waits == looks  # each look's own; no pause between them
