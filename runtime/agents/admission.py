@@ -139,11 +139,13 @@ class Admission:
 
     def release(self, *, batch: bool = False) -> None:
         self.in_flight -= 1
-        second = math.floor(self._clock())
+        now = self._clock()
+        second = math.floor(now)
         if self._freed and self._freed[-1][0] == second:
             self._freed[-1][1] += 1
         else:
             self._freed.append([second, 1])
+            self._forget(now)
         if batch:
             self.batch_in_flight -= 1
         if self._meter is not None:
@@ -153,11 +155,17 @@ class Admission:
     def release_rate(self) -> float:
         """Slots freed per second over the last ``RATE_WINDOW`` seconds (or since this
         started, when that is shorter); 0 when none was."""
-        now, freed = self._clock(), self._freed
+        now = self._clock()
+        self._forget(now)
+        count = sum(n for _, n in self._freed)
+        return count / min(RATE_WINDOW, max(now - self._since, 1.0))
+
+    def _forget(self, now: float) -> None:
+        """Counts older than the window go (on each new second: at most RATE_WINDOW + 1
+        entries are kept, whether or not anything reads the rate)."""
+        freed = self._freed
         while freed and freed[0][0] < now - RATE_WINDOW:
             freed.popleft()
-        count = sum(n for _, n in freed)
-        return count / min(RATE_WINDOW, max(now - self._since, 1.0))
 
     def retry_after(self) -> int:
         """Seconds after which a refused run may find a slot: the interactive runs

@@ -207,15 +207,21 @@ local function taken(key, entry, deliveries, reclaimed)
 end
 for i = 1, #KEYS - 1 do
   local key = KEYS[i]
+  local from = '-'
   for _ = 1, 16 do  -- first an entry whose worker went quiet
-    local quiet = redis.call('XPENDING', key, group, 'IDLE', idle, '-', '+', 1)[1]
+    local quiet = redis.call('XPENDING', key, group, 'IDLE', idle, from, '+', 1)[1]
     if not quiet then break end
-    local entry = redis.call('XCLAIM', key, group, me, idle, quiet[1])[1]
-    if entry then
-      local got = taken(key, entry, quiet[4] + 1, 1)
-      if got then return got end
-    else  -- deleted from the stream meanwhile: nothing left to run
-      redis.call('XACK', key, group, quiet[1])
+    from = '(' .. quiet[1]
+    if quiet[2] == me then  -- this worker's own, still running (its heartbeat was late)
+      redis.call('XCLAIM', key, group, me, 0, quiet[1], 'JUSTID')  -- renewed, not rerun
+    else
+      local entry = redis.call('XCLAIM', key, group, me, idle, quiet[1])[1]
+      if entry then
+        local got = taken(key, entry, quiet[4] + 1, 1)
+        if got then return got end
+      else  -- deleted from the stream meanwhile: nothing left to run
+        redis.call('XACK', key, group, quiet[1])
+      end
     end
   end
   for _ = 1, 16 do

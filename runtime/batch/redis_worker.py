@@ -73,14 +73,22 @@ class Delivery:
     """Where one task's record goes: its batch's results in Redis, with the ack."""
 
     def __init__(
-        self, source: RedisTaskSource, stream: str, entry_id: str, batch_id: str, raw: str
+        self,
+        source: RedisTaskSource,
+        stream: str,
+        entry_id: str,
+        batch_id: str,
+        raw: str,
+        delivery: int = 1,
     ):
         self._source = source
+        self.delivery = delivery  # the how-manieth time the entry was taken
         self.stream = stream
         self.entry_id = entry_id
         self.batch_id = batch_id
         self._raw = raw
         self.batch_cancelled = False
+        self.key = f"{stream} {entry_id}"  # entry ids repeat across the band streams
 
     async def open(self) -> Mapping[str, Record]:
         return {}
@@ -115,7 +123,7 @@ class Delivery:
             self._raw,
             str(record["status"]),
             _cost(record.get("cost_usd")),
-            f"{self.entry_id} {self._source.consumer}",
+            f"{self.entry_id} {self._source.consumer} {self.delivery}",
         ]
         try:
             await client.call(
@@ -131,7 +139,7 @@ class Delivery:
                 self.batch_id,
             )
         finally:
-            self._source.release(self.entry_id)
+            self._source.release(self.key)
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -153,7 +161,8 @@ class RedisTaskSource:
         self.consumer = consumer
         self.clock = clock
         self.on_cancel: Callable[[str], None] = lambda key: None  # processor.cancel
-        self._held: dict[str, Delivery] = {}  # entry id -> the task this worker holds
+        # "stream entry-id" (ids repeat across the band streams) -> the task held
+        self._held: dict[str, Delivery] = {}
         self._stopped = asyncio.Event()
         self._leaving = False  # running() ends: the heartbeat stops by itself
         self._lock = asyncio.Lock()  # one take at a time: the takers share the pauses
@@ -168,8 +177,8 @@ class RedisTaskSource:
     def stop(self) -> None:
         self._stopped.set()
 
-    def release(self, entry_id: str) -> None:
-        self._held.pop(entry_id, None)
+    def release(self, key: str) -> None:
+        self._held.pop(key, None)
 
     async def take(self) -> Taken | None:
         pause = 0.01
@@ -221,19 +230,21 @@ class RedisTaskSource:
             BUDGET_SPENT_REASON,
         ]
         answer = await client.call("taking a task", lambda: client.take(keys=keys, args=args))
-        stream, entry_id, raw, _, reclaims, dead, drops = answer
+        stream, entry_id, raw, deliveries, reclaims, dead, drops = answer
         self.dropped = int(drops)
         if reclaims:
             client.telemetry.queue.reclaimed(int(reclaims))
         if dead:
             client.telemetry.queue.dead_lettered(int(dead))
-        return self._taken(str(stream), str(entry_id), str(raw)) if stream else None
+        if not stream:
+            return None
+        return self._taken(str(stream), str(entry_id), str(raw), int(deliveries))
 
-    def _taken(self, stream: str, entry_id: str, raw: str) -> Taken:
+    def _taken(self, stream: str, entry_id: str, raw: str, deliveries: int = 1) -> Taken:
         entry: dict[str, Any] = json.loads(raw)
         task = Task(str(entry["id"]), str(entry["query"]), int(entry["priority"]))
-        delivery = Delivery(self, stream, entry_id, str(entry["b"]), raw)
-        self._held[entry_id] = delivery
+        delivery = Delivery(self, stream, entry_id, str(entry["b"]), raw, deliveries)
+        self._held[delivery.key] = delivery
         waited = max(0.0, time.time() - float(entry.get("at") or time.time()))
         traceparent = entry.get("traceparent")
         parent: Context | None = None
@@ -242,7 +253,7 @@ class RedisTaskSource:
         timeout = entry.get("timeout")
         return Taken(
             task,
-            key=entry_id,
+            key=delivery.key,
             batch_id=delivery.batch_id,
             enqueued_at=self.clock() - waited,
             sink=delivery,
@@ -301,7 +312,7 @@ class RedisTaskSource:
             for delivery in held:
                 if delivery.batch_id in cancelled and not delivery.batch_cancelled:
                     delivery.batch_cancelled = True
-                    self.on_cancel(delivery.entry_id)
+                    self.on_cancel(delivery.key)
         waiting, pending = await client.call(
             "reading the queue depth", lambda: client.depth(keys=client.keys.streams, args=[GROUP])
         )

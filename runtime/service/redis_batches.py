@@ -9,9 +9,9 @@ batches.py; what differs: the summary's ``done`` counts results (a dropped task 
 none), a cancelled batch is ``cancelled`` at once (its running tasks are cancelled by
 their workers within a second), and the per-process limits on running batches do not
 apply (the batches are not this process's; ``workers`` is ignored: the workers'
-concurrency decides). ``budget_usd`` is kept in Redis: each result written adds its
-``cost_usd`` to the batch's ``spent_usd`` (the result script: once, whichever worker
-wrote it), and the batch that reaches its budget is ``spent``: no worker starts another
+concurrency decides). ``budget_usd`` is kept in Redis: each attempt's record written
+adds its ``cost_usd`` to the batch's ``spent_usd`` (the result script: once per
+attempt), and the batch that reaches its budget is ``spent``: no worker starts another
 of its tasks (each ends cancelled, "not run: the batch's budget ... was spent"), the
 running ones finish, and it finishes with ``budget_exceeded``.
 """

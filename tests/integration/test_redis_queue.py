@@ -357,3 +357,22 @@ async def test_a_worker_looks_again_at_once_past_tasks_it_dropped(
     assert taken.task.id == "k"
     assert looks == 7  # 100 dropped, 16 a look, then the task
     assert stop_waits == looks  # each look's own; no pause between them
+
+
+async def test_a_worker_never_starts_a_task_it_still_runs_twice(
+    redis_server: RedisServer, telemetry: Telemetry
+) -> None:
+    """Its heartbeat late past the visibility timeout, a worker's own look finds its own
+    running task quiet: the claim renews it, and it is not handed out a second time."""
+    async with client_for(redis_server, telemetry) as client:
+        batch = RedisBatch(client, "mine")
+        await batch.start()
+        await batch.enqueue([Task("t", "q")], None, None)
+        a = source(client, "a")
+        first = await take(a)
+        await asyncio.sleep(0.3)  # past the visibility timeout, no heartbeat
+        assert await a.take_nowait() is None
+        assert await source(client, "b").take_nowait() is None  # renewed: still a's
+        await first.sink.add(Task("t", "q", result="once", status=COMPLETED).record())
+        got = await results(batch, 1)
+    assert [(i, r["result"]) for i, r in got] == [("t", "once")]

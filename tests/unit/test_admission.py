@@ -282,6 +282,11 @@ async def test_retry_after_is_the_queue_ahead_at_the_rate_slots_were_freed() -> 
         endless.release()
     now[0] += 1.0
     assert endless.release_rate() == 5000
+    for _ in range(1000):  # a fixed limit never refusing: nothing reads the rate
+        now[0] += 1.0
+        endless.in_flight += 1
+        endless.release()
+    assert len(endless._freed) <= 12  # the window's seconds, not a day's
     for waiter in waiters[:2]:
         await waiter
     admission.release()
