@@ -16,6 +16,7 @@ from benchmarks import (
     bench_redis,
     bench_scale,
     bench_stream,
+    bench_transport,
     bench_workers,
 )
 from benchmarks.common import RESULTS, machine, versions
@@ -33,6 +34,7 @@ def main() -> int:
         bench_cost.run(),
         bench_admission.run(),
         bench_frontier.run(),
+        bench_transport.run(),
         bench_workers.run(),
         bench_redis.run(),
     ]

@@ -176,6 +176,18 @@ def _openai_status(exc: openai.APIStatusError) -> ProviderFailure:
     return from_status(exc.status_code, exc.response.headers, source="openai")
 
 
+def _openai_transport(exc: openai.APIConnectionError) -> ProviderFailure | None:
+    """What the aiohttp error under the SDK's connection error says (None: there is
+    none): its aiohttp transport reports every aiohttp connection error, a refused
+    connection or a server that hung up too, as a connect timeout."""
+    cause = exc.__cause__
+    for _ in range(8):  # bounded: a cause chain can loop
+        if cause is None or isinstance(cause, aiohttp.ClientError):
+            break
+        cause = cause.__cause__
+    return classify(cause) if isinstance(cause, aiohttp.ClientError) else None
+
+
 def _httpx_status(exc: httpx.HTTPStatusError) -> ProviderFailure:
     return from_status(exc.response.status_code, exc.response.headers, source="httpx")
 
@@ -189,6 +201,7 @@ def _aiohttp_status(exc: aiohttp.ClientResponseError) -> ProviderFailure:
 # timeouts are TimeoutErrors too); a client's base class last (its errors of no known kind).
 _classifiers: list[tuple[type[BaseException], Classifier[Any]]] = [
     (openai.APIStatusError, _openai_status),
+    (openai.APIConnectionError, _openai_transport),
     (openai.APITimeoutError, by_class(FailureKind.TIMEOUT, source="openai")),
     (openai.APIConnectionError, by_class(FailureKind.CONNECTION, source="openai")),
     (httpx.HTTPStatusError, _httpx_status),

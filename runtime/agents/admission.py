@@ -5,6 +5,11 @@ served. The limit is a number (``AGENTWATCH_MAX_CONCURRENT_RUNS=N``), none (``0`
 adaptive (the default: ``concurrency.AdaptiveLimit``, moved by the event loop's lag,
 sampled while runs are in flight or waiting).
 
+Under the adaptive limit, waiters are given freed slots paced (``PACE``: at most twice
+as fast as runs end, on average), not all at once: a model answers about as fast each
+time, so runs admitted in a clump do their work in a clump at every model call after,
+and such clumps make the loop late while its CPU is mostly idle.
+
 Runs of batches (``batch=True``) may hold at most ``batch_limit`` of the slots: the other
 ``limit - batch_limit`` (a quarter, at least one, when ``limit`` > 1) stay for
 interactive runs, so a queue of batch tasks never makes a plain run wait behind it for
@@ -42,6 +47,8 @@ RETRY_AFTER: Final = 1  # seconds, the least Retry-After of a refused run
 MAX_RETRY_AFTER: Final = 60  # seconds, the most
 RATE_WINDOW: Final = 10.0  # seconds of slot releases the Retry-After is estimated from
 IDLE_STOP: Final = 1.0  # the lag sampler stops after this long with no run in sight
+PACE: Final = 2.0  # waiters are given slots at most this many times the runs' turnover
+PACE_BURST: Final = 0.05  # s of turns that may be given at once after a quiet time
 
 
 # Calls its argument with (now, lag) for each sample of the loop's lag, until cancelled.
@@ -106,6 +113,8 @@ class Admission:
         self._since = clock()
         # slots freed, counted by second (at most RATE_WINDOW + 1 entries): [second, count]
         self._freed: deque[list[int]] = deque()
+        self._turn = 0.0  # the next waiter's slot may be given from then (the loop's clock)
+        self._pacer: asyncio.TimerHandle | None = None
         if self._meter is not None:
             self._meter.limit(self.limit)
 
@@ -160,6 +169,17 @@ class Admission:
         count = sum(n for _, n in self._freed)
         return count / min(RATE_WINDOW, max(now - self._since, 1.0))
 
+    def run_time(self) -> float:
+        """About how long a run holds its slot (Little's law: the runs in flight over the
+        rate slots are freed at); 0 while the releases counted cover less time than that
+        (at the start, when runs are long)."""
+        rate = self.release_rate()
+        if not rate:
+            return 0.0
+        seconds = self.in_flight / rate
+        counted = min(RATE_WINDOW, self._clock() - self._since)
+        return seconds if counted >= min(seconds, RATE_WINDOW) else 0.0
+
     def _forget(self, now: float) -> None:
         """Counts older than the window go (on each new second: at most RATE_WINDOW + 1
         entries are kept, whether or not anything reads the rate)."""
@@ -180,11 +200,14 @@ class Admission:
         return max(RETRY_AFTER, math.ceil(min(seconds, MAX_RETRY_AFTER)))  # inf: 60
 
     def _wake(self) -> None:
-        """Give free slots to the waiters first in line that may take them."""
+        """Give free slots to the waiters first in line that may take them (under the
+        adaptive limit, paced: ``_paced``)."""
         while True:
             interactive = next(iter(self._waiters.items()), None)
             batch = next(iter(self._batch_waiters.items()), None) if self._free(True) else None
             if not self._free(False) or (interactive is None and batch is None):
+                return
+            if self._paced():
                 return
             if interactive is None or (batch is not None and batch[0] < interactive[0]):
                 assert batch is not None
@@ -195,6 +218,33 @@ class Admission:
                 waiter = interactive[1]
             self._take(waiter.batch, asyncio.get_running_loop().time() - waiter.since)
             waiter.future.set_result(None)
+
+    def _paced(self) -> bool:
+        """True when the next waiter must wait for its turn (a timer calls ``_wake`` then).
+
+        Under the adaptive limit, waiters are given their slots at most ``PACE`` times
+        as fast as runs hold them for (``limit`` over ``run_time``), not all at once:
+        runs admitted together do their work together over every model call after
+        (a model answers in about the same time each), and such a clump makes the loop
+        late though the CPU is mostly idle. Spread out, the same runs keep the lag low.
+        """
+        if self.adaptive is None:
+            return False
+        seconds = self.run_time()
+        if not seconds:
+            return False
+        loop = asyncio.get_running_loop()
+        now, turn = loop.time(), self._turn
+        if turn <= now:
+            self._turn = max(turn, now - PACE_BURST) + seconds / (PACE * self.adaptive.limit)
+            return False
+        if self._pacer is None:
+            self._pacer = loop.call_at(turn, self._next_turn)
+        return True
+
+    def _next_turn(self) -> None:
+        self._pacer = None
+        self._wake()
 
     async def acquire(
         self,
@@ -302,8 +352,10 @@ class Admission:
         assert adaptive is not None
         cpu = time.thread_time() if cpu is None else cpu
         last, self._last_sample = self._last_sample, (now, cpu)
+        used = None
         if last is not None:
-            lag = own_lag(lag, cpu - last[1], now - last[0])
+            used = cpu - last[1]
+            lag = own_lag(lag, used, now - last[0])
         loop = asyncio.get_running_loop()
         if self.in_flight or self.waiting:
             self._busy_at = loop.time()
@@ -312,9 +364,8 @@ class Admission:
             return
         # a change of the limit shows in the lag over about a run's duration (Little's
         # law: the runs in flight over the rate they end at)
-        rate = self.release_rate()
-        settle = self.in_flight / rate if rate else 0.0
-        if adaptive.observe(now, lag, self.in_flight, self.waiting, settle):
+        settle = self.run_time()
+        if adaptive.observe(now, lag, self.in_flight, self.waiting, settle, used):
             if self._meter is not None:
                 self._meter.limit(adaptive.limit)
             self._wake()

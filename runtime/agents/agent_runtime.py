@@ -8,7 +8,7 @@ loopback port, and the agent talks to it over real HTTP like it would to OpenAI.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import openai
@@ -30,6 +30,9 @@ from .admission import Admission
 from .agent import DEFAULT_AGENT_NAME, RECURSION_LIMIT, Agent, checked_name
 from .concurrency import AdaptiveLimit, AdaptivePolicy
 
+# The model client's HTTP client: aiohttp's transport (build_chat_model says why).
+HTTP_CLIENT: Callable[[], Any] = openai.DefaultAioHttpClient
+
 
 def build_chat_model(
     settings: RuntimeSettings,
@@ -41,12 +44,17 @@ def build_chat_model(
     """The agent's chat model, with an HTTP connection pool of its own: langchain-openai
     otherwise shares one cached pool per (base URL, timeout) across the process, and a
     pool that outlived its event loop (a builtin model restarted on the same port, in
-    another loop) fails with "Event loop is closed". The owner closes it (``aclose``)."""
+    another loop) fails with "Event loop is closed". The owner closes it (``aclose``).
+
+    The pool is aiohttp's (the SDK's ``DefaultAioHttpClient``), not httpx's: with 160
+    runs at once on a 1 s model, httpx's pool cost so much of the loop's CPU that a
+    process served 47-53 runs/s at a loop lag p99 of 250-325 ms, aiohttp's 56-58 at
+    ~105 ms (benchmarks/RESULTS.md, section 11c)."""
     return InstrumentedChatOpenAI(
         model=settings.model,
         temperature=settings.temperature,
         max_completion_tokens=settings.max_tokens,
-        http_async_client=openai.DefaultAsyncHttpxClient(),
+        http_async_client=HTTP_CLIENT(),
         base_url=base_url,
         api_key=SecretStr(settings.api_key or "agentwatch-builtin"),
         timeout=settings.model_timeout,

@@ -5,31 +5,38 @@ latency it watches).
 
 Every run in flight costs the one event loop some work; past what the CPU can do, the
 loop runs late, and everything on it (every run, every request, ``/metrics``) waits. The
-lag of a 20 ms timer is that cost, measured. Each ``window`` of lag samples the limit
-moves:
+lag of a 20 ms timer is that cost, measured; its p99 is estimated as the second highest
+of the last ``samples`` (100, ~2.5 s) since the last change (one stray pause is not a
+trend). Each ``window`` (0.5 s) the limit moves:
 
-- the window's lag (its second highest sample: one stray pause is not a trend) above
-  ``target_lag``: the limit shrinks to the runs that were in flight times the gradient,
-  halfway between 1 and ``target / lag`` (at most by half in one window);
-- between half the target and the target, it stays: the loop is busy enough. The
+- the lag's p99 above ``target_lag``: the limit shrinks to the runs that were in flight
+  times the gradient, halfway between 1 and ``target / lag`` (at most by half at once);
+- between 0.6 of the target and the target, it stays: the loop is busy enough. The
   lag answers a change late (a run admitted now does most of its work over the next
   model calls), so a limit grown until the lag passes the target has overshot by then,
   and a limit that grows again at once swings about the target: measured at 1 s model
   latency and 400 clients, the swinging limit gave the throughput of a fixed limit
   of 128 with three times its lag;
-- under half the target, and runs were held back by the limit (some waited, or nearly
-  every slot was taken): the limit grows, by a quarter while the lag is under a quarter
-  of the target, by ``sqrt(limit)`` nearer to it;
+- under 0.6 of the target, and runs were held back by the limit (some waited, or nearly
+  every slot was taken): the limit grows. When the caller tells the loop's CPU
+  (``cpu``) and a run's duration (``settle``), by the CPU: once the loop's CPU share
+  over a whole run since the last change is known, to where it would be
+  ``busy_target`` (0.8; at most ``max_jump`` times the limit, at least ``sqrt(limit)``
+  more). With 10 s runs the lag alone climbed 64 -> 640 in ~45 s; the CPU a run takes
+  says in one run how many more the loop can take. Over ``busy_target``, and when not
+  told the CPU, by ``sqrt(limit)``, or by a quarter while the lag is under a quarter
+  of the target (until a run's duration is known). Near the target (over a quarter of
+  it), growth waits for a full ``samples`` of lag: a p99 of fewer samples is lower;
 - otherwise (the limit held nobody back) it stays: no evidence that more would help.
 
 Once the lag has come near the target (a quarter of it), each change is given
-``settle`` seconds to show before the next decision (the caller's estimate of a run's
-duration; at most ``max_settle``); growth while the lag is far under the target waits
-at most ``far_settle`` (with 10 s runs, a climb from 64 would otherwise take minutes),
-and so does the next decision after a first cut made with the lag over twice the
-target (a surge is answered twice within seconds, not once a run; cutting every few
-seconds while the lag still shows the runs of before the cut made the limit swing
-56-217 in simulation with 5 s runs).
+``settle`` seconds to show before the next decision (at most ``max_settle``); growth
+while the lag is far under the target waits at most ``far_settle``, and so does the next
+decision after a first cut made with the lag over twice the target (a surge is answered
+twice within seconds, not once a run; cutting every few seconds while the lag still
+shows the runs of before the cut made the limit swing 56-217 in simulation with 5 s
+runs). A step by the CPU always waits ``settle``: the next one needs the CPU its runs
+took.
 
 The lag it is given is the loop's own: a timer is late because the loop was running
 callbacks (our runs' work) or because the process was not given the CPU (other
@@ -44,6 +51,8 @@ loop, no sleep (tests feed it samples of a simulated clock).
 from __future__ import annotations
 
 import math
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agentwatch.telemetry import ConfigurationError
@@ -52,8 +61,9 @@ from agentwatch.telemetry import ConfigurationError
 @dataclass(frozen=True, slots=True)
 class AdaptivePolicy:
     """``initial`` runs at once to start with, moved between ``min_limit`` and
-    ``max_limit`` to keep the loop's lag under ``target_lag`` seconds; one decision per
-    ``window`` seconds of samples (at least ``min_samples`` of them)."""
+    ``max_limit`` to keep the loop's lag p99 under ``target_lag`` seconds (estimated as
+    the second highest of the last ``samples`` samples); one decision per ``window``
+    seconds (at least ``min_samples`` new samples)."""
 
     initial: int = 64
     min_limit: int = 8
@@ -61,8 +71,11 @@ class AdaptivePolicy:
     target_lag: float = 0.05
     window: float = 0.5
     min_samples: int = 5
+    samples: int = 100  # the lag's p99 is estimated over this many (~2.5 s of them)
     growth: float = 1.25  # per window, while the lag is under a quarter of the target
-    hold: float = 0.5  # of the target: between this share of it and it, the limit stays
+    hold: float = 0.6  # of the target: between this share of it and it, the limit stays
+    busy_target: float = 0.8  # the loop's CPU share a step by the CPU aims at
+    max_jump: float = 4.0  # the most one step by the CPU multiplies the limit by
     max_settle: float = 10.0  # s, the longest a change is given to show in the lag
     far_settle: float = 2.0  # s, the longest after growth far under target or a cut far over
     max_shrink: float = 0.5  # the most one window may take off
@@ -75,10 +88,14 @@ class AdaptivePolicy:
             )
         if not (self.target_lag > 0 and self.window > 0 and self.min_samples >= 1):
             raise ConfigurationError("target_lag and window must be positive, min_samples >= 1")
+        if self.samples < 2:
+            raise ConfigurationError("samples must be at least 2 (the p99 is the second highest)")
         if not (self.growth > 1 and 0 < self.max_shrink < 1 and 0 < self.hold <= 1):
             raise ConfigurationError(
                 "growth must be above 1, max_shrink between 0 and 1, hold in (0, 1]"
             )
+        if not (0 < self.busy_target < 1 and self.max_jump >= self.growth):
+            raise ConfigurationError("busy_target must be in (0, 1), max_jump >= growth")
 
 
 class AdaptiveLimit:
@@ -86,12 +103,16 @@ class AdaptiveLimit:
 
     __slots__ = (
         "_busiest",
+        "_cpu",
         "_cut",
         "_held_back",
         "_lags",
+        "_last",
         "_near",
+        "_new",
         "_quiet_until",
         "_started",
+        "_wall",
         "limit",
         "policy",
     )
@@ -99,64 +120,106 @@ class AdaptiveLimit:
     def __init__(self, policy: AdaptivePolicy | None = None) -> None:
         self.policy = policy or AdaptivePolicy()
         self.limit = self.policy.initial
-        self._started: float | None = None
+        self._started: float | None = None  # this decision window's first sample
         self._quiet_until = 0.0  # a change shows in the lag only after this
         self._near = False  # the lag came near the target once: growth is no longer free
         self._cut = False  # the last change was a cut
-        self._lags: list[float] = []
+        self._lags: deque[float] = deque(maxlen=self.policy.samples)  # since the last change
+        self._new = 0  # samples in this decision window
         self._busiest = 0
         self._held_back = False
+        self._last: float | None = None  # the previous sample's time
+        self._cpu = self._wall = 0.0  # the loop's CPU and wall seconds since the last change
+
+    @property
+    def busy(self) -> float | None:
+        """The loop's CPU share since the last change (None: not told, or no time yet)."""
+        return self._cpu / self._wall if self._wall > 0 and self._cpu >= 0 else None
 
     def observe(
-        self, now: float, lag: float, in_flight: int, waiting: int, settle: float = 0.0
+        self,
+        now: float,
+        lag: float,
+        in_flight: int,
+        waiting: int,
+        settle: float = 0.0,
+        cpu: float | None = None,
     ) -> bool:
         """One lag sample at ``now`` with ``in_flight`` runs holding slots and ``waiting``
         more waiting; ``settle``: the seconds a change of the limit takes to show in the
-        lag (about a run's duration: the runs admitted do their work over it). True when
-        the limit changed."""
+        lag (about a run's duration: the runs admitted do their work over it); ``cpu``:
+        the CPU seconds the loop's thread used since the previous sample (None: not
+        known; the limit then moves by the lag alone). True when the limit changed."""
+        last, self._last = self._last, now
+        if cpu is None:
+            if last is not None:
+                self._cpu = -math.inf  # not told: no CPU share until the next change
+        elif last is not None and now > last:
+            self._cpu += min(cpu, now - last)
+            self._wall += now - last
         if now < self._quiet_until:
             return False  # the last change has not shown yet: these samples predate it
         if self._started is None:
             self._started = now
         self._lags.append(lag)
+        self._new += 1
         self._busiest = max(self._busiest, in_flight)
         self._held_back = self._held_back or waiting > 0
         policy = self.policy
-        if now - self._started < policy.window or len(self._lags) < policy.min_samples:
+        if now - self._started < policy.window or self._new < policy.min_samples:
             return False
         lag = _high(self._lags)
-        new = self._next(lag)
-        self._started, self._lags, self._busiest, self._held_back = None, [], 0, False
-        grew, changed, self.limit = new > self.limit, new != self.limit, new
+        new, jumped = self._next(lag, settle)
+        self._started, self._new, self._busiest, self._held_back = None, 0, 0, False
+        if new == self.limit:
+            return False
+        grew, self.limit = new > self.limit, new
         far = lag < policy.target_lag / 4
         self._near = self._near or not far
-        if changed and self._near:  # once near the target, each change is let show
+        self._lags.clear()
+        self._cpu = self._wall = 0.0
+        if self._near or jumped:  # once near the target, each change is let show
             wait = min(max(settle, 0.0), policy.max_settle)
             surge = lag > 2 * policy.target_lag and not self._cut
-            if (far and grew) or surge:
+            if not jumped and ((far and grew) or surge):
                 # far under the target growth need not wait a whole run; the first cut
                 # of a surge far over it is followed soon by another if need be
                 wait = min(wait, policy.far_settle)
             self._quiet_until = now + wait
-        if changed:
-            self._cut = not grew
-        return changed
+        self._cut = not grew
+        return True
 
-    def _next(self, lag: float) -> int:
-        policy, limit = self.policy, self.limit
+    def _next(self, lag: float, settle: float) -> tuple[int, bool]:
+        """The next limit for this window's ``lag`` (its p99 estimate), and whether it is
+        a step by the loop's CPU share (let show for a whole ``settle``)."""
+        policy, limit, busy = self.policy, self.limit, self.busy
         held_back = self._held_back or self._busiest >= limit - max(1, limit // 10)
+        new, jumped, far = limit, False, lag < policy.target_lag / 4
         if lag > policy.target_lag:
             used = min(limit, max(self._busiest, 1))
             gradient = 1 - (1 - policy.target_lag / lag) / 2  # halfway to target / lag
             new = math.floor(used * max(gradient, 1 - policy.max_shrink))
             new = min(new, limit - 1)
         elif not held_back or lag > policy.target_lag * policy.hold:
-            new = limit
-        elif lag < policy.target_lag / 4:
+            pass  # busy enough, or the limit holds nobody back
+        elif not far and len(self._lags) < policy.samples:
+            pass  # near the target, growth waits for a full window's p99
+        elif busy is not None and settle > 0:
+            if self._wall < settle:
+                pass  # the CPU share is known over a whole run only then
+            elif busy < policy.busy_target:
+                # the CPU the runs in flight took over a whole run says how many more
+                # the loop can run: to busy_target (at most max_jump times as many)
+                share = min(policy.busy_target / max(busy, 1e-9), policy.max_jump)
+                new = max(math.ceil(limit * share), limit + math.ceil(math.sqrt(limit)))
+                jumped = True
+            else:
+                new = limit + math.ceil(math.sqrt(limit))
+        elif far and not self._near:
             new = math.ceil(limit * policy.growth)
         else:
             new = limit + math.ceil(math.sqrt(limit))
-        return max(policy.min_limit, min(policy.max_limit, new))
+        return max(policy.min_limit, min(policy.max_limit, new)), jumped
 
 
 def own_lag(lag: float, cpu: float, wall: float) -> float:
@@ -167,8 +230,9 @@ def own_lag(lag: float, cpu: float, wall: float) -> float:
     return lag * min(1.0, max(0.0, cpu / wall))
 
 
-def _high(lags: list[float]) -> float:
-    """The second highest sample of a window (its only one when alone)."""
+def _high(lags: Sequence[float]) -> float:
+    """The second highest of the samples (about their p99 when they are 100; one stray
+    pause is not a trend), or the only one."""
     if len(lags) < 2:
         return lags[0]
     first = second = 0.0

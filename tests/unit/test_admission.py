@@ -44,10 +44,25 @@ def test_a_quiet_loop_and_a_binding_limit_grow_the_limit() -> None:
 
 def test_the_limit_grows_gently_near_the_target_and_holds_just_under_it() -> None:
     limit = AdaptiveLimit(AdaptivePolicy(initial=100))
-    feed(limit, 0.6, lag=0.02, waiting=1)  # under half the target, above a quarter of it
+    now = feed(limit, 1.0, lag=0.02, waiting=1)  # above a quarter of the target, under 0.6
+    assert limit.limit == 100  # near the target, growth waits for a full window's p99
+    now = feed(limit, 1.1, lag=0.02, waiting=1, start=now)  # 100 samples
     assert limit.limit == 110  # + sqrt(100)
-    feed(limit, 5.0, lag=0.04, waiting=1, start=0.6)  # under the target, above half of it
+    feed(limit, 5.0, lag=0.04, waiting=1, start=now)  # under the target, above 0.6 of it
     assert limit.limit == 110  # busy enough: held, not grown into an overshoot
+
+
+def test_the_lag_steered_by_is_its_p99_over_the_last_100_samples() -> None:
+    """Two 80 ms pauses among 100 samples are the p99 (the limit is cut); one is a stray
+    pause (it grows)."""
+    for pauses, grown in ((2, False), (1, True)):
+        limit = AdaptiveLimit(AdaptivePolicy(initial=100))
+        now = 0.0
+        for i in range(120):
+            now += SAMPLE
+            lag = 0.08 if i in (30, 60)[:pauses] else 0.02
+            limit.observe(now, lag, 100, 1)
+        assert (limit.limit > 100) is grown, (pauses, limit.limit)
 
 
 def test_a_lag_that_answers_late_does_not_swing_the_limit() -> None:
@@ -101,6 +116,34 @@ def test_only_the_loops_own_part_of_the_lag_counts() -> None:
     assert own_lag(0.1, cpu=0.5, wall=0.12) == pytest.approx(0.1)
 
 
+def test_the_cpu_a_run_takes_says_how_far_the_limit_may_grow() -> None:
+    """Runs of 4 s, the loop's thread busy a fifth of the time, its lag far under the
+    target: the limit waits to see a whole run's CPU, then goes where the loop would be
+    busy 0.8 of the time (x4, max_jump) in one step, given the run's 4 s to show; at 0.4
+    busy, x2."""
+    for busy, steps in ((0.2, [256, 1024]), (0.4, [128, 256])):
+        limit = AdaptiveLimit()
+        now, changes = 0.0, []
+        for _ in range(round(10 / SAMPLE)):
+            now += SAMPLE
+            if limit.observe(now, 0.002, limit.limit, 100, settle=4.0, cpu=busy * SAMPLE):
+                changes.append((now, limit.limit))
+        assert [new for _, new in changes] == steps, changes
+        assert 4.0 <= changes[0][0] <= 4.6, changes  # the first run's CPU, seen whole
+        assert changes[1][0] - changes[0][0] >= 4.0, changes  # the step let show
+
+
+def test_a_busy_loop_grows_its_limit_by_the_lag_alone() -> None:
+    """The loop's thread busy 0.9 of the time over a whole run, the lag under 0.6 of the
+    target: + sqrt(limit), not the CPU's step (which would be a cut)."""
+    limit = AdaptiveLimit(AdaptivePolicy(initial=100))
+    now = 0.0
+    for _ in range(110):
+        now += SAMPLE
+        limit.observe(now, 0.02, 100, 5, settle=1.0, cpu=0.9 * SAMPLE)
+    assert limit.limit == 110
+
+
 async def test_a_late_but_starved_loop_keeps_its_limit() -> None:
     """200 ms late samples while the loop's thread used 5% of the time: not shrunk; the
     same lag with the thread busy all the time shrinks the limit."""
@@ -119,35 +162,40 @@ async def test_a_late_but_starved_loop_keeps_its_limit() -> None:
     assert busy.limit < 64
 
 
-def test_growth_far_under_the_target_waits_at_most_far_settle() -> None:
-    """Runs of 10 s (a 5 s model): a change near the target waits the run out, growth
-    while the lag is far under it only ``far_settle`` (2 s): 20 s take it 64 -> 250,
-    not one step."""
-    limit = AdaptiveLimit()
+def near(limit: AdaptiveLimit) -> float:
+    """A full p99 window (100 samples) of 20 ms lag, a quarter to 0.6 of the target, runs of
+    10 s: + sqrt(64) = 72, then quiet for 10 s. Returns the clock."""
     now = 0.0
-    for _ in range(30):  # near the target once: lag 20 ms, a quarter to half of it
+    for _ in range(150):
         now += SAMPLE
-        limit.observe(now, 0.02, limit.limit, 100, settle=10.0)
-    assert limit.limit == 72  # + sqrt(64), then quiet for 10 s
+        if limit.observe(now, 0.02, limit.limit, 100, settle=10.0):
+            break
+    assert limit.limit == 72
+    return now
+
+
+def test_growth_far_under_the_target_waits_at_most_far_settle() -> None:
+    """Runs of 10 s (a 5 s model), told no CPU: a change near the target waits the run
+    out; once the lag has come near the target, growth while it is far under it is
+    sqrt(limit) (x1.25 overshot the knee it came back from, in simulation), each step
+    waiting only ``far_settle`` (2 s), not a run: 30 s take it 72 -> 150 and more."""
+    limit = AdaptiveLimit()
+    now = near(limit)
     steps = []
     for _ in range(round(30 / SAMPLE)):  # 30 s with the lag far under the target
         now += SAMPLE
         if limit.observe(now, 0.001, limit.limit, 100, settle=10.0):
             steps.append(limit.limit)
-    assert steps[0] == 90  # x1.25, once the first change's 10 s passed
+    assert steps[:3] == [81, 90, 100], steps  # + sqrt, once the first change's 10 s passed
     assert len(steps) >= 6, steps  # then one each 2.5 s (far_settle + a window)
-    assert limit.limit > 250
+    assert limit.limit > 150
 
 
 def test_a_surge_of_lag_is_cut_twice_within_seconds_not_once_a_run() -> None:
     """Runs of 10 s, the limit near the target; then the loop 500 ms late: the first cut
     comes with the next window, the second ~2.5 s later, not 10 s later."""
     limit = AdaptiveLimit()
-    now = 0.0
-    for _ in range(30):  # near the target: + sqrt(64) = 72, then quiet 10 s
-        now += SAMPLE
-        limit.observe(now, 0.02, limit.limit, 100, settle=10.0)
-    now += 10.0
+    now = near(limit) + 10.0
     cuts = []
     for _ in range(round(6 / SAMPLE)):  # 6 s of a 500 ms lag
         now += SAMPLE
@@ -369,6 +417,42 @@ async def test_a_grown_adaptive_limit_admits_waiting_runs_at_once(
     assert admission.limit == 10
     assert admission.in_flight == 10
     assert sample(registry, "agentwatch_admission_limit") == 10
+    admission.close()
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+async def test_freed_slots_go_to_waiters_paced_under_the_adaptive_limit(adaptive: bool) -> None:
+    """Runs of ~2.2 s (40 slots freed in 10 s, 9 in flight), six slots freed at once:
+    under the adaptive limit one waiter takes its slot at once and the other five come
+    one by one, ~0.1 s apart (at most twice the runs' turnover: runs admitted in a
+    clump would do their work in a clump at every model call after), in their order,
+    none lost; a fixed limit gives all six at once."""
+    now = [0.0]
+    limit = AdaptiveLimit(AdaptivePolicy(initial=10, min_limit=1)) if adaptive else 10
+    admission = Admission(limit, lag_feed=None, clock=lambda: now[0])
+    for i in range(40):  # the turnover: 40 runs ended over the last 10 s
+        now[0] = 10 + i * 0.25
+        await admission.acquire(deadline=None)
+        admission.release()
+    now[0] = 20.0
+    for _ in range(10):
+        await admission.acquire(deadline=None)
+    order: list[int] = []
+
+    async def wait(i: int) -> None:
+        await admission.acquire(deadline=None)
+        order.append(i)
+
+    waiters = [asyncio.create_task(wait(i)) for i in range(6)]
+    await asyncio.sleep(0)
+    assert admission.waiting == 6
+    for _ in range(6):
+        admission.release()
+    assert admission.in_flight == (5 if adaptive else 10)  # given at once, before any await
+    async with asyncio.timeout(10):
+        await asyncio.gather(*waiters)
+    assert order == list(range(6))
+    assert admission.in_flight == 10
     admission.close()
 
 
