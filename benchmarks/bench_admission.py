@@ -53,9 +53,9 @@ TITLE = "## 11. Admission under model latency"
 def timing(latency: float) -> tuple[float, float]:
     """(warm-up, window) seconds for a model latency: a run is two model calls."""
     if latency >= 5:
-        return 20.0, 25.0
+        return 30.0, 25.0
     if latency >= 1:
-        return 10.0, 12.0
+        return 20.0, 12.0
     return 4.0, 6.0
 
 
@@ -282,7 +282,8 @@ def section(points: list[Point]) -> list[str]:
         "Agent runs (one tool call, two model calls) through `Agent.arun`, clients in the "
         "agent's process, the builtin model in a process of its own (`agentwatch model "
         "--latency L --ttft L`), both on the same two cores. Each point: a fresh runtime, a "
-        "warm-up (4 s, 10 s at 1 s latency, 20 s at 5 s), then a window (6, 12, 25 s) whose "
+        "warm-up (4 s, 20 s at 1 s latency, 30 s at 5 s: the adaptive limit climbs from 64 "
+        "to its plateau in ~15 s at 1 s, ~25 s at 5 s), then a window (6, 12, 25 s) whose "
         "finished runs are counted; lag p99 is the agent loop's 20 ms timer over the "
         f"window (target {TARGET_LAG * 1000:.0f} ms), the heap settled as `agentwatch serve` "
         "settles it (cli/heap.py), and its own part: each sample's lag "
