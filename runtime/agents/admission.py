@@ -49,6 +49,7 @@ RATE_WINDOW: Final = 10.0  # seconds of slot releases the Retry-After is estimat
 IDLE_STOP: Final = 1.0  # the lag sampler stops after this long with no run in sight
 PACE: Final = 2.0  # waiters are given slots at most this many times the runs' turnover
 PACE_BURST: Final = 0.05  # s of turns that may be given at once after a quiet time
+RUN_WEIGHT: Final = 1 / 32  # of each run's time in the moving average of runs' times
 
 
 # Calls its argument with (now, lag) for each sample of the loop's lag, until cancelled.
@@ -113,8 +114,11 @@ class Admission:
         self._since = clock()
         # slots freed, counted by second (at most RATE_WINDOW + 1 entries): [second, count]
         self._freed: deque[list[int]] = deque()
+        self._taken: deque[float] = deque()  # when each slot in use was taken, oldest first
+        self._run_time = 0.0
         self._turn = 0.0  # the next waiter's slot may be given from then (the loop's clock)
-        self._pacer: asyncio.TimerHandle | None = None
+        # the timer that gives the next turn, and its loop (an Admission may outlive one)
+        self._pacer: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
         if self._meter is not None:
             self._meter.limit(self.limit)
 
@@ -141,6 +145,7 @@ class Admission:
 
     def _take(self, batch: bool, waited: float) -> None:
         self.in_flight += 1
+        self._taken.append(self._clock())
         if batch:
             self.batch_in_flight += 1
         if self._meter is not None:
@@ -149,6 +154,9 @@ class Admission:
     def release(self, *, batch: bool = False) -> None:
         self.in_flight -= 1
         now = self._clock()
+        if self._taken:
+            held, average = now - self._taken.popleft(), self._run_time
+            self._run_time = held if not average else average + (held - average) * RUN_WEIGHT
         second = math.floor(now)
         if self._freed and self._freed[-1][0] == second:
             self._freed[-1][1] += 1
@@ -170,15 +178,12 @@ class Admission:
         return count / min(RATE_WINDOW, max(now - self._since, 1.0))
 
     def run_time(self) -> float:
-        """About how long a run holds its slot (Little's law: the runs in flight over the
-        rate slots are freed at); 0 while the releases counted cover less time than that
-        (at the start, when runs are long)."""
-        rate = self.release_rate()
-        if not rate:
-            return 0.0
-        seconds = self.in_flight / rate
-        counted = min(RATE_WINDOW, self._clock() - self._since)
-        return seconds if counted >= min(seconds, RATE_WINDOW) else 0.0
+        """About how long a run holds its slot (0 until one was freed): a moving average
+        of the time from a slot's take to a release, matched oldest first. Matched so,
+        one run's time is off, their sum is not (every take is matched once), and an
+        idle time in between counts for nothing (a rate of releases over the last
+        seconds, after an idle time, made runs of 1 s look 600 s long)."""
+        return self._run_time
 
     def _forget(self, now: float) -> None:
         """Counts older than the window go (on each new second: at most RATE_WINDOW + 1
@@ -238,8 +243,8 @@ class Admission:
         if turn <= now:
             self._turn = max(turn, now - PACE_BURST) + seconds / (PACE * self.adaptive.limit)
             return False
-        if self._pacer is None:
-            self._pacer = loop.call_at(turn, self._next_turn)
+        if self._pacer is None or self._pacer[0] is not loop:
+            self._pacer = (loop, loop.call_at(turn, self._next_turn))
         return True
 
     def _next_turn(self) -> None:
@@ -362,8 +367,7 @@ class Admission:
         elif loop.time() - self._busy_at > IDLE_STOP:
             self.close()  # nothing to steer: sampling again with the next run
             return
-        # a change of the limit shows in the lag over about a run's duration (Little's
-        # law: the runs in flight over the rate they end at)
+        # a change of the limit shows in the lag over about a run's duration
         settle = self.run_time()
         if adaptive.observe(now, lag, self.in_flight, self.waiting, settle, used):
             if self._meter is not None:

@@ -422,21 +422,23 @@ async def test_a_grown_adaptive_limit_admits_waiting_runs_at_once(
 
 @pytest.mark.parametrize("adaptive", [True, False])
 async def test_freed_slots_go_to_waiters_paced_under_the_adaptive_limit(adaptive: bool) -> None:
-    """Runs of ~2.2 s (40 slots freed in 10 s, 9 in flight), six slots freed at once:
-    under the adaptive limit one waiter takes its slot at once and the other five come
-    one by one, ~0.1 s apart (at most twice the runs' turnover: runs admitted in a
-    clump would do their work in a clump at every model call after), in their order,
-    none lost; a fixed limit gives all six at once."""
+    """Runs of 2.2 s, six slots freed at once: under the adaptive limit one waiter takes
+    its slot at once and the other five come one by one, ~0.1 s apart (at most twice
+    the runs' turnover, limit over run time: runs admitted in a clump would do their
+    work in a clump at every model call after), in their order, none lost; a fixed
+    limit gives all six at once."""
     now = [0.0]
     limit = AdaptiveLimit(AdaptivePolicy(initial=10, min_limit=1)) if adaptive else 10
     admission = Admission(limit, lag_feed=None, clock=lambda: now[0])
-    for i in range(40):  # the turnover: 40 runs ended over the last 10 s
-        now[0] = 10 + i * 0.25
-        await admission.acquire(deadline=None)
-        admission.release()
-    now[0] = 20.0
     for _ in range(10):
         await admission.acquire(deadline=None)
+    now[0] = 2.2
+    for _ in range(10):  # ten runs of 2.2 s ended
+        admission.release()
+    assert admission.run_time() == pytest.approx(2.2)
+    for _ in range(10):
+        await admission.acquire(deadline=None)
+    now[0] = 4.4
     order: list[int] = []
 
     async def wait(i: int) -> None:
@@ -454,6 +456,60 @@ async def test_freed_slots_go_to_waiters_paced_under_the_adaptive_limit(adaptive
     assert order == list(range(6))
     assert admission.in_flight == 10
     admission.close()
+
+
+def test_an_idle_time_does_not_make_runs_look_long() -> None:
+    """Runs of 1 s, then 20 s with none: a run ended after the idle time still says 1 s
+    (from the rate of releases over the last 10 s it said 63 s, and waiters were paced
+    one every half second)."""
+    now = [0.0]
+
+    async def scenario() -> float:
+        admission = Admission(AdaptiveLimit(), lag_feed=None, clock=lambda: now[0])
+        await admission.acquire(deadline=None)
+        now[0] = 1.0
+        admission.release()
+        now[0] = 21.0
+        for _ in range(64):
+            await admission.acquire(deadline=None)
+        now[0] = 22.0
+        admission.release()
+        return admission.run_time()
+
+    assert asyncio.run(scenario()) == pytest.approx(1.0)
+
+
+def test_a_pacing_timer_left_on_an_ended_loop_does_not_strand_the_next_loops_waiters() -> None:
+    """One Admission, an event loop per call (``asyncio.run`` each time): the pacing
+    timer pending when the first loop ended never fires; the next loop's waiter gets a
+    timer of its own (it waited for ever with a free slot)."""
+    now = [0.0]
+    admission = Admission(
+        AdaptiveLimit(AdaptivePolicy(initial=2, min_limit=1)), lag_feed=None, clock=lambda: now[0]
+    )
+
+    async def burst(patience: float) -> int:
+        for _ in range(2):
+            await admission.acquire(deadline=None)
+        now[0] += 1.0  # runs of 1 s: a turn each 0.25 s
+        admission.release()
+        admission.release()
+        for _ in range(2):
+            await admission.acquire(deadline=None)
+        waiters = [asyncio.create_task(admission.acquire(deadline=None)) for _ in range(2)]
+        await asyncio.sleep(0)
+        admission.release()
+        admission.release()  # one given at once, the other paced: a timer pending
+        done, pending = await asyncio.wait(waiters, timeout=patience)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+        while admission.in_flight:
+            admission.release()
+        return len(done)
+
+    assert asyncio.run(burst(0.0)) == 1  # the loop ends with the paced one's timer pending
+    assert asyncio.run(burst(5.0)) == 2
 
 
 async def test_no_limit_admits_everyone() -> None:
