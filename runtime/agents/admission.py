@@ -379,3 +379,5 @@ class Admission:
         sampler, self._sampler, self._last_sample = self._sampler, None, None
         if sampler is not None:
             sampler.cancel()
+        if self.adaptive is not None:
+            self.adaptive.pause()

@@ -6,7 +6,7 @@ latency it watches).
 Every run in flight costs the one event loop some work; past what the CPU can do, the
 loop runs late, and everything on it (every run, every request, ``/metrics``) waits. The
 lag of a 20 ms timer is that cost, measured; its p99 is estimated as the second highest
-of the last ``samples`` (100, ~2.5 s) since the last change (one stray pause is not a
+of the last ``samples`` (100: 2 s and the lag) since the last change (one stray pause is not a
 trend). Each ``window`` (0.5 s) the limit moves:
 
 - the lag's p99 above ``target_lag``: the limit shrinks to the runs that were in flight
@@ -20,12 +20,14 @@ trend). Each ``window`` (0.5 s) the limit moves:
 - under 0.6 of the target, and runs were held back by the limit (some waited, or nearly
   every slot was taken): the limit grows. When the caller tells the loop's CPU
   (``cpu``) and a run's duration (``settle``), by the CPU: once the loop's CPU share
-  over a whole run since the last change is known, to where it would be
-  ``busy_target`` (0.8; at most ``max_jump`` times the limit, at least ``sqrt(limit)``
-  more). With 10 s runs the lag alone climbed 64 -> 640 in ~45 s; the CPU a run takes
-  says in one run how many more the loop can take. Over ``busy_target``, and when not
-  told the CPU, by ``sqrt(limit)``, or by a quarter while the lag is under a quarter
-  of the target (until a run's duration is known). Near the target (over a quarter of
+  over a whole run (at most ``max_settle``) since the last change is known, to the
+  runs in flight on average times ``busy_target`` over it (0.8; at most ``max_jump``
+  times them, at least ``sqrt(limit)`` more; the CPU of windows in which the limit held
+  nobody back is not counted: it says nothing of the limit). With 10 s runs the lag
+  alone climbed 64 -> 640 in ~45 s; the CPU a run takes says in one run how many more
+  the loop can take. Over ``busy_target`` by ``sqrt(limit)``; not told the CPU (or no
+  run's duration known yet), by a quarter while the lag is under a quarter of the
+  target and has never come near it, else by ``sqrt(limit)``. Near the target (over a quarter of
   it), growth waits for a full ``samples`` of lag: a p99 of fewer samples is lower;
 - otherwise (the limit held nobody back) it stays: no evidence that more would help.
 
@@ -71,7 +73,7 @@ class AdaptivePolicy:
     target_lag: float = 0.05
     window: float = 0.5
     min_samples: int = 5
-    samples: int = 100  # the lag's p99 is estimated over this many (~2.5 s of them)
+    samples: int = 100  # the lag's p99 is estimated over this many (2 s and the lag)
     growth: float = 1.25  # per window, while the lag is under a quarter of the target
     hold: float = 0.6  # of the target: between this share of it and it, the limit stays
     busy_target: float = 0.8  # the loop's CPU share a step by the CPU aims at
@@ -111,6 +113,7 @@ class AdaptiveLimit:
         "_near",
         "_new",
         "_quiet_until",
+        "_slots",
         "_started",
         "_wall",
         "limit",
@@ -129,7 +132,15 @@ class AdaptiveLimit:
         self._busiest = 0
         self._held_back = False
         self._last: float | None = None  # the previous sample's time
-        self._cpu = self._wall = 0.0  # the loop's CPU and wall seconds since the last change
+        # since the last change: the loop's CPU seconds, wall seconds, runs in flight x seconds
+        self._cpu = self._wall = self._slots = 0.0
+
+    def pause(self) -> None:
+        """The samples stop for a while (nothing to steer): the next one starts afresh
+        (no CPU share across the pause, no lag from before it)."""
+        self._last, self._started, self._new = None, None, 0
+        self._lags.clear()
+        self._cpu = self._wall = self._slots = 0.0
 
     @property
     def busy(self) -> float | None:
@@ -157,6 +168,7 @@ class AdaptiveLimit:
         elif last is not None and now > last:
             self._cpu += min(cpu, now - last)
             self._wall += now - last
+            self._slots += in_flight * (now - last)
         if now < self._quiet_until:
             return False  # the last change has not shown yet: these samples predate it
         if self._started is None:
@@ -170,14 +182,17 @@ class AdaptiveLimit:
             return False
         lag = _high(self._lags)
         new, jumped = self._next(lag, settle)
+        binding = self._held_back or self._busiest >= self.limit - max(1, self.limit // 10)
         self._started, self._new, self._busiest, self._held_back = None, 0, 0, False
         if new == self.limit:
+            if not binding:  # the CPU of runs the limit did not hold back says nothing of it
+                self._cpu = self._wall = self._slots = 0.0
             return False
         grew, self.limit = new > self.limit, new
         far = lag < policy.target_lag / 4
         self._near = self._near or not far
         self._lags.clear()
-        self._cpu = self._wall = 0.0
+        self._cpu = self._wall = self._slots = 0.0
         if self._near or jumped:  # once near the target, each change is let show
             wait = min(max(settle, 0.0), policy.max_settle)
             surge = lag > 2 * policy.target_lag and not self._cut
@@ -205,13 +220,14 @@ class AdaptiveLimit:
         elif not far and len(self._lags) < policy.samples:
             pass  # near the target, growth waits for a full window's p99
         elif busy is not None and settle > 0:
-            if self._wall < settle:
-                pass  # the CPU share is known over a whole run only then
+            if self._wall < min(settle, policy.max_settle):
+                pass  # the CPU share is known over a whole run (at most max_settle) then
             elif busy < policy.busy_target:
-                # the CPU the runs in flight took over a whole run says how many more
-                # the loop can run: to busy_target (at most max_jump times as many)
+                # the CPU the runs in flight took over a whole run says how many the loop
+                # can run: busy_target's worth (at most max_jump times as many as ran)
                 share = min(policy.busy_target / max(busy, 1e-9), policy.max_jump)
-                new = max(math.ceil(limit * share), limit + math.ceil(math.sqrt(limit)))
+                ran = self._slots / self._wall
+                new = max(math.ceil(ran * share), limit + math.ceil(math.sqrt(limit)))
                 jumped = True
             else:
                 new = limit + math.ceil(math.sqrt(limit))

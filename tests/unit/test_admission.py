@@ -133,6 +133,48 @@ def test_the_cpu_a_run_takes_says_how_far_the_limit_may_grow() -> None:
         assert changes[1][0] - changes[0][0] >= 4.0, changes  # the step let show
 
 
+def test_the_cpu_of_runs_the_limit_did_not_hold_back_is_not_counted() -> None:
+    """60 s of 20 runs under a limit of 64, the loop 5% busy; then 64 runs and more
+    waiting, the loop half busy: the step goes where 64 runs at half busy say (102),
+    not x4 (the quiet minute's CPU share made it 256, a saturated loop)."""
+    limit = AdaptiveLimit()
+    now = 0.0
+    for _ in range(round(60 / SAMPLE)):
+        now += SAMPLE
+        limit.observe(now, 0.002, 20, 0, settle=2.0, cpu=0.05 * SAMPLE)
+    assert limit.limit == 64
+    for _ in range(round(3 / SAMPLE)):
+        now += SAMPLE
+        if limit.observe(now, 0.002, 64, 50, settle=2.0, cpu=0.5 * SAMPLE):
+            break
+    # 64 x 0.8 / 0.5 = 103, give or take the last quiet half second counted with it
+    assert 100 <= limit.limit <= 110, limit.limit
+
+
+def test_runs_longer_than_max_settle_wait_max_settle_for_their_cpu() -> None:
+    """Runs of 30 s, the CPU told: the first step by the CPU comes after max_settle
+    (10 s), not after a whole 30 s run."""
+    limit = AdaptiveLimit()
+    now = 0.0
+    while now < 20 and not limit.observe(now, 0.002, 64, 50, settle=30.0, cpu=0.2 * SAMPLE):
+        now += SAMPLE
+    assert 10.0 <= now <= 10.6, now
+    assert limit.limit == 256
+
+
+def test_a_pause_of_the_samples_starts_the_cpu_share_afresh() -> None:
+    """The sampler stops while nothing runs (Admission.close) and starts again: its
+    first sample has no CPU to tell, and the CPU share is still known after it (it
+    stayed unknown until the next change)."""
+    limit = AdaptiveLimit()
+    now = feed(limit, 0.3, lag=0.002, in_flight=10)
+    limit.pause()
+    limit.observe(now + 5, 0.002, 10, 0, cpu=None)  # the first sample after the pause
+    for i in range(1, 10):
+        limit.observe(now + 5 + i * SAMPLE, 0.002, 10, 0, cpu=0.3 * SAMPLE)
+    assert limit.busy == pytest.approx(0.3)
+
+
 def test_a_busy_loop_grows_its_limit_by_the_lag_alone() -> None:
     """The loop's thread busy 0.9 of the time over a whole run, the lag under 0.6 of the
     target: + sqrt(limit), not the CPU's step (which would be a cut)."""
@@ -448,11 +490,15 @@ async def test_freed_slots_go_to_waiters_paced_under_the_adaptive_limit(adaptive
     waiters = [asyncio.create_task(wait(i)) for i in range(6)]
     await asyncio.sleep(0)
     assert admission.waiting == 6
+    loop = asyncio.get_running_loop()
+    released = loop.time()
     for _ in range(6):
         admission.release()
     assert admission.in_flight == (5 if adaptive else 10)  # given at once, before any await
     async with asyncio.timeout(10):
         await asyncio.gather(*waiters)
+    if adaptive:  # five turns of 2.2 / (2 x 10) s each came after the first
+        assert loop.time() - released >= 0.4
     assert order == list(range(6))
     assert admission.in_flight == 10
     admission.close()
