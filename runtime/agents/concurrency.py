@@ -6,8 +6,8 @@ latency it watches).
 Every run in flight costs the one event loop some work; past what the CPU can do, the
 loop runs late, and everything on it (every run, every request, ``/metrics``) waits. The
 lag of a 20 ms timer is that cost, measured; its p99 is estimated as the second highest
-of the last ``samples`` (100: 2 s and the lag) since the last change (one stray pause is not a
-trend). Each ``window`` (0.5 s) the limit moves:
+of the last ``samples`` (100: 2 s and the lag) since the last change (one stray pause
+is not a trend). Each ``window`` (0.5 s) the limit moves:
 
 - the lag's p99 above ``target_lag``: the limit shrinks to the runs that were in flight
   times the gradient, halfway between 1 and ``target / lag`` (at most by half at once);
@@ -27,8 +27,8 @@ trend). Each ``window`` (0.5 s) the limit moves:
   alone climbed 64 -> 640 in ~45 s; the CPU a run takes says in one run how many more
   the loop can take. Over ``busy_target`` by ``sqrt(limit)``; not told the CPU (or no
   run's duration known yet), by a quarter while the lag is under a quarter of the
-  target and has never come near it, else by ``sqrt(limit)``. Near the target (over a quarter of
-  it), growth waits for a full ``samples`` of lag: a p99 of fewer samples is lower;
+  target and has never come near it, else by ``sqrt(limit)``. Near the target (over a
+  quarter of it), growth waits for a full ``samples`` of lag: a p99 of fewer is lower;
 - otherwise (the limit held nobody back) it stays: no evidence that more would help.
 
 Once the lag has come near the target (a quarter of it), each change is given
@@ -135,12 +135,16 @@ class AdaptiveLimit:
         # since the last change: the loop's CPU seconds, wall seconds, runs in flight x seconds
         self._cpu = self._wall = self._slots = 0.0
 
+    def _forget_cpu(self) -> None:
+        """The CPU, wall and runs-in-flight seconds count from now."""
+        self._cpu = self._wall = self._slots = 0.0
+
     def pause(self) -> None:
         """The samples stop for a while (nothing to steer): the next one starts afresh
         (no CPU share across the pause, no lag from before it)."""
         self._last, self._started, self._new = None, None, 0
         self._lags.clear()
-        self._cpu = self._wall = self._slots = 0.0
+        self._forget_cpu()
 
     @property
     def busy(self) -> float | None:
@@ -181,18 +185,19 @@ class AdaptiveLimit:
         if now - self._started < policy.window or self._new < policy.min_samples:
             return False
         lag = _high(self._lags)
-        new, jumped = self._next(lag, settle)
-        binding = self._held_back or self._busiest >= self.limit - max(1, self.limit // 10)
+        # runs were held back by the limit: some waited, or nearly every slot was taken
+        held_back = self._held_back or self._busiest >= self.limit - max(1, self.limit // 10)
+        new, jumped = self._next(lag, settle, held_back)
         self._started, self._new, self._busiest, self._held_back = None, 0, 0, False
         if new == self.limit:
-            if not binding:  # the CPU of runs the limit did not hold back says nothing of it
-                self._cpu = self._wall = self._slots = 0.0
+            if not held_back:  # the CPU of runs the limit did not hold back says nothing of it
+                self._forget_cpu()
             return False
         grew, self.limit = new > self.limit, new
         far = lag < policy.target_lag / 4
         self._near = self._near or not far
         self._lags.clear()
-        self._cpu = self._wall = self._slots = 0.0
+        self._forget_cpu()
         if self._near or jumped:  # once near the target, each change is let show
             wait = min(max(settle, 0.0), policy.max_settle)
             surge = lag > 2 * policy.target_lag and not self._cut
@@ -204,12 +209,12 @@ class AdaptiveLimit:
         self._cut = not grew
         return True
 
-    def _next(self, lag: float, settle: float) -> tuple[int, bool]:
+    def _next(self, lag: float, settle: float, held_back: bool) -> tuple[int, bool]:
         """The next limit for this window's ``lag`` (its p99 estimate), and whether it is
         a step by the loop's CPU share (let show for a whole ``settle``)."""
         policy, limit, busy = self.policy, self.limit, self.busy
-        held_back = self._held_back or self._busiest >= limit - max(1, limit // 10)
         new, jumped, far = limit, False, lag < policy.target_lag / 4
+        gentle = limit + math.ceil(math.sqrt(limit))
         if lag > policy.target_lag:
             used = min(limit, max(self._busiest, 1))
             gradient = 1 - (1 - policy.target_lag / lag) / 2  # halfway to target / lag
@@ -227,14 +232,14 @@ class AdaptiveLimit:
                 # can run: busy_target's worth (at most max_jump times as many as ran)
                 share = min(policy.busy_target / max(busy, 1e-9), policy.max_jump)
                 ran = self._slots / self._wall
-                new = max(math.ceil(ran * share), limit + math.ceil(math.sqrt(limit)))
+                new = max(math.ceil(ran * share), gentle)
                 jumped = True
             else:
-                new = limit + math.ceil(math.sqrt(limit))
+                new = gentle
         elif far and not self._near:
             new = math.ceil(limit * policy.growth)
         else:
-            new = limit + math.ceil(math.sqrt(limit))
+            new = gentle
         return max(policy.min_limit, min(policy.max_limit, new)), jumped
 
 
