@@ -9,7 +9,8 @@ import sys
 SCRIPT = """
 import gc
 import weakref
-from agentwatch.runtime.cli.heap import YOUNG_THRESHOLD, settle_heap
+from agentwatch.runtime.cli import heap
+from agentwatch.runtime.cli.heap import settle_heap
 kept = [[object()] for _ in range(1000)]
 class Node:
     pass
@@ -20,13 +21,13 @@ del cycle  # garbage in a cycle: collected first, not frozen for ever
 assert gc.get_freeze_count() == 0
 settle_heap()
 assert gc.get_freeze_count() > len(kept), gc.get_freeze_count()
-assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, heap.MIDDLE_THRESHOLD, heap.OLD_THRESHOLD)
 assert gone() is None
 print("ok", gc.get_freeze_count())
 """
 
 
-def test_start_ups_objects_are_frozen_and_young_ones_collected_less_often() -> None:
+def test_start_ups_objects_are_frozen_and_the_generations_sized_for_runs() -> None:
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120, check=False
     )
