@@ -15,10 +15,9 @@ the one there), as ``make bench`` does.
 from __future__ import annotations
 
 import asyncio
-import statistics
 from dataclasses import dataclass
 
-from .bench_admission import ISSUE_POINT, Point, measure, model_process, write
+from .bench_admission import ISSUE_POINT, Point, measure, median_of, model_process, write
 
 ROUNDS = 2
 TITLE = "## 11b. Admission: lag against throughput at 1 s model latency, 400 clients"
@@ -58,14 +57,12 @@ async def rounds() -> dict[str, list[Point]]:
 
 
 def section(measured: dict[str, list[Point]]) -> list[str]:
-    def rate_of(points: list[Point]) -> float:
-        return statistics.median(p.runs_per_s for p in points)
-
-    unlimited = rate_of(measured["no limit"]) or 1.0
+    unlimited = median_of(measured["no limit"]).runs_per_s or 1.0
     rows = []
     for policy in POLICIES:
         points = measured[policy.name]
-        rate, lag = rate_of(points), statistics.median(p.lag_p99 for p in points)
+        median = median_of(points)
+        rate, lag = median.runs_per_s, median.lag_p99
         ends = "/".join(str(p.limit) for p in points) if policy.limit is None else ""
         rows.append((policy, rate, lag, ends))
     lines = [

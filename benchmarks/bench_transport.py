@@ -14,14 +14,13 @@ the one there), as ``make bench`` does.
 from __future__ import annotations
 
 import asyncio
-import statistics
 from unittest import mock
 
 import openai
 
 from agentwatch.runtime.agents import agent_runtime
 
-from .bench_admission import ISSUE_POINT, Point, measure, model_process, write
+from .bench_admission import ISSUE_POINT, Point, measure, median_of, model_process, write
 
 ROUNDS = 2
 TITLE = "## 11c. Model client transport at 1 s model latency, 400 clients"
@@ -60,9 +59,8 @@ def section(measured: dict[tuple[str, str], list[Point]]) -> list[str]:
     ]
     medians = {}
     for (transport, policy), points in measured.items():
-        rate = statistics.median(p.runs_per_s for p in points)
-        lag = statistics.median(p.lag_p99 for p in points)
-        own = statistics.median(p.own_lag_p99 for p in points)
+        median = median_of(points)
+        rate, lag, own = median.runs_per_s, median.lag_p99, median.own_lag_p99
         medians[(transport, policy)] = (rate, lag)
         each = ", ".join(f"{p.runs_per_s:.1f} @ {p.lag_p99 * 1000:.0f}" for p in points)
         lines.append(
