@@ -74,6 +74,7 @@ class Point:
     own_lag_p99: float  # the part of the lag the loop's thread spent running (own_lag)
     limit: int | None
     failed: int
+    busy: float = float("nan")  # the loop thread's CPU share over the window
 
 
 @contextlib.asynccontextmanager
@@ -160,9 +161,10 @@ async def measure(
             tasks = [loop.create_task(client(i)) for i in range(clients)]
             sampler = loop.create_task(sample_loop_lag(sample))
             await asyncio.sleep(warmup)
-            counting, started = True, time.perf_counter()
+            counting, started, cpu = True, time.perf_counter(), time.thread_time()
             await asyncio.sleep(window)
             counting, took = False, time.perf_counter() - started
+            busy = (time.thread_time() - cpu) / took
             limit = agent.admission.limit
             for task in [*tasks, sampler]:
                 task.cancel()
@@ -170,7 +172,7 @@ async def measure(
                 async with asyncio.timeout(60):
                     await asyncio.gather(*tasks, sampler, return_exceptions=True)
     provider.shutdown()
-    return Point(policy, latency, clients, done / took, _p99(lags), _p99(own), limit, failed)
+    return Point(policy, latency, clients, done / took, _p99(lags), _p99(own), limit, failed, busy)
 
 
 @contextlib.contextmanager
@@ -200,6 +202,7 @@ def median_of(points: list[Point]) -> Point:
         statistics.median(p.own_lag_p99 for p in points),
         round(statistics.median(limits)) if limits else None,
         sum(p.failed for p in points),
+        statistics.median(p.busy for p in points),
     )
 
 
@@ -231,7 +234,8 @@ async def grid(points: Iterable[tuple[float, int]]) -> list[Point]:
                             f"latency {latency:g} s, {clients} clients, {policy}: "
                             f"{point.runs_per_s:.1f} runs/s, lag p99 "
                             f"{point.lag_p99 * 1000:.0f} ms (own {point.own_lag_p99 * 1000:.0f}), "
-                            f"limit {point.limit}, failed {point.failed}",
+                            f"limit {point.limit}, loop busy {point.busy:.0%}, "
+                            f"failed {point.failed}",
                             flush=True,
                         )
                         measured.append(point)
@@ -242,8 +246,9 @@ def table(points: list[Point]) -> list[str]:
     lines = [
         "| model latency | clients | fixed 64 runs/s | adaptive runs/s | unlimited runs/s "
         "| adaptive / best | lag p99 ms: fixed / adaptive / unlimited "
-        "| own lag p99 ms: fixed / adaptive / unlimited | adaptive limit at end |",
-        "|---:|---:|---:|---:|---:|---:|---|---|---:|",
+        "| own lag p99 ms: fixed / adaptive / unlimited | loop busy: fixed / adaptive / "
+        "unlimited | adaptive limit at end |",
+        "|---:|---:|---:|---:|---:|---:|---|---|---|---:|",
     ]
     keyed = by_point(points)
     for latency, clients in dict.fromkeys((p.latency, p.clients) for p in points):
@@ -252,9 +257,10 @@ def table(points: list[Point]) -> list[str]:
         rates = " | ".join(f"{p.runs_per_s:,.1f}" for p in row)
         lags = " / ".join(f"{p.lag_p99 * 1000:,.0f}" for p in row)
         own = " / ".join(f"{p.own_lag_p99 * 1000:,.0f}" for p in row)
+        busy = " / ".join(f"{p.busy:.0%}" for p in row)
         lines.append(
             f"| {latency:g} s | {clients:,} | {rates} | {row[1].runs_per_s / best:.0%} "
-            f"| {lags} | {own} | {row[1].limit} |"
+            f"| {lags} | {own} | {busy} | {row[1].limit} |"
         )
     return lines
 
@@ -336,7 +342,8 @@ def section(points: list[Point]) -> list[str]:
         "settles it (cli/heap.py), and its own part: each sample's lag "
         "times the share of the sample the loop's thread spent on the CPU (`own_lag`, what "
         "the adaptive limit steers by; the rest is the process waiting for a CPU other "
-        f"processes had). Runs that failed in the windows: {failed}.",
+        "processes had); loop busy: the loop thread's CPU over the window's wall time (near "
+        f"100%: the CPU, not the limit, sets the pace). Runs that failed in the windows: {failed}.",
         "",
         *table(points),
         "",
