@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
 from pydantic import SecretStr
@@ -29,9 +28,10 @@ from ..tools import BUNDLED_CORPUS, SearchIndex, ToolRegistry, ToolSpec, builtin
 from .admission import Admission
 from .agent import DEFAULT_AGENT_NAME, RECURSION_LIMIT, Agent, checked_name
 from .concurrency import AdaptiveLimit, AdaptivePolicy
+from .model_http import ModelHttpClient
 
 # The model client's HTTP client: aiohttp's transport (build_chat_model says why).
-HTTP_CLIENT: Callable[[], Any] = openai.DefaultAioHttpClient
+HTTP_CLIENT: Callable[[], Any] = ModelHttpClient
 
 
 def build_chat_model(
@@ -46,10 +46,11 @@ def build_chat_model(
     pool that outlived its event loop (a builtin model restarted on the same port, in
     another loop) fails with "Event loop is closed". The owner closes it (``aclose``).
 
-    The pool is aiohttp's (the SDK's ``DefaultAioHttpClient``), not httpx's: with 160
-    runs at once on a 1 s model, httpx's pool cost so much of the loop's CPU that a
-    process served 47-53 runs/s at a loop lag p99 of 250-325 ms, aiohttp's 56-58 at
-    ~105 ms (benchmarks/RESULTS.md, section 11c)."""
+    The pool is aiohttp's (the SDK's ``DefaultAioHttpClient``, its connection errors
+    told from timeouts: ``model_http``), not httpx's: with 160 runs at once on a 1 s
+    model, httpx's pool cost so much of the loop's CPU that a process served 47-53
+    runs/s at a loop lag p99 of 250-325 ms, aiohttp's 56-58 at ~105 ms
+    (benchmarks/RESULTS.md, section 11c)."""
     return InstrumentedChatOpenAI(
         model=settings.model,
         temperature=settings.temperature,
