@@ -1,6 +1,7 @@
 """The model client's HTTP transport at issue 18's point (1 s model, 400 clients):
-httpx's (the OpenAI SDK's default) against aiohttp's (``DefaultAioHttpClient``, what
-``agent_runtime.HTTP_CLIENT`` builds), for a fixed limit of 160 and no limit.
+httpx's (the OpenAI SDK's default) against aiohttp's (``agents/model_http.py``'s
+``ModelHttpClient``, the SDK's ``DefaultAioHttpClient``: what ``agent_runtime.HTTP_CLIENT``
+builds), for a fixed limit of 160 and no limit.
 
 Past ~100 model calls at once, the loop's CPU per run was higher with httpx's pool, and
 with it the loop's lag at a given throughput. Rounds alternate through the four
@@ -19,12 +20,13 @@ from unittest import mock
 import openai
 
 from agentwatch.runtime.agents import agent_runtime
+from agentwatch.runtime.agents.model_http import ModelHttpClient
 
 from .bench_admission import ISSUE_POINT, Point, measure, median_of, model_process, write
 
 ROUNDS = 2
 TITLE = "## 11c. Model client transport at 1 s model latency, 400 clients"
-TRANSPORTS = {"httpx": openai.DefaultAsyncHttpxClient, "aiohttp": openai.DefaultAioHttpClient}
+TRANSPORTS = {"httpx": openai.DefaultAsyncHttpxClient, "aiohttp": ModelHttpClient}
 LIMITS = {"fixed 160": 160, "no limit": 0}
 
 

@@ -10,6 +10,7 @@ from benchmarks import (
     bench_batch,
     bench_cost,
     bench_frontier,
+    bench_heap,
     bench_observe,
     bench_peers,
     bench_profile,
@@ -35,6 +36,7 @@ def main() -> int:
         bench_admission.run(),
         bench_frontier.run(),
         bench_transport.run(),
+        bench_heap.run(),
         bench_workers.run(),
         bench_redis.run(),
     ]

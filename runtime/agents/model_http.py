@@ -2,16 +2,19 @@
 (``openai.DefaultAioHttpClient``), with its connection errors told apart from timeouts.
 
 The SDK's aiohttp transport maps every aiohttp connection error, a refused connection
-or a server that hung up too, to ``ConnectTimeout`` (its map picks the first match,
-``ClientConnectionError``, over the more specific ``ClientConnectorError``), so the SDK
-raises ``APITimeoutError`` for them and that class name became the span's
-``error.type``, the ``error_type`` label and the 502 body's error: a model endpoint that
-refuses connections looked like a slow one. Here such an error is a ``ConnectError``
-(the SDK's ``APIConnectionError``); a timeout stays a timeout.
+or a server that hung up before its answer too, to ``ConnectTimeout`` (of the classes
+an error matches in its map it keeps the first unless a later one's target subclasses
+it, and ``ClientConnectionError`` comes before ``ClientConnectorError``), so the SDK
+raises its timeout error for them, and that class's name (langchain-openai's
+``OpenAITimeoutError``) became the span's ``error.type``, the ``error_type`` label and
+the 502 body's error: a model endpoint that refused at once looked like a slow one.
+Here such an error is a ``ConnectError`` (the SDK's connection error); a timeout stays
+a timeout, the kernel's (``ETIMEDOUT``) included.
 """
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 import aiohttp
@@ -27,7 +30,16 @@ class ModelHttpClient(openai.DefaultAioHttpClient):
         try:
             return await super().send(request, **kwargs)
         except httpx2.ConnectTimeout as exc:
-            cause = exc.__cause__
-            if isinstance(cause, aiohttp.ClientError) and not isinstance(cause, TimeoutError):
-                raise httpx2.ConnectError(str(exc), request=request) from cause
+            if _no_timeout(exc.__cause__):
+                raise httpx2.ConnectError(str(exc), request=request) from exc.__cause__
             raise
+
+
+def _no_timeout(cause: BaseException | None) -> bool:
+    """An aiohttp error that is not a timeout: no ``TimeoutError``, and no connection
+    the kernel gave up on (``ETIMEDOUT`` arrives as an ``OSError``)."""
+    return (
+        isinstance(cause, aiohttp.ClientError)
+        and not isinstance(cause, TimeoutError)
+        and getattr(cause, "errno", None) != errno.ETIMEDOUT
+    )

@@ -8,22 +8,31 @@ process.
 
 And the generations are sized for runs in flight: each holds ~600 objects for seconds
 (a model call's time), so nearly every young object survives its first collections,
-and what a middle collection walks is every object made since the last one. With
-Python's 10 young collections per middle one, those walks took ~40 ms each (160 runs
-in flight on a 1 s model, here), about one a second: the loop lag's p99 was theirs.
-``MIDDLE_THRESHOLD`` (4) young collections of ``YOUNG_THRESHOLD`` (1,000) allocations
-per middle one: 5-7 ms each. Full collections walk every run in flight (110-330 ms
-here); ``OLD_THRESHOLD`` (50) middle collections per full one keeps them as rare as they were
-(one every ~200,000 allocations at most, 3-6 in 35 s here).
+and a middle collection walks every object made since the last one. Python collects a
+generation once its count exceeds its threshold (counts are allocations less
+deallocations of tracked objects): young every 1,001 (``YOUNG_THRESHOLD``), a middle
+collection after 5 young ones (``MIDDLE_THRESHOLD`` 4), a full one after 51 middle ones
+(``OLD_THRESHOLD`` 50) and only once the objects moved to the old generation since the
+last are a quarter of those it kept. Before, young every 2,001 and middle after 11:
+each middle collection walked ~22,000 objects, 16-32 ms, about 1.5 a second at 160
+runs in flight on a 1 s model, and the loop lag's p99 was theirs. Now they walk ~5,000,
+3-5 ms; full collections (110-290 ms, every run in flight walked) come after about as
+many allocations as before (~250,000), and as many were measured.
 
-Measured (benchmarks/RESULTS.md, Admission under model latency): 1 s model, 400 clients,
-adaptive limit, three runs each: lag p99 215-245 ms and 48-58 runs/s as Python leaves
-it, 125-138 ms and 52-73 runs/s frozen, 109-124 ms and 61-75 runs/s frozen with young
-collections every 2,000 allocations; a full collection at 64 runs in flight went from
-144 ms to 22 ms. Then a fixed limit of 160 on the same point, in one run, two rounds:
-57.3 and 56.8 runs/s at 112 and 115 ms with Python's 10 and 10 (young every 2,000);
-with the thresholds below, four rounds: 66.0-77.2 runs/s at 27-81 ms (the machine's
-speed drifts between minutes).
+Measured (benchmarks/RESULTS.md): section 11d, a fixed 160 at 1 s model latency and 400
+clients, 2 rounds alternating with the thresholds before (2,000 / 10 / 10): the same
+runs/s (1.02x; 0.96x with 300,000 long-lived objects beside the runs') at 0.39x the
+lag p99 (0.45x), full collections 4-7 in 32 s either way. Earlier (section 11's runs
+then, adaptive limit, three runs each): lag p99 215-245 ms and 48-58 runs/s as Python
+leaves it, 125-138 ms and 52-73 runs/s frozen, 109-124 ms and 61-75 runs/s frozen with
+young collections every 2,000 allocations; a full collection at 64 runs in flight went
+from 144 ms to 22 ms.
+
+The thresholds are set, not merged with earlier ones (a process agentwatch owns has
+set none). A heap of many long-lived objects made after start-up (not frozen) fills the
+old generation's quarter sooner, objects being promoted sooner: a simulation with
+1,000,000 of them found twice the full collections; with 300,000 kept results beside
+the runs (section 11d) as many as before.
 
 Only the processes agentwatch owns do this (``serve``, ``worker``, ``batch``), once each:
 an application embedding the runtime decides for itself (objects frozen while alive

@@ -1,10 +1,12 @@
 """model_http: the model client tells a refused connection from a timeout, on the
 span's ``error.type`` and the metric's label as in the classification (real sockets on
-loopback: a closed port, a listener that never answers)."""
+loopback: a port bound but not listening, a listener whose queue is full, one that
+takes the connection and never answers)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Iterator
 
@@ -15,29 +17,49 @@ from prometheus_client import CollectorRegistry
 
 from agentwatch.runtime.agents.agent_runtime import build_chat_model
 from agentwatch.runtime.provider_errors import FailureKind, classify
+from agentwatch.runtime.retry import RetryPolicy
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry
 
 
 @pytest.fixture
+def refusing_port() -> Iterator[int]:
+    """A port bound and not listening, held for the test: connections are refused."""
+    with socket.socket() as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound.getsockname()[1]
+
+
+@pytest.fixture
+def full_port() -> Iterator[int]:
+    """A listener that accepts nothing, its queue filled: a connect never completes."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(3):
+            filler = stack.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        yield port
+
+
+@pytest.fixture
 def silent_port() -> Iterator[int]:
-    """A port that takes connections (the kernel's backlog) and never answers."""
+    """A listener that takes connections (the kernel's backlog) and never answers."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         yield listener.getsockname()[1]
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def failed_call(telemetry: Telemetry, port: int) -> BaseException:
     settings = RuntimeSettings(model_timeout=0.5)
     base_url = f"http://127.0.0.1:{port}/v1"
-    model = await asyncio.to_thread(build_chat_model, settings, telemetry, base_url)
+    once = RetryPolicy(max_tries=1)
+    model = await asyncio.to_thread(build_chat_model, settings, telemetry, base_url, once)
     try:
         with pytest.raises(openai.APIError) as caught:
             await model.ainvoke("hi")
@@ -47,6 +69,7 @@ async def failed_call(telemetry: Telemetry, port: int) -> BaseException:
 
 
 def chat_error(exporter: InMemorySpanExporter, registry: CollectorRegistry) -> tuple[str, float]:
+    """The chat span's ``error.type``, and the calls the metric counted with that label."""
     [span] = [s for s in exporter.get_finished_spans() if s.name.startswith("chat")]
     error = str((span.attributes or {})["error.type"])
     calls = [
@@ -60,11 +83,14 @@ def chat_error(exporter: InMemorySpanExporter, registry: CollectorRegistry) -> t
 
 
 async def test_a_refused_connection_is_a_connection_error_not_a_timeout(
-    telemetry: Telemetry, exporter: InMemorySpanExporter, registry: CollectorRegistry
+    telemetry: Telemetry,
+    exporter: InMemorySpanExporter,
+    registry: CollectorRegistry,
+    refusing_port: int,
 ) -> None:
-    """The SDK's aiohttp transport made it a connect timeout: ``APITimeoutError`` on the
-    span and the label, for an endpoint that refused at once."""
-    exc = await failed_call(telemetry, closed_port())
+    """The SDK's aiohttp transport made it a connect timeout: ``OpenAITimeoutError`` on
+    the span and the label, for an endpoint that refused at once."""
+    exc = await failed_call(telemetry, refusing_port)
     assert isinstance(exc, openai.APIConnectionError)
     assert not isinstance(exc, openai.APITimeoutError)
     assert classify(exc).kind is FailureKind.CONNECTION
@@ -72,13 +98,15 @@ async def test_a_refused_connection_is_a_connection_error_not_a_timeout(
     assert "Timeout" not in type(exc).__name__
 
 
-async def test_a_model_that_never_answers_is_still_a_timeout(
+@pytest.mark.parametrize("port", ["full_port", "silent_port"])
+async def test_a_connect_or_read_timeout_is_still_a_timeout(
     telemetry: Telemetry,
     exporter: InMemorySpanExporter,
     registry: CollectorRegistry,
-    silent_port: int,
+    port: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    exc = await failed_call(telemetry, silent_port)
+    exc = await failed_call(telemetry, request.getfixturevalue(port))
     assert isinstance(exc, openai.APITimeoutError)
     assert classify(exc).kind is FailureKind.TIMEOUT
     assert chat_error(exporter, registry) == (type(exc).__name__, 1)
