@@ -209,6 +209,11 @@ def median_of(points: list[Point]) -> Point:
     )
 
 
+def rate_at_lag(point: Point) -> str:
+    """A round's figures as the sections list them: runs/s @ lag p99 ms."""
+    return f"{point.runs_per_s:.1f} @ {point.lag_p99 * 1000:.0f}"
+
+
 def by_point(points: list[Point]) -> dict[tuple[float, int, str], Point]:
     """Each (latency, clients, policy) measured: its rounds' medians."""
     rounds: dict[tuple[float, int, str], list[Point]] = {}
@@ -306,9 +311,7 @@ def reading(points: list[Point]) -> list[str]:
         )
         rounds = rounds_of(points, ISSUE_POINT)
         ratios = [r[1].runs_per_s / max(r[2].runs_per_s, 1e-9) for r in rounds]
-        each = "; ".join(
-            " / ".join(f"{p.runs_per_s:.1f} @ {p.lag_p99 * 1000:.0f}" for p in r) for r in rounds
-        )
+        each = "; ".join(" / ".join(map(rate_at_lag, r)) for r in rounds)
         lines[0] += (
             f"; adaptive at {statistics.median(ratios):.0%} of unlimited's runs/s, the median "
             f"of {len(rounds)} rounds' ratios ("

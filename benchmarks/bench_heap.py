@@ -30,7 +30,15 @@ from unittest import mock
 from agentwatch.runtime.cli import heap
 
 from . import bench_admission
-from .bench_admission import ISSUE_POINT, Point, measure, model_process, write
+from .bench_admission import (
+    ISSUE_POINT,
+    Point,
+    measure,
+    median_of,
+    model_process,
+    rate_at_lag,
+    write,
+)
 
 ROUNDS = 2
 LIMIT = 160
@@ -65,6 +73,11 @@ class Measured:
     point: Point
     pauses: dict[int, list[float]]
     rss_mib: float
+
+    @property
+    def gc_seconds(self) -> float:
+        """All collections' time."""
+        return sum(map(sum, self.pauses.values()))
 
 
 @contextlib.contextmanager
@@ -123,7 +136,7 @@ def describe(m: Measured) -> str:
     return (
         f"{m.point.runs_per_s:.1f} runs/s, lag p99 {m.point.lag_p99 * 1000:.0f} ms, "
         f"middle {len(m.pauses[1])} x p50 {_ms(m.pauses[1])}, full {len(full)} x max "
-        f"{max(full, default=0) * 1000:.0f} ms, GC {sum(map(sum, m.pauses.values())):.1f} s, "
+        f"{max(full, default=0) * 1000:.0f} ms, GC {m.gc_seconds:.1f} s, "
         f"RSS {m.rss_mib:.0f} MiB"
     )
 
@@ -153,11 +166,12 @@ def section(measured: dict[tuple[str, bool], list[Measured]]) -> list[str]:
         pauses = [p for m in runs for p in m.pauses[1]]
         full = [len(m.pauses[2]) for m in runs]
         longest = max((p for m in runs for p in m.pauses[2]), default=0.0)
-        gc_s = statistics.median(sum(map(sum, m.pauses.values())) for m in runs)
-        each = ", ".join(f"{m.point.runs_per_s:.1f} @ {m.point.lag_p99 * 1000:.0f}" for m in runs)
+        gc_s = statistics.median(m.gc_seconds for m in runs)
+        median = median_of([m.point for m in runs])
+        each = ", ".join(rate_at_lag(m.point) for m in runs)
         lines.append(
             f"| {name} | {'yes' if ballast else 'no'} "
-            f"| {_median_rate(runs):.1f} | {_median_lag(runs) * 1000:.0f} "
+            f"| {median.runs_per_s:.1f} | {median.lag_p99 * 1000:.0f} "
             f"| {statistics.median(middle):.0f}, {_ms(pauses)} "
             f"| {statistics.median(full):.0f}, {longest * 1000:.0f} ms | {gc_s:.1f} "
             f"| {statistics.median(m.rss_mib for m in runs):.0f} | {each} |"
@@ -165,22 +179,14 @@ def section(measured: dict[tuple[str, bool], list[Measured]]) -> list[str]:
     before, now = THRESHOLDS
     parts = []
     for ballast in (False, True):
-        old, new = measured[(before, ballast)], measured[(now, ballast)]
+        old, new = (median_of([m.point for m in measured[(t, ballast)]]) for t in (before, now))
         parts.append(
             f"{'with' if ballast else 'without'} the kept results, {now.split(' (')[0]} "
-            f"gave {_median_rate(new) / max(_median_rate(old), 1e-9):.2f}x the runs/s at "
-            f"{_median_lag(new) / max(_median_lag(old), 1e-9):.2f}x the lag p99 of "
+            f"gave {new.runs_per_s / max(old.runs_per_s, 1e-9):.2f}x the runs/s at "
+            f"{new.lag_p99 / max(old.lag_p99, 1e-9):.2f}x the lag p99 of "
             f"{before.split(' (')[0]}"
         )
     return [*lines, "", "Reading: " + "; ".join(parts) + ".", ""]
-
-
-def _median_rate(runs: list[Measured]) -> float:
-    return statistics.median(m.point.runs_per_s for m in runs)
-
-
-def _median_lag(runs: list[Measured]) -> float:
-    return statistics.median(m.point.lag_p99 for m in runs)
 
 
 def run() -> list[str]:

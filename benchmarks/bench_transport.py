@@ -22,7 +22,15 @@ import openai
 from agentwatch.runtime.agents import agent_runtime
 from agentwatch.runtime.agents.model_http import ModelHttpClient
 
-from .bench_admission import ISSUE_POINT, Point, measure, median_of, model_process, write
+from .bench_admission import (
+    ISSUE_POINT,
+    Point,
+    measure,
+    median_of,
+    model_process,
+    rate_at_lag,
+    write,
+)
 
 ROUNDS = 2
 TITLE = "## 11c. Model client transport at 1 s model latency, 400 clients"
@@ -64,7 +72,7 @@ def section(measured: dict[tuple[str, str], list[Point]]) -> list[str]:
         median = median_of(points)
         rate, lag, own = median.runs_per_s, median.lag_p99, median.own_lag_p99
         medians[(transport, policy)] = (rate, lag)
-        each = ", ".join(f"{p.runs_per_s:.1f} @ {p.lag_p99 * 1000:.0f}" for p in points)
+        each = ", ".join(map(rate_at_lag, points))
         lines.append(
             f"| {transport} | {policy} | {rate:.1f} | {lag * 1000:.0f} | {own * 1000:.0f} "
             f"| {each} |"
