@@ -1,14 +1,16 @@
-"""The garbage collector's thresholds at issue 18's point (1 s model, 400 clients, a
-fixed limit of 160): those ``cli/heap.py`` sets against the ones before (young every
-2,000 allocations, Python's 10 and 10 above), with the runs' objects alone and with a
-large long-lived heap beside them (``BALLAST``: what ``serve`` holds when it keeps the
-results of finished batches; it is not frozen, so every full collection walks it).
+"""The garbage collector's old-generation threshold: how many middle collections
+come between full ones. ``cli/heap.py``'s against the others measured, at two points:
+issue 18's (1 s model, 400 clients, a fixed limit of 160), with the runs' objects alone
+and with a large long-lived heap beside them (``BALLAST``: what ``serve`` holds when it
+keeps the results of finished batches; it is not frozen, so every full collection walks
+it), and the point with the most runs in flight (5 s model, 1,000 clients, no limit:
+every full collection walks 1,000 runs' objects).
 
-Rounds alternate through the four (a busy moment of a shared machine falls on all),
-each point as bench_admission measures it, the heap settled as ``agentwatch serve``
+Rounds alternate through them all (a busy moment of a shared machine falls on all),
+each case as bench_admission measures it, the heap settled as ``agentwatch serve``
 settles it and then set to the thresholds measured; every collection of warm-up and
 window is timed (``gc.callbacks``), and the process's resident memory read after the
-point. Medians of the rounds are shown, and each round's figures.
+case. Medians of the rounds are shown, and each round's figures.
 
 ``python -m benchmarks.bench_heap`` writes its section into RESULTS.md (replacing the
 one there), as ``make bench`` does.
@@ -37,21 +39,44 @@ from .bench_admission import (
     median_of,
     model_process,
     rate_at_lag,
+    timing,
     write,
 )
 
 ROUNDS = 2
-LIMIT = 160
 BALLAST = 100_000  # kept results: a dict and two lists each, 300,000 objects tracked
-TITLE = "## 11d. Garbage collector thresholds at 1 s model latency, 400 clients"
-THRESHOLDS = {
-    "2,000 / 10 / 10 (before)": (2000, 10, 10),
-    "1,000 / 4 / 50 (cli/heap.py)": (
-        heap.YOUNG_THRESHOLD,
-        heap.MIDDLE_THRESHOLD,
-        heap.OLD_THRESHOLD,
-    ),
-}
+TITLE = "## 11d. Garbage collector: full collections at 1 s and 5 s model latency"
+YOUNG_MIDDLE = (heap.YOUNG_THRESHOLD, heap.MIDDLE_THRESHOLD)
+OLD = (50, 100, 200)  # middle collections between full ones
+CURRENT = (*YOUNG_MIDDLE, heap.OLD_THRESHOLD)
+
+
+@dataclass(frozen=True)
+class Case:
+    """Where the thresholds are measured: a model latency, clients, a limit (0: none)."""
+
+    latency: float
+    clients: int
+    limit: int
+    ballast: bool
+
+    @property
+    def name(self) -> str:
+        limit = f"fixed {self.limit}" if self.limit else "no limit"
+        kept = f", {BALLAST:,} kept results" if self.ballast else ""
+        return f"{self.latency:g} s, {self.clients:,} clients, {limit}{kept}"
+
+
+CASES = (
+    Case(*ISSUE_POINT, 160, False),
+    Case(*ISSUE_POINT, 160, True),
+    Case(5.0, 1000, 0, False),
+)
+
+
+def label(thresholds: tuple[int, int, int]) -> str:
+    text = " / ".join(f"{t:,}" for t in thresholds)
+    return f"{text} (cli/heap.py)" if thresholds == CURRENT else text
 
 
 @dataclass
@@ -104,30 +129,35 @@ def rss_mib() -> float:
     return float("nan")
 
 
-async def one(base_url: str, thresholds: tuple[int, int, int], ballast: bool) -> Measured:
-    latency, clients = ISSUE_POINT
+async def one(base_url: str, case: Case, thresholds: tuple[int, int, int]) -> Measured:
     timed = Collections()
     rss = [float("nan")]
+    policy = f"fixed {case.limit}" if case.limit else "unlimited"
     gc.callbacks.append(timed)
     try:
-        with heap_as(thresholds, ballast):
-            point = await measure(base_url, "fixed 160", latency, clients, LIMIT)
+        with heap_as(thresholds, case.ballast):
+            point = await measure(base_url, policy, case.latency, case.clients, case.limit)
             rss[0] = rss_mib()
     finally:
         gc.callbacks.remove(timed)
     return Measured(point, timed.pauses, rss[0])
 
 
-async def rounds() -> dict[tuple[str, bool], list[Measured]]:
-    measured: dict[tuple[str, bool], list[Measured]] = {
-        (name, ballast): [] for ballast in (False, True) for name in THRESHOLDS
-    }
-    async with model_process(ISSUE_POINT[0]) as base_url:
+Results = dict[tuple[Case, tuple[int, int, int]], list[Measured]]
+
+
+async def rounds() -> Results:
+    measured: Results = {(case, (*YOUNG_MIDDLE, old)): [] for case in CASES for old in OLD}
+    async with contextlib.AsyncExitStack() as stack:
+        models = {
+            latency: await stack.enter_async_context(model_process(latency))
+            for latency in {case.latency for case in CASES}
+        }
         for _ in range(ROUNDS):
-            for name, ballast in measured:
-                m = await one(base_url, THRESHOLDS[name], ballast)
-                print(f"{name}, ballast {ballast}: {describe(m)}", flush=True)
-                measured[(name, ballast)].append(m)
+            for case, thresholds in measured:
+                m = await one(models[case.latency], case, thresholds)
+                print(f"{case.name}, {label(thresholds)}: {describe(m)}", flush=True)
+                measured[(case, thresholds)].append(m)
     return measured
 
 
@@ -145,23 +175,30 @@ def _ms(pauses: list[float]) -> str:
     return f"{statistics.median(pauses) * 1000:.1f} ms" if pauses else "-"
 
 
-def section(measured: dict[tuple[str, bool], list[Measured]]) -> list[str]:
+def section(measured: Results) -> list[str]:
+    spans = ", ".join(
+        f"{sum(timing(latency)):.0f} s at {latency:g} s latency"
+        for latency in sorted({case.latency for case in CASES})
+    )
     lines = [
         TITLE,
         "",
-        f"Fixed limit {LIMIT}, the heap settled as section 11, then the thresholds below; "
-        f"with and without {BALLAST:,} kept results ({3 * BALLAST:,} objects the collector "
-        f"tracks, made after the freeze). {ROUNDS} rounds through the four in turn; "
-        "medians, and each round's runs/s @ lag p99 ms. Collections over warm-up and "
-        "window (32 s): middle ones and their median pause, full ones and their longest, "
-        "all collections' time; the process's resident memory after the point (Python "
-        "keeps memory it freed: it carries the earlier points' high-water mark).",
+        "The young and middle thresholds as cli/heap.py sets them "
+        f"({YOUNG_MIDDLE[0]:,} / {YOUNG_MIDDLE[1]}), the old one (middle collections "
+        "between full ones, at least) as below; the heap settled as section 11, then "
+        f"these thresholds; with {BALLAST:,} kept results, {3 * BALLAST:,} objects the "
+        f"collector tracks made after the freeze. {ROUNDS} rounds through every case "
+        "and threshold in turn; medians, and each round's runs/s @ lag p99 ms. "
+        f"Collections over warm-up and window ({spans}): middle "
+        "ones and their median pause, full ones and their longest, all collections' "
+        "time; the process's resident memory after the case (Python keeps memory it "
+        "freed: it carries the earlier cases' high-water mark).",
         "",
-        "| thresholds | ballast | runs/s | loop lag p99 ms | middle: count, median pause "
+        "| case | thresholds | runs/s | loop lag p99 ms | middle: count, median pause "
         "| full: count, longest | GC s | RSS MiB | rounds |",
         "|---|---|---:|---:|---|---|---:|---:|---|",
     ]
-    for (name, ballast), runs in measured.items():
+    for (case, thresholds), runs in measured.items():
         middle = [len(m.pauses[1]) for m in runs]
         pauses = [p for m in runs for p in m.pauses[1]]
         full = [len(m.pauses[2]) for m in runs]
@@ -170,22 +207,28 @@ def section(measured: dict[tuple[str, bool], list[Measured]]) -> list[str]:
         median = median_of([m.point for m in runs])
         each = ", ".join(rate_at_lag(m.point) for m in runs)
         lines.append(
-            f"| {name} | {'yes' if ballast else 'no'} "
+            f"| {case.name} | {label(thresholds)} "
             f"| {median.runs_per_s:.1f} | {median.lag_p99 * 1000:.0f} "
             f"| {statistics.median(middle):.0f}, {_ms(pauses)} "
             f"| {statistics.median(full):.0f}, {longest * 1000:.0f} ms | {gc_s:.1f} "
             f"| {statistics.median(m.rss_mib for m in runs):.0f} | {each} |"
         )
-    before, now = THRESHOLDS
     parts = []
-    for ballast in (False, True):
-        old, new = (median_of([m.point for m in measured[(t, ballast)]]) for t in (before, now))
-        parts.append(
-            f"{'with' if ballast else 'without'} the kept results, {now.split(' (')[0]} "
-            f"gave {new.runs_per_s / max(old.runs_per_s, 1e-9):.2f}x the runs/s at "
-            f"{new.lag_p99 / max(old.lag_p99, 1e-9):.2f}x the lag p99 of "
-            f"{before.split(' (')[0]}"
+    for case in CASES:
+        runs = {t: median_of([m.point for m in ms]) for (c, t), ms in measured.items() if c == case}
+        gc_s = {
+            t: statistics.median(m.gc_seconds for m in ms)
+            for (c, t), ms in measured.items()
+            if c == case
+        }
+        first, *others = runs
+        against = ", ".join(
+            f"{t[2]} {runs[t].runs_per_s / max(runs[first].runs_per_s, 1e-9):.2f}x the "
+            f"runs/s at {runs[t].lag_p99 / max(runs[first].lag_p99, 1e-9):.2f}x the lag "
+            f"p99 and {gc_s[t] / max(gc_s[first], 1e-9):.2f}x the GC time"
+            for t in others
         )
+        parts.append(f"{case.name}: against an old threshold of {first[2]}, {against}")
     return [*lines, "", "Reading: " + "; ".join(parts) + ".", ""]
 
 

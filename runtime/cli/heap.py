@@ -46,7 +46,7 @@ from typing import Final
 
 YOUNG_THRESHOLD: Final = 1000  # allocations between young collections (Python: 700)
 MIDDLE_THRESHOLD: Final = 4  # young collections between middle ones (Python: 10)
-OLD_THRESHOLD: Final = 50  # middle collections between full ones, at least (Python: 10)
+OLD_THRESHOLD: Final = 200  # middle collections between full ones, at least (Python: 10)
 
 
 def settle_heap() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sys
 import time
 
 import pytest
@@ -18,6 +19,7 @@ from agentwatch.runtime.tools import (
 )
 from agentwatch.runtime.tools import calculator as calculator_module
 from agentwatch.runtime.tools.calculator import calculator
+from agentwatch.runtime.tools.evaluator import Evaluator
 
 
 @pytest.mark.parametrize(
@@ -91,25 +93,83 @@ async def test_the_tool_computes_in_a_worker_process() -> None:
         await calculator("round(1, -10**8)")
     with pytest.raises(CalculatorError, match="longer than 200 characters"):
         await calculator("1 + " * 300)
-    worker = calculator_module._the_worker()
-    assert worker._process is not None
-    assert worker._process.pid != os.getpid()
-    results = await asyncio.gather(*(calculator(f"{i} * 2") for i in range(50)))
-    assert results == [str(i * 2) for i in range(50)]
+    evaluator = calculator_module._the_evaluator()
+    assert evaluator._process is not None
+    assert evaluator._process.pid != os.getpid()
+    results = await asyncio.gather(*(calculator(f"{i} * 2") for i in range(2000)))
+    assert results == [str(i * 2) for i in range(2000)]  # each its own answer, in bursts
 
 
 async def test_an_evaluation_that_overruns_is_killed_and_the_worker_replaced() -> None:
-    assert await calculator("1 + 1") == "2"
-    worker = calculator_module._the_worker()
-    first = worker._process
-    assert first is not None
-    loop = asyncio.get_running_loop()
-    with pytest.raises(CalculatorError, match="took longer than 0 s and was stopped"):
-        await loop.run_in_executor(worker.executor, worker.ask, "2 + 2", 0.0)
-    assert first.returncode is not None  # killed and reaped
-    assert await calculator("2 + 3") == "5"  # a fresh process
-    assert worker._process is not None
-    assert worker._process.pid != first.pid
+    evaluator = Evaluator()
+    try:
+        assert await evaluator.ask("1 + 1") == {"value": "2"}
+        first = evaluator._process
+        assert first is not None
+        evaluator.eval_timeout = 0.0  # every answer now comes too late
+        with pytest.raises(CalculatorError, match="took longer than 0 s and was stopped"):
+            await evaluator.ask("2 + 2")
+        assert first.returncode is not None  # killed and reaped
+        evaluator.eval_timeout = 1.0
+        assert await evaluator.ask("2 + 3") == {"value": "5"}  # a fresh process
+        assert evaluator._process is not None
+        assert evaluator._process is not first
+    finally:
+        await asyncio.to_thread(evaluator.close)  # joins its thread: not on the loop
+
+
+# A stand-in worker on the same pipes: answers each line at once, except "slow" (never
+# within the test's timeout) and "die" (exits mid-batch), to place a failure in a batch.
+STAND_IN = """
+import json, sys, time
+for line in sys.stdin:
+    expression = json.loads(line)
+    if expression == "slow":
+        time.sleep(30)
+    if expression == "die":
+        sys.exit(1)
+    sys.stdout.write(json.dumps({"value": expression.upper()}) + "\\n")
+    sys.stdout.flush()
+"""
+
+
+@pytest.mark.parametrize(
+    ("culprit", "reason"), [("slow", "took longer than 0.5 s"), ("die", "worker failed")]
+)
+async def test_a_failure_in_a_batch_fails_its_own_call_and_the_rest_are_answered(
+    culprit: str, reason: str
+) -> None:
+    evaluator = Evaluator([sys.executable, "-c", STAND_IN], eval_timeout=0.5)
+    try:
+        names = [f"call {i}" for i in range(40)]
+        names[17] = culprit
+        answers = await asyncio.gather(*map(evaluator.ask, names), return_exceptions=True)
+        for name, answer in zip(names, answers, strict=True):
+            if name == culprit:
+                assert isinstance(answer, CalculatorError)
+                assert reason in str(answer)
+            else:
+                assert answer == {"value": name.upper()}
+    finally:
+        await asyncio.to_thread(evaluator.close)  # joins its thread: not on the loop
+
+
+async def test_closing_fails_every_call_still_waiting_and_the_later_ones() -> None:
+    evaluator = Evaluator([sys.executable, "-c", STAND_IN], eval_timeout=5.0)
+    slow = asyncio.ensure_future(evaluator.ask("slow"))  # holds the thread
+    await asyncio.sleep(0.2)
+    given_up = asyncio.ensure_future(evaluator.ask("given up"))
+    waiting = asyncio.ensure_future(evaluator.ask("waiting"))
+    await asyncio.sleep(0)
+    given_up.cancel()
+    await asyncio.to_thread(evaluator.close)
+    for call in (slow, waiting):
+        with pytest.raises(CalculatorError):
+            await asyncio.wait_for(call, 10)
+    assert given_up.cancelled()
+    with pytest.raises(CalculatorError, match="closed"):
+        await evaluator.ask("after")
+    assert evaluator._process is None
 
 
 @pytest.fixture(scope="module")
