@@ -215,17 +215,19 @@ def section(measured: Results) -> list[str]:
         )
     parts = []
     for case in CASES:
-        runs = {t: median_of([m.point for m in ms]) for (c, t), ms in measured.items() if c == case}
-        gc_s = {
+        points = {
+            t: median_of([m.point for m in ms]) for (c, t), ms in measured.items() if c == case
+        }
+        gc_time = {
             t: statistics.median(m.gc_seconds for m in ms)
             for (c, t), ms in measured.items()
             if c == case
         }
-        first, *others = runs
+        first, *others = points
         against = ", ".join(
-            f"{t[2]} {runs[t].runs_per_s / max(runs[first].runs_per_s, 1e-9):.2f}x the "
-            f"runs/s at {runs[t].lag_p99 / max(runs[first].lag_p99, 1e-9):.2f}x the lag "
-            f"p99 and {gc_s[t] / max(gc_s[first], 1e-9):.2f}x the GC time"
+            f"{t[2]} {points[t].runs_per_s / max(points[first].runs_per_s, 1e-9):.2f}x the "
+            f"runs/s at {points[t].lag_p99 / max(points[first].lag_p99, 1e-9):.2f}x the lag "
+            f"p99 and {gc_time[t] / max(gc_time[first], 1e-9):.2f}x the GC time"
             for t in others
         )
         parts.append(f"{case.name}: against an old threshold of {first[2]}, {against}")

@@ -9,7 +9,7 @@ a bounded time.
 
 This module imports only the standard library and simpleeval, so that the calculator
 tool can run it as a script in a worker process (``python -I arithmetic.py``, ~50 ms
-to start) that a timeout can kill: see ``calculator.py``. As a script it reads one JSON
+to start) that a timeout can kill: see ``evaluator.py``. As a script it reads one JSON
 string (an expression) per line on stdin and writes one JSON line per expression:
 ``{"value": "42"}`` or ``{"refused": "why"}``.
 """

@@ -1,18 +1,21 @@
 """The calculator's evaluator: one worker process (``python -I arithmetic.py``), reused,
 talked to from one thread of its own, never from the event loop.
 
-Callers queue their expressions and await a future. The thread writes every queued
-expression in one write (at most ``BATCH_BYTES``) and reads the answers in order (the
-process answers its lines one after another), so a burst of calls costs the thread a
-few turns of the interpreter's lock, not a few per call. It had been one call at a
-time: while the event loop keeps the lock busy, each turn waits up to the switch
-interval (5 ms), an exchange took ~4 ms (p99 ~40 ms), and with 1,000 runs in flight
-on a 5 s model 873 tool calls of ~3,700 waited past the tool's 2 s timeout.
+Callers queue their expressions and await a future. The thread sends every expression
+queued meanwhile (at most ``BATCH_BYTES`` at once) and reads the answers in order (the
+process answers its lines one after another), writing and reading as the pipes allow
+(``poll``: a full pipe never stalls it, and no descriptor number is too high), so a
+burst of calls costs the thread a few turns of the interpreter's lock, not a few per
+call: while the event loop keeps the lock busy each turn waits up to the switch
+interval (5 ms), and one exchange per call had calls wait past the tool's timeout at
+1,000 runs in flight (RESULTS.md section 11d).
 
 An answer that does not come within ``eval_timeout`` of the previous one (none should:
-the operands are bounded) has its process killed: that expression fails, those behind
-it are sent again to a fresh process (evaluation has no side effects). A process that
-dies or answers nonsense fails the expression it was on, the same way.
+the operands are bounded; a fresh process gets ``START_TIMEOUT`` more for its first) has
+its process killed: that expression fails, those behind it are sent again to a fresh
+process (evaluation has no side effects). A process that dies, answers nonsense or
+answers more lines than it was sent fails the same way (answers go to callers by their
+order: one too many would shift every later one).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import select
 import subprocess
@@ -36,12 +40,14 @@ from agentwatch.telemetry import AgentwatchError
 from . import arithmetic
 
 EVAL_TIMEOUT: Final = 1.0  # seconds one evaluation may take in the worker before it is killed
-BATCH_BYTES: Final = 32 * 1024  # written at once: under a pipe's 64 KiB, the write never waits
+START_TIMEOUT: Final = 5.0  # seconds more for a fresh process's first answer (it starts)
+BATCH_BYTES: Final = 32 * 1024  # of expressions sent in one exchange
 MAX_REPLY_BYTES: Final = 64 * 1024  # a reply is one JSON line (a result has <= 1000 digits)
 
 
 class CalculatorError(AgentwatchError, ValueError):
-    """The expression is not plain arithmetic, or is too big to compute."""
+    """The expression is not plain arithmetic or is too big to compute, or the evaluator
+    could not answer (it overran, its worker failed, it was closed)."""
 
 
 Outcome = dict[str, str] | BaseException  # an answer, or why there is none
@@ -77,6 +83,8 @@ class Evaluator:
         """The worker's answer to ``expression``: ``{"value": ...}`` or ``{"refused": ...}``;
         ``CalculatorError`` when it overran or the worker failed."""
         request = _Request(json.dumps(expression).encode() + b"\n", asyncio.get_running_loop())
+        if self.pid != os.getpid():
+            self._forked()
         with self._ready:
             if self._closed:
                 raise CalculatorError("the calculator was closed")
@@ -88,6 +96,15 @@ class Evaluator:
                 self._thread.start()
             self._ready.notify()
         return await request.future
+
+    def _forked(self) -> None:
+        """In a forked child: no thread came along, and the process is the parent's."""
+        self.pid = os.getpid()
+        self._ready = threading.Condition()
+        self._queue = deque()
+        self._thread = None
+        self._process_lock = threading.Lock()
+        self._process = None  # the parent's worker: not this child's to kill
 
     def close(self) -> None:
         """Stop the thread and the process; calls still queued fail. Blocks (it waits for
@@ -147,16 +164,16 @@ class Evaluator:
                 _deliver(pending.popleft(), exc)
 
     def _exchange(self, pending: deque[_Request]) -> None:
-        process = self._start()
+        process, fresh = self._start()
         assert process.stdin is not None
         assert process.stdout is not None
-        data = b"".join(request.line for request in pending)
-        try:
-            while data:
-                data = data[os.write(process.stdin.fileno(), data) :]
-        except OSError:
-            raise CalculatorError("the calculator's worker failed; try again") from None
-        fd, buffer, since = process.stdout.fileno(), b"", time.monotonic()
+        stdin, stdout = process.stdin.fileno(), process.stdout.fileno()
+        os.set_blocking(stdin, False)
+        data = memoryview(b"".join(request.line for request in pending))
+        poller = select.poll()
+        poller.register(stdout, select.POLLIN)
+        poller.register(stdin, select.POLLOUT)
+        buffer, since = b"", time.monotonic() + (START_TIMEOUT if fresh else 0.0)
         while pending:
             line, newline, rest = buffer.partition(b"\n")
             if newline:
@@ -166,31 +183,42 @@ class Evaluator:
                 since = time.monotonic()  # the next evaluation started by now
                 continue
             if len(buffer) > MAX_REPLY_BYTES:
-                raise CalculatorError("the calculator's worker failed; try again")
+                raise _failed()
             remaining = since + self.eval_timeout - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            events = poller.poll(max(0, math.ceil(remaining * 1000)))
+            if not events:
                 raise CalculatorError(
                     f"the calculation took longer than {self.eval_timeout:g} s and was stopped"
                 )
-            chunk = os.read(fd, MAX_REPLY_BYTES)
-            if not chunk:
-                raise CalculatorError("the calculator's worker failed; try again")
-            buffer += chunk
+            for fd, _ in events:
+                if fd == stdin:
+                    data = data[_write(stdin, data) :]
+                    if not data:
+                        poller.unregister(stdin)
+                    continue
+                chunk = os.read(stdout, MAX_REPLY_BYTES)
+                if not chunk:
+                    raise _failed()
+                buffer += chunk
+        if buffer or any(fd == stdout for fd, _ in poller.poll(0)):
+            self._kill()  # more lines than it was sent: out of step
 
-    def _start(self) -> subprocess.Popen[bytes]:
+    def _start(self) -> tuple[subprocess.Popen[bytes], bool]:
+        """The worker process, and whether it was started just now."""
         with self._process_lock:
             if self._closed:
                 raise CalculatorError("the calculator was closed")
-            if self._process is None or self._process.poll() is not None:
-                self._kill_locked()
-                self._process = subprocess.Popen(
-                    self.command,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    bufsize=0,
-                )
-            return self._process
+            if self._process is not None and self._process.poll() is None:
+                return self._process, False
+            self._kill_locked()
+            self._process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                bufsize=0,
+            )
+            return self._process, True
 
     def _kill(self) -> None:
         with self._process_lock:
@@ -207,6 +235,20 @@ class Evaluator:
                 stream.close()
 
 
+def _write(fd: int, data: memoryview) -> int:
+    """Bytes of ``data`` written to the worker's stdin (non-blocking: 0 when it is full)."""
+    try:
+        return os.write(fd, data)
+    except BlockingIOError:
+        return 0
+    except OSError:  # its stdin closed: it died
+        raise _failed() from None
+
+
+def _failed() -> CalculatorError:
+    return CalculatorError("the calculator's worker failed; try again")
+
+
 def _parse(line: bytes) -> dict[str, str]:
     """A reply line: a JSON object of strings, else the worker failed."""
     try:
@@ -214,7 +256,7 @@ def _parse(line: bytes) -> dict[str, str]:
     except ValueError:
         answer = None
     if not isinstance(answer, dict) or not all(isinstance(v, str) for v in answer.values()):
-        raise CalculatorError("the calculator's worker failed; try again")
+        raise _failed()
     return answer
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -96,8 +97,9 @@ async def test_the_tool_computes_in_a_worker_process() -> None:
     evaluator = calculator_module._the_evaluator()
     assert evaluator._process is not None
     assert evaluator._process.pid != os.getpid()
-    results = await asyncio.gather(*(calculator(f"{i} * 2") for i in range(2000)))
-    assert results == [str(i * 2) for i in range(2000)]  # each its own answer, in bursts
+    # more than one exchange's worth (BATCH_BYTES), ~1.8 MB of answers: each its own
+    results = await asyncio.gather(*(calculator(f"{i} * 10 ** 900") for i in range(2000)))
+    assert results == [str(i * 10**900) for i in range(2000)]
 
 
 async def test_an_evaluation_that_overruns_is_killed_and_the_worker_replaced() -> None:
@@ -119,7 +121,8 @@ async def test_an_evaluation_that_overruns_is_killed_and_the_worker_replaced() -
 
 
 # A stand-in worker on the same pipes: answers each line at once, except "slow" (never
-# within the test's timeout) and "die" (exits mid-batch), to place a failure in a batch.
+# within the test's timeout), "die" (exits mid-batch) and "nap" (0.3 s), to place a
+# failure in a batch.
 STAND_IN = """
 import json, sys, time
 for line in sys.stdin:
@@ -128,6 +131,8 @@ for line in sys.stdin:
         time.sleep(30)
     if expression == "die":
         sys.exit(1)
+    if expression == "nap":
+        time.sleep(0.3)
     sys.stdout.write(json.dumps({"value": expression.upper()}) + "\\n")
     sys.stdout.flush()
 """
@@ -154,6 +159,16 @@ async def test_a_failure_in_a_batch_fails_its_own_call_and_the_rest_are_answered
         await asyncio.to_thread(evaluator.close)  # joins its thread: not on the loop
 
 
+async def test_the_timeout_is_each_answers_not_the_batchs() -> None:
+    evaluator = Evaluator([sys.executable, "-c", STAND_IN], eval_timeout=0.6)
+    try:
+        assert await evaluator.ask("started") == {"value": "STARTED"}
+        answers = await asyncio.gather(*(evaluator.ask("nap") for _ in range(5)))  # 1.5 s
+        assert answers == [{"value": "NAP"}] * 5
+    finally:
+        await asyncio.to_thread(evaluator.close)
+
+
 async def test_closing_fails_every_call_still_waiting_and_the_later_ones() -> None:
     evaluator = Evaluator([sys.executable, "-c", STAND_IN], eval_timeout=5.0)
     slow = asyncio.ensure_future(evaluator.ask("slow"))  # holds the thread
@@ -162,7 +177,9 @@ async def test_closing_fails_every_call_still_waiting_and_the_later_ones() -> No
     waiting = asyncio.ensure_future(evaluator.ask("waiting"))
     await asyncio.sleep(0)
     given_up.cancel()
+    started = time.monotonic()
     await asyncio.to_thread(evaluator.close)
+    assert time.monotonic() - started < 3  # the slow evaluation killed, not waited for
     for call in (slow, waiting):
         with pytest.raises(CalculatorError):
             await asyncio.wait_for(call, 10)
@@ -170,6 +187,41 @@ async def test_closing_fails_every_call_still_waiting_and_the_later_ones() -> No
     with pytest.raises(CalculatorError, match="closed"):
         await evaluator.ask("after")
     assert evaluator._process is None
+
+
+# In a process of its own: a fork, and descriptors numbered past select()'s 1,024.
+AFTER_FORK_AND_MANY_FILES = """
+import asyncio, os, resource
+from agentwatch.runtime.tools.evaluator import Evaluator
+
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 1200), hard), hard))
+held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+evaluator = Evaluator()
+assert asyncio.run(evaluator.ask("1 + 1")) == {"value": "2"}
+assert evaluator._process.stdout.fileno() > 1024
+parents = evaluator._process.pid
+child = os.fork()
+if child == 0:  # no evaluator thread came along: the child starts its own
+    answer = asyncio.run(evaluator.ask("2 + 2"))
+    os._exit(0 if answer == {"value": "4"} and evaluator._process.pid != parents else 1)
+_, status = os.waitpid(child, 0)
+assert status == 0, status
+assert asyncio.run(evaluator.ask("3 + 3")) == {"value": "6"}  # the parent's still works
+print("ok")
+"""
+
+
+def test_a_forked_child_and_high_descriptor_numbers_get_answers() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", AFTER_FORK_AND_MANY_FILES],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok\n"
 
 
 @pytest.fixture(scope="module")
