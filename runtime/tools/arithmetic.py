@@ -27,6 +27,7 @@ from typing import Any, Final
 
 import simpleeval
 
+READY: Final = '"ready"'  # the worker's first line, before any answer
 MAX_EXPRESSION_CHARS: Final = 200
 MAX_RESULT_DIGITS: Final = 1000
 MAX_EXPONENT: Final = 10_000
@@ -204,6 +205,8 @@ def _limit_memory(max_bytes: int) -> None:
 def serve(max_bytes: int = 512 * 1024 * 1024) -> None:
     """The worker loop: answer each line of stdin until it closes (the parent went away)."""
     _limit_memory(max_bytes)
+    sys.stdout.write(READY + "\n")  # started: the parent times answers from here
+    sys.stdout.flush()
     for line in sys.stdin:
         sys.stdout.write(answer(line) + "\n")
         sys.stdout.flush()

@@ -11,11 +11,12 @@ interval (5 ms), and one exchange per call had calls wait past the tool's timeou
 1,000 runs in flight (RESULTS.md section 11d).
 
 An answer that does not come within ``eval_timeout`` of the previous one (none should:
-the operands are bounded; a fresh process gets ``START_TIMEOUT`` more for its first) has
-its process killed: that expression fails, those behind it are sent again to a fresh
-process (evaluation has no side effects). A process that dies, answers nonsense or
-answers more lines than it was sent fails the same way (answers go to callers by their
-order: one too many would shift every later one).
+the operands are bounded; a fresh process first says it is ready, within
+``START_TIMEOUT``) has its process killed: that expression fails, those behind it are
+sent again to a fresh process (evaluation has no side effects). A process that dies or
+answers nonsense fails the same way; one that sends a line nobody asked for is replaced
+before the next exchange (answers go to callers by their order: one too many would
+shift every later one).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from agentwatch.telemetry import AgentwatchError
 from . import arithmetic
 
 EVAL_TIMEOUT: Final = 1.0  # seconds one evaluation may take in the worker before it is killed
-START_TIMEOUT: Final = 5.0  # seconds more for a fresh process's first answer (it starts)
+START_TIMEOUT: Final = 5.0  # seconds a fresh process may take to say it is ready
 BATCH_BYTES: Final = 32 * 1024  # of expressions sent in one exchange
 MAX_REPLY_BYTES: Final = 64 * 1024  # a reply is one JSON line (a result has <= 1000 digits)
 
@@ -109,6 +110,8 @@ class Evaluator:
     def close(self) -> None:
         """Stop the thread and the process; calls still queued fail. Blocks (it waits for
         the thread, at most ``eval_timeout`` + 1 s): not for the event loop."""
+        if self.pid != os.getpid():
+            self._forked()
         with self._ready:
             self._closed = True
             dropped = list(self._queue)
@@ -164,7 +167,7 @@ class Evaluator:
                 _deliver(pending.popleft(), exc)
 
     def _exchange(self, pending: deque[_Request]) -> None:
-        process, fresh = self._start()
+        process = self._worker()
         assert process.stdin is not None
         assert process.stdout is not None
         stdin, stdout = process.stdin.fileno(), process.stdout.fileno()
@@ -173,7 +176,7 @@ class Evaluator:
         poller = select.poll()
         poller.register(stdout, select.POLLIN)
         poller.register(stdin, select.POLLOUT)
-        buffer, since = b"", time.monotonic() + (START_TIMEOUT if fresh else 0.0)
+        buffer, since = b"", time.monotonic()
         while pending:
             line, newline, rest = buffer.partition(b"\n")
             if newline:
@@ -200,8 +203,20 @@ class Evaluator:
                 if not chunk:
                     raise _failed()
                 buffer += chunk
-        if buffer or any(fd == stdout for fd, _ in poller.poll(0)):
+        if buffer:
             self._kill()  # more lines than it was sent: out of step
+
+    def _worker(self) -> subprocess.Popen[bytes]:
+        """The worker, ready: a fresh one once it said so (``arithmetic.READY``), a reused
+        one with nothing unread (a line nobody asked for: out of step, replaced)."""
+        process, fresh = self._start()
+        assert process.stdout is not None
+        if not fresh and _readable(process.stdout.fileno()):
+            self._kill()
+            process, fresh = self._start()
+        if fresh:
+            _await_ready(process)
+        return process
 
     def _start(self) -> tuple[subprocess.Popen[bytes], bool]:
         """The worker process, and whether it was started just now."""
@@ -236,13 +251,35 @@ class Evaluator:
 
 
 def _write(fd: int, data: memoryview) -> int:
-    """Bytes of ``data`` written to the worker's stdin (non-blocking: 0 when it is full)."""
+    """Bytes of ``data`` done with: written to the worker's stdin (non-blocking: 0 when it
+    is full), or all of them once its stdin has closed (it died: what it answered before
+    is still to be read, and its stdout's end says where it stopped)."""
     try:
         return os.write(fd, data)
     except BlockingIOError:
         return 0
-    except OSError:  # its stdin closed: it died
-        raise _failed() from None
+    except OSError:
+        return len(data)
+
+
+def _readable(fd: int, timeout: float = 0.0) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(math.ceil(timeout * 1000)))
+
+
+def _await_ready(process: subprocess.Popen[bytes]) -> None:
+    """A fresh worker's first line, ``arithmetic.READY``, within ``START_TIMEOUT``."""
+    assert process.stdout is not None
+    fd, line, deadline = process.stdout.fileno(), b"", time.monotonic() + START_TIMEOUT
+    while not line.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        chunk = os.read(fd, 64) if remaining > 0 and _readable(fd, remaining) else b""
+        if not chunk or len(line) > 64:
+            raise _failed()
+        line += chunk
+    if line.strip() != arithmetic.READY.encode():
+        raise _failed()
 
 
 def _failed() -> CalculatorError:

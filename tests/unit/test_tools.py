@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from agentwatch.runtime.tools import (
     CalculatorError,
     SearchError,
     SearchIndex,
+    arithmetic,
     evaluate,
 )
 from agentwatch.runtime.tools import calculator as calculator_module
@@ -125,8 +127,12 @@ async def test_an_evaluation_that_overruns_is_killed_and_the_worker_replaced() -
 # failure in a batch.
 STAND_IN = """
 import json, sys, time
+time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 0)  # a slow start
+print('"ready"', flush=True)
 for line in sys.stdin:
     expression = json.loads(line)
+    if expression == "stray":  # its answer, then a line nobody asked for
+        print(json.dumps({"value": "STRAY"}), flush=True)
     if expression == "slow":
         time.sleep(30)
     if expression == "die":
@@ -165,6 +171,50 @@ async def test_the_timeout_is_each_answers_not_the_batchs() -> None:
         assert await evaluator.ask("started") == {"value": "STARTED"}
         answers = await asyncio.gather(*(evaluator.ask("nap") for _ in range(5)))  # 1.5 s
         assert answers == [{"value": "NAP"}] * 5
+    finally:
+        await asyncio.to_thread(evaluator.close)
+
+
+async def test_a_line_nobody_asked_for_does_not_answer_the_next_call() -> None:
+    evaluator = Evaluator([sys.executable, "-c", STAND_IN])
+    try:
+        assert await evaluator.ask("stray") == {"value": "STRAY"}
+        await asyncio.sleep(0.3)  # its second line is in the pipe by now
+        assert await evaluator.ask("next") == {"value": "NEXT"}
+    finally:
+        await asyncio.to_thread(evaluator.close)
+
+
+async def test_a_slow_start_is_waited_for_and_the_first_answer_timed_as_any() -> None:
+    evaluator = Evaluator([sys.executable, "-c", STAND_IN, "1.0"], eval_timeout=0.5)
+    try:
+        assert await evaluator.ask("first") == {"value": "FIRST"}  # 1 s to start: fine
+        evaluator._kill()  # the next call starts a fresh one
+        started = time.monotonic()
+        with pytest.raises(CalculatorError, match=r"took longer than 0\.5 s"):
+            await evaluator.ask("slow")
+        assert time.monotonic() - started < 4  # 1 s to start, 0.5 s to answer; not 5 more
+    finally:
+        await asyncio.to_thread(evaluator.close)
+
+
+# The real worker with its pipes cut to one page (what Linux gives a user past
+# pipe-user-pages-soft): a batch's answers fill stdout long before its lines are written.
+SMALL_PIPES = f"""
+import fcntl, runpy
+fcntl.fcntl(0, 1031, 4096)  # F_SETPIPE_SZ
+fcntl.fcntl(1, 1031, 4096)
+runpy.run_path({str(Path(arithmetic.__file__))!r}, run_name="__main__")
+"""
+
+
+async def test_answers_larger_than_the_pipes_do_not_stall_a_batch() -> None:
+    evaluator = Evaluator([sys.executable, "-c", SMALL_PIPES])
+    try:
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(evaluator.ask(f"{i} * 10 ** 900") for i in range(1000))), 60
+        )
+        assert answers == [{"value": str(i * 10**900)} for i in range(1000)]
     finally:
         await asyncio.to_thread(evaluator.close)
 
