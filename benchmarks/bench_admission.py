@@ -42,8 +42,8 @@ from agentwatch.runtime.agents.concurrency import own_lag
 from agentwatch.runtime.builtin_model.behavior import DEFAULT_MODEL
 from agentwatch.runtime.cli.heap import settle_heap
 from agentwatch.runtime.settings import RuntimeSettings
-from agentwatch.telemetry import Telemetry, sample_loop_lag
-from agentwatch.telemetry.names import CANCELLED, L_ERROR_TYPE, M_GEN_AI_EXECUTE_TOOL_DURATION
+from agentwatch.telemetry import Telemetry, sample_loop_lag, stats_from_registry
+from agentwatch.telemetry.names import M_GEN_AI_EXECUTE_TOOL_DURATION
 
 from .common import RESULTS, DiscardingExporter, machine, versions
 
@@ -195,18 +195,10 @@ async def measure(
 
 
 def failed_tool_calls(registry: CollectorRegistry) -> int:
-    """Tool calls recorded with an error type so far, cancelled ones apart (the tool-call
-    histogram's counts)."""
-    return round(
-        sum(
-            sample.value
-            for metric in registry.collect()
-            if metric.name == M_GEN_AI_EXECUTE_TOOL_DURATION
-            for sample in metric.samples
-            if sample.name.endswith("_count")
-            and sample.labels.get(L_ERROR_TYPE, "") not in ("", CANCELLED)
-        )
-    )
+    """Tool calls that failed so far, cancelled ones apart: the report's error count
+    (``telemetry.stats_from_registry``) of the tool-call rows."""
+    rows = stats_from_registry(registry)
+    return round(sum(row.errors for row in rows if row.family == M_GEN_AI_EXECUTE_TOOL_DURATION))
 
 
 @contextlib.contextmanager
