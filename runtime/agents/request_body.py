@@ -1,0 +1,137 @@
+"""The OpenAI SDK's request-body transform, skipped where it cannot change the body.
+
+Before it sends a chat completion, the SDK walks the body against its ``TypedDict``
+type (``_utils._transform``: every member of every union, for every message and tool)
+to rename aliased keys, format dates and files and dump pydantic models. The chat
+completion types have no alias and no format, and LangChain's bodies are plain JSON
+(dicts, lists, strings, numbers), so the walk returns what it was given, less the
+parameters left out (``omit`` / ``NOT_GIVEN``). It cost ~0.5-1 ms of the event loop's
+CPU per model call, one model call's largest item (benchmarks/RESULTS.md).
+
+``install()`` puts ``plain_body`` in front of the transform of ``chat.completions``
+(process-wide, once): a body that is a plain JSON object, for a type in which no key
+is renamed and no value formatted anywhere, is returned at once with the left-out
+parameters dropped; anything else (a date, a file, a model, a tuple, a type that
+renames) goes to the SDK's transform as before. Same body either way
+(tests/unit/test_request_body.py compares the two).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal, cast, get_args, get_origin
+
+from openai import NotGiven, Omit
+from typing_extensions import get_type_hints, is_typeddict
+
+__all__ = ["install", "plain_body", "renames_nothing"]
+
+# the module whose ``create`` transforms chat completion bodies, and its names for it
+_COMPLETIONS = "openai.resources.chat.completions.completions"
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+MAX_NODES = 100_000  # a body with more values (or a cycle) is left to the SDK
+
+Transform = Callable[[object, object], Any]
+
+
+@functools.lru_cache(maxsize=256)
+def renames_nothing(expected_type: object) -> bool:
+    """Whether the SDK's transform leaves every plain JSON value of this type as it is:
+    no ``PropertyInfo`` alias or format anywhere in it (unknown type forms: no)."""
+    return _plain_type(expected_type, set())
+
+
+def _plain_type(tp: object, seen: set[int]) -> bool:
+    if id(tp) in seen:
+        return True
+    origin = get_origin(tp)
+    if origin is Annotated:
+        inner, *metadata = get_args(tp)
+        changes = any(getattr(m, "alias", None) or getattr(m, "format", None) for m in metadata)
+        return not changes and _plain_type(inner, seen)
+    if is_typeddict(tp):
+        seen.add(id(tp))
+        try:
+            hints = get_type_hints(tp, include_extras=True)
+        except Exception:  # a forward reference that does not resolve: unknown
+            return False
+        return all(_plain_type(hint, seen) for hint in hints.values())
+    if origin is Literal:
+        return True
+    if origin is None:
+        return isinstance(tp, type) or tp is Any
+    # Union, Optional, Required, List, Iterable, Dict...: what they are made of
+    return all(_plain_type(arg, seen) for arg in get_args(tp) if arg is not Ellipsis)
+
+
+def _plain_json(value: object) -> bool:
+    """Dicts with string keys, lists, strings, numbers, booleans and None only
+    (exact types), at most ``MAX_NODES`` values."""
+    stack = [value]
+    for _ in range(MAX_NODES):
+        if not stack:
+            return True
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            mapping = cast(dict[object, object], item)
+            if not all(type(key) is str for key in mapping):
+                return False
+            stack.extend(mapping.values())
+        elif kind is list:
+            stack.extend(cast(list[object], item))
+        elif kind not in _SCALARS:
+            return False
+    return False
+
+
+def plain_body(data: object, expected_type: object) -> dict[str, object] | None:
+    """``data`` with its left-out parameters dropped, if that is what the SDK's
+    transform would make of it; else None (the SDK must transform it)."""
+    if type(data) is not dict or not is_typeddict(expected_type):
+        return None
+    if not renames_nothing(expected_type):
+        return None
+    body = {k: v for k, v in data.items() if not isinstance(v, (NotGiven, Omit))}
+    return body if _plain_json(body) else None
+
+
+def _skipping_async(transform: Transform) -> Transform:
+    async def maybe_transform(data: object, expected_type: object) -> Any:
+        body = plain_body(data, expected_type)
+        return body if body is not None else await transform(data, expected_type)
+
+    return _marked(maybe_transform, transform)
+
+
+def _skipping(transform: Transform) -> Transform:
+    def maybe_transform(data: object, expected_type: object) -> Any:
+        body = plain_body(data, expected_type)
+        return body if body is not None else transform(data, expected_type)
+
+    return _marked(maybe_transform, transform)
+
+
+def _marked(wrapper: Transform, transform: Transform) -> Transform:
+    wrapper.__wrapped__ = transform  # type: ignore[attr-defined]
+    wrapper._skips_plain_bodies = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def install() -> None:
+    """Skip the transform of plain chat completion bodies from now on (idempotent).
+    An SDK without the names it expects is left alone."""
+    try:
+        module = importlib.import_module(_COMPLETIONS)
+    except ImportError:
+        return
+    names: Mapping[str, Callable[[Transform], Transform]] = {
+        "async_maybe_transform": _skipping_async,
+        "maybe_transform": _skipping,
+    }
+    for name, wrap in names.items():
+        current = getattr(module, name, None)
+        if callable(current) and not getattr(current, "_skips_plain_bodies", False):
+            setattr(module, name, wrap(current))
