@@ -15,6 +15,7 @@ from benchmarks import (
     bench_peers,
     bench_profile,
     bench_redis,
+    bench_request_body,
     bench_scale,
     bench_stream,
     bench_transport,
@@ -37,6 +38,7 @@ def main() -> int:
         bench_frontier.run(),
         bench_transport.run(),
         bench_heap.run(),
+        bench_request_body.run(),
         bench_workers.run(),
         bench_redis.run(),
     ]
