@@ -34,11 +34,12 @@ TITLE = "## 11e. The SDK's request-body transform, skipped"
 CALLS = 2_000  # each timing: this many transforms of each body
 ROUNDS = 6
 CLIENTS = 64
+TRANSFORM = "async_maybe_transform"  # the name the SDK's create() calls it by
 PARAMS = completion_create_params.CompletionCreateParamsNonStreaming
 
 
 def sdk_transform() -> Any:
-    current = completions.async_maybe_transform
+    current = getattr(completions, TRANSFORM)
     return getattr(current, "__wrapped__", current)
 
 
@@ -51,7 +52,7 @@ async def captured_bodies(base_url: str) -> list[dict[str, Any]]:
         bodies.append(data)
         return await transform(data, expected_type)
 
-    with mock.patch.object(completions, "async_maybe_transform", capture):
+    with mock.patch.object(completions, TRANSFORM, capture):
         await measure_once(base_url)
     return bodies[:2]
 
@@ -83,9 +84,9 @@ async def per_call(bodies: list[dict[str, Any]]) -> tuple[float, float]:
 
 async def rounds(base_url: str) -> dict[str, list[Point]]:
     transform = sdk_transform()
-    with mock.patch.object(completions, "async_maybe_transform", transform):
+    with mock.patch.object(completions, TRANSFORM, transform):
         request_body.install()
-        skipped = completions.async_maybe_transform
+        skipped = getattr(completions, TRANSFORM)
     ways = {"SDK transform": transform, "skipped": skipped}
     measured: dict[str, list[Point]] = {way: [] for way in ways}
     for n in range(ROUNDS):
@@ -93,7 +94,7 @@ async def rounds(base_url: str) -> dict[str, list[Point]]:
         for way in order:
             with (
                 mock.patch.object(agent_runtime, "skip_plain_body_transforms", return_value=None),
-                mock.patch.object(completions, "async_maybe_transform", ways[way]),
+                mock.patch.object(completions, TRANSFORM, ways[way]),
             ):
                 point = await measure(base_url, way, 0.0, CLIENTS, CLIENTS)
             print(f"{way}: {point.runs_per_s:.1f} runs/s, loop busy {point.busy:.0%}", flush=True)
