@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai import NOT_GIVEN, AsyncOpenAI, omit
 from openai._utils import PropertyInfo
+from openai._utils import _transform as sdk_transform
 from openai.types.chat import completion_create_params
 from pydantic import BaseModel
 from typing_extensions import TypedDict
@@ -23,9 +24,8 @@ from agentwatch.runtime.agents.request_body import plain_body, renames_nothing
 
 PARAMS = completion_create_params.CompletionCreateParamsNonStreaming
 STREAMING = completion_create_params.CompletionCreateParamsStreaming
-TRANSFORM = getattr(
-    completions.async_maybe_transform, "__wrapped__", completions.async_maybe_transform
-)
+TRANSFORM = sdk_transform.async_maybe_transform  # the SDK's own, whatever is installed
+SYNC_TRANSFORM = sdk_transform.maybe_transform
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
@@ -102,12 +102,56 @@ body = st.fixed_dictionaries(
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(body)
-async def test_a_plain_body_is_what_the_sdk_would_send(data: dict[str, Any]) -> None:
-    expected = await TRANSFORM(data, PARAMS)
-    got = plain_body(data, PARAMS)
+@given(body, st.sampled_from([PARAMS, STREAMING]))
+async def test_a_plain_body_is_what_the_sdk_would_send(data: dict[str, Any], kind: type) -> None:
+    expected = await TRANSFORM(data, kind)
+    got = plain_body(data, kind)
     assert got is not None
     assert json.dumps(got) == json.dumps(expected)  # same keys, same order, same values
+
+
+def fallbacks() -> list[dict[str, Any]]:
+    """Bodies the SDK's transform changes (made afresh: one holds a generator)."""
+    parts = ({"type": "text", "text": t} for t in ["a", "b"])
+    return [
+        # an omit deeper than the top: the SDK drops it from the message
+        {"model": "m", "messages": [{"role": "user", "content": "hi", "name": omit}]},
+        # a tuple of messages, a generator of content parts: the SDK makes lists of them
+        {"model": "m", "messages": ({"role": "user", "content": "hi"},)},
+        {"model": "m", "messages": [{"role": "user", "content": parts}]},
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(fallbacks())))
+async def test_installed_a_body_that_is_not_plain_is_the_sdks_to_transform(
+    index: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(completions, "async_maybe_transform", TRANSFORM)
+    monkeypatch.setattr(completions, "maybe_transform", SYNC_TRANSFORM)
+    request_body.install()
+    expected = json.dumps(await TRANSFORM(fallbacks()[index], PARAMS))
+    assert json.dumps(SYNC_TRANSFORM(fallbacks()[index], PARAMS)) == expected
+    assert (
+        json.dumps(await completions.async_maybe_transform(fallbacks()[index], PARAMS)) == expected
+    )
+    assert json.dumps(completions.maybe_transform(fallbacks()[index], PARAMS)) == expected
+    assert json.loads(expected)["messages"][0]["role"] == "user"  # what was sent: a list
+    assert "name" not in json.loads(expected)["messages"][0]
+
+
+async def test_a_transform_someone_else_put_there_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def redacting(data: Any, expected_type: object) -> Any:
+        return {**(await TRANSFORM(data, expected_type)), "user": "redacted"}
+
+    monkeypatch.setattr(completions, "async_maybe_transform", redacting)
+    monkeypatch.setattr(completions, "maybe_transform", SYNC_TRANSFORM)
+    request_body.install()
+    assert completions.async_maybe_transform is redacting
+    assert completions.maybe_transform is not SYNC_TRANSFORM  # the SDK's own: wrapped
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert (await completions.async_maybe_transform(body, PARAMS))["user"] == "redacted"
 
 
 @pytest.mark.parametrize(
@@ -133,12 +177,21 @@ async def test_a_model_a_cycle_or_a_huge_body_is_left_to_the_sdk() -> None:
     cyclic: dict[str, object] = {"model": "m"}
     cyclic["self"] = cyclic
     assert plain_body(cyclic, PARAMS) is None  # not a hang
-    huge = {"model": "m", "messages": [{"role": "user", "content": "x"}] * request_body.MAX_NODES}
+    huge = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "x"}] * (request_body.MAX_NODES // 3),
+    }
     assert plain_body(huge, PARAMS) is None
+    huge["messages"] = huge["messages"][: request_body.MAX_NODES // 4]  # a long conversation
+    assert plain_body(huge, PARAMS) is not None
 
 
 class Renamed(TypedDict, total=False):
     card_id: Required[Annotated[str, PropertyInfo(alias="cardID")]]
+
+
+class EmptyAlias(TypedDict, total=False):
+    key: Annotated[str, PropertyInfo(alias="")]  # the SDK renames to "" all the same
 
 
 class Dated(TypedDict, total=False):
@@ -159,7 +212,7 @@ async def test_a_type_that_renames_or_formats_anywhere_is_left_to_the_sdk() -> N
     assert renames_nothing(PARAMS)
     assert renames_nothing(STREAMING)
     assert renames_nothing(Tree)  # a recursive type ends
-    for kind in (Renamed, Dated, Deep):
+    for kind in (Renamed, EmptyAlias, Dated, Deep):
         assert not renames_nothing(kind)
     assert plain_body({"card_id": "c"}, Renamed) is None
     assert await TRANSFORM({"card_id": "c"}, Renamed) == {"cardID": "c"}  # what it would break
@@ -194,6 +247,7 @@ async def test_installed_the_wire_carries_the_same_bytes(
     app.router.add_post("/v1/chat/completions", chat)
     server = await aiohttp_server(app, host="127.0.0.1")
     monkeypatch.setattr(completions, "async_maybe_transform", TRANSFORM)
+    monkeypatch.setattr(completions, "maybe_transform", SYNC_TRANSFORM)
     client = AsyncOpenAI(api_key="k", base_url=f"http://127.0.0.1:{server.port}/v1", max_retries=0)
 
     async def create() -> None:
