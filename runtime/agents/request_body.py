@@ -155,5 +155,5 @@ def install() -> None:
         }
         for name, wrap in names.items():
             current = getattr(module, name, None)
-            if current is not None and current is getattr(sdk, name, None):
+            if callable(current) and current is getattr(sdk, name, None):
                 setattr(module, name, wrap(current))
