@@ -154,6 +154,6 @@ def install() -> None:
             "maybe_transform": _skipping,
         }
         for name, wrap in names.items():
-            current: Transform | None = getattr(module, name, None)
+            current = getattr(module, name, None)
             if current is not None and current is getattr(sdk, name, None):
-                setattr(module, name, wrap(current))
+                setattr(module, name, wrap(cast(Transform, current)))
