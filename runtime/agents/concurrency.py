@@ -6,7 +6,7 @@ latency it watches).
 Every run in flight costs the one event loop some work; past what the CPU can do, the
 loop runs late, and everything on it (every run, every request, ``/metrics``) waits. The
 lag of a 20 ms timer is that cost, measured; its p99 is estimated as the second highest
-of the last ``samples`` (200: 4 s and the lag, about the p99.3) since the last change
+of the last ``samples`` (200: 4 s and the lag, about their p99) since the last change
 (one stray pause is not a trend). Steered over 100 samples (about the p98), the lag
 p99 over the 12 s windows of benchmarks/RESULTS.md section 11 at 1 s model latency
 and 400 clients ended over the target in 11 of 14 rounds one morning (36-105 ms); over
@@ -255,7 +255,7 @@ def own_lag(lag: float, cpu: float, wall: float) -> float:
 
 
 def _high(lags: Sequence[float]) -> float:
-    """The second highest of the samples (about their p99.3 when they are 200; one stray
+    """The second highest of the samples (about their p99 when they are 200; one stray
     pause is not a trend), or the only one."""
     if len(lags) < 2:
         return lags[0]

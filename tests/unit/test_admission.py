@@ -67,6 +67,22 @@ def test_the_lag_steered_by_is_its_p99_over_the_last_200_samples() -> None:
         assert (limit.limit > 100) is grown, (pauses, limit.limit)
 
 
+def test_pauses_older_than_the_last_200_samples_no_longer_count() -> None:
+    """Two 40 ms samples (between 0.6 of the target and it: the limit holds, so the
+    samples are kept), then 20 ms ones: held while the two are among the last 200
+    samples, grown once they have slid out."""
+    limit = AdaptiveLimit(AdaptivePolicy(initial=100))
+    now, grown_at = 0.0, None
+    for i in range(300):
+        now += SAMPLE
+        limit.observe(now, 0.04 if i < 2 else 0.02, 100, 1)
+        if grown_at is None and limit.limit != 100:
+            grown_at = i
+    assert limit.limit == 110  # + sqrt(100), never cut
+    assert grown_at is not None
+    assert 200 <= grown_at < 230, grown_at  # the two had slid out of the last 200
+
+
 def test_a_lag_that_answers_late_does_not_swing_the_limit() -> None:
     """A simulated process whose lag follows the runs admitted a second earlier (each
     run's work comes over its model calls), rising past a knee at 150 runs: told that a
