@@ -147,6 +147,8 @@ async def test_a_transform_someone_else_put_there_is_left_alone(
 
     monkeypatch.setattr(completions, "async_maybe_transform", redacting)
     monkeypatch.setattr(completions, "maybe_transform", SYNC_TRANSFORM)
+    # put where the SDK defines its own too: still someone else's
+    monkeypatch.setattr(sdk_transform, "async_maybe_transform", redacting)
     request_body.install()
     assert completions.async_maybe_transform is redacting
     assert completions.maybe_transform is not SYNC_TRANSFORM  # the SDK's own: wrapped
