@@ -54,7 +54,7 @@ def build_chat_model(
     (benchmarks/RESULTS.md, section 11c).
 
     The SDK's walk of each request body against its types is skipped where it cannot
-    change the body (``request_body``: ~0.5-1 ms of loop CPU per call)."""
+    change the body (``request_body``: ~0.7 ms of loop CPU per call, RESULTS.md 11e)."""
     skip_plain_body_transforms()
     return InstrumentedChatOpenAI(
         model=settings.model,
