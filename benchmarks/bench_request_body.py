@@ -19,6 +19,7 @@ from typing import Any
 from unittest import mock
 
 import openai.resources.chat.completions.completions as completions
+from openai._utils import _transform as sdk_transform
 from openai.types.chat import completion_create_params
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -40,19 +41,13 @@ SYNC_TRANSFORM = "maybe_transform"  # install() wraps it too
 PARAMS = completion_create_params.CompletionCreateParamsNonStreaming
 
 
-def sdk_transform() -> Any:
-    current = getattr(completions, TRANSFORM)
-    return getattr(current, "__wrapped__", current)
-
-
 async def captured_bodies(base_url: str) -> list[dict[str, Any]]:
     """The bodies one agent run's model calls hand the SDK's transform."""
     bodies: list[dict[str, Any]] = []
-    transform = sdk_transform()
 
     async def capture(data: Any, expected_type: object) -> Any:
         bodies.append(data)
-        return await transform(data, expected_type)
+        return await sdk_transform.async_maybe_transform(data, expected_type)
 
     with mock.patch.object(completions, TRANSFORM, capture):
         await measure_once(base_url)
@@ -70,13 +65,13 @@ async def measure_once(base_url: str) -> None:
 def both_ways() -> dict[str, Any]:
     """The SDK's transform and the one ``install()`` puts in front of it (installed on
     a copy: the module's names are as they were after)."""
-    transform = sdk_transform()
+    transform = sdk_transform.async_maybe_transform
     with (
         mock.patch.object(completions, TRANSFORM, transform),
-        mock.patch.object(completions, SYNC_TRANSFORM, getattr(completions, SYNC_TRANSFORM)),
+        mock.patch.object(completions, SYNC_TRANSFORM, sdk_transform.maybe_transform),
     ):
         request_body.install()
-        return {"SDK transform": transform, "skipped": getattr(completions, TRANSFORM)}
+        return dict(zip(WAYS, (transform, getattr(completions, TRANSFORM)), strict=True))
 
 
 async def per_call(bodies: list[dict[str, Any]]) -> tuple[float, float]:
