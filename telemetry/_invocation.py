@@ -222,6 +222,14 @@ class _StreamSpan:
         if current:
             self._invocation.deactivate()
 
+    def end(self) -> None:
+        """End the invocation, with the stream's error if it failed, and let go of that
+        error: the stream's frame holds this object and the error's traceback holds that
+        frame, a reference cycle that kept a failed run's objects for a full collection
+        (agents/frames.py in the runtime)."""
+        error, self.error = self.error, None
+        self._invocation.end(error)
+
     def failed(self, exc: BaseException) -> None:
         """The stream ended by ``exc``: a consumer that closed it early (GeneratorExit)
         ends it as finished, or as cancelled with ``closed_early=OUTCOME_CANCELLED``."""
@@ -268,7 +276,7 @@ async def instrument_stream(
             if close is not None:
                 await close()
         finally:
-            invocation.end(span.error)
+            span.end()
 
 
 def instrument_iter(
@@ -302,4 +310,4 @@ def instrument_iter(
             if close is not None:
                 close()
         finally:
-            invocation.end(span.error)
+            span.end()

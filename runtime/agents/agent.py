@@ -49,6 +49,7 @@ from ..results import RunResult, result_from_messages
 from ..retry import RetryPolicy
 from ..tools.registry import RESEARCH_INSTRUCTIONS, ToolRegistry, ToolSpec
 from .admission import Admission
+from .frames import release_frames
 from .prompt import default_system_prompt
 
 DEFAULT_AGENT_NAME: Final = "research_agent"
@@ -250,6 +251,7 @@ class Agent:
                         {"messages": [{"role": "user", "content": query}]}, config
                     )
             except BaseException as exc:
+                release_frames(exc)
                 self._raise_run_limit(exc, deadline)
                 raise
             return self._result(state["messages"], invocation)
@@ -317,6 +319,7 @@ class Agent:
                 except StopAsyncIteration:
                     break
                 except BaseException as exc:
+                    release_frames(exc)
                     self._raise_run_limit(exc, scope)
                     raise
                 for event in _events_of(mode, data, messages):

@@ -10,21 +10,44 @@ raises its timeout error for them, and that class's name (langchain-openai's
 the 502 body's error: a model endpoint that refused at once looked like a slow one.
 Here such an error is a ``ConnectError`` (the SDK's connection error); a timeout stays
 a timeout, the kernel's (``ETIMEDOUT``) included.
+
+And its connections are opened outside the run that asked for them. A connection's
+socket callbacks keep the context they were registered in (``contextvars``: asyncio
+copies it into each callback) for as long as the connection lives, and a run's context
+holds the run: LangChain's ``RunnableConfig`` -> LangGraph's task -> its writes, its
+messages, a failed run's error and every frame of its traceback. A pooled connection
+kept the run that opened it alive until the connection closed, up to one run per
+connection in the pool (at 400 clients and 200 runs in flight, 10-13% of the old
+generation's objects, each full collection walking them). Opened in an empty context
+(a task of its own, ``_context_free``), it keeps none. Only the opening: a request's
+own callbacks still run in its run's context (OpenTelemetry's HTTP instrumentations see
+their parent span).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import errno
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import aiohttp
 import httpx2
 import openai
 
+T = TypeVar("T")
+
 
 class ModelHttpClient(openai.DefaultAioHttpClient):
     """``openai.DefaultAioHttpClient`` whose connect "timeouts" that were no timeout
     (the aiohttp error under them is none) are ``httpx2.ConnectError``."""
+
+    def _init_transport(self, *args: Any, **kwargs: Any) -> httpx2.AsyncBaseTransport:
+        return _context_free(super()._init_transport(*args, **kwargs))
+
+    def _init_proxy_transport(self, *args: Any, **kwargs: Any) -> httpx2.AsyncBaseTransport:
+        return _context_free(super()._init_proxy_transport(*args, **kwargs))
 
     async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
         try:
@@ -43,3 +66,33 @@ def _no_timeout(cause: BaseException | None) -> bool:
         and not isinstance(cause, TimeoutError)
         and getattr(cause, "errno", None) != errno.ETIMEDOUT
     )
+
+
+def _context_free(transport: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTransport:
+    """The SDK's aiohttp transport, its session's connections opened in an empty
+    context. A transport of another kind, or one given a session, is left as it is."""
+    default_session = getattr(transport, "get_client", None)
+    if default_session is None or getattr(transport, "client", None) is not None:
+        return transport
+
+    def session() -> aiohttp.ClientSession:
+        made: aiohttp.ClientSession = default_session()
+        connector = made.connector
+        create = getattr(connector, "_create_connection", None)
+        if isinstance(connector, aiohttp.BaseConnector) and create is not None:
+            setattr(connector, "_create_connection", _opened_apart(create))  # noqa: B010
+        return made
+
+    setattr(transport, "get_client", session)  # noqa: B010
+    return transport
+
+
+def _opened_apart(create: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Awaitable[T]]:
+    async def create_connection(*args: Any, **kwargs: Any) -> T:
+        # a task of its own, in an empty context: cancelling the caller cancels it
+        opening: asyncio.Task[T] = asyncio.get_running_loop().create_task(
+            create(*args, **kwargs), context=contextvars.Context()
+        )
+        return await opening
+
+    return create_connection

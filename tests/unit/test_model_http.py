@@ -7,15 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
+import weakref
 from collections.abc import Iterator
+from contextvars import ContextVar
 
 import openai
 import pytest
+from aiohttp import web
+from aiohttp.pytest_plugin import AiohttpServer
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from agentwatch.runtime.agents.agent_runtime import build_chat_model
+from agentwatch.runtime.agents.model_http import ModelHttpClient
 from agentwatch.runtime.provider_errors import FailureKind, classify
 from agentwatch.runtime.retry import RetryPolicy
 from agentwatch.runtime.settings import RuntimeSettings
@@ -111,3 +117,45 @@ async def test_a_connect_or_read_timeout_is_still_a_timeout(
     assert classify(exc).kind is FailureKind.TIMEOUT
     assert chat_error(exporter, registry) == (type(exc).__name__, 1)
     assert "Timeout" in type(exc).__name__
+
+
+class Held:
+    """Something a run holds in its context."""
+
+
+HOLDING: ContextVar[Held] = ContextVar("HOLDING")
+
+
+async def test_a_pooled_connection_keeps_nothing_of_the_run_that_opened_it(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """A connection's socket callbacks keep the context they were registered in; opened
+    in a run's, the pooled connection kept the run (its LangGraph task, a failed run's
+    error and frames) alive until it closed."""
+    app = web.Application()
+    app.router.add_get("/", lambda _: web.json_response({"ok": True}))
+    server = await aiohttp_server(app)
+    # no read timeout: its timer, cancelled, keeps its context in the loop's heap until
+    # asyncio drops cancelled timers (its own, bounded); the connection's hold is tested
+    client = await asyncio.to_thread(ModelHttpClient, timeout=None)  # reads the CA bundle
+
+    url = str(server.make_url("/"))
+
+    async def run() -> weakref.ref[Held]:
+        held = Held()
+        HOLDING.set(held)
+        # two at once: one takes the pooled connection, one opens another
+        for response in await asyncio.gather(client.get(url), client.get(url)):
+            assert response.json() == {"ok": True}
+        return weakref.ref(held)
+
+    try:
+        # the first connection, pooled from here: the connector's keep-alive timer is
+        # scheduled now, in this context, not in the run's (it keeps its context too)
+        assert (await client.get(url)).status_code == 200
+        gone = await asyncio.create_task(run())  # a task: a context of its own
+        await asyncio.sleep(0)  # the loop lets go of the finished task (its wake-up)
+        gc.collect()
+        assert gone() is None, "the run's context outlived it"
+    finally:
+        await client.aclose()
