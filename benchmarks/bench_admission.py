@@ -83,12 +83,13 @@ class Point:
 
 
 @contextlib.asynccontextmanager
-async def model_process(latency: float) -> AsyncIterator[str]:
-    """``agentwatch model`` on a free loopback port with this latency: its base URL."""
+async def model_process(latency: float, *options: str) -> AsyncIterator[str]:
+    """``agentwatch model`` on a free loopback port with this latency (and these
+    options of its command line): its base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    args = ["--port", str(port), "--latency", str(latency), "--ttft", str(latency)]
+    args = ["--port", str(port), "--latency", str(latency), "--ttft", str(latency), *options]
     process = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "agentwatch.runtime.cli", "model", *args],
         stdout=asyncio.subprocess.DEVNULL,

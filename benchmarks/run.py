@@ -9,6 +9,7 @@ from benchmarks import (
     bench_agent,
     bench_batch,
     bench_cost,
+    bench_failing,
     bench_frontier,
     bench_heap,
     bench_observe,
@@ -39,6 +40,7 @@ def main() -> int:
         bench_transport.run(),
         bench_heap.run(),
         bench_request_body.run(),
+        bench_failing.run(),
         bench_workers.run(),
         bench_redis.run(),
     ]

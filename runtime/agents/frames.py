@@ -6,11 +6,13 @@ results it gathered with ``return_exceptions=True``, LangGraph's task loop in th
 task's writes. Error -> traceback -> frame -> error is a reference cycle, and with it
 goes everything those frames reach: the whole run, its spans, messages and callback
 managers, ~1,200 objects a failed run, promoted to the old generation by the time the
-model answered. Only a full collection frees them. Under a model that failed every call
-(500, 400 clients, ~70 failed runs a second) ~25,000 such objects a second piled up (RSS
-154 -> 349 MB in 30 s) and the full collection that freed 770,000 of them held the event
-loop for 1.6 s; with the frames cleared, RSS stayed at 154-172 MB and that collection
-took 0.15 s.
+model answered. Only a full collection frees them. Under a model that fails every call
+(500s, 400 clients, ~60 failed runs a second; RESULTS.md section 11f), after 30 s a full
+collection still found 670,000-890,000 objects of failed runs waiting, resident memory
+had grown 90-190 MiB, and a full collection among them held the event loop ~1 s; with
+the frames cleared, 17,000 (the runs in flight the point cancelled at its end), -8 to
++30 MiB and 0.12-0.15 s. (Probed before model_http opened connections in an empty
+context: a 1.6 s collection freeing 770,000 objects.)
 
 Once the error has left the run, the frames it passed through have finished:
 ``release_frames`` clears their locals (``frame.clear()``). The traceback keeps each

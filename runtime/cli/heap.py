@@ -21,8 +21,9 @@ s at 160) and the runs' work waits behind it: after 51 middle ones (the first se
 they came 13 times in 55 s at 1,000 runs in flight on a 5 s model, and the backlog each
 left was the loop lag's p99. Runs that succeed leave no garbage in reference cycles
 (none in 1,500 runs), so collecting the old generation less often mostly walks the runs
-in flight less often; a call that fails leaves its exception, traceback and frames in
-one (~120 objects), freed by the next full collection.
+in flight less often. A failed run no longer leaves one either: its error's traceback
+held frames that held the error, with the whole run (~430-1,200 objects), until a full
+collection; the agent clears those frames (agents/frames.py; RESULTS.md section 11f).
 
 Measured (benchmarks/RESULTS.md): section 11d, the old threshold at 50, 100 and 200 in
 2 alternating rounds: at 5 s model latency, 1,000 clients and no limit, 200 gave 4 full
