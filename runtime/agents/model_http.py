@@ -19,9 +19,15 @@ messages, a failed run's error and every frame of its traceback. A pooled connec
 kept the run that opened it alive until the connection closed, up to one run per
 connection in the pool (at 400 clients and 200 runs in flight, 10-13% of the old
 generation's objects, each full collection walking them). Opened in an empty context
-(a task of its own, ``_context_free``), it keeps none. Only the opening: a request's
-own callbacks still run in its run's context (OpenTelemetry's HTTP instrumentations see
-their parent span).
+(a task of its own, ``_opened_apart``; cancelling the caller cancels it, or closes the
+connection it opened in the same iteration), it keeps none of its opener. Still held:
+a reader a request re-registers after aiohttp paused reading (a response larger than
+its buffer, read late) keeps that request's run until the next; the connector's
+keep-alive timer keeps the run that released a connection into an empty pool until the
+pool empties; a request's read timeout, once cancelled, keeps its run until asyncio
+drops cancelled timers (all bounded: one run each). A request's own callbacks still run
+in its run's context (OpenTelemetry's HTTP instrumentations see their parent span);
+aiohttp's connection hooks (DNS, connect traces) run in the empty one.
 """
 
 from __future__ import annotations
@@ -89,10 +95,24 @@ def _context_free(transport: httpx2.AsyncBaseTransport) -> httpx2.AsyncBaseTrans
 
 def _opened_apart(create: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Awaitable[T]]:
     async def create_connection(*args: Any, **kwargs: Any) -> T:
-        # a task of its own, in an empty context: cancelling the caller cancels it
         opening: asyncio.Task[T] = asyncio.get_running_loop().create_task(
             create(*args, **kwargs), context=contextvars.Context()
         )
-        return await opening
+        try:
+            return await opening
+        except BaseException:
+            # the caller cancelled (or closed): a connection still opening is cancelled,
+            # one opened in the same iteration is closed (nobody else would close it)
+            if not opening.done():
+                opening.cancel()
+            elif not opening.cancelled() and opening.exception() is None:
+                _close(opening.result())
+            raise
 
     return create_connection
+
+
+def _close(connection: object) -> None:
+    close = getattr(connection, "close", None)
+    if callable(close):
+        close()

@@ -2,8 +2,8 @@
 next full collection: its error's traceback -> LangChain's and LangGraph's frames (or the
 stream's span) -> the error, with the run's spans, messages and callback managers
 (agents/frames.py; telemetry's ``_StreamSpan.end``). Here ~430 objects a failed run
-before, ~9 after. (Before model_http opened connections in an empty context, a pooled
-connection kept its run alive, so that such a cycle was not yet garbage here.)"""
+before, ~9 after. And a failed run is not kept alive instead (a pooled connection kept the run
+that opened it until model_http opened connections in an empty context)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from agentwatch.runtime.agents.agent_runtime import AgentRuntime
 from agentwatch.runtime.builtin_model import ModelBehavior
 from agentwatch.runtime.retry import RetryPolicy
 from agentwatch.runtime.settings import RuntimeSettings
-from agentwatch.telemetry import Telemetry
+from agentwatch.telemetry import AgentRunInvocation, Telemetry
 
 ALWAYS_500 = ModelBehavior(error_rate=1.0, fail_status=500, seed=5)
 ONCE = RetryPolicy(max_tries=2, base_delay=0.01, max_delay=0.02, max_time=5)
@@ -65,4 +65,8 @@ async def test_a_failed_run_leaves_nothing_in_reference_cycles(
         failed = await asyncio.wait_for(asyncio.gather(*(fails(i) for i in range(RUNS))), 60)
         assert all(failed), failed
         in_cycles = gc.collect()
+        # and none is kept alive instead (so none could hide a cycle from the count):
+        # one at most, the run whose context the connector's keep-alive timer has
+        kept = sum(isinstance(o, AgentRunInvocation) for o in gc.get_objects())
     assert in_cycles <= PER_RUN * RUNS, f"{in_cycles} objects in cycles after {RUNS} failed runs"
+    assert kept <= 1, f"{kept} of {RUNS} failed runs still alive"

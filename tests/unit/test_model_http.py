@@ -12,7 +12,9 @@ import socket
 import weakref
 from collections.abc import Iterator
 from contextvars import ContextVar
+from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from aiohttp import web
@@ -132,9 +134,7 @@ async def test_a_pooled_connection_keeps_nothing_of_the_run_that_opened_it(
     """A connection's socket callbacks keep the context they were registered in; opened
     in a run's, the pooled connection kept the run (its LangGraph task, a failed run's
     error and frames) alive until it closed."""
-    app = web.Application()
-    app.router.add_get("/", lambda _: web.json_response({"ok": True}))
-    server = await aiohttp_server(app)
+    server = await aiohttp_server(ok_app())
     # no read timeout: its timer, cancelled, keeps its context in the loop's heap until
     # asyncio drops cancelled timers (its own, bounded); the connection's hold is tested
     client = await asyncio.to_thread(ModelHttpClient, timeout=None)  # reads the CA bundle
@@ -157,5 +157,44 @@ async def test_a_pooled_connection_keeps_nothing_of_the_run_that_opened_it(
         await asyncio.sleep(0)  # the loop lets go of the finished task (its wake-up)
         gc.collect()
         assert gone() is None, "the run's context outlived it"
+    finally:
+        await client.aclose()
+
+
+def ok_app() -> web.Application:
+    async def ok(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    return app
+
+
+async def test_a_caller_cancelled_as_its_connection_opened_leaves_no_connection(
+    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection opens in a task of its own: a caller cancelled in the iteration in
+    which it opened (a deadline, a client gone) would have left it open for ever."""
+    server = await aiohttp_server(ok_app())
+    callers: list[asyncio.Task[Any]] = []
+    opening = aiohttp.TCPConnector._create_connection
+
+    async def opened_then_cancelled(self: Any, *args: Any) -> Any:
+        connection = await opening(self, *args)
+        asyncio.get_running_loop().call_soon(callers[-1].cancel)
+        return connection
+
+    monkeypatch.setattr(aiohttp.TCPConnector, "_create_connection", opened_then_cancelled)
+    client = await asyncio.to_thread(ModelHttpClient, timeout=5)  # reads the CA bundle
+    try:
+        for _ in range(3):
+            callers.append(asyncio.create_task(client.get(str(server.make_url("/")))))
+            with pytest.raises(asyncio.CancelledError):
+                await callers[-1]
+        for _ in range(100):  # bounded: 1 s for the server to see the closes
+            if not server.handler.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert not server.handler.connections
     finally:
         await client.aclose()
