@@ -24,17 +24,15 @@ import asyncio
 import contextlib
 import gc
 import statistics
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 from unittest import mock
 
 from agentwatch.runtime.agents import agent
 
 from . import bench_admission
 from .bench_admission import measure, model_process, write
-from .bench_heap import rss_mib
+from .bench_heap import Collections, rss_mib
 
 ROUNDS = 2
 CLIENTS = 400
@@ -42,23 +40,6 @@ WARMUP, WINDOW = 10.0, 20.0
 FAILING = ("--error-rate", "1", "--fail-status", "500")
 WAYS = ("frames cleared (agents/frames.py)", "frames kept (no-op)")
 TITLE = "## 11f. A model failing every call: the garbage failed runs leave"
-
-
-@dataclass
-class Collections:
-    """Each full collection's pause, and the objects all collections found unreachable."""
-
-    full: list[float] = field(default_factory=list)
-    unreachable: int = 0
-    _started: float = 0.0
-
-    def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-            return
-        self.unreachable += info["collected"] + info["uncollectable"]
-        if info["generation"] == 2:
-            self.full.append(time.perf_counter() - self._started)
 
 
 @dataclass(frozen=True)
@@ -99,7 +80,7 @@ async def one(base_url: str, way: str) -> Measured:
         point.lag_p99,
         timed.unreachable - left,
         left,
-        timed.full[1:-1],  # the first settled the heap, the last came after the point
+        timed.pauses[2][1:-1],  # the first settled the heap, the last came after the point
         grown,
     )
 

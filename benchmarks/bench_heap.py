@@ -81,9 +81,11 @@ def label(thresholds: tuple[int, int, int]) -> str:
 
 @dataclass
 class Collections:
-    """Every collection's pause by generation (0 young, 1 middle, 2 full), seconds."""
+    """Every collection's pause by generation (0 young, 1 middle, 2 full), seconds, and
+    the objects they found unreachable."""
 
     pauses: dict[int, list[float]] = field(default_factory=lambda: {0: [], 1: [], 2: []})
+    unreachable: int = 0
     _started: float = 0.0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
@@ -91,6 +93,7 @@ class Collections:
             self._started = time.perf_counter()
         else:
             self.pauses[info["generation"]].append(time.perf_counter() - self._started)
+            self.unreachable += info["collected"] + info["uncollectable"]
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ of the last ``samples`` (200: 4 s and the lag, about their p99) since the last c
 p99 over the 12 s windows of benchmarks/RESULTS.md section 11 at 1 s model latency
 and 400 clients ended over the target in 11 of 14 rounds one morning (36-105 ms); over
 200, in 2 of 7 (24-100 ms): fewer, not none (a full collection at ~200 runs in flight
-takes 120-160 ms, and a 12 s window's p99 is its 4th highest of ~400 samples). Each
-``window`` (0.5 s) the limit moves:
+took 120-160 ms then, 108-115 ms once pooled connections no longer kept finished runs,
+and a 12 s window's p99 is its 4th highest of ~400 samples). Each ``window`` (0.5 s)
+the limit moves:
 
 - the lag's p99 above ``target_lag``: the limit shrinks to the runs that were in flight
   times the gradient, halfway between 1 and ``target / lag`` (at most by half at once);
