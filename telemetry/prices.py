@@ -24,6 +24,7 @@ not know is unpriced (``None``): no cost is recorded, never 0.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -125,6 +126,15 @@ class PriceTable:
         if path is None or str(path) == "":
             return cls(bundled=bundled)
         return cls(read_price_file(Path(path)), bundled=bundled)
+
+    def preload(self) -> None:
+        """Load the bundled table now (~16,000 objects; genai-prices loads it on the
+        first lookup): before a process freezes start-up's heap (runtime/cli/heap.py),
+        not after, where every full collection would walk it. A table that fails to load
+        fails again at the first lookup, where a call's telemetry absorbs it: not here."""
+        if self._bundled:
+            with contextlib.suppress(Exception):
+                get_snapshot()
 
     def price(self, provider: str, model: str) -> Price | None:
         """The price of a call of ``model`` at ``provider`` (None: unpriced)."""

@@ -130,10 +130,8 @@ class Agent:
         self.admission = admission or Admission(max_concurrent, telemetry=telemetry)
         telemetry.agents.declare([name])
         telemetry.models.declare([self.model_name])
-        # the model's price looked up now: the bundled price table (~16,000 objects) is
-        # then loaded before `serve` freezes start-up's heap (cli/heap.py), not walked by
-        # every full collection after the first priced call
-        telemetry.prices.price(provider_name(self.model), self.model_name)
+        # before serve, worker and batch freeze start-up's heap (cli/heap.py)
+        telemetry.prices.preload()
         self.graph = create_agent(
             self.model,
             agent_tools(self.tools, telemetry, name, retry_policy),

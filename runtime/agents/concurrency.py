@@ -37,7 +37,11 @@ the limit moves:
   the loop can take. Over ``busy_target`` by ``sqrt(limit)``; not told the CPU (or no
   run's duration known yet), by a quarter while the lag is under a quarter of the
   target and has never come near it, else by ``sqrt(limit)``. Near the target (over a
-  quarter of it), growth waits for a full ``samples`` of lag: a p99 of fewer is lower;
+  quarter of it), growth waits for a full ``samples`` of lag: a p99 of fewer is lower.
+  The CPU's step comes up to ``hold`` of the target too (up to 0.6 of it before the
+  band moved; measured since only at the points of RESULTS.md section 11): a loop late
+  with its CPU under ``busy_target`` may be given up to ``max_jump`` times its runs at
+  once, still after a full ``samples`` of lag and a whole run;
 - otherwise (the limit held nobody back) it stays: no evidence that more would help.
 
 Once the lag has come near the target (a quarter of it), each change is given

@@ -16,6 +16,7 @@ from agentwatch.telemetry import (
     Telemetry,
     TelemetrySettings,
     format_report,
+    prices,
     start_metrics_server,
     stats_from_registry,
     stats_from_text,
@@ -270,6 +271,21 @@ def test_prices_are_looked_up_once_per_provider_and_model() -> None:
     assert table.price("openai", "gpt-4o-mini") is first
     assert table.price("nobody", "unknown-model") is None
     assert ("nobody", "unknown-model") in table._cache  # a miss is kept too
+
+
+def test_a_price_table_that_fails_to_load_fails_nothing_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``preload`` (an Agent calls it when made) swallows what loading the bundled table
+    raises: a call's telemetry absorbs it at the first lookup instead."""
+
+    def broken() -> None:
+        raise TypeError("a newer genai-prices")
+
+    monkeypatch.setattr(prices, "get_snapshot", broken)
+    PriceTable().preload()
+    with pytest.raises(TypeError):
+        PriceTable().price("openai", "gpt-4o-mini")
 
 
 def test_the_report_has_a_cost_column_and_a_total(
