@@ -6,7 +6,9 @@ The builtin model runs in a process of its own (``agentwatch model``), as a real
 would be elsewhere; the agent's process runs the clients (each one run after another,
 closed loop), the agent and its admission, and samples its own loop's lag every 20 ms
 (``sample_loop_lag``, what the adaptive limit steers by), its heap settled once the
-runtime started as ``agentwatch serve`` settles it (cli/heap.py). Each point: a fresh runtime,
+runtime started as ``agentwatch serve`` settles it (cli/heap.py), on the event loop
+``serve`` runs (cli/event_loop.py: uvloop's unless ``AGENTWATCH_EVENT_LOOP=asyncio``;
+section 11g compares the two). Each point: a fresh runtime,
 ``warm-up`` seconds (the adaptive limit starts at 64 each time), then ``window`` seconds
 counted: runs finished in the window per second, the lag's p99 over the window, and the
 limit at its end. Each point is measured in ``ROUNDS`` rounds through the policies in
@@ -40,6 +42,7 @@ from prometheus_client import CollectorRegistry
 from agentwatch.runtime.agents.agent_runtime import AgentRuntime
 from agentwatch.runtime.agents.concurrency import own_lag
 from agentwatch.runtime.builtin_model.behavior import DEFAULT_MODEL
+from agentwatch.runtime.cli import event_loop
 from agentwatch.runtime.cli.heap import settle_heap
 from agentwatch.runtime.settings import RuntimeSettings
 from agentwatch.telemetry import Telemetry, sample_loop_lag, stats_from_registry
@@ -430,7 +433,7 @@ def run(points: Iterable[tuple[float, int]] | None = None) -> list[str]:
         *((latency, clients) for latency in LATENCIES for clients in CLIENTS),
         ISSUE_POINT,
     ]
-    return section(asyncio.run(grid(chosen)))
+    return section(event_loop.run(grid(chosen)))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ the one there), as ``make bench`` does.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import statistics
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from unittest import mock
 
 from agentwatch.runtime.agents import agent
+from agentwatch.runtime.cli import event_loop
 
 from . import bench_admission
 from .bench_admission import measure, model_process, write
@@ -137,7 +137,7 @@ def section(measured: dict[str, list[Measured]]) -> list[str]:
 
 
 def run() -> list[str]:
-    return section(asyncio.run(rounds()))
+    return section(event_loop.run(rounds()))
 
 
 if __name__ == "__main__":

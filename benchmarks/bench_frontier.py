@@ -14,8 +14,9 @@ the one there), as ``make bench`` does.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
+
+from agentwatch.runtime.cli import event_loop
 
 from .bench_admission import ISSUE_POINT, Point, measure, median_of, model_process, write
 
@@ -100,7 +101,7 @@ def section(measured: dict[str, list[Point]]) -> list[str]:
 
 
 def run() -> list[str]:
-    return section(asyncio.run(rounds()))
+    return section(event_loop.run(rounds()))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ one there), as ``make bench`` does.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import statistics
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from agentwatch.runtime.cli import heap
+from agentwatch.runtime.cli import event_loop, heap
 
 from . import bench_admission
 from .bench_admission import (
@@ -238,7 +237,7 @@ def section(measured: Results) -> list[str]:
 
 
 def run() -> list[str]:
-    return section(asyncio.run(rounds()))
+    return section(event_loop.run(rounds()))
 
 
 if __name__ == "__main__":

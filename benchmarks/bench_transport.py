@@ -14,13 +14,13 @@ the one there), as ``make bench`` does.
 
 from __future__ import annotations
 
-import asyncio
 from unittest import mock
 
 import openai
 
 from agentwatch.runtime.agents import agent_runtime
 from agentwatch.runtime.agents.model_http import ModelHttpClient
+from agentwatch.runtime.cli import event_loop
 
 from .bench_admission import (
     ISSUE_POINT,
@@ -88,7 +88,7 @@ def section(measured: dict[tuple[str, str], list[Point]]) -> list[str]:
 
 
 def run() -> list[str]:
-    return section(asyncio.run(rounds()))
+    return section(event_loop.run(rounds()))
 
 
 if __name__ == "__main__":

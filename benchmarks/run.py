@@ -9,6 +9,7 @@ from benchmarks import (
     bench_agent,
     bench_batch,
     bench_cost,
+    bench_event_loop,
     bench_failing,
     bench_frontier,
     bench_heap,
@@ -41,6 +42,7 @@ def main() -> int:
         bench_heap.run(),
         bench_request_body.run(),
         bench_failing.run(),
+        bench_event_loop.run(),
         bench_workers.run(),
         bench_redis.run(),
     ]

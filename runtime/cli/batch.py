@@ -26,6 +26,7 @@ from ..batch.jsonl_sink import JsonlResultSink, ResultFileError, check_results_p
 from ..batch.processor import MAX_WORKERS, BatchOptions, BatchProcessor, BatchSummary
 from ..batch.task import RETRYABLE, BatchInputError, Task, TaskStatus, read_tasks
 from ..settings import RuntimeSettings
+from . import event_loop
 from .exits import EXIT_OK, EXIT_RESULTS_FILE, EXIT_STOPPED, EXIT_TASKS_FAILED, EXIT_USAGE
 from .heap import settle_heap
 from .progress import agent_work, install_signals, progress_bar
@@ -102,7 +103,7 @@ def batch_command(args: argparse.Namespace) -> int:
             running = run_redis_batch(tasks, out, options, args.redis, telemetry, console)
         else:
             running = run_batch(tasks, out, options, RuntimeSettings.from_env(), telemetry, console)
-        summary, stopped = asyncio.run(running)
+        summary, stopped = event_loop.run(running)  # uvloop's by default
     except ResultFileError as exc:  # in use by another batch, or a write failed
         error_line(console, f"{exc} (the batch stopped; what was written is kept)")
         return EXIT_RESULTS_FILE

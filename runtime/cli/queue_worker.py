@@ -29,6 +29,7 @@ from ..batch.processor import BatchOptions, BatchProcessor, BatchSummary
 from ..batch.redis_queue import QueueOptions, RedisClient, safe_url
 from ..batch.redis_worker import RedisTaskSource
 from ..settings import RuntimeSettings
+from . import event_loop
 from .batch import stderr_console
 from .exits import EXIT_CANNOT_LISTEN, EXIT_OK, CliError
 from .heap import settle_heap
@@ -67,7 +68,7 @@ def worker_command(args: argparse.Namespace) -> int:
                 f"{args.concurrency} at once; metrics on "
                 f"http://{args.metrics_host}:{metrics.port}/metrics"
             )
-            summary = asyncio.run(
+            summary = event_loop.run(  # uvloop's by default
                 serve_queue(
                     args.redis, args.concurrency, options, settings, telemetry, console, ready
                 )

@@ -4,7 +4,6 @@ tokens and cost printed (with ``--stream``, as they arrive)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -15,6 +14,7 @@ from ..agents.agent_runtime import AgentRuntime
 from ..events import RunEvent, RunFinished, TextDelta, ToolCallFinished, ToolCallStarted
 from ..results import trace_line, usage_line
 from ..settings import RuntimeSettings
+from . import event_loop
 from .exits import EXIT_OK
 
 
@@ -22,7 +22,7 @@ def run_command(args: argparse.Namespace) -> int:
     settings = RuntimeSettings.from_env()
     telemetry = setup_telemetry()  # the commands' one export policy
     try:
-        return asyncio.run(_run_once(settings, telemetry, args.query, args.stream))
+        return event_loop.run(_run_once(settings, telemetry, args.query, args.stream))
     finally:
         telemetry.shutdown()  # AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT
 

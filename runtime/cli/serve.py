@@ -25,6 +25,7 @@ from ..service.app import create_app
 from ..service.federation import federated, own_metrics_ctx
 from ..settings import AGENTWATCH_HOST, AGENTWATCH_PORT, RuntimeSettings
 from . import demo
+from .event_loop import loop_factory
 from .exits import EXIT_CANNOT_LISTEN, EXIT_OK, EXIT_USAGE, CliError
 from .heap import settle_heap
 from .workers import WorkerRole, supervise
@@ -85,6 +86,7 @@ def serve_command(args: argparse.Namespace) -> int:
                 ),
                 shutdown_timeout=SHUTDOWN_TIMEOUT,
                 reuse_port=role is not None,
+                loop_factory=loop_factory(),  # uvloop's by default (event_loop.py)
             )
     finally:
         telemetry.shutdown()  # AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT

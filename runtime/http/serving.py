@@ -287,14 +287,16 @@ def run_service(
     on_listening: Callable[[int], None] | None = None,
     shutdown_timeout: float = 10.0,
     reuse_port: bool = False,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM; then requests in flight get
     ``shutdown_timeout`` seconds and are cancelled. A client that goes away cancels
     its request's handler (and so its run). ``BindError`` when it cannot listen;
     an error of the app's own start-up propagates as it is. ``on_listening(port)``
     once it listens; ``reuse_port``: one of several processes serving the port
-    (``start_site``)."""
-    asyncio.run(_serve(app, host, port, on_listening, shutdown_timeout, reuse_port))
+    (``start_site``); ``loop_factory``: the event loop's (None: asyncio's)."""
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(app, host, port, on_listening, shutdown_timeout, reuse_port))
 
 
 async def _serve(
