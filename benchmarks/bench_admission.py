@@ -433,7 +433,7 @@ def run(points: Iterable[tuple[float, int]] | None = None) -> list[str]:
         *((latency, clients) for latency in LATENCIES for clients in CLIENTS),
         ISSUE_POINT,
     ]
-    return section(event_loop.run(grid(chosen)))
+    return section(event_loop.run(grid(chosen), event_loop.loop_factory()))
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def section(measured: dict[str, list[Point]]) -> list[str]:
 
 
 def run() -> list[str]:
-    return section(event_loop.run(rounds()))
+    return section(event_loop.run(rounds(), event_loop.loop_factory()))
 
 
 if __name__ == "__main__":

@@ -237,7 +237,7 @@ def section(measured: Results) -> list[str]:
 
 
 def run() -> list[str]:
-    return section(event_loop.run(rounds()))
+    return section(event_loop.run(rounds(), event_loop.loop_factory()))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,10 @@ IDLE_STOP: Final = 1.0  # the lag sampler stops after this long with no run in s
 PACE: Final = 2.0  # waiters are given slots at most this many times the runs' turnover
 PACE_BURST: Final = 0.05  # s of turns that may be given at once after a quiet time
 RUN_WEIGHT: Final = 1 / 32  # of each run's time in the moving average of runs' times
+# s: a turn this near is due (uvloop's clock and timers count whole milliseconds: a timer
+# for a turn less than 1 ms off fired at once, found the turn not yet come, and was set
+# again, ~90 times a turn)
+TIMER_SLACK: Final = 0.001
 
 
 # Calls its argument with (now, lag) for each sample of the loop's lag, until cancelled.
@@ -240,7 +244,7 @@ class Admission:
             return False
         loop = asyncio.get_running_loop()
         now, turn = loop.time(), self._turn
-        if turn <= now:
+        if turn <= now + TIMER_SLACK:
             self._turn = max(turn, now - PACE_BURST) + seconds / (PACE * self.adaptive.limit)
             return False
         if self._pacer is None or self._pacer[0] is not loop:

@@ -13,7 +13,8 @@ a timeout, the kernel's (``ETIMEDOUT``) included.
 
 And its connections are opened outside the run that asked for them. A connection's
 socket callbacks keep the context they were registered in (``contextvars``: asyncio
-copies it into each callback) for as long as the connection lives, and a run's context
+copies it into each callback; uvloop's transports keep the one current when the
+connection was made) for as long as the connection lives, and a run's context
 holds the run: LangChain's ``RunnableConfig`` -> LangGraph's task -> its writes, its
 messages, a failed run's error and every frame of its traceback. A pooled connection
 kept the run that opened it alive until the connection closed, up to one run per

@@ -66,6 +66,7 @@ exit codes:
 def batch_command(args: argparse.Namespace) -> int:
     """``agentwatch batch``: read and check the tasks and ``--out`` before anything
     starts, run the batch, print its summary; the exit code says how it ended."""
+    loop = event_loop.loop_factory()  # a loop it cannot make refused before anything
     console = stderr_console()
     out = Path(args.out)
     try:
@@ -103,7 +104,7 @@ def batch_command(args: argparse.Namespace) -> int:
             running = run_redis_batch(tasks, out, options, args.redis, telemetry, console)
         else:
             running = run_batch(tasks, out, options, RuntimeSettings.from_env(), telemetry, console)
-        summary, stopped = event_loop.run(running)  # uvloop's by default
+        summary, stopped = event_loop.run(running, loop)
     except ResultFileError as exc:  # in use by another batch, or a write failed
         error_line(console, f"{exc} (the batch stopped; what was written is kept)")
         return EXIT_RESULTS_FILE

@@ -48,6 +48,7 @@ taken this many times without finishing ends failed (dead letter). docs/scale-ou
 def worker_command(args: argparse.Namespace) -> int:
     """``agentwatch worker``: serve the Redis queue until SIGTERM/SIGINT."""
     options = QueueOptions.from_env(os.environ)
+    loop = event_loop.loop_factory()  # a loop it cannot make refused before anything
     # The queue's Redis is the rate limits' too: every worker spends one budget.
     settings = dataclasses.replace(RuntimeSettings.from_env(), redis_url=args.redis)
     console = stderr_console()
@@ -68,10 +69,11 @@ def worker_command(args: argparse.Namespace) -> int:
                 f"{args.concurrency} at once; metrics on "
                 f"http://{args.metrics_host}:{metrics.port}/metrics"
             )
-            summary = event_loop.run(  # uvloop's by default
+            summary = event_loop.run(
                 serve_queue(
                     args.redis, args.concurrency, options, settings, telemetry, console, ready
-                )
+                ),
+                loop,
             )
         finally:
             metrics.stop()

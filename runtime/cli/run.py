@@ -20,9 +20,10 @@ from .exits import EXIT_OK
 
 def run_command(args: argparse.Namespace) -> int:
     settings = RuntimeSettings.from_env()
+    loop = event_loop.loop_factory()
     telemetry = setup_telemetry()  # the commands' one export policy
     try:
-        return event_loop.run(_run_once(settings, telemetry, args.query, args.stream))
+        return event_loop.run(_run_once(settings, telemetry, args.query, args.stream), loop)
     finally:
         telemetry.shutdown()  # AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT
 

@@ -41,6 +41,7 @@ def serve_command(args: argparse.Namespace) -> int:
     """``agentwatch serve``: the service until SIGTERM/SIGINT (``--workers N``: N
     processes serving the port, workers.py)."""
     settings = _settings(args)
+    loop = loop_factory()  # refused once, before any worker starts (--workers N)
     model = "the builtin model" if settings.uses_builtin_model else settings.model
     role = WorkerRole.from_env()
 
@@ -86,7 +87,7 @@ def serve_command(args: argparse.Namespace) -> int:
                 ),
                 shutdown_timeout=SHUTDOWN_TIMEOUT,
                 reuse_port=role is not None,
-                loop_factory=loop_factory(),  # uvloop's by default (event_loop.py)
+                loop_factory=loop,  # uvloop's by default (event_loop.py)
             )
     finally:
         telemetry.shutdown()  # AGENTWATCH_TELEMETRY_SHUTDOWN_TIMEOUT
