@@ -4,9 +4,8 @@ default), asyncio's own when ``AGENTWATCH_EVENT_LOOP=asyncio``.
 Measured at 1 s model latency and 400 clients (benchmarks/RESULTS.md section 11g),
 uvloop's loop took 7-9% less of the loop's CPU a run and gave 1.10-1.11x the runs/s
 (medians of three rounds' ratios), with the adaptive limit and with none alike, at the
-same lag. Like the heap's settings
-(heap.py), only ``serve``, ``worker``, ``batch`` and ``run`` do this: an application
-embedding the runtime runs its own loop.
+same lag. Like the heap's settings (heap.py), only ``serve``, ``worker``, ``batch`` and
+``run`` do this: an application embedding the runtime runs its own loop.
 """
 
 from __future__ import annotations
