@@ -12,18 +12,19 @@ the one there), as ``make bench`` does.
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 
-import uvloop
-
-from agentwatch.runtime.cli.event_loop import LoopFactory
+from agentwatch.runtime.cli import event_loop
+from agentwatch.runtime.cli.event_loop import AGENTWATCH_EVENT_LOOP, LoopFactory
 
 from .bench_admission import ISSUE_POINT, Point, measure, median_of, model_process, write
 
 ROUNDS = 3
 TITLE = "## 11g. The event loop: asyncio's and uvloop's at 1 s model latency, 400 clients"
-LOOPS: dict[str, LoopFactory | None] = {"asyncio": None, "uvloop": uvloop.new_event_loop}
+# each as AGENTWATCH_EVENT_LOOP names it (uvloop: refused where it is not installed)
+LOOPS: dict[str, LoopFactory | None] = {
+    name: event_loop.loop_factory({AGENTWATCH_EVENT_LOOP: name}) for name in ("asyncio", "uvloop")
+}
 POLICIES: dict[str, int | None] = {"adaptive": None, "no limit": 0}
 
 
@@ -38,8 +39,7 @@ def rounds() -> dict[tuple[str, str], list[Point]]:
     for i in range(ROUNDS):
         for loop in list(LOOPS) if i % 2 == 0 else list(LOOPS)[::-1]:
             for policy in POLICIES:
-                with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-                    measured_point = runner.run(point(policy))
+                measured_point = event_loop.run(point(policy), LOOPS[loop])
                 measured.setdefault((loop, policy), []).append(measured_point)
                 print(
                     f"{loop}, {policy}: {measured_point.runs_per_s:.1f} runs/s, lag p99 "
