@@ -39,6 +39,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry
 
+from agentwatch.runtime.agents.agent import Agent
 from agentwatch.runtime.agents.agent_runtime import AgentRuntime
 from agentwatch.runtime.agents.concurrency import own_lag
 from agentwatch.runtime.builtin_model.behavior import DEFAULT_MODEL
@@ -113,16 +114,13 @@ async def model_process(latency: float, *options: str) -> AsyncIterator[str]:
         await asyncio.wait_for(process.wait(), 30)
 
 
-async def measure(
-    base_url: str,
-    policy: str,
-    latency: float,
-    clients: int,
-    limit: int | None,
-    target_lag: float = TARGET_LAG,
-) -> Point:
-    """One point: ``clients`` closed-loop clients of an agent whose admission is
-    ``limit`` (None adaptive, steering to ``target_lag``; 0 none; N fixed)."""
+@contextlib.asynccontextmanager
+async def agent_at(
+    base_url: str, limit: int | None, target_lag: float = TARGET_LAG
+) -> AsyncIterator[tuple[Agent, CollectorRegistry]]:
+    """A fresh runtime's agent on the model at ``base_url`` whose admission is ``limit``
+    (None adaptive, steering to ``target_lag``; 0 none; N fixed), its heap settled as
+    ``serve`` settles it, and the registry its metrics go to."""
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(DiscardingExporter(), max_queue_size=8192))
     registry = CollectorRegistry()
@@ -138,6 +136,22 @@ async def measure(
         admission_max_waiting=100_000,
         admission_timeout=600.0,
     )
+    async with AgentRuntime(settings, telemetry) as runtime:
+        with settled_heap():
+            yield runtime.agent, registry
+    provider.shutdown()
+
+
+async def measure(
+    base_url: str,
+    policy: str,
+    latency: float,
+    clients: int,
+    limit: int | None,
+    target_lag: float = TARGET_LAG,
+) -> Point:
+    """One point: ``clients`` closed-loop clients of an agent whose admission is
+    ``limit`` (None adaptive, steering to ``target_lag``; 0 none; N fixed)."""
     warmup, window = timing(latency)
     done = failed = 0
     counting = False
@@ -145,52 +159,49 @@ async def measure(
     own: list[float] = []
     last = (time.monotonic(), time.thread_time())
 
-    async with AgentRuntime(settings, telemetry) as runtime:
-        with settled_heap():
-            agent = runtime.agent
+    async with agent_at(base_url, limit, target_lag) as (agent, registry):
 
-            async def client(i: int) -> None:
-                nonlocal done, failed
-                for n in range(1_000_000):  # bounded: the window ends it first
-                    try:
-                        await agent.arun(f"what is {i} + {n}")
-                    except Exception:
-                        failed += int(counting)
-                        continue
-                    done += int(counting)
+        async def client(i: int) -> None:
+            nonlocal done, failed
+            for n in range(1_000_000):  # bounded: the window ends it first
+                try:
+                    await agent.arun(f"what is {i} + {n}")
+                except Exception:
+                    failed += int(counting)
+                    continue
+                done += int(counting)
 
-            def sample(now: float, lag: float) -> None:
-                nonlocal last
-                cpu = time.thread_time()
-                if counting:
-                    lags.append(lag)
-                    own.append(own_lag(lag, cpu - last[1], now - last[0]))
-                last = (now, cpu)
+        def sample(now: float, lag: float) -> None:
+            nonlocal last
+            cpu = time.thread_time()
+            if counting:
+                lags.append(lag)
+                own.append(own_lag(lag, cpu - last[1], now - last[0]))
+            last = (now, cpu)
 
-            loop = asyncio.get_running_loop()
-            tasks = [loop.create_task(client(i)) for i in range(clients)]
-            sampler = loop.create_task(sample_loop_lag(sample))
-            await asyncio.sleep(warmup)
-            counting, started, cpu = True, time.perf_counter(), time.thread_time()
-            tool_errors = failed_tool_calls(registry)
-            await asyncio.sleep(window)
-            counting, took = False, time.perf_counter() - started
-            tool_errors = failed_tool_calls(registry) - tool_errors
-            busy = (time.thread_time() - cpu) / took
-            limit = agent.admission.limit
-            for task in [*tasks, sampler]:
-                task.cancel()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(60):
-                    await asyncio.gather(*tasks, sampler, return_exceptions=True)
-    provider.shutdown()
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(client(i)) for i in range(clients)]
+        sampler = loop.create_task(sample_loop_lag(sample))
+        await asyncio.sleep(warmup)
+        counting, started, cpu = True, time.perf_counter(), time.thread_time()
+        tool_errors = failed_tool_calls(registry)
+        await asyncio.sleep(window)
+        counting, took = False, time.perf_counter() - started
+        tool_errors = failed_tool_calls(registry) - tool_errors
+        busy = (time.thread_time() - cpu) / took
+        limit = agent.admission.limit
+        for task in [*tasks, sampler]:
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(60):
+                await asyncio.gather(*tasks, sampler, return_exceptions=True)
     return Point(
         policy,
         latency,
         clients,
         done / took,
-        _p99(lags),
-        _p99(own),
+        p99(lags),
+        p99(own),
         limit,
         failed,
         busy,
@@ -250,7 +261,7 @@ def by_point(points: list[Point]) -> dict[tuple[float, int, str], Point]:
     return {key: median_of(measured) for key, measured in rounds.items()}
 
 
-def _p99(values: list[float]) -> float:
+def p99(values: list[float]) -> float:
     values = sorted(values)
     return values[int(0.99 * (len(values) - 1))] if values else float("nan")
 
